@@ -1,0 +1,67 @@
+"""The project's recipes as a whole: the `launch list` table and `launch check` over every combination."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from launcher.errors import LaunchError
+from launcher.recipes import load_recipe, recipe_names
+
+CHECK_RUN_ID = "check-run"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    recipe: str
+    target: str
+    profile: Optional[str]
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def line(self) -> str:
+        what = f"{self.recipe} × {self.target}" + (f" × {self.profile}" if self.profile else "")
+        return f"ok    {what}" if self.ok else f"FAIL  {what}: {self.error}"
+
+
+def check_all(project_dir: Path, targets: Iterable[str]) -> list[CheckResult]:
+    """Render and validate each recipe for each target, bare and under each of its profiles. Offline."""
+    from launcher.display import render_for_display
+
+    results = []
+    for name in recipe_names(project_dir):
+        try:
+            profiles = [None, *load_recipe(name, project_dir=project_dir).recipe.profiles]
+        except LaunchError as exc:
+            results.append(CheckResult(name, "-", None, str(exc)))
+            continue
+        for target in targets:
+            for profile in profiles:
+                try:
+                    render_for_display(name, target=target, project_dir=project_dir, profile=profile,
+                                       run_id=CHECK_RUN_ID)
+                    results.append(CheckResult(name, target, profile))
+                except LaunchError as exc:
+                    results.append(CheckResult(name, target, profile, str(exc)))
+    return results
+
+
+def recipe_table(project_dir: Path) -> str:
+    rows = [("RECIPE", "PIPELINE", "GPUS", "NODES", "SPOT", "ACCELERATOR", "TARGETS", "PROFILES")]
+    for name in recipe_names(project_dir):
+        try:
+            r = load_recipe(name, project_dir=project_dir).recipe
+        except LaunchError as exc:
+            rows.append((name, f"invalid: {exc}", "", "", "", "", "", ""))
+            continue
+        targets = [t for t, ok in (("skypilot", all(v.skypilot for v in r.volumes.values())),
+                                   ("vessl", r.resources.vessl is not None)) if ok]
+        rows.append((name, r.pipeline, str(r.resources.gpus), str(r.resources.nodes),
+                     "yes" if r.resources.spot else "no", r.resources.accelerator, ",".join(targets),
+                     ",".join(r.profiles) or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

@@ -1,0 +1,111 @@
+"""The `launch` command. Thin: parse, call the core, print. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from launcher.errors import LaunchError
+
+TARGET_NAMES = ("skypilot", "vessl")
+
+
+def _project_dir() -> Path:
+    from launcher.recipes import find_project_dir
+
+    return find_project_dir()
+
+
+def _sizing_options(command):
+    command = click.option("--override", "overrides", multiple=True, metavar="KEY=VALUE",
+                           help="Dotted override, e.g. train.optim.lr=5e-5 (repeatable).")(command)
+    command = click.option("--profile", default=None, help="Apply a profile of the recipe, e.g. local.")(command)
+    command = click.option("--nodes", type=click.IntRange(1, 64), default=None, help="Nodes (default: recipe).")(
+        command)
+    command = click.option("--gpus", type=click.IntRange(1, 8), default=None, help="GPUs per node (default: recipe).")(
+        command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Launch training recipes on SkyPilot, VESSL or this machine."""
+
+
+@cli.command("list")
+def list_recipes():
+    """Table of the recipes: pipeline, GPUs, nodes, spot, targets they render for."""
+    from launcher.catalog import recipe_table
+
+    click.echo(recipe_table(_project_dir()))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--target", type=click.Choice(TARGET_NAMES), default="skypilot", show_default=True)
+@_sizing_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the document to FILE instead of standard output.")
+def render(name, target, gpus, nodes, profile, overrides, output):
+    """Print the document a launch of NAME would submit (secrets masked)."""
+    from launcher.display import render_for_display
+
+    plan, document = render_for_display(name, target=target, project_dir=_project_dir(), gpus=gpus, nodes=nodes,
+                                        profile=profile, overrides=overrides)
+    click.echo(plan.summary(), err=True)
+    if output:
+        Path(output).write_text(document)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(document, nl=False)
+
+
+@cli.command()
+@click.option("--target", "targets", type=click.Choice(TARGET_NAMES), multiple=True,
+              help="Check only these targets (default: all).")
+def check(targets):
+    """Render and validate every recipe × target × profile, offline. Non-zero exit on any failure."""
+    from launcher.catalog import check_all
+
+    results = check_all(_project_dir(), targets or TARGET_NAMES)
+    for result in results:
+        click.echo(result.line())
+    failed = [r for r in results if not r.ok]
+    click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    sys.exit(1 if failed else 0)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--target", type=click.Choice(TARGET_NAMES), default="skypilot", show_default=True)
+@_sizing_options
+@click.option("--dry-run", is_flag=True, help="Print what would be submitted (secrets masked) and stop.")
+def recipe(name, target, gpus, nodes, profile, overrides, dry_run):
+    """Launch the recipe NAME on a target."""
+    from launcher.display import render_for_display
+
+    plan, document = render_for_display(name, target=target, project_dir=_project_dir(), gpus=gpus, nodes=nodes,
+                                        profile=profile, overrides=overrides)
+    click.echo(plan.summary())
+    if dry_run:
+        click.echo("---")
+        click.echo(document, nl=False)
+        return
+    raise LaunchError(f"submitting to {target} is not available in this version: use --dry-run, or hand the "
+                      f"document from `launch render {name} --target {target}` to the platform's CLI")
+
+
+def main():
+    try:
+        cli.main(standalone_mode=False)
+    except LaunchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)

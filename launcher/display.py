@@ -1,0 +1,19 @@
+"""The render a person sees: secrets masked, validated like the real one. Never handed to a platform."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from launcher.plan import LaunchPlan, git_commit, plan_launch
+from launcher.secrets import MaskedSecrets
+from launcher.targets import get_target
+
+
+def render_for_display(name: str, *, target: str, project_dir: Path, gpus=None, nodes=None, profile=None,
+                       overrides=(), run_id=None) -> tuple[LaunchPlan, str]:
+    plan = plan_launch(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes, profile=profile,
+                       overrides=overrides, run_id=run_id, commit=git_commit(project_dir))
+    module = get_target(target)
+    document = module.render(plan, MaskedSecrets(plan.recipe.secrets))
+    module.validate(document)
+    return plan, document

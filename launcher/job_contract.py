@@ -1,0 +1,8 @@
+"""What the launcher and the trainer agree on, in one place both may import (no dependencies)."""
+
+TRAINER_MODULE = "spottrain"
+RUN_ID_ENV = "SPOTTRAIN_RUN_ID"  # stable across restarts and recoveries: the trainer resumes by it
+GIT_COMMIT_ENV = "SPOTTRAIN_GIT_COMMIT"
+EXIT_FILE_ENV = "SPOTTRAIN_EXIT_FILE"  # torchrun reports any worker failure as 1; the trainer writes its code here
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "checkpointed on a preemption notice, start me again and I resume"
+MASTER_PORT = 29500

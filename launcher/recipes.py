@@ -1,0 +1,218 @@
+"""Load a recipe: read → merge `extends` → apply a profile → apply `--override`s → validate.
+
+Every value remembers which file (or override) set it, so a validation error names the file the user has to
+edit. Pure YAML + pydantic: the trainer on the nodes resolves its recipe with this same module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+from pydantic import ValidationError
+
+from launcher.errors import LaunchError, RecipeError
+from launcher.schema import Recipe
+from launcher.validation_errors import describe_validation_error
+
+RECIPES_DIR = "recipes"
+OVERRIDE_SOURCE = "--override"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `5e-5` as a string; recipes mean the number, as YAML 1.2 and Python do."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    """A validated recipe and how it was asked for, so the trainer can resolve exactly the same one."""
+
+    recipe: Recipe
+    name: str
+    relpath: str  # e.g. recipes/baseline.yaml, relative to the project directory
+    profile: Optional[str] = None
+    overrides: tuple[str, ...] = ()
+    resolved: dict[str, Any] = field(default_factory=dict, repr=False)  # the merged document, for MLflow params
+
+
+def find_project_dir(start: Optional[Path] = None) -> Path:
+    """The nearest directory (from `start`, default the cwd, upward) that holds `recipes/`."""
+    if os.environ.get("LAUNCH_PROJECT_DIR"):
+        return Path(os.environ["LAUNCH_PROJECT_DIR"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / RECIPES_DIR).is_dir():
+            return candidate
+    raise LaunchError(f"no {RECIPES_DIR}/ directory in {here} or any parent: run launch inside a project")
+
+
+def recipe_names(project_dir: Path) -> list[str]:
+    """Launchable recipes: every `recipes/*.yaml` not starting with `_` (those are shared defaults)."""
+    return sorted(p.stem for p in (project_dir / RECIPES_DIR).glob("*.yaml") if not p.name.startswith("_"))
+
+
+def recipe_path(project_dir: Path, name: str) -> Path:
+    """Resolve a recipe name (`baseline`) or path (`recipes/baseline.yaml`); suggest the closest name."""
+    as_path = Path(name)
+    if as_path.suffix in (".yaml", ".yml"):
+        path = as_path if as_path.is_absolute() else project_dir / as_path
+        if not path.is_file():
+            raise LaunchError(f"{name}: no such recipe file")
+        return path
+    path = project_dir / RECIPES_DIR / f"{name}.yaml"
+    if path.is_file() and not name.startswith("_"):
+        return path
+    known = recipe_names(project_dir)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise LaunchError(f"unknown recipe '{name}': {hint}known recipes: {', '.join(known)}")
+
+
+def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
+                overrides: Iterable[str] = ()) -> LoadedRecipe:
+    project_dir = project_dir.resolve()
+    path = recipe_path(project_dir, name).resolve()
+    display = _display(path, project_dir)
+    document, sources = _read_with_extends(path, project_dir, chain=())
+
+    if profile is not None:
+        profiles = document.get("profiles") or {}
+        if profile not in profiles:
+            raise RecipeError(display, f"profiles.{profile}",
+                              f"no such profile (this recipe has: {', '.join(profiles) or 'none'})")
+        entries = profiles[profile]
+        if not isinstance(entries, dict):
+            raise RecipeError(sources.get(f"profiles.{profile}", display), f"profiles.{profile}",
+                              "expected a mapping of dotted keys to values")
+        label = f"{sources.get(f'profiles.{profile}', display)} (profile {profile})"
+        for key, value in entries.items():
+            _set_dotted(document, sources, str(key), value, label)
+
+    overrides = tuple(overrides)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(document, sources, key, value, OVERRIDE_SOURCE)
+
+    try:
+        recipe = Recipe.model_validate(document)
+    except ValidationError as exc:
+        key, reason = describe_validation_error(exc, Recipe)
+        raise RecipeError(_blame(sources, key, display), key, reason) from None
+    return LoadedRecipe(recipe=recipe, name=path.stem, relpath=_display(path, project_dir), profile=profile,
+                        overrides=overrides, resolved=document)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.optim.lr=5e-5` → ("train.optim.lr", 5e-05); values are typed as YAML would type them."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(OVERRIDE_SOURCE, text, "expected dotted.key=value, e.g. train.optim.lr=5e-5")
+    if raw == "":
+        return key, ""
+    try:
+        return key, yaml.load(raw, Loader=_Loader)
+    except yaml.YAMLError:
+        return key, raw
+
+
+def _read_with_extends(path: Path, project_dir: Path, chain: tuple[Path, ...]):
+    display = _display(path, project_dir)
+    if path in chain:
+        cycle = " → ".join(_display(p, project_dir) for p in (*chain, path))
+        raise RecipeError(_display(chain[-1], project_dir), "extends", f"cycle: {cycle}")
+    document = _read_yaml(path, display)
+    parent_name = document.pop("extends", None)
+    document_sources = _sources_of(document, display)
+    if parent_name is None:
+        return document, document_sources
+    if not isinstance(parent_name, str):
+        raise RecipeError(display, "extends", f"expected a file name, got {parent_name!r}")
+    parent_path = (path.parent / parent_name).resolve()
+    if not parent_path.is_file():
+        raise RecipeError(display, "extends", f"no such file {parent_name!r} next to this recipe")
+    merged, sources = _read_with_extends(parent_path, project_dir, (*chain, path))
+    _deep_merge(merged, document)
+    sources.update(document_sources)
+    return merged, sources
+
+
+def _read_yaml(path: Path, display: str) -> dict:
+    try:
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "document"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(display, "", f"invalid YAML at {where}: {problem}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise RecipeError(display, "", f"expected a mapping at the top level, got {type(document).__name__}")
+    return document
+
+
+def _sources_of(node: Any, source: str, prefix: str = "") -> dict[str, str]:
+    """Every dotted key (leaves and the mappings above them) → the file that set it."""
+    sources = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            sources[dotted] = source
+            sources.update(_sources_of(value, source, dotted + "."))
+    return sources
+
+
+def _deep_merge(base: dict, update: dict) -> None:
+    """Mappings merge key by key; anything else (lists included) is replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _set_dotted(document: dict, sources: dict, key: str, value: Any, source: str) -> None:
+    node = document
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(source, ".".join(parts[: depth + 1]),
+                              f"is a value ({child!r}), cannot set {key} inside it")
+        node = child
+    if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+        _deep_merge(node[parts[-1]], value)
+    else:
+        node[parts[-1]] = value
+    sources[key] = source
+    sources.update(_sources_of(value, source, key + "."))
+
+
+def _blame(sources: dict[str, str], key: str, default: str) -> str:
+    """The source of the deepest prefix of `key` that some file set; the recipe itself for missing keys."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in sources:
+            return sources[prefix] if end == len(parts) or sources[prefix] == OVERRIDE_SOURCE else default
+    return default
+
+
+def _display(path: Path, project_dir: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(project_dir))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,310 @@
+"""The recipe model: the one place that documents every key a recipe may hold.
+
+Pure pydantic, no click/jinja/sky/torch: the trainer on the nodes validates its recipe with the same model.
+Unknown keys are rejected everywhere except in free-form maps (env, tags, volumes, profiles).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+PIPELINES = ("baseline", "critic", "verifiable", "rho1")
+
+# Accelerator names SkyPilot's catalogues use; its schema accepts any string, so a typo would only fail at
+# provisioning time, after a long wait.
+ACCELERATORS = (
+    "A100", "A100-80GB", "A10", "A10G", "A40", "B200", "GB200", "H100", "H100-MEGA", "H200", "K80", "L4", "L40",
+    "L40S", "M60", "P100", "P4", "RTX4090", "RTX6000", "RTXPRO6000", "T4", "V100", "V100-32GB", "MI300X",
+)
+RECOVERY_STRATEGIES = ("EAGER_NEXT_REGION", "FAILOVER")
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_JOB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+def _between(lo: float, hi: float):
+    def check(value):
+        if not lo <= value <= hi:
+            raise ValueError(f"expected {lo}–{hi}, got {value}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _above(lo: float):
+    def check(value):
+        if not value > lo:
+            raise ValueError(f"expected > {lo}, got {value}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _matching(pattern: re.Pattern, what: str):
+    def check(value: str):
+        if not pattern.match(value):
+            raise ValueError(f"expected {what}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _one_of(choices: tuple[str, ...]):
+    def check(value: str):
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _with_scheme(schemes: tuple[str, ...]):
+    def check(value: str):
+        if not value.startswith(schemes):
+            raise ValueError(f"expected a URI starting with {' or '.join(schemes)}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _fraction(value: float) -> float:
+    if not 0 < value <= 1:
+        raise ValueError(f"expected a fraction in (0, 1], got {value}")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {value!r}")
+    return value
+
+
+def _as_text(value: Any) -> Any:
+    """Environment values and tags are strings on every platform; YAML may have typed them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, (int, float)) else value
+
+
+Text = Annotated[str, BeforeValidator(_as_text)]
+EnvName = Annotated[str, _matching(_ENV_NAME, "an environment variable name")]
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+PositiveInt = Annotated[int, _between(1, 10**9)]
+
+
+class FieldProblem(ValueError):
+    """A cross-field check that fails: `key` is dotted, relative to the model that raised it."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(reason)
+        self.key = key
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- where it runs -------------------------------------------------------------------------------------------
+
+
+class Recovery(Strict):
+    """How SkyPilot brings a managed job back after a preemption or a failure."""
+
+    strategy: Annotated[str, _one_of(RECOVERY_STRATEGIES)] = Field(
+        "EAGER_NEXT_REGION", description="SkyPilot recovery strategy after a spot preemption.")
+    max_restarts_on_errors: Annotated[int, _between(0, 100)] = Field(
+        3, description="Restarts allowed when the job itself fails (not counting preemptions).")
+
+
+class VesslResources(Strict):
+    cluster: str = Field(description="VESSL cluster name, e.g. vessl-gcp-oregon.")
+    preset: str = Field(description="VESSL resource preset, e.g. gpu-a100-large-spot.")
+
+
+class Resources(Strict):
+    accelerator: Annotated[str, _one_of(ACCELERATORS)] = Field(description="GPU type, e.g. A100-80GB.")
+    gpus: Annotated[int, _between(1, 8)] = Field(description="GPUs per node; torchrun starts one rank per GPU.")
+    nodes: Annotated[int, _between(1, 64)] = Field(1, description="Number of nodes.")
+    spot: bool = Field(True, description="Use spot instances (the job is recovered after a preemption).")
+    disk_gb: Annotated[int, _between(50, 65536)] = Field(500, description="Boot disk size per node.")
+    recovery: Recovery = Field(default_factory=Recovery)
+    vessl: Optional[VesslResources] = Field(None, description="Cluster and preset when launched on VESSL.")
+
+
+class Volume(Strict):
+    """A named storage mounted on the nodes; what backs it differs per target."""
+
+    mount: AbsolutePath = Field(description="Where the volume appears on the node.")
+    read_only: bool = Field(False, description="Mount read-only (models, datasets).")
+    skypilot: Optional[Annotated[str, _with_scheme(("s3://", "gs://", "r2://", "cos://", "https://"))]] = Field(
+        None, description="Bucket URI that backs the volume on SkyPilot.")
+    vessl: Optional[Annotated[str, _with_scheme(("volume://", "s3://", "gs://", "hf://"))]] = Field(
+        None, description="VESSL import source, e.g. volume://weighted-mtp-models.")
+
+
+class Code(Strict):
+    repo: str = Field(description="Git repository VESSL clones the code from, e.g. github.com/org/repo.")
+    ref: Optional[str] = Field(None, description="Branch, tag or commit to check out (default: the remote's HEAD).")
+    workdir: AbsolutePath = Field("/workspace/code", description="Where the code lives on the node.")
+
+
+class MLflowSettings(Strict):
+    tracking_uri: Optional[str] = Field(
+        None, description="Tracking server URL; unset means a local SQLite store in the run directory. "
+                          "Credentials come from the MLFLOW_TRACKING_USERNAME/PASSWORD secrets.")
+    experiment: str = Field(description="Experiment name, e.g. weighted-mtp/production.")
+    run_name: str = Field(description="Run name shown in the MLflow UI.")
+    tags: dict[str, Text] = Field(default_factory=dict,
+                                 description="Extra tags; pipeline, gpu, gpus and nodes are added by the trainer.")
+
+
+# --- what it trains -----------------------------------------------------------------------------------------
+
+
+class Model(Strict):
+    path: str = Field(description="Local path of a Hugging Face causal LM, or 'micro' for the tiny in-code model.")
+    n_future_tokens: Annotated[int, _between(1, 8)] = Field(4, description="Number of MTP heads.")
+
+
+class Data(Strict):
+    train: str = Field(description="JSONL of {instruction, input, output, task_id, is_correct, metadata}, "
+                                   "or 'generated' for the small shipped set.")
+    val: Optional[str] = Field(None, description="Validation JSONL (default: a split of train).")
+    max_length: Annotated[int, _between(16, 131072)] = Field(2048, description="Tokens per sample after truncation.")
+    n_samples: Optional[PositiveInt] = Field(None, description="Use at most this many training samples.")
+    val_samples: PositiveInt = Field(512, description="Validation samples evaluated at most.")
+
+
+class Batch(Strict):
+    per_gpu: Annotated[int, _between(1, 4096)] = Field(description="Micro-batch size per GPU.")
+    grad_accum: Annotated[int, _between(1, 4096)] = Field(1, description="Gradient accumulation steps.")
+
+
+class Optim(Strict):
+    lr: Annotated[float, _above(0)] = Field(description="Peak learning rate (AdamW).")
+    weight_decay: Annotated[float, _between(0, 1)] = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: Annotated[float, _between(0, 1e6)] = Field(1.0, description="Gradient norm clip; 0 disables it.")
+
+
+class Schedule(Strict):
+    warmup_ratio: Annotated[float, _between(0, 1)] = Field(0.03, description="Fraction of steps of linear warmup.")
+    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: Annotated[float, _between(0, 1)] = 0.0
+
+
+class Checkpoint(Strict):
+    uri: str = Field(description="Durable store: s3://bucket/prefix, or a local directory.")
+    local_dir: str = Field(description="Where each rank writes its shards before upload.")
+    every_steps: PositiveInt = Field(description="Save every N optimizer steps.")
+    keep: PositiveInt = Field(3, description="Newest complete intermediate checkpoints kept (best and final always).")
+    best_metric: str = Field("val/loss", description="Metric that picks the best checkpoint.")
+    best_mode: Literal["min", "max"] = "min"
+    endpoint_url: Optional[str] = Field(None, description="S3-compatible endpoint (MinIO, R2, ...).")
+
+
+class DeepSpeedSettings(Strict):
+    zero_stage: Annotated[int, _between(0, 3)] = 2
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+
+class Evaluation(Strict):
+    every_steps: PositiveInt = Field(500, description="Evaluate every N optimizer steps (and at the end).")
+
+
+class CriticOptions(Strict):
+    loss_type: Literal["mse", "pairwise"] = Field(description="λ-return regression or pairwise ranking.")
+    lam: Annotated[float, _between(0, 1)] = Field(1.0, description="λ of the λ-return.")
+    gamma: Annotated[float, _between(0, 1)] = 1.0
+
+
+class VerifiableOptions(Strict):
+    critic_stage: str = Field("critic", description="Recipe whose best checkpoint initialises the value head.")
+    critic_checkpoint: Optional[str] = Field(
+        None, description="Explicit critic checkpoint (path or URI); resolved from the store when unset.")
+    beta: Annotated[float, _above(0)] = Field(0.9, description="Temperature of the exponential TD weights.")
+    value_coef: Annotated[float, _between(0, 1e3)] = 0.5
+    weight_clip: tuple[float, float] = Field((0.1, 5.0), description="[w_min, w_max] of the token weights.")
+    lam: Annotated[float, _between(0, 1)] = 0.95
+    gamma: Annotated[float, _between(0, 1)] = 1.0
+    ema_momentum: Annotated[float, _between(0, 1)] = 0.1
+
+    @model_validator(mode="after")
+    def _clip_ordered(self):
+        low, high = self.weight_clip
+        if not 0 <= low <= high:
+            raise FieldProblem("weight_clip", f"expected 0 ≤ min ≤ max, got [{low}, {high}]")
+        return self
+
+
+class Rho1Options(Strict):
+    reference_model: str = Field(description="Frozen reference model path, or 'micro'.")
+    k_percent: Annotated[float, AfterValidator(_fraction)] = Field(0.6, description="Fraction of tokens kept, in (0, 1].")
+    selection: Literal["hard", "soft"] = "hard"
+    temperature: Annotated[float, _above(0)] = Field(1.0, description="Soft selection temperature.")
+
+
+class Train(Strict):
+    """Read by the trainer on the nodes; any key can be overridden as `train.a.b=value`."""
+
+    model: Model
+    data: Data
+    batch: Batch
+    epochs: Annotated[float, _above(0)] = Field(description="Passes over the training set (may be fractional).")
+    max_steps: Optional[PositiveInt] = Field(None, description="Stop after this many optimizer steps.")
+    seed: int = 42
+    log_every_steps: PositiveInt = 10
+    optim: Optim
+    schedule: Schedule = Field(default_factory=Schedule)
+    checkpoint: Checkpoint
+    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
+    eval: Evaluation = Field(default_factory=Evaluation)
+    critic: Optional[CriticOptions] = None
+    verifiable: Optional[VerifiableOptions] = None
+    rho1: Optional[Rho1Options] = None
+
+
+class Recipe(Strict):
+    """One training stage: where it runs and what it trains."""
+
+    name: Annotated[str, _matching(_JOB_NAME, "lowercase letters, digits and dashes")] = Field(
+        description="Job name on every target.")
+    description: str = ""
+    pipeline: Annotated[str, _one_of(PIPELINES)] = Field(description="Training pipeline module.")
+    image: str = Field(description="Container image, e.g. pytorch/pytorch:2.5.1-cuda12.4-cudnn9-devel.")
+    resources: Resources
+    code: Code
+    volumes: dict[str, Volume] = Field(default_factory=dict)
+    env: dict[EnvName, Text] = Field(default_factory=dict, description="Plain environment variables.")
+    secrets: list[EnvName] = Field(default_factory=list, description="Names of secrets taken from the "
+                                   "environment or .env at launch; values never enter a file or a log.")
+    secrets_mode: Literal["platform", "inline"] = Field(
+        "platform", description="VESSL only: 'platform' references VESSL's stored secrets; 'inline' passes the "
+                                "values from .env at launch through a private temporary file.")
+    setup: str = Field("pip install -e '.[train]'", description="Shell run once per node before training.")
+    mlflow: MLflowSettings
+    train: Train
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Named sets of dotted overrides, e.g. local: {train.max_steps: 40}.")
+
+    @model_validator(mode="after")
+    def _pipeline_options_match(self):
+        for pipeline in ("critic", "verifiable", "rho1"):
+            given = getattr(self.train, pipeline) is not None
+            if pipeline == self.pipeline and not given:
+                raise FieldProblem(f"train.{pipeline}", f"pipeline {pipeline} needs this section")
+            if given and pipeline != self.pipeline:
+                raise FieldProblem(f"train.{pipeline}",
+                                   f"only valid for pipeline {pipeline}, this recipe is {self.pipeline}")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.resources.gpus * self.resources.nodes
+
+    @property
+    def effective_batch(self) -> int:
+        return self.train.batch.per_gpu * self.train.batch.grad_accum * self.world_size

@@ -1,0 +1,1 @@
+"""The trainer that runs on the nodes under torchrun: `python -m spottrain train --recipe recipes/NAME.yaml`."""
