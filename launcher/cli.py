@@ -56,7 +56,10 @@ def render(name, target, gpus, nodes, profile, overrides, output):
                                         profile=profile, overrides=overrides)
     click.echo(plan.summary(), err=True)
     if output:
-        Path(output).write_text(document)
+        try:
+            Path(output).write_text(document)
+        except OSError as exc:
+            raise LaunchError(f"{output}: cannot write: {exc.strerror or exc}") from None
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(document, nl=False)
@@ -106,6 +109,7 @@ def main():
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # usage errors too: one line, like every other error
+        hint = f" (see {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) else ""
+        click.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)
         sys.exit(2)

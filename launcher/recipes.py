@@ -96,9 +96,9 @@ def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
         if not isinstance(entries, dict):
             raise RecipeError(sources.get(f"profiles.{profile}", display), f"profiles.{profile}",
                               "expected a mapping of dotted keys to values")
-        label = f"{sources.get(f'profiles.{profile}', display)} (profile {profile})"
-        for key, value in entries.items():
-            _set_dotted(document, sources, str(key), value, label)
+        for key, value in entries.items():  # an entry is blamed on the file that wrote it, maybe the parent
+            where = sources.get(f"profiles.{profile}.{key}") or sources.get(f"profiles.{profile}", display)
+            _set_dotted(document, sources, str(key), value, f"{where} (profile {profile})")
 
     overrides = tuple(overrides)
     for text in overrides:
@@ -152,6 +152,9 @@ def _read_with_extends(path: Path, project_dir: Path, chain: tuple[Path, ...]):
 def _read_yaml(path: Path, display: str) -> dict:
     try:
         document = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise RecipeError(display, "", f"not UTF-8 text at line {line}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "document"
@@ -207,7 +210,9 @@ def _blame(sources: dict[str, str], key: str, default: str) -> str:
     for end in range(len(parts), 0, -1):
         prefix = ".".join(parts[:end])
         if prefix in sources:
-            return sources[prefix] if end == len(parts) or sources[prefix] == OVERRIDE_SOURCE else default
+            in_a_list = all(part.isdigit() for part in parts[end:])  # an item of a list that file wrote
+            set_there = end == len(parts) or in_a_list or sources[prefix] == OVERRIDE_SOURCE
+            return sources[prefix] if set_there else default
     return default
 
 

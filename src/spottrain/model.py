@@ -1,0 +1,102 @@
+"""Multi-token prediction on a Hugging Face causal LM (PIPELINES.md, "The model").
+
+Trunk = all decoder layers but the last; head 0 = the last layer; heads 1..n-1 = extra layers of the same
+shape. Every head reads the trunk output, then the shared final norm and output projection. The base model
+object is kept whole (its last layer is head 0), so the final export is a plain `from_pretrained` checkpoint
+plus the extra heads in one file beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spottrain.micro import MICRO, micro_config, micro_tokenizer
+
+EXTRA_HEADS_FILE = "mtp_heads.safetensors"
+
+
+@dataclass
+class MTPOutput:
+    logits: torch.Tensor  # [B, S, n_future, V]
+    trunk: torch.Tensor  # [B, S, H], the shared trunk output every head reads
+
+
+class MultiTokenLM(nn.Module):
+    def __init__(self, causal_lm: nn.Module, n_future: int):
+        super().__init__()
+        self.lm = causal_lm
+        last = causal_lm.model.layers[-1]
+        self.extra_heads = nn.ModuleList(copy.deepcopy(last) for _ in range(n_future - 1))
+        self.n_future = n_future
+
+    @property
+    def hidden_size(self) -> int:
+        return self.lm.config.hidden_size
+
+    def heads(self):
+        return [self.lm.model.layers[-1], *self.extra_heads]
+
+    def forward(self, input_ids: torch.Tensor) -> MTPOutput:
+        base = self.lm.model
+        # Right padding only: causal attention already keeps real tokens from seeing the pads after them.
+        hidden = base.embed_tokens(input_ids)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        rotary = base.rotary_emb(hidden, position_ids=positions)
+        for layer in base.layers[:-1]:
+            hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary)
+        logits = [self.lm.lm_head(base.norm(head(hidden, attention_mask=None, position_ids=positions,
+                                                  position_embeddings=rotary)))
+                  for head in self.heads()]
+        return MTPOutput(logits=torch.stack(logits, dim=2), trunk=hidden)
+
+
+def load_tokenizer(path: str):
+    if path == MICRO:
+        return micro_tokenizer()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, vocab_size: int, seed: int) -> nn.Module:
+    """A local Hugging Face model, or the micro model initialised from `seed` (same weights on every rank)."""
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    if path == MICRO:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return LlamaForCausalLM._from_config(micro_config(vocab_size), attn_implementation="sdpa")
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"train.model.path: no model directory at {path}")
+    return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa", torch_dtype=torch.float32)
+
+
+def build_mtp_model(path: str, n_future: int, vocab_size: int, seed: int) -> MultiTokenLM:
+    model = MultiTokenLM(load_causal_lm(path, vocab_size, seed), n_future)
+    heads_file = Path(path) / EXTRA_HEADS_FILE
+    if path != MICRO and heads_file.is_file():
+        from safetensors.torch import load_file
+
+        model.extra_heads.load_state_dict(load_file(str(heads_file)))
+    return model
+
+
+def export_pretrained(model: MultiTokenLM, state_dict: dict, tokenizer, out_dir: Path) -> None:
+    """Write `from_pretrained` weights (trunk + head 0) and the extra heads beside them."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lm_state = {k[len("lm."):]: v for k, v in state_dict.items() if k.startswith("lm.")}
+    model.lm.save_pretrained(out_dir, state_dict=lm_state, safe_serialization=True)
+    heads = {k[len("extra_heads."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("extra_heads.")}
+    if heads:
+        save_file(heads, str(out_dir / EXTRA_HEADS_FILE), metadata={"n_future_tokens": str(model.n_future)})
+    tokenizer.save_pretrained(out_dir)

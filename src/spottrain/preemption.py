@@ -1,0 +1,28 @@
+"""The spot notice: SIGTERM asks the trainer to finish its step, checkpoint, and exit "preempted"."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from launcher.job_contract import EXIT_FILE_ENV, PREEMPTED_EXIT_CODE
+
+
+class PreemptionNotice:
+    def __init__(self):
+        self.received = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+
+def report_exit_code(code: int) -> None:
+    """torchrun reports any failed worker as exit 1; the run script and the local supervisor read this file."""
+    path = os.environ.get(EXIT_FILE_ENV)
+    if path:
+        with open(path, "w") as out:
+            out.write(str(code))
+
+
+__all__ = ["PreemptionNotice", "report_exit_code", "PREEMPTED_EXIT_CODE"]

@@ -1,0 +1,204 @@
+"""MLflow from rank 0: one MLflow run per training run, continued after every resume, never blocking the loop.
+
+The run is found again by its `spottrain.run_id` tag, so a job restarted before its first checkpoint still
+lands in the same MLflow run. Steps already logged before a restart are not logged twice. Metrics go through
+a queue that a background thread flushes; while the server is unreachable they stay buffered. Wrong
+credentials are the one failure that stops training, at start, with a message that says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger(__name__)
+RUN_ID_TAG = "spottrain.run_id"
+FLUSH_SECONDS = 2.0
+
+
+class TrackingAuthError(RuntimeError):
+    pass
+
+
+def tracking_uri(configured: Optional[str], local_dir: Path) -> str:
+    """The recipe's server, else MLFLOW_TRACKING_URI, else a SQLite store beside the local checkpoints."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    local_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{local_dir.resolve()}/mlflow.db"
+
+
+def flatten(value, prefix: str = "") -> dict[str, str]:
+    """Nested recipe → dotted params, as a user would write an override."""
+    if isinstance(value, dict):
+        flat = {}
+        for key, child in value.items():
+            flat.update(flatten(child, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: str(value)}
+
+
+class Tracker:
+    def __init__(self, *, uri: str, experiment: str, run_name: str, run_id: str, params: dict[str, str],
+                 tags: dict[str, str], mlflow_run_id: Optional[str] = None, system_metrics: bool = True):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        from mlflow.tracking import MlflowClient
+
+        self.uri, self.experiment, self.run_name, self.run_id = uri, experiment, run_name, run_id
+        self.params, self.tags = params, tags
+        self.client = MlflowClient(tracking_uri=uri)
+        self.mlflow_run_id = mlflow_run_id
+        self._logged_through: dict[str, int] = {}
+        self._queue: list[tuple[str, float, int, int]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._system_metrics = system_metrics
+        self._monitor = None
+        self._down_since: Optional[float] = None
+        self._ready = False
+        try:
+            self._ensure_run()
+        except TrackingAuthError:
+            raise
+        except Exception as exc:  # server down: train anyway, create the run when it is back
+            self._note_down(exc)
+        self._thread = threading.Thread(target=self._flush_forever, name="mlflow-flush", daemon=True)
+        self._thread.start()
+
+    # --- the run ---------------------------------------------------------------------------------------------
+
+    def _ensure_run(self) -> None:
+        if self._ready:
+            return
+        try:
+            experiment = self.client.get_experiment_by_name(self.experiment)
+        except Exception as exc:
+            if _is_auth_failure(exc):
+                raise TrackingAuthError(
+                    f"MLflow at {self.uri} rejected the credentials ({_status(exc)}): check the "
+                    f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD secrets") from None
+            raise
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment)
+        if self.mlflow_run_id is None:
+            found = self.client.search_runs([experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` = '{self.run_id}'",
+                                            max_results=1)
+            self.mlflow_run_id = found[0].info.run_id if found else None
+        if self.mlflow_run_id is None:
+            run = self.client.create_run(experiment_id, run_name=self.run_name,
+                                         tags={**self.tags, RUN_ID_TAG: self.run_id})
+            self.mlflow_run_id = run.info.run_id
+            self._log_params()
+        else:
+            self.client.update_run(self.mlflow_run_id, status="RUNNING")
+            self._logged_through = self._already_logged()
+        if self._system_metrics and self._monitor is None:
+            self._start_system_metrics()
+        self._ready = True
+
+    def _log_params(self) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in sorted(self.params.items())]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.mlflow_run_id, params=items[start:start + 100])
+
+    def _already_logged(self) -> dict[str, int]:
+        """Last step of every metric the run already has: a resumed run re-computes those steps bit for bit,
+        so logging them again would only duplicate points."""
+        run = self.client.get_run(self.mlflow_run_id)
+        return {key: max(m.step for m in self.client.get_metric_history(self.mlflow_run_id, key))
+                for key in run.data.metrics if not key.startswith("system/")}
+
+    def _start_system_metrics(self) -> None:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(self.mlflow_run_id, resume_logging=True, tracking_uri=self.uri)
+            self._monitor.start()
+        except Exception as exc:  # system metrics are a nicety, never a reason to stop
+            log.warning("system metrics disabled: %s", exc)
+
+    # --- metrics ---------------------------------------------------------------------------------------------
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        with self._lock:
+            self._queue.extend((key, float(value), stamp, step) for key, value in metrics.items())
+
+    def flush(self) -> bool:
+        """Send what is queued; False (and everything kept) if the server cannot be reached."""
+        from mlflow.entities import Metric
+
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._ensure_run()
+            fresh = [Metric(key, value, stamp, step) for key, value, stamp, step in batch
+                     if step > self._logged_through.get(key, -1)]
+            for start in range(0, len(fresh), 1000):
+                self.client.log_batch(self.mlflow_run_id, metrics=fresh[start:start + 1000])
+        except TrackingAuthError:
+            raise
+        except Exception as exc:
+            with self._lock:
+                self._queue = batch + self._queue
+            self._note_down(exc)
+            return False
+        if self._down_since is not None:
+            log.warning("MLflow at %s is reachable again; sent %d buffered metrics", self.uri, len(batch))
+            self._down_since = None
+        return True
+
+    @property
+    def buffered(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def _note_down(self, exc: Exception) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("MLflow at %s unreachable (%s): training continues, metrics are buffered",
+                        self.uri, type(exc).__name__)
+
+    def _flush_forever(self) -> None:
+        while not self._stop.wait(FLUSH_SECONDS):
+            try:
+                self.flush()
+            except TrackingAuthError as exc:
+                log.error("%s", exc)
+
+    def close(self, status: Optional[str], timeout: float = 60.0) -> None:
+        """Stop the flusher, send what is left (trying for up to `timeout`), mark the run's status.
+
+        status None leaves the run RUNNING: a preempted run is not over, its next attempt continues it."""
+        self._stop.set()
+        self._thread.join()
+        if self._monitor is not None:
+            self._monitor.finish()
+        deadline = time.monotonic() + timeout
+        while not self.flush() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        if self.buffered:
+            log.error("MLflow: %d metrics could not be sent to %s", self.buffered, self.uri)
+        if status and self.mlflow_run_id:
+            try:
+                self.client.set_terminated(self.mlflow_run_id, status=status)
+            except Exception as exc:
+                log.error("MLflow: could not mark run %s: %s", status, exc)
+
+
+def _status(exc: Exception) -> str:
+    return "HTTP 401" if "401" in str(exc) else "HTTP 403" if "403" in str(exc) else type(exc).__name__
+
+
+def _is_auth_failure(exc: Exception) -> bool:
+    text = str(exc)
+    return any(code in text for code in ("401", "403", "Unauthorized", "Permission denied", "PERMISSION_DENIED",
+                                        "UNAUTHENTICATED"))
