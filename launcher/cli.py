@@ -9,7 +9,8 @@ import click
 
 from launcher.errors import LaunchError
 
-TARGET_NAMES = ("skypilot", "vessl")
+TARGET_NAMES = ("skypilot", "vessl", "local")
+DEFAULT_PROFILES = {"local": "local"}  # --target local runs the recipe's local profile unless told otherwise
 
 
 def _project_dir() -> Path:
@@ -84,20 +85,41 @@ def check(targets):
 @click.argument("name")
 @click.option("--target", type=click.Choice(TARGET_NAMES), default="skypilot", show_default=True)
 @_sizing_options
+@click.option("--run-id", default=None, help="Continue this run (default: a new run id).")
 @click.option("--dry-run", is_flag=True, help="Print what would be submitted (secrets masked) and stop.")
-def recipe(name, target, gpus, nodes, profile, overrides, dry_run):
+def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run):
     """Launch the recipe NAME on a target."""
     from launcher.display import render_for_display
 
-    plan, document = render_for_display(name, target=target, project_dir=_project_dir(), gpus=gpus, nodes=nodes,
-                                        profile=profile, overrides=overrides)
+    project_dir = _project_dir()
+    plan, document = render_for_display(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
+                                        profile=profile or DEFAULT_PROFILES.get(target), overrides=overrides,
+                                        run_id=run_id)
     click.echo(plan.summary())
     if dry_run:
         click.echo("---")
         click.echo(document, nl=False)
         return
-    raise LaunchError(f"submitting to {target} is not available in this version: use --dry-run, or hand the "
-                      f"document from `launch render {name} --target {target}` to the platform's CLI")
+    if target != "local":
+        raise LaunchError(f"submitting to {target} is not available in this version: use --dry-run, or hand the "
+                          f"document from `launch render {name} --target {target}` to the platform's CLI")
+    _launch_local(plan, project_dir)
+
+
+def _launch_local(plan, project_dir: Path) -> None:
+    from launcher import job_contract
+    from launcher.secrets import resolve_secrets
+    from launcher.targets import local
+
+    secrets = resolve_secrets(plan.recipe.secrets, project_dir, required=False)
+    attempts = local.launch(plan, secrets, project_dir, on_attempt=lambda a: click.echo(
+        f"attempt {a.number} exited {a.exit_code} after {a.seconds:.0f} s"
+        + (" (preempted: resuming)" if a.exit_code == job_contract.PREEMPTED_EXIT_CODE else ""), err=True))
+    checkpoint = plan.recipe.train.checkpoint
+    tracking = job_contract.mlflow_tracking_uri(plan.recipe.mlflow.tracking_uri, checkpoint.local_dir)
+    click.echo(f"run {plan.run_id} finished after {len(attempts)} attempt(s)")
+    click.echo(f"  checkpoints  {checkpoint.uri}/{plan.run_id}  (final weights in final-hf/)")
+    click.echo(f"  metrics      mlflow ui --backend-store-uri {tracking}")
 
 
 def main():

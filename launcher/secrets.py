@@ -43,8 +43,10 @@ class ResolvedSecrets:
         return f"ResolvedSecrets({', '.join(self.names)})"
 
 
-def resolve_secrets(names, project_dir: Path, environ: Optional[Mapping[str, str]] = None) -> ResolvedSecrets:
-    """Environment first, then `<project>/.env`. A missing name is an error listing every missing one."""
+def resolve_secrets(names, project_dir: Path, environ: Optional[Mapping[str, str]] = None, *,
+                    required: bool = True) -> ResolvedSecrets:
+    """Environment first, then `<project>/.env`. A missing name is an error listing every missing one, unless
+    `required` is False (a local run needs no cloud credentials and passes on the ones it finds)."""
     from dotenv import dotenv_values  # only a launch needs it
 
     environ = os.environ if environ is None else environ
@@ -58,7 +60,7 @@ def resolve_secrets(names, project_dir: Path, environ: Optional[Mapping[str, str
             values[name] = from_file[name]
         else:
             missing.append(name)
-    if missing:
+    if missing and required:
         raise LaunchError(f"missing secret{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
                           f"export {'them' if len(missing) > 1 else 'it'} or add to {env_file} "
                           f"(names are listed in .env.example)")

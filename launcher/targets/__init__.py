@@ -16,6 +16,7 @@ from launcher.errors import LaunchError
 TARGETS = {
     "skypilot": "launcher.targets.skypilot",
     "vessl": "launcher.targets.vessl",
+    "local": "launcher.targets.local",
 }
 
 

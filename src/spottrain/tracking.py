@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Optional
 
 log = logging.getLogger(__name__)
@@ -22,16 +21,6 @@ FLUSH_SECONDS = 2.0
 
 class TrackingAuthError(RuntimeError):
     pass
-
-
-def tracking_uri(configured: Optional[str], local_dir: Path) -> str:
-    """The recipe's server, else MLFLOW_TRACKING_URI, else a SQLite store beside the local checkpoints."""
-    if configured:
-        return configured
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    local_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{local_dir.resolve()}/mlflow.db"
 
 
 def flatten(value, prefix: str = "") -> dict[str, str]:

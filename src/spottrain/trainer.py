@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from launcher.job_contract import GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE, RUN_ID_ENV
+from launcher.job_contract import GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE, RUN_ID_ENV, mlflow_tracking_uri
 from launcher.recipes import LoadedRecipe
 from spottrain import runtime
 from spottrain.checkpoint import layout
@@ -25,7 +25,7 @@ from spottrain.model import build_mtp_model, export_pretrained, load_tokenizer
 from spottrain.pipelines import create_pipeline
 from spottrain.preemption import PreemptionNotice, report_exit_code
 from spottrain.sampler import StepSampler
-from spottrain.tracking import Tracker, flatten, tracking_uri
+from spottrain.tracking import Tracker, flatten
 
 log = logging.getLogger("spottrain")
 
@@ -188,7 +188,8 @@ def _tracker(loaded: LoadedRecipe, run_id: str, ranks, mlflow_run_id) -> Tracker
     tags = {"pipeline": recipe.pipeline, "gpu": recipe.resources.accelerator, "gpus": str(recipe.resources.gpus),
             "nodes": str(recipe.resources.nodes), "recipe": loaded.relpath,
             "git_commit": os.environ.get(GIT_COMMIT_ENV, "unknown"), **recipe.mlflow.tags}
-    return Tracker(uri=tracking_uri(recipe.mlflow.tracking_uri, Path(recipe.train.checkpoint.local_dir)),
+    Path(recipe.train.checkpoint.local_dir).mkdir(parents=True, exist_ok=True)
+    return Tracker(uri=mlflow_tracking_uri(recipe.mlflow.tracking_uri, recipe.train.checkpoint.local_dir),
                    experiment=recipe.mlflow.experiment, run_name=recipe.mlflow.run_name, run_id=run_id,
                    params=params, tags=tags, mlflow_run_id=mlflow_run_id)
 

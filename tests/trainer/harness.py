@@ -1,0 +1,151 @@
+"""Run the real trainer under torchrun through the local target's run script, and read back what it left.
+
+Every run gets its own store, local disk and MLflow database under a temporary directory, so runs can be
+compared file by file and metric by metric.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from launcher.plan import plan_launch
+from launcher.targets import local
+
+PROJECT = Path(__file__).resolve().parents[2]
+EXTENSIONS = PROJECT / ".torch_extensions"
+
+
+@dataclass
+class TrainingRun:
+    run_id: str
+    root: Path
+    overrides: tuple[str, ...]
+    recipe: str = "baseline"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def local(self) -> Path:
+        return self.root / "local"
+
+    def script(self) -> str:
+        plan = plan_launch(self.recipe, target="local", project_dir=PROJECT, profile="local",
+                           overrides=[f"train.checkpoint.uri={self.store}", f"train.checkpoint.local_dir={self.local}",
+                                      *self.overrides], run_id=self.run_id)
+        return local.render(plan, None)
+
+    def start(self) -> subprocess.Popen:
+        env = {**os.environ, "SPOTTRAIN_RUN_ID": self.run_id, "CUDA_VISIBLE_DEVICES": "",
+               "TORCH_EXTENSIONS_DIR": str(EXTENSIONS), "MLFLOW_DISABLE_TELEMETRY": "true",
+               "OMP_NUM_THREADS": "1"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        log = open(self.root / f"attempt-{time.monotonic_ns()}.log", "w")
+        return subprocess.Popen(["bash", "-c", self.script()], cwd=PROJECT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def run(self, timeout: float = 300) -> int:
+        process = self.start()
+        try:
+            return process.wait(timeout=timeout)
+        finally:
+            _reap(process)
+
+    def run_until(self, condition: Callable[["TrainingRun"], bool], sig: int, *, delay: float = 0.0,
+                  timeout: float = 300) -> int:
+        """Start, wait for `condition` (then `delay` s), send `sig` to the process group, return the exit code."""
+        process = self.start()
+        try:
+            deadline = time.monotonic() + timeout
+            while not condition(self):
+                if process.poll() is not None:
+                    raise AssertionError(f"run ended (exit {process.returncode}) before the condition held:\n"
+                                         + self.last_log())
+                if time.monotonic() > deadline:
+                    raise AssertionError("condition never held:\n" + self.last_log())
+                time.sleep(0.02)
+            time.sleep(delay)
+            os.killpg(process.pid, sig)
+            return process.wait(timeout=timeout)
+        finally:
+            _reap(process)
+
+    def last_log(self) -> str:
+        logs = sorted(self.root.glob("attempt-*.log"))
+        return logs[-1].read_text()[-4000:] if logs else ""
+
+    # --- what the run left -----------------------------------------------------------------------------------
+
+    def complete_steps(self) -> list[int]:
+        run_dir = self.store / self.run_id
+        return sorted(int(m.parent.name.split("-")[1]) for m in run_dir.glob("step-*/MANIFEST.json"))
+
+    def local_step_started(self, step: int) -> bool:
+        return (self.local / self.run_id / f"step-{step:08d}").exists()
+
+    def final_step(self) -> int:
+        steps = [s for s in self.complete_steps()
+                 if json.loads((self.store / self.run_id / f"step-{s:08d}" / "MANIFEST.json").read_text())["final"]]
+        assert steps, "no final checkpoint"
+        return steps[-1]
+
+    def checkpoint_tensors(self, step: int) -> dict[str, object]:
+        """Every file of a stored checkpoint, loaded (weights, optimizer, scheduler, RNG, trainer state)."""
+        step_dir = self.store / self.run_id / f"step-{step:08d}"
+        loaded = {}
+        for path in sorted(step_dir.glob("*.pt")):
+            loaded[path.name] = torch.load(path, map_location="cpu", weights_only=False)
+        loaded["trainer_state.json"] = json.loads((step_dir / "trainer_state.json").read_text())
+        return loaded
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{self.local}/mlflow.db")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  filter_string=f"tags.`spottrain.run_id` = '{self.run_id}'")
+        assert len(runs) == 1, f"expected one MLflow run for {self.run_id}, found {len(runs)}"
+        return sorted((m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, key))
+
+
+def assert_same(a, b, path: str = "") -> None:
+    """Recursive bitwise equality over tensors, arrays, dicts, lists and scalars."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, path
+        assert torch.equal(a, b), f"tensor differs at {path}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"keys differ at {path}: {set(a) ^ set(b)}"
+        for key in a:
+            assert_same(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"length differs at {path}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif hasattr(a, "__array__") and not isinstance(a, (str, bytes)):
+        import numpy as np
+
+        assert np.array_equal(np.asarray(a), np.asarray(b)), f"array differs at {path}"
+    elif hasattr(a, "__dict__") and type(a).__eq__ is object.__eq__:
+        assert type(a) is type(b), f"type differs at {path}"
+        assert_same(vars(a), vars(b), path)
+    else:
+        assert a == b, f"value differs at {path}: {a!r} != {b!r}"
+
+
+def _reap(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()

@@ -1,0 +1,83 @@
+"""A run killed at any instant resumes from its newest complete checkpoint and ends bit for bit where an
+uninterrupted run ends: weights, optimizer, scheduler, RNG and every logged loss."""
+
+from __future__ import annotations
+
+import random
+import signal
+
+import pytest
+
+from launcher.job_contract import PREEMPTED_EXIT_CODE
+from tests.trainer.harness import TrainingRun, assert_same
+
+pytestmark = pytest.mark.slow
+
+STEPS = 12
+OVERRIDES = (f"train.max_steps={STEPS}", "train.checkpoint.every_steps=4", "train.eval.every_steps=6",
+             "train.log_every_steps=1")
+RUN_SPECIFIC = ("mlflow_run_id", "run_id")
+
+
+def _overrides(zero_stage: int) -> tuple[str, ...]:
+    return (*OVERRIDES, f"train.deepspeed.zero_stage={zero_stage}")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run, per ZeRO stage, that every interrupted one must match (built once)."""
+    runs: dict[int, TrainingRun] = {}
+
+    def get(zero_stage: int) -> TrainingRun:
+        if zero_stage not in runs:
+            run = TrainingRun(f"reference-zero{zero_stage}", tmp_path_factory.mktemp("reference"),
+                              _overrides(zero_stage))
+            assert run.run() == 0, run.last_log()
+            runs[zero_stage] = run
+        return runs[zero_stage]
+
+    return get
+
+
+def _assert_matches(run: TrainingRun, reference: TrainingRun) -> None:
+    assert run.final_step() == reference.final_step() == STEPS
+    ours, theirs = run.checkpoint_tensors(STEPS), reference.checkpoint_tensors(STEPS)
+    for state in (ours["trainer_state.json"], theirs["trainer_state.json"]):
+        for key in RUN_SPECIFIC:
+            state.pop(key)
+    assert_same(ours, theirs)
+    for key in ("train/loss", "val/loss", "train/learning_rate"):
+        assert run.metric_history(key) == reference.metric_history(key)
+    assert [step for step, _ in run.metric_history("train/loss")] == list(range(1, STEPS + 1))
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2, 3])
+def test_sigkill_at_a_random_step_resumes_bitwise_equal(reference, zero_stage, tmp_path):
+    ref = reference(zero_stage)
+    run = TrainingRun(f"sigkill-zero{zero_stage}", tmp_path, _overrides(zero_stage))
+    delay = random.Random(zero_stage).uniform(0.0, 0.6)
+    run.run_until(lambda r: 4 in r.complete_steps(), signal.SIGKILL, delay=delay)
+    assert run.complete_steps()[-1] < STEPS
+    assert run.run() == 0, run.last_log()
+    _assert_matches(run, ref)
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_sigkill_while_a_checkpoint_is_written_resumes_bitwise_equal(reference, zero_stage, tmp_path):
+    ref = reference(zero_stage)
+    run = TrainingRun(f"sigkill-save-zero{zero_stage}", tmp_path, _overrides(zero_stage))
+    run.run_until(lambda r: r.local_step_started(8), signal.SIGKILL)
+    assert 8 not in run.complete_steps() or run.complete_steps()[-1] == 8
+    assert run.run() == 0, run.last_log()
+    _assert_matches(run, ref)
+
+
+def test_sigterm_checkpoints_and_exits_preempted_then_resumes_bitwise_equal(reference, tmp_path):
+    ref = reference(2)
+    run = TrainingRun("sigterm", tmp_path, _overrides(2))
+    code = run.run_until(lambda r: 4 in r.complete_steps(), signal.SIGTERM)
+    assert code == PREEMPTED_EXIT_CODE, run.last_log()
+    stopped_at = run.complete_steps()[-1]
+    assert 4 < stopped_at < STEPS, "the notice must produce a checkpoint of the step it interrupted"
+    assert run.run() == 0, run.last_log()
+    _assert_matches(run, ref)
