@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ log = logging.getLogger("spottrain")
 
 def train(loaded: LoadedRecipe) -> int:
     """Run (or continue) the training run named by $SPOTTRAIN_RUN_ID. Returns the process exit code."""
+    started = time.perf_counter()
     recipe, cfg = loaded.recipe, loaded.recipe.train
     run_id = os.environ.get(RUN_ID_ENV)
     if not run_id:
@@ -74,18 +76,22 @@ def train(loaded: LoadedRecipe) -> int:
 
     # --- loop ----------------------------------------------------------------------------------------------
     step, best = state["step"], state["best"]
+    first_step = step + 1
     progress = _progress_bar(ranks, step, total_steps)
     while step < total_steps:
         lr = engine.get_lr()[0]
+        step_started = time.perf_counter()
         metrics = _train_step(engine, pipeline, train_set, sampler.micro_batches(step))
         step += 1
         progress.update(1)
+        if tracker and step == first_step:
+            tracker.log({"perf/start_to_first_step_seconds": time.perf_counter() - started}, step)
         if step % cfg.log_every_steps == 0 or step == total_steps:
             logged = {**runtime.mean_across_ranks(metrics), "train/learning_rate": lr,
                       "train/epoch": sampler.epoch_of(step)}
             if tracker:
-                tracker.log(logged, step)
-                tracker.log({"system/checkpoint_upload_retries": checkpoints.upload_retries}, step)
+                tracker.log({**logged, "perf/step_seconds": time.perf_counter() - step_started,
+                             "system/checkpoint_upload_retries": checkpoints.upload_retries}, step)
             progress.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logged.items() if k.endswith("loss")})
 
         improved, evaluated = False, {}
@@ -103,7 +109,10 @@ def train(loaded: LoadedRecipe) -> int:
             trainer_state = {"step": step, "best": best, "run_id": run_id, "world_size": ranks.world_size,
                              "mlflow_run_id": tracker.mlflow_run_id if tracker else None,
                              "pipeline": pipeline.state_dict()}
+            save_started = time.perf_counter()
             checkpoints.save(engine, step, trainer_state, final=final, best=improved, metrics=evaluated)
+            if tracker:
+                tracker.log({"perf/checkpoint_stall_seconds": time.perf_counter() - save_started}, step)
         if preempted and not final:
             log.warning("preemption notice: checkpointed step %d, waiting for the upload", step)
             checkpoints.wait()
