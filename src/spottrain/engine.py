@@ -54,3 +54,12 @@ def build_engine(model: torch.nn.Module, train, world_size: int, total_steps: in
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(train, world_size))
     return engine
+
+
+def consolidated_state_dict(module: torch.nn.Module, zero_stage: int, is_main: bool):
+    """The full state of `module` on rank 0 (None elsewhere). Every rank must call it: under ZeRO-3 the
+    parameters are gathered from their partitions first."""
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), enabled=zero_stage == 3):
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if is_main else None

@@ -41,7 +41,8 @@ class MultiTokenLM(nn.Module):
     def heads(self):
         return [self.lm.model.layers[-1], *self.extra_heads]
 
-    def forward(self, input_ids: torch.Tensor) -> MTPOutput:
+    def trunk(self, input_ids: torch.Tensor):
+        """The shared trunk output [B, S, H], with the positions and rotary embeddings the heads need."""
         base = self.lm.model
         # Right padding only: causal attention already keeps real tokens from seeing the pads after them.
         hidden = base.embed_tokens(input_ids)
@@ -49,10 +50,27 @@ class MultiTokenLM(nn.Module):
         rotary = base.rotary_emb(hidden, position_ids=positions)
         for layer in base.layers[:-1]:
             hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary)
+        return hidden, positions, rotary
+
+    def forward(self, input_ids: torch.Tensor) -> MTPOutput:
+        hidden, positions, rotary = self.trunk(input_ids)
+        base = self.lm.model
         logits = [self.lm.lm_head(base.norm(head(hidden, attention_mask=None, position_ids=positions,
                                                   position_embeddings=rotary)))
                   for head in self.heads()]
         return MTPOutput(logits=torch.stack(logits, dim=2), trunk=hidden)
+
+
+class ValueHead(nn.Module):
+    """V: hidden → hidden/4 → hidden/8 → 1 with GELU, one value per position (PIPELINES.md, stage 2)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden, hidden // 4), nn.GELU(), nn.Linear(hidden // 4, hidden // 8),
+                                 nn.GELU(), nn.Linear(hidden // 8, 1))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(hidden).squeeze(-1)
 
 
 def load_tokenizer(path: str):
@@ -100,3 +118,19 @@ def export_pretrained(model: MultiTokenLM, state_dict: dict, tokenizer, out_dir:
     if heads:
         save_file(heads, str(out_dir / EXTRA_HEADS_FILE), metadata={"n_future_tokens": str(model.n_future)})
     tokenizer.save_pretrained(out_dir)
+
+
+class ValueModel(nn.Module):
+    """A multi-token LM with a value head on its trunk: the critic (LM frozen, only V learns) and the
+    verifiable policy (both learn). `with_logits=False` skips the heads when only values are needed."""
+
+    def __init__(self, mtp: MultiTokenLM, value_head: ValueHead):
+        super().__init__()
+        self.mtp, self.value_head = mtp, value_head
+
+    def forward(self, input_ids: torch.Tensor, with_logits: bool = True):
+        if with_logits:
+            out = self.mtp(input_ids)
+            return out, self.value_head(out.trunk)
+        hidden, _, _ = self.mtp.trunk(input_ids)
+        return None, self.value_head(hidden)

@@ -91,3 +91,19 @@ def mean_across_ranks(values: dict[str, torch.Tensor]) -> dict[str, float]:
         dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
         stacked /= dist.get_world_size()
     return {k: float(v) for k, v in zip(keys, stacked.tolist())}
+
+
+def gather_across_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Concatenate a 1-D tensor of any length from every rank (in rank order) on every rank."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    local = values.detach().to(device())
+    count = torch.tensor([local.numel()], device=device())
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    longest = int(max(c.item() for c in counts))
+    padded = torch.zeros(longest, dtype=local.dtype, device=device())
+    padded[: local.numel()] = local
+    gathered = [torch.zeros_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts)])

@@ -21,7 +21,7 @@ from spottrain.checkpoint import layout
 from spottrain.checkpoint.checkpointer import Checkpointer
 from spottrain.checkpoint.store import open_store
 from spottrain.data import GENERATED, EncodedDataset, load_records
-from spottrain.engine import build_engine
+from spottrain.engine import build_engine, consolidated_state_dict
 from spottrain.model import build_mtp_model, export_pretrained, load_tokenizer
 from spottrain.pipelines import create_pipeline
 from spottrain.preemption import PreemptionNotice, report_exit_code
@@ -110,7 +110,10 @@ def train(loaded: LoadedRecipe) -> int:
                              "mlflow_run_id": tracker.mlflow_run_id if tracker else None,
                              "pipeline": pipeline.state_dict()}
             save_started = time.perf_counter()
-            checkpoints.save(engine, step, trainer_state, final=final, best=improved, metrics=evaluated)
+            extras = {name: consolidated_state_dict(module, cfg.deepspeed.zero_stage, ranks.is_main)
+                      for name, module in pipeline.checkpoint_modules(engine.module).items()}
+            checkpoints.save(engine, step, trainer_state, final=final, best=improved, metrics=evaluated,
+                             extra_tensors=extras)
             if tracker:
                 tracker.log({"perf/checkpoint_stall_seconds": time.perf_counter() - save_started}, step)
         if preempted and not final:
@@ -154,7 +157,7 @@ def _train_step(engine, pipeline, dataset, micro_batches) -> dict[str, torch.Ten
     """One optimizer step: DeepSpeed accumulates over the micro-batches and steps at the boundary."""
     totals: dict[str, torch.Tensor] = {}
     for indices in micro_batches:
-        batch = dataset.batch(indices).to(runtime.device())
+        batch = pipeline.make_batch(dataset, indices).to(runtime.device())
         loss, metrics = pipeline.loss(engine, batch)
         engine.backward(loss)
         engine.step()
@@ -172,7 +175,8 @@ def _evaluate(engine, pipeline, dataset, cfg, ranks) -> dict[str, float]:
     total, seen = torch.zeros((), device=runtime.device()), 0
     for start in range(0, len(mine), cfg.batch.per_gpu):
         indices = mine[start:start + cfg.batch.per_gpu]
-        total += pipeline.validation_loss(engine, dataset.batch(indices).to(runtime.device())).float() * len(indices)
+        batch = pipeline.make_batch(dataset, indices).to(runtime.device())
+        total += pipeline.validation_loss(engine, batch).float() * len(indices)
         seen += len(indices)
     engine.train()
     return runtime.mean_across_ranks({"val/loss": total / max(1, seen)})
@@ -205,11 +209,8 @@ def _tracker(loaded: LoadedRecipe, run_id: str, ranks, mlflow_run_id) -> Tracker
 
 def _export_final(engine, pipeline, tokenizer, checkpoints: Checkpointer, cfg, ranks, step: int) -> None:
     """Consolidate the weights (gathering ZeRO-3 partitions) and publish a from_pretrained directory."""
-    import deepspeed
-
     mtp = pipeline.mtp_model(engine.module)
-    with deepspeed.zero.GatheredParameters(list(mtp.parameters()), enabled=cfg.deepspeed.zero_stage == 3):
-        state = {k: v.detach().cpu().clone() for k, v in mtp.state_dict().items()} if ranks.is_main else None
+    state = consolidated_state_dict(mtp, cfg.deepspeed.zero_stage, ranks.is_main)
     if ranks.is_main:
         out_dir = checkpoints.local_dir / layout.FINAL_EXPORT
         export_pretrained(mtp, state, tokenizer, out_dir)

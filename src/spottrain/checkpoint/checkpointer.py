@@ -51,14 +51,20 @@ class Checkpointer:
     # --- save ------------------------------------------------------------------------------------------------
 
     def save(self, engine, step: int, trainer_state: dict, *, final: bool = False, best: bool = False,
-             metrics: Optional[dict] = None) -> Future:
-        """Write this rank's part locally (all ranks call this) and queue its upload; returns at once."""
+             metrics: Optional[dict] = None, extra_tensors: Optional[dict[str, Optional[dict]]] = None) -> Future:
+        """Write this rank's part locally (all ranks call this) and queue its upload; returns at once.
+
+        `extra_tensors` (name → state dict, filled on rank 0) are written beside it as NAME.safetensors."""
         tag = layout.step_tag(step)
         step_dir = self.local_dir / tag
         engine.save_checkpoint(str(self.local_dir), tag=tag, client_state={}, save_latest=False)
         torch.save(runtime.rng_state(), step_dir / f"rng-rank-{self.ranks.rank:05d}.pt")
         if self.ranks.is_main:
+            from safetensors.torch import save_file
+
             (step_dir / layout.TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1, sort_keys=True))
+            for name, tensors in (extra_tensors or {}).items():
+                save_file({k: v.contiguous() for k, v in tensors.items()}, str(step_dir / f"{name}.safetensors"))
         runtime.barrier()  # every rank's files are on disk before anyone lists the directory
         owned = [p for p in sorted(step_dir.rglob("*")) if p.is_file() and self._owns(p.relative_to(step_dir))]
         future = self._pool.submit(self._upload, step, step_dir, owned, final, best, dict(metrics or {}))

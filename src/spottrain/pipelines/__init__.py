@@ -9,6 +9,9 @@ import importlib
 
 PIPELINES = {
     "baseline": "spottrain.pipelines.baseline",
+    "critic": "spottrain.pipelines.critic",
+    "verifiable": "spottrain.pipelines.verifiable",
+    "rho1": "spottrain.pipelines.rho1",
 }
 
 

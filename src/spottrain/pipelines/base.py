@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from spottrain.data import Batch
+from spottrain.data import Batch, EncodedDataset
 
 
 class Pipeline:
@@ -29,11 +29,26 @@ class Pipeline:
         """The multi-token LM inside the trained module (exported at the end)."""
         return model
 
+    def make_batch(self, dataset: EncodedDataset, indices: list[int]) -> Batch:
+        """The micro-batch for these sampled indices (pairwise stages add each sample's partner)."""
+        return dataset.batch(indices)
+
     def loss(self, model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def validation_loss(self, model, batch: Batch) -> torch.Tensor:
-        return self.loss(model, batch)[0]
+        """Unweighted multi-token CE: comparable across stages, and it updates no running statistics."""
+        logits = self.mtp_outputs(model, batch).logits
+        ce, mask = per_head_cross_entropy(logits, batch.input_ids, batch.response_mask)
+        return weighted_mtp_loss(ce, mask, torch.ones_like(ce))
+
+    def mtp_outputs(self, model, batch: Batch):
+        return model(batch.input_ids)
+
+    def checkpoint_modules(self, model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        """Small modules saved beside each checkpoint as safetensors (e.g. the critic's value head, which the
+        verifiable stage starts from)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -42,12 +57,24 @@ class Pipeline:
         pass
 
 
-def target_aligned(values: torch.Tensor, k: int) -> torch.Tensor:
-    """values[:, t + k + 1] at position t (zero past the end): what head k predicts from position t."""
+def shift_left(values: torch.Tensor, n: int) -> torch.Tensor:
+    """values[:, t + n] at position t, zero past the end."""
     shifted = torch.zeros_like(values)
-    if values.shape[1] > k + 1:
-        shifted[:, : values.shape[1] - k - 1] = values[:, k + 1:]
+    if n == 0:
+        return values.clone()
+    if values.shape[1] > n:
+        shifted[:, : values.shape[1] - n] = values[:, n:]
     return shifted
+
+
+def target_aligned(values: torch.Tensor, k: int) -> torch.Tensor:
+    """values[:, t + k + 1] at position t: the token head k predicts from position t (zero past the end)."""
+    return shift_left(values, k + 1)
+
+
+def per_token_weights_for_heads(token_weights: torch.Tensor, n_future: int) -> torch.Tensor:
+    """[B, S] weight of each token → [B, S, n]: head k at position t uses the weight of token t + k + 1."""
+    return torch.stack([target_aligned(token_weights, k) for k in range(n_future)], dim=2)
 
 
 def per_head_cross_entropy(logits: torch.Tensor, input_ids: torch.Tensor,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
-from spottrain.pipelines.base import Pipeline, per_head_cross_entropy, weighted_mtp_loss
+from spottrain.pipelines.base import Pipeline
 
 
 class BaselinePipeline(Pipeline):
@@ -14,8 +12,7 @@ class BaselinePipeline(Pipeline):
         return [i for i, record in enumerate(records) if record["is_correct"]]
 
     def loss(self, model, batch):
-        ce, mask = per_head_cross_entropy(model(batch.input_ids).logits, batch.input_ids, batch.response_mask)
-        loss = weighted_mtp_loss(ce, mask, torch.ones_like(ce))
+        loss = self.validation_loss(model, batch)
         return loss, {"train/loss": loss.detach()}
 
 

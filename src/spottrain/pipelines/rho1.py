@@ -1,0 +1,83 @@
+"""Stage 4, Rho-1 WMTP: learn the tokens where the policy trails a frozen reference model most.
+
+For head k the excess loss of a target token is e = CE_policy,k − CE_ref (the reference's next-token CE on the
+same token). Hard selection keeps the top `k_percent` of valid tokens by e, per head, over the global batch
+(all ranks); the loss divides by the number selected. Soft selection uses σ((e − τ)/temperature) with τ the
+same threshold; hard is its limit as the temperature goes to 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from spottrain import runtime
+from spottrain.data import Batch
+from spottrain.micro import MICRO
+from spottrain.model import load_causal_lm
+from spottrain.pipelines.base import Pipeline, per_head_cross_entropy, shift_left
+
+
+class Rho1Pipeline(Pipeline):
+    name = "rho1"
+
+    def __init__(self, options, seed: int, precision: str):
+        self.options, self.seed, self.precision = options, seed, precision
+        self.reference = None
+
+    def select(self, records):
+        return [i for i, record in enumerate(records) if record["is_correct"]]
+
+    def build_model(self, mtp_model, context):
+        path = self.options.reference_model
+        # The micro reference differs from the micro policy (another seed), as a real reference model would.
+        reference = load_causal_lm(path, mtp_model.lm.config.vocab_size, self.seed + 1 if path == MICRO else self.seed)
+        if torch.cuda.is_available() and self.precision == "bf16":
+            reference = reference.to(torch.bfloat16)
+        self.reference = reference.to(runtime.device()).eval().requires_grad_(False)
+        return mtp_model
+
+    def loss(self, model, batch: Batch):
+        o = self.options
+        ce, mask = per_head_cross_entropy(model(batch.input_ids).logits, batch.input_ids, batch.response_mask)
+        excess = ce.detach() - self.reference_ce(batch, ce.shape[2])
+        weights = select_tokens(excess, mask, o.k_percent, o.selection, o.temperature,
+                                gather=runtime.gather_across_ranks)
+        selected = (weights * mask).sum(dim=(0, 1))
+        loss = ((weights * ce * mask).sum(dim=(0, 1)) / selected.clamp_min(1e-8)).mean()
+        count = mask.sum().clamp_min(1.0)
+        return loss, {
+            "train/loss": loss.detach(), "train/weighted_ce_loss": loss.detach(),
+            "train/excess_loss_mean": (excess * mask).sum() / count,
+            "train/weight_sparsity": 1 - (weights * mask).sum() / count,
+        }
+
+    @torch.no_grad()
+    def reference_ce(self, batch: Batch, n_future: int) -> torch.Tensor:
+        """[B, S, n]: the reference's next-token CE of the token head k predicts from position t (t + k + 1)."""
+        logits = self.reference(input_ids=batch.input_ids).logits.unsqueeze(2)
+        next_token_ce, _ = per_head_cross_entropy(logits, batch.input_ids, batch.response_mask)
+        next_token_ce = next_token_ce[:, :, 0]  # CE at t of token t + 1
+        return torch.stack([shift_left(next_token_ce, k) for k in range(n_future)], dim=2)
+
+
+def select_tokens(excess: torch.Tensor, mask: torch.Tensor, k_percent: float, selection: str,
+                  temperature: float, gather=lambda values: values) -> torch.Tensor:
+    """Weights [B, S, n] per head: τ is the ⌈k·N⌉-th largest valid excess over the global batch (`gather`
+    collects every rank's valid values); hard keeps e ≥ τ, soft uses σ((e − τ)/temperature)."""
+    weights = torch.zeros_like(excess)
+    for k in range(excess.shape[2]):
+        everyone = gather(excess[:, :, k][mask[:, :, k] > 0].float())
+        if everyone.numel() == 0:
+            continue
+        keep = max(1, math.ceil(k_percent * everyone.numel()))
+        threshold = torch.topk(everyone, keep).values[-1]
+        head = excess[:, :, k].float()
+        weights[:, :, k] = ((head >= threshold).float() if selection == "hard"
+                            else torch.sigmoid((head - threshold) / temperature))
+    return weights * mask
+
+
+def create(recipe) -> Rho1Pipeline:
+    return Rho1Pipeline(recipe.train.rho1, recipe.train.seed, recipe.train.deepspeed.precision)
