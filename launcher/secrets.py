@@ -45,7 +45,8 @@ class ResolvedSecrets:
 
 def resolve_secrets(names, project_dir: Path, environ: Optional[Mapping[str, str]] = None, *,
                     required: bool = True) -> ResolvedSecrets:
-    """Environment first, then `<project>/.env`. A missing name is an error listing every missing one, unless
+    """Environment first, then `<project>/.env`; an empty value counts as missing (a `.env` copied from
+    `.env.example` and not filled in). A missing name is an error listing every missing one, unless
     `required` is False (a local run needs no cloud credentials and passes on the ones it finds)."""
     from dotenv import dotenv_values  # only a launch needs it
 
@@ -54,9 +55,9 @@ def resolve_secrets(names, project_dir: Path, environ: Optional[Mapping[str, str
     from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.is_file() else {}
     values, missing = {}, []
     for name in names:
-        if name in environ:
+        if environ.get(name):
             values[name] = environ[name]
-        elif name in from_file:
+        elif from_file.get(name):
             values[name] = from_file[name]
         else:
             missing.append(name)

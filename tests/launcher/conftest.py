@@ -1,0 +1,46 @@
+"""Fixtures of the launcher tests: a private HOME for every module, temporary projects, commit-free renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from launch_helpers import write_project
+
+
+@pytest.fixture(scope="session")
+def private_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_home(private_home):
+    """`import sky` writes ~/.sky: keep it, and SkyPilot's usage reports, away from the real home.
+
+    Module scope, so hypothesis tests can use it and tests outside tests/launcher never see it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(private_home))
+        patch.setenv("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")
+        patch.delenv("LAUNCH_PROJECT_DIR", raising=False)
+        yield private_home
+
+
+@pytest.fixture
+def no_git_commit(monkeypatch):
+    """The display render reads the commit from git; this makes renders independent of the checkout."""
+    import launcher.display
+
+    monkeypatch.setattr(launcher.display, "git_commit", lambda project_dir: None)
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    """make_project({"x.yaml": "..."}, base_edit=(old, new)) -> a fresh project directory under tmp_path."""
+    made = []
+
+    def make(recipes, base_edit=None) -> Path:
+        made.append(None)
+        return write_project(tmp_path / f"project{len(made)}", recipes, base_edit)
+
+    return make

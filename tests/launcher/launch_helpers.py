@@ -1,0 +1,63 @@
+"""Helpers shared by the launcher tests (a module of its own: test modules import it, never conftest)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Optional, Union
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+BASE_RECIPE = PROJECT_DIR / "recipes" / "_base.yaml"
+TARGETS = ("skypilot", "vessl")
+
+
+def write_project(root: Path, recipes: dict[str, Union[str, bytes]],
+                  base_edit: Optional[tuple[str, str]] = None) -> Path:
+    """A project at `root`: the real recipes/_base.yaml (optionally with one text replaced) plus `recipes`."""
+    (root / "recipes").mkdir(parents=True)
+    base = BASE_RECIPE.read_text(encoding="utf-8")
+    if base_edit is not None:
+        old, new = base_edit
+        assert old in base, f"{old!r} is no longer in recipes/_base.yaml: update the test"
+        base = base.replace(old, new, 1)
+    (root / "recipes" / "_base.yaml").write_text(base, encoding="utf-8")
+    for name, text in recipes.items():
+        path = root / "recipes" / name
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return root
+
+
+def copy_real_recipes(root: Path, names: Optional[tuple[str, ...]] = None) -> Path:
+    """A project at `root` holding a copy of the real recipes: all of them, or `_base` plus `names`."""
+    (root / "recipes").mkdir(parents=True)
+    for path in sorted((PROJECT_DIR / "recipes").glob("*.yaml")):
+        if names is None or path.stem == "_base" or path.stem in names:
+            shutil.copy(path, root / "recipes" / path.name)
+    return root
+
+
+def launch_executable() -> str:
+    """The `launch` console script of the interpreter running the tests (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).with_name("launch")
+    found = str(beside) if beside.is_file() else shutil.which("launch")
+    assert found, "no `launch` console script: install the project (pip install -e .)"
+    return found
+
+
+def launch_env(home: Path) -> dict[str, str]:
+    """The CLI's environment in tests: private HOME, no SkyPilot usage reports, no LAUNCH_PROJECT_DIR."""
+    env = {k: v for k, v in os.environ.items() if k != "LAUNCH_PROJECT_DIR"}
+    env.update(HOME=str(home), SKYPILOT_DISABLE_USAGE_COLLECTION="1")
+    return env
+
+
+def run_launch(*args: str, home: Path, cwd: Path = PROJECT_DIR) -> subprocess.CompletedProcess:
+    return subprocess.run([launch_executable(), *args], cwd=cwd, env=launch_env(home), capture_output=True,
+                          text=True, timeout=120)

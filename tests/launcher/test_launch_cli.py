@@ -1,0 +1,201 @@
+"""The `launch` command as a user runs it: a subprocess of the installed console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from launch_helpers import PROJECT_DIR, copy_real_recipes, launch_env, run_launch, write_project
+from launcher.targets import vessl
+
+
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return done.stderr.splitlines()
+
+
+# --- launch list --------------------------------------------------------------------------------------------------
+
+def test_list_shows_the_four_recipes(private_home):
+    done = run_launch("list", home=private_home)
+    rows = [line.split()[:2] for line in done.stdout.splitlines()[1:]]
+    assert (done.returncode, rows) == (0, [["baseline", "baseline"], ["critic", "critic"], ["rho1", "rho1"],
+                                           ["verifiable", "verifiable"]])
+
+
+# --- launch render --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vessl_render(private_home, tmp_path_factory):
+    output = tmp_path_factory.mktemp("render") / "baseline.vessl.yaml"
+    return run_launch("render", "baseline", "--target", "vessl", "-o", str(output), home=private_home), output
+
+
+def test_render_to_a_file_succeeds(vessl_render):
+    done, _ = vessl_render
+    assert (done.returncode, done.stdout) == (0, "")
+
+
+def test_render_to_a_file_writes_a_valid_vessl_document(vessl_render):
+    _, output = vessl_render
+    vessl.validate(output.read_text())
+    assert yaml.safe_load(output.read_text())["name"] == "baseline-mtp"
+
+
+def test_render_prints_the_summary_with_the_effective_batch_to_stderr(vessl_render):
+    done, _ = vessl_render
+    assert "batch      4/GPU × grad-accum 4 × 4 GPUs = 64 effective" in error_lines(done)
+
+
+def test_render_says_where_it_wrote(vessl_render):
+    done, output = vessl_render
+    assert error_lines(done)[-1] == f"wrote {output}"
+
+
+@pytest.fixture(scope="module")
+def sized_render(private_home):
+    done = run_launch("render", "baseline", "--gpus", "8", "--nodes", "2", home=private_home)
+    assert done.returncode == 0, done.stderr
+    return done, yaml.safe_load(done.stdout)
+
+
+def test_gpus_option_sets_the_accelerator_count(sized_render):
+    assert sized_render[1]["resources"]["accelerators"] == "A100-80GB:8"
+
+
+def test_nodes_option_sets_the_node_count(sized_render):
+    assert sized_render[1]["num_nodes"] == 2
+
+
+def test_sizing_options_change_the_effective_batch(sized_render):
+    assert "batch      4/GPU × grad-accum 4 × 16 GPUs = 256 effective" in error_lines(sized_render[0])
+
+
+def test_sizing_options_reach_the_trainer_as_overrides(sized_render):
+    assert ("-m spottrain train --recipe recipes/baseline.yaml --override resources.gpus=8 "
+            "--override resources.nodes=2") in sized_render[1]["run"]
+
+
+def test_render_into_a_missing_directory_is_a_one_line_error(private_home, tmp_path):
+    target = tmp_path / "no" / "such" / "dir.yaml"
+    done = run_launch("render", "baseline", "--target", "vessl", "-o", str(target), home=private_home)
+    assert (done.returncode, error_lines(done)[-1], "Traceback" in done.stderr) == (
+        2, f"error: {target}: cannot write: No such file or directory", False)
+
+
+# --- launch check ---------------------------------------------------------------------------------------------------
+
+def test_check_passes_every_recipe_target_and_profile(private_home):
+    done = run_launch("check", "--target", "skypilot", "--target", "vessl", home=private_home)
+    assert (done.returncode, done.stdout.splitlines()[-1]) == (0, "16 passed, 0 failed")
+
+
+@pytest.fixture(scope="module")
+def broken_check(private_home, tmp_path_factory):
+    project = copy_real_recipes(tmp_path_factory.mktemp("broken"), names=("baseline",))
+    (project / "recipes" / "broken.yaml").write_text(textwrap.dedent("""\
+        extends: _base.yaml
+        name: broken
+        pipeline: baseline
+        mlflow: {run_name: broken}
+        resources: {gpus: 0}
+        train: {epochs: 1}
+        """))
+    return run_launch("check", "--target", "vessl", home=private_home, cwd=project)
+
+
+def test_check_with_a_broken_recipe_exits_non_zero(broken_check):
+    assert broken_check.returncode != 0
+
+
+def test_check_prints_the_broken_recipe_with_its_message(broken_check):
+    assert "FAIL  broken × -: recipes/broken.yaml: resources.gpus: expected 1–8, got 0" \
+        in broken_check.stdout.splitlines()
+
+
+def test_check_still_checks_the_good_recipes_and_counts_both(broken_check):
+    lines = broken_check.stdout.splitlines()
+    assert (lines[:2], lines[-1]) == (["ok    baseline × vessl", "ok    baseline × vessl × local"],
+                                      "2 passed, 1 failed")
+
+
+# --- bad input ------------------------------------------------------------------------------------------------------
+
+BAD_INPUT = {
+    "unknown recipe": (["render", "baselin"],
+                       "error: unknown recipe 'baselin': did you mean 'baseline'? known recipes: baseline, critic, "
+                       "rho1, verifiable"),
+    "malformed override": (["render", "baseline", "--override", "train.optim.lr"],
+                           "error: --override: train.optim.lr: expected dotted.key=value, e.g. train.optim.lr=5e-5"),
+    "bad override value": (["render", "baseline", "--override", "resources.gpus=0"],
+                           "error: --override: resources.gpus: expected 1–8, got 0"),
+    "missing profile": (["render", "baseline", "--profile", "cloud"],
+                        "error: recipes/baseline.yaml: profiles.cloud: no such profile (this recipe has: local)"),
+    "multi-node on vessl": (["render", "baseline", "--target", "vessl", "--nodes", "2"],
+                            "error: recipes/baseline.yaml: resources.nodes: VESSL runs are single-node here, got 2 "
+                            "(use --target skypilot for multi-node)"),
+    "gpus out of range": (["render", "baseline", "--gpus", "9"], None),
+    "unknown target": (["render", "baseline", "--target", "aws"], None),
+    "missing recipe name": (["render"], None),
+    "unknown command": (["deploy"], None),
+    "unknown option": (["list", "--all"], None),
+}
+
+
+@pytest.mark.parametrize("args, expected", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_exits_2_with_one_error_line(args, expected, private_home):
+    done = run_launch(*args, home=private_home)
+    lines = error_lines(done)
+    assert (done.returncode, len(lines), lines[0].startswith("error: "), "Traceback" in done.stderr) \
+        == (2, 1, True, False), done.stderr
+    assert expected is None or lines[0] == expected
+
+
+def test_launch_outside_a_project_is_a_one_line_error(private_home, tmp_path):
+    done = run_launch("list", home=private_home, cwd=tmp_path)
+    assert (done.returncode, error_lines(done)) == (
+        2, [f"error: no recipes/ directory in {tmp_path.resolve()} or any parent: run launch inside a project"])
+
+
+def test_launch_finds_the_project_from_a_subdirectory(private_home):
+    done = run_launch("list", home=private_home, cwd=PROJECT_DIR / "recipes")
+    assert (done.returncode, done.stdout.splitlines()[1].split()[0]) == (0, "baseline")
+
+
+def test_a_broken_recipe_is_blamed_on_its_file_by_the_cli(private_home, tmp_path):
+    project = write_project(tmp_path, {"x.yaml": "extends: _base.yaml\nname: x\npipeline: critic\n"})
+    done = run_launch("render", "x", home=private_home, cwd=project)
+    assert (done.returncode, error_lines(done)) == (2, ["error: recipes/x.yaml: mlflow.run_name: required key is "
+                                                        "missing (and 1 more problem)"])
+
+
+# --- launch recipe --------------------------------------------------------------------------------------------------
+
+def test_recipe_dry_run_prints_the_summary_then_the_document(private_home):
+    done = run_launch("recipe", "baseline", "--target", "vessl", "--dry-run", home=private_home)
+    summary, document = done.stdout.split("\n---\n", 1)
+    vessl.validate(document)
+    assert (done.returncode, summary.splitlines()[0]) == (0, "recipe     baseline (recipes/baseline.yaml)")
+
+
+# --- startup cost -----------------------------------------------------------------------------------------------------
+
+HELP_IMPORTS = """\
+import sys
+sys.argv = ["launch", "--help"]
+from launcher.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print("HEAVY", sorted(name for name in ("sky", "torch", "mlflow") if name in sys.modules))
+"""
+
+
+def test_help_imports_neither_sky_nor_torch_nor_mlflow(private_home):
+    done = subprocess.run([sys.executable, "-c", HELP_IMPORTS], cwd=PROJECT_DIR, env=launch_env(private_home),
+                          capture_output=True, text=True, timeout=60)
+    assert ("Usage: launch" in done.stdout, done.stdout.splitlines()[-1]) == (True, "HEAVY []")
