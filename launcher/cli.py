@@ -94,15 +94,39 @@ def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run):
     project_dir = _project_dir()
     plan, document = render_for_display(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
                                         profile=profile or DEFAULT_PROFILES.get(target), overrides=overrides,
-                                        run_id=run_id)
+                                        run_id=run_id, stages="resolve" if dry_run else "require")
     click.echo(plan.summary())
     if dry_run:
         click.echo("---")
         click.echo(document, nl=False)
         return
-    if target != "local":
-        raise LaunchError(f"submitting to {target} is not available in this version: use --dry-run, or hand the "
-                          f"document from `launch render {name} --target {target}` to the platform's CLI")
+    _submit(plan, project_dir)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--target", type=click.Choice(TARGET_NAMES), default="skypilot", show_default=True)
+@_sizing_options
+def pipeline(name, target, gpus, nodes, profile, overrides):
+    """Launch every stage of the pipeline NAME (recipes/_pipelines.yaml) in order, each after the last."""
+    from launcher.display import render_for_display
+    from launcher.stages import pipeline_stages
+
+    project_dir = _project_dir()
+    for stage in pipeline_stages(project_dir, name):
+        plan, _ = render_for_display(stage, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
+                                     profile=profile or DEFAULT_PROFILES.get(target), overrides=overrides,
+                                     stages="require")
+        click.echo(f"== {name}: stage {stage}")
+        click.echo(plan.summary())
+        _submit(plan, project_dir)
+
+
+def _submit(plan, project_dir: Path) -> None:
+    if plan.target != "local":
+        raise LaunchError(f"submitting to {plan.target} is not available in this version: use --dry-run, or hand "
+                          f"the document from `launch render {plan.loaded.name} --target {plan.target}` to the "
+                          f"platform's CLI")
     _launch_local(plan, project_dir)
 
 

@@ -32,6 +32,8 @@ class LaunchPlan:
         lines = [
             f"recipe     {self.loaded.name} ({self.loaded.relpath})"
             + (f", profile {self.loaded.profile}" if self.loaded.profile else ""),
+            f"target     local: {res.gpus} CPU ranks (gloo), restarted after crashes and preemptions"
+            if self.target == "local" else
             f"target     {self.target}: {res.gpus}× {res.accelerator} × {nodes}, "
             + (f"spot, recovery {res.recovery.strategy}" if res.spot else "on-demand"),
             f"pipeline   {r.pipeline}, {r.train.epochs} epochs"

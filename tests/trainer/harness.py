@@ -101,21 +101,52 @@ class TrainingRun:
 
     def checkpoint_tensors(self, step: int) -> dict[str, object]:
         """Every file of a stored checkpoint, loaded (weights, optimizer, scheduler, RNG, trainer state)."""
+        from safetensors.torch import load_file
+
         step_dir = self.store / self.run_id / f"step-{step:08d}"
         loaded = {}
         for path in sorted(step_dir.glob("*.pt")):
             loaded[path.name] = torch.load(path, map_location="cpu", weights_only=False)
+        for path in sorted(step_dir.glob("*.safetensors")):
+            loaded[path.name] = load_file(str(path))
         loaded["trainer_state.json"] = json.loads((step_dir / "trainer_state.json").read_text())
         return loaded
 
-    def metric_history(self, key: str) -> list[tuple[int, float]]:
+    def _mlflow_run(self):
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(f"sqlite:///{self.local}/mlflow.db")
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   filter_string=f"tags.`spottrain.run_id` = '{self.run_id}'")
         assert len(runs) == 1, f"expected one MLflow run for {self.run_id}, found {len(runs)}"
-        return sorted((m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, key))
+        return client, runs[0]
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        client, run = self._mlflow_run()
+        return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+
+    def training_metrics(self) -> set[str]:
+        """What the pipeline logs (timings and system metrics differ between runs by nature)."""
+        _, run = self._mlflow_run()
+        return {key for key in run.data.metrics if not key.startswith(("perf/", "system/"))}
+
+
+RUN_SPECIFIC_STATE = ("mlflow_run_id", "run_id")
+
+
+def assert_runs_match(run: TrainingRun, reference: TrainingRun, steps: int) -> None:
+    """Same final checkpoint bit for bit (minus the run's own ids) and the same metrics, each step once."""
+    assert run.final_step() == reference.final_step() == steps
+    ours, theirs = run.checkpoint_tensors(steps), reference.checkpoint_tensors(steps)
+    for state in (ours["trainer_state.json"], theirs["trainer_state.json"]):
+        for key in RUN_SPECIFIC_STATE:
+            state.pop(key)
+    assert_same(ours, theirs)
+    keys = reference.training_metrics()
+    assert run.training_metrics() == keys
+    for key in keys:
+        assert run.metric_history(key) == reference.metric_history(key), key
+    assert [step for step, _ in run.metric_history("train/learning_rate")] == list(range(1, steps + 1))
 
 
 def assert_same(a, b, path: str = "") -> None:

@@ -9,14 +9,13 @@ import signal
 import pytest
 
 from launcher.job_contract import PREEMPTED_EXIT_CODE
-from tests.trainer.harness import TrainingRun, assert_same
+from tests.trainer.harness import TrainingRun, assert_runs_match
 
 pytestmark = pytest.mark.slow
 
 STEPS = 12
 OVERRIDES = (f"train.max_steps={STEPS}", "train.checkpoint.every_steps=4", "train.eval.every_steps=6",
              "train.log_every_steps=1")
-RUN_SPECIFIC = ("mlflow_run_id", "run_id")
 
 
 def _overrides(zero_stage: int) -> tuple[str, ...]:
@@ -39,18 +38,6 @@ def reference(tmp_path_factory):
     return get
 
 
-def _assert_matches(run: TrainingRun, reference: TrainingRun) -> None:
-    assert run.final_step() == reference.final_step() == STEPS
-    ours, theirs = run.checkpoint_tensors(STEPS), reference.checkpoint_tensors(STEPS)
-    for state in (ours["trainer_state.json"], theirs["trainer_state.json"]):
-        for key in RUN_SPECIFIC:
-            state.pop(key)
-    assert_same(ours, theirs)
-    for key in ("train/loss", "val/loss", "train/learning_rate"):
-        assert run.metric_history(key) == reference.metric_history(key)
-    assert [step for step, _ in run.metric_history("train/loss")] == list(range(1, STEPS + 1))
-
-
 @pytest.mark.parametrize("zero_stage", [0, 2, 3])
 def test_sigkill_at_a_random_step_resumes_bitwise_equal(reference, zero_stage, tmp_path):
     ref = reference(zero_stage)
@@ -59,7 +46,7 @@ def test_sigkill_at_a_random_step_resumes_bitwise_equal(reference, zero_stage, t
     run.run_until(lambda r: 4 in r.complete_steps(), signal.SIGKILL, delay=delay)
     assert run.complete_steps()[-1] < STEPS
     assert run.run() == 0, run.last_log()
-    _assert_matches(run, ref)
+    assert_runs_match(run, ref, STEPS)
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])
@@ -69,7 +56,7 @@ def test_sigkill_while_a_checkpoint_is_written_resumes_bitwise_equal(reference, 
     run.run_until(lambda r: r.local_step_started(8), signal.SIGKILL)
     assert 8 not in run.complete_steps() or run.complete_steps()[-1] == 8
     assert run.run() == 0, run.last_log()
-    _assert_matches(run, ref)
+    assert_runs_match(run, ref, STEPS)
 
 
 def test_sigterm_checkpoints_and_exits_preempted_then_resumes_bitwise_equal(reference, tmp_path):
@@ -80,4 +67,4 @@ def test_sigterm_checkpoints_and_exits_preempted_then_resumes_bitwise_equal(refe
     stopped_at = run.complete_steps()[-1]
     assert 4 < stopped_at < STEPS, "the notice must produce a checkpoint of the step it interrupted"
     assert run.run() == 0, run.last_log()
-    _assert_matches(run, ref)
+    assert_runs_match(run, ref, STEPS)

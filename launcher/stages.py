@@ -1,0 +1,80 @@
+"""Stage dependencies: the verifiable stage starts from the critic's best checkpoint, found in the store.
+
+"Newest completed critic run of the same experiment": among the runs in the recipe's checkpoint store whose
+run id starts with the critic recipe's name, the newest whose final checkpoint is complete; its BEST.json names
+the step. The result is passed to the job as an ordinary override, so the trainer, the dry run and MLflow's
+params all show which critic checkpoint was used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from launcher.errors import LaunchError
+from launcher.plan import LaunchPlan, plan_launch
+
+PIPELINES_FILE = "recipes/_pipelines.yaml"
+CRITIC_OVERRIDE = "train.verifiable.critic_checkpoint"
+
+
+def needs_critic(plan: LaunchPlan) -> bool:
+    options = plan.recipe.train.verifiable
+    return plan.recipe.pipeline == "verifiable" and options is not None and not options.critic_checkpoint
+
+
+def find_critic_checkpoint(plan: LaunchPlan) -> Optional[str]:
+    """URI of the best checkpoint of the newest completed critic run in this recipe's store, or None."""
+    from spottrain.checkpoint.store import open_store  # boto3 only when a store is really read
+
+    checkpoint = plan.recipe.train.checkpoint
+    stage = plan.recipe.train.verifiable.critic_stage
+    store = open_store(checkpoint.uri, checkpoint.endpoint_url)
+    runs: dict[str, list[int]] = {}
+    for key in store.list(""):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0].startswith(f"{stage}-") and parts[2] == "MANIFEST.json":
+            runs.setdefault(parts[0], []).append(int(parts[1].split("-")[1]))
+    for run_id in sorted(runs, reverse=True):  # run ids sort by their UTC launch time
+        newest = max(runs[run_id])
+        manifest = json.loads(store.get_bytes(f"{run_id}/step-{newest:08d}/MANIFEST.json"))
+        pointer = store.get_bytes(f"{run_id}/BEST.json")
+        if manifest.get("final") and pointer:
+            best = json.loads(pointer)["step"]
+            return f"{checkpoint.uri.rstrip('/')}/{run_id}/step-{best:08d}"
+    return None
+
+
+def with_critic_checkpoint(plan: LaunchPlan, project_dir: Path, *, required: bool) -> LaunchPlan:
+    """The plan with the critic checkpoint resolved, if the recipe needs one and names none."""
+    if not needs_critic(plan):
+        return plan
+    found = find_critic_checkpoint(plan)
+    if found is None:
+        if not required:
+            return plan
+        stage = plan.recipe.train.verifiable.critic_stage
+        target = f" --target {plan.target}" if plan.target != "skypilot" else ""
+        raise LaunchError(f"{plan.loaded.relpath}: {CRITIC_OVERRIDE}: no completed {stage} run in "
+                          f"{plan.recipe.train.checkpoint.uri}: run `launch recipe {stage}{target}` first, or "
+                          f"pass --override {CRITIC_OVERRIDE}=URI")
+    loaded = plan.loaded
+    return plan_launch(loaded.name, target=plan.target, project_dir=project_dir, profile=loaded.profile,
+                       overrides=[*loaded.overrides, f"{CRITIC_OVERRIDE}={found}"], run_id=plan.run_id,
+                       commit=plan.git_commit)
+
+
+def pipeline_stages(project_dir: Path, name: str) -> list[str]:
+    """The recipes of a named pipeline, in launch order (recipes/_pipelines.yaml)."""
+    path = project_dir / PIPELINES_FILE
+    pipelines = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    if not isinstance(pipelines, dict) or name not in pipelines:
+        known = ", ".join(pipelines) if isinstance(pipelines, dict) else ""
+        raise LaunchError(f"{PIPELINES_FILE}: no pipeline '{name}' (known: {known or 'none'})")
+    stages = pipelines[name]
+    if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+        raise LaunchError(f"{PIPELINES_FILE}: {name}: expected a list of recipe names, got {stages!r}")
+    return stages
