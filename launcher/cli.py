@@ -87,7 +87,10 @@ def check(targets):
 @_sizing_options
 @click.option("--run-id", default=None, help="Continue this run (default: a new run id).")
 @click.option("--dry-run", is_flag=True, help="Print what would be submitted (secrets masked) and stop.")
-def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run):
+@click.option("--detach", is_flag=True, help="Local target: start in the background and return.")
+@click.option("--chaos", default=None, metavar="SPEC",
+              help="Local target: kill the job at random moments, e.g. kills=5,signals=KILL+TERM,every=2:8,seed=1.")
+def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detach, chaos):
     """Launch the recipe NAME on a target."""
     from launcher.display import render_for_display
 
@@ -100,7 +103,7 @@ def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run):
         click.echo("---")
         click.echo(document, nl=False)
         return
-    _submit(plan, project_dir)
+    _submit(plan, project_dir, detach=detach, chaos=chaos)
 
 
 @cli.command()
@@ -122,28 +125,80 @@ def pipeline(name, target, gpus, nodes, profile, overrides):
         _submit(plan, project_dir)
 
 
-def _submit(plan, project_dir: Path) -> None:
+def _submit(plan, project_dir: Path, *, detach: bool = False, chaos=None) -> None:
     if plan.target != "local":
         raise LaunchError(f"submitting to {plan.target} is not available in this version: use --dry-run, or hand "
                           f"the document from `launch render {plan.loaded.name} --target {plan.target}` to the "
                           f"platform's CLI")
-    _launch_local(plan, project_dir)
-
-
-def _launch_local(plan, project_dir: Path) -> None:
-    from launcher import job_contract
+    from launcher.registry import Registry
     from launcher.secrets import resolve_secrets
     from launcher.targets import local
 
     secrets = resolve_secrets(plan.recipe.secrets, project_dir, required=False)
-    attempts = local.launch(plan, secrets, project_dir, on_attempt=lambda a: click.echo(
-        f"attempt {a.number} exited {a.exit_code} after {a.seconds:.0f} s"
-        + (" (preempted: resuming)" if a.exit_code == job_contract.PREEMPTED_EXIT_CODE else ""), err=True))
-    checkpoint = plan.recipe.train.checkpoint
-    tracking = job_contract.mlflow_tracking_uri(plan.recipe.mlflow.tracking_uri, checkpoint.local_dir)
-    click.echo(f"run {plan.run_id} finished after {len(attempts)} attempt(s)")
-    click.echo(f"  checkpoints  {checkpoint.uri}/{plan.run_id}  (final weights in final-hf/)")
-    click.echo(f"  metrics      mlflow ui --backend-store-uri {tracking}")
+    record = local.launch(plan, secrets, project_dir, chaos=chaos)
+    click.echo(f"launched {record.run_id} (log {record.log})")
+    if detach:
+        click.echo(f"  follow it: launch logs {record.run_id} --follow    stop it: launch stop {record.run_id}")
+        return
+    registry = Registry(project_dir)
+    try:
+        for line in local.logs(registry, record, follow=True):
+            click.echo(line, nl=False)
+    except KeyboardInterrupt:
+        click.echo(f"stopping {record.run_id}: the job checkpoints first", err=True)
+        click.echo(f"run {record.run_id} {local.stop(registry, record)}", err=True)
+        sys.exit(130)
+    final = local.status(registry, registry.get(record.run_id))
+    click.echo(f"run {record.run_id} {final['state']} at step {final['step']}")
+    click.echo(f"  checkpoints  {record.store}/{record.run_id}  (final weights in final-hf/)")
+    click.echo(f"  metrics      mlflow ui --backend-store-uri {record.tracking_uri}")
+    click.echo(f"  resume       launch recipe {record.recipe} --target local --run-id {record.run_id}")
+    if final["state"] == "failed":
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_id", required=False)
+def status(run_id):
+    """Table of launched runs (or one): recipe, target, state, step, restarts, age."""
+    from launcher.registry import Registry, age
+    from launcher.targets import get_target
+
+    registry = Registry(_project_dir())
+    records = [registry.get(run_id)] if run_id else registry.all()
+    rows = [("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")]
+    for record in records:
+        now = get_target(record.target).status(registry, record)
+        rows.append((record.run_id, record.recipe, record.target, now["state"], now["step"], str(record.restarts),
+                     age(record.started)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    click.echo("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows))
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends.")
+def logs(run_id, follow):
+    """Print the log of a launched run."""
+    from launcher.registry import Registry
+    from launcher.targets import get_target
+
+    registry = Registry(_project_dir())
+    record = registry.get(run_id)
+    for line in get_target(record.target).logs(registry, record, follow):
+        click.echo(line, nl=False)
+
+
+@cli.command()
+@click.argument("run_id")
+def stop(run_id):
+    """Stop a run gracefully: it checkpoints, then exits (killed only after a grace period)."""
+    from launcher.registry import Registry
+    from launcher.targets import get_target
+
+    registry = Registry(_project_dir())
+    record = registry.get(run_id)
+    click.echo(f"run {run_id} {get_target(record.target).stop(registry, record)}")
 
 
 def main():

@@ -10,6 +10,7 @@ GIT_COMMIT_ENV = "SPOTTRAIN_GIT_COMMIT"
 EXIT_FILE_ENV = "SPOTTRAIN_EXIT_FILE"  # torchrun reports any worker failure as 1; the trainer writes its code here
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "checkpointed on a preemption notice, start me again and I resume"
 MASTER_PORT = 29500
+PROGRESS_FILE = "progress.json"  # in <checkpoint.local_dir>/<run id>/: {"step", "total"}, written by rank 0
 
 
 def mlflow_tracking_uri(configured: Optional[str], local_dir: str) -> str:

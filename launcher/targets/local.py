@@ -1,28 +1,30 @@
 """This machine: the same run script under a supervisor that restarts it the way a managed spot job would.
 
-CPU only (gloo); the recipe's `local` profile picks the micro model and a few steps. A crash restarts the job up
-to `resources.recovery.max_restarts_on_errors` times; a preemption exit (75) always restarts it; each restart
-resumes from the newest complete checkpoint of the same run id.
+CPU only (gloo); the recipe's `local` profile picks the micro model and a few steps. The supervisor
+(`launcher.supervisor`) is its own process with its own log, recorded in the project's run registry, so
+`launch status/logs/stop` work from any shell; `launch recipe --target local` follows it in the foreground
+unless `--detach` is given, and Ctrl-C there stops it gracefully (checkpoint first).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Iterator, Optional
 
-from launcher import job_contract
+from launcher import job_contract, processes
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan
+from launcher.registry import Registry, RunRecord
 from launcher.render import job_env, run_script
 
-DEFAULT_PROFILE = "local"
-GRACE_SECONDS = 120
+TERMINAL_STATES = ("finished", "failed", "stopped")
+STOP_GRACE_SECONDS = 180.0
 
 
 def render(plan: LaunchPlan, secrets) -> str:
@@ -36,47 +38,92 @@ def validate(document: str) -> None:
         raise LaunchError(f"local run script does not parse: {checked.stderr.strip().splitlines()[0]}")
 
 
-@dataclass
-class Attempt:
-    number: int
-    exit_code: int
-    seconds: float
-
-
-def launch(plan: LaunchPlan, secrets, project_dir: Path,
-           on_attempt: Optional[Callable[[Attempt], None]] = None) -> list[Attempt]:
-    """Run to completion, restarting after preemptions and (bounded) crashes. Returns every attempt."""
-    script = render(plan, secrets)
-    env = {**os.environ, **job_env(plan), **secrets.as_dict(), "CUDA_VISIBLE_DEVICES": ""}
+def launch(plan: LaunchPlan, secrets, project_dir: Path, *, chaos: Optional[str] = None) -> RunRecord:
+    """Register the run and start its supervisor in the background; returns at once."""
+    registry = Registry(project_dir)
+    checkpoint = plan.recipe.train.checkpoint
+    local_dir = str(project_dir / checkpoint.local_dir)  # absolute: status may be asked from anywhere
+    record = RunRecord(
+        run_id=plan.run_id, recipe=plan.loaded.name, target="local", state="launching", started=time.time(),
+        store=checkpoint.uri if "://" in checkpoint.uri else str(project_dir / checkpoint.uri), local_dir=local_dir,
+        tracking_uri=job_contract.mlflow_tracking_uri(plan.recipe.mlflow.tracking_uri, local_dir),
+        log=str(registry.log_path(plan.run_id)),
+        handle={"script": render(plan, secrets),
+                "max_restarts_on_errors": plan.recipe.resources.recovery.max_restarts_on_errors})
+    registry.save(record)
+    env = {**os.environ, **job_env(plan), **secrets.as_dict(), "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
     env.setdefault("TORCH_EXTENSIONS_DIR", str(project_dir / "runs" / ".torch_extensions"))
-    budget = plan.recipe.resources.recovery.max_restarts_on_errors
-    attempts: list[Attempt] = []
-    while True:
-        started = time.monotonic()
-        code = _run_once(script, env, project_dir)
-        attempts.append(Attempt(len(attempts) + 1, code, time.monotonic() - started))
-        if on_attempt:
-            on_attempt(attempts[-1])
-        if code == 0:
-            return attempts
-        if code != job_contract.PREEMPTED_EXIT_CODE:
-            budget -= 1
-            if budget < 0:
-                raise LaunchError(f"run {plan.run_id} failed with exit code {code} after "
-                                  f"{plan.recipe.resources.recovery.max_restarts_on_errors} restarts")
+    command = [sys.executable, "-m", "launcher.supervisor", "--project", str(project_dir), "--run-id", plan.run_id]
+    if chaos:
+        command += ["--chaos", chaos]
+    with open(record.log, "ab") as log:
+        supervisor = subprocess.Popen(command, cwd=project_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+    return registry.update(plan.run_id, handle={**record.handle, "supervisor_pid": supervisor.pid})
 
 
-def _run_once(script: str, env: dict, cwd: Path) -> int:
-    """One attempt in its own process group; Ctrl-C becomes a graceful SIGTERM (checkpoint, then exit)."""
-    process = subprocess.Popen(["bash", "-c", script], env=env, cwd=cwd, start_new_session=True)
+def status(registry: Registry, record: RunRecord) -> dict:
+    """State (a supervisor that vanished without saying so is failed) and the trainer's step."""
+    state = record.state
+    if state not in TERMINAL_STATES and not _alive(record.handle.get("supervisor_pid")):
+        state = "failed"
+    progress = _progress(record)
+    step = f"{progress['step']}/{progress['total']}" if progress else "-"
+    return {"state": state, "step": step}
+
+
+def logs(registry: Registry, record: RunRecord, follow: bool) -> Iterator[str]:
+    """The supervisor's log; with `follow`, new lines until the run ends."""
+    path = Path(record.log)
+    with path.open(errors="replace") as source:
+        while True:
+            line = source.readline()
+            if line:
+                yield line
+                continue
+            if not follow or status(registry, registry.get(record.run_id))["state"] in TERMINAL_STATES:
+                rest = source.read()
+                if rest:
+                    yield rest
+                return
+            time.sleep(0.2)
+
+
+def stop(registry: Registry, record: RunRecord, grace: float = STOP_GRACE_SECONDS) -> str:
+    """SIGTERM to the supervisor: the job checkpoints and exits, the run ends as stopped. Then, only if it is
+    still there after the grace period, SIGKILL to everything it started."""
+    pid = record.handle.get("supervisor_pid")
+    if record.state in TERMINAL_STATES or not _alive(pid):
+        return status(registry, record)["state"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        if record.handle.get("attempt"):
+            processes.signal_marked(record.handle["attempt"], signal.SIGKILL)
+    return status(registry, registry.get(record.run_id))["state"]
+
+
+def _progress(record: RunRecord) -> dict:
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        print("interrupted: the run checkpointed and stopped; launch it again with the same run id to resume",
-              file=sys.stderr)
-        raise SystemExit(130)
+        return json.loads((Path(record.local_dir) / record.run_id / job_contract.PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)  # our own child: reap it if it has exited
+        if finished:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

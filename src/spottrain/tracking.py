@@ -1,9 +1,11 @@
 """MLflow from rank 0: one MLflow run per training run, continued after every resume, never blocking the loop.
 
 The run is found again by its `spottrain.run_id` tag, so a job restarted before its first checkpoint still
-lands in the same MLflow run. Steps already logged before a restart are not logged twice. Metrics go through
-a queue that a background thread flushes; while the server is unreachable they stay buffered. Wrong
-credentials are the one failure that stops training, at start, with a message that says so.
+lands in the same MLflow run. Metrics go through a queue that a background thread flushes; while the server
+is unreachable they stay buffered. What is not yet confirmed sent (`pending()`) is saved in every checkpoint
+and queued again on resume (`requeue`), and steps the run already has are skipped: every step is logged
+exactly once even when the process is killed before a flush. Wrong credentials are the one failure that
+stops training, at start, with a message that says so.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Tracker:
         self.mlflow_run_id = mlflow_run_id
         self._logged_through: dict[str, int] = {}
         self._queue: list[tuple[str, float, int, int]] = []
+        self._inflight: list[tuple[str, float, int, int]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._system_metrics = system_metrics
@@ -121,12 +124,23 @@ class Tracker:
         with self._lock:
             self._queue.extend((key, float(value), stamp, step) for key, value in metrics.items())
 
+    def pending(self) -> list[list]:
+        """Metrics not yet confirmed sent (queued or being sent), as JSON-ready [key, value, stamp, step]."""
+        with self._lock:
+            return [list(m) for m in self._inflight + self._queue]
+
+    def requeue(self, metrics: list[list]) -> None:
+        """Metrics a previous attempt saved unsent; steps the run already has are dropped when flushing."""
+        with self._lock:
+            self._queue = [(k, float(v), int(t), int(s)) for k, v, t, s in metrics] + self._queue
+
     def flush(self) -> bool:
         """Send what is queued; False (and everything kept) if the server cannot be reached."""
         from mlflow.entities import Metric
 
         with self._lock:
             batch, self._queue = self._queue, []
+            self._inflight = batch
         try:
             self._ensure_run()
             fresh = [Metric(key, value, stamp, step) for key, value, stamp, step in batch
@@ -138,8 +152,13 @@ class Tracker:
         except Exception as exc:
             with self._lock:
                 self._queue = batch + self._queue
+                self._inflight = []
             self._note_down(exc)
             return False
+        with self._lock:
+            self._inflight = []
+            for key, _, _, step in batch:
+                self._logged_through[key] = max(step, self._logged_through.get(key, -1))
         if self._down_since is not None:
             log.warning("MLflow at %s is reachable again; sent %d buffered metrics", self.uri, len(batch))
             self._down_since = None

@@ -6,6 +6,7 @@ makes a run survive preemption comes from the checkpointer and the deterministic
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from launcher.job_contract import GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE, RUN_ID_ENV, mlflow_tracking_uri
+from launcher.job_contract import (GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE, PROGRESS_FILE, RUN_ID_ENV,
+                                  mlflow_tracking_uri)
 from launcher.recipes import LoadedRecipe
 from spottrain import runtime
 from spottrain.checkpoint import layout
@@ -68,22 +70,30 @@ def train(loaded: LoadedRecipe) -> int:
         manifest = checkpoints.manifest(complete[-1])
         if manifest.final:
             log.info("run %s already finished at step %d", run_id, manifest.step)
+            report_exit_code(0)
             return 0
         state = checkpoints.restore(engine, manifest)
         pipeline.load_state_dict(state["pipeline"])
         log.info("resumed run %s at step %d from %s", run_id, state["step"], checkpoints.store.uri)
     tracker = _tracker(loaded, run_id, ranks, state["mlflow_run_id"]) if ranks.is_main else None
+    if tracker:
+        tracker.requeue(state.get("pending_metrics", []))  # what the last attempt had not sent yet
 
     # --- loop ----------------------------------------------------------------------------------------------
     step, best = state["step"], state["best"]
     first_step = step + 1
     progress = _progress_bar(ranks, step, total_steps)
+    progress_file = checkpoints.local_dir / PROGRESS_FILE
+    if ranks.is_main:
+        _write_progress(progress_file, step, total_steps, attempt_start=step)
     while step < total_steps:
         lr = engine.get_lr()[0]
         step_started = time.perf_counter()
         metrics = _train_step(engine, pipeline, train_set, sampler.micro_batches(step))
         step += 1
         progress.update(1)
+        if ranks.is_main:
+            _write_progress(progress_file, step, total_steps, attempt_start=first_step - 1)
         if tracker and step == first_step:
             tracker.log({"perf/start_to_first_step_seconds": time.perf_counter() - started}, step)
         if step % cfg.log_every_steps == 0 or step == total_steps:
@@ -108,6 +118,7 @@ def train(loaded: LoadedRecipe) -> int:
         if final or preempted or improved or step % cfg.checkpoint.every_steps == 0:
             trainer_state = {"step": step, "best": best, "run_id": run_id, "world_size": ranks.world_size,
                              "mlflow_run_id": tracker.mlflow_run_id if tracker else None,
+                             "pending_metrics": tracker.pending() if tracker else [],
                              "pipeline": pipeline.state_dict()}
             save_started = time.perf_counter()
             extras = {name: consolidated_state_dict(module, cfg.deepspeed.zero_stage, ranks.is_main)
@@ -135,6 +146,7 @@ def train(loaded: LoadedRecipe) -> int:
         print(f"run {run_id} finished at step {step}: checkpoints in {checkpoints.store.uri}/{run_id}, "
               f"final weights in {checkpoints.store.uri}/{run_id}/{layout.FINAL_EXPORT}", file=sys.stderr)
     checkpoints.close()
+    report_exit_code(0)  # a signal that reaches torchrun after this point must not turn success into failure
     return 0
 
 
@@ -216,6 +228,14 @@ def _export_final(engine, pipeline, tokenizer, checkpoints: Checkpointer, cfg, r
         export_pretrained(mtp, state, tokenizer, out_dir)
         checkpoints.publish_directory(out_dir, layout.FINAL_EXPORT)
     runtime.barrier()
+
+
+def _write_progress(path: Path, step: int, total: int, attempt_start: int) -> None:
+    """Where the run is, and where this attempt started: `launch status` and the supervisor's count of
+    recomputed steps read it."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps({"step": step, "total": total, "attempt_start": attempt_start}))
+    os.replace(partial, path)
 
 
 def _progress_bar(ranks, step: int, total: int):

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 import torch
 
+from launcher import processes
 from launcher.plan import plan_launch
 from launcher.targets import local
 
@@ -46,9 +47,10 @@ class TrainingRun:
         return local.render(plan, None)
 
     def start(self) -> subprocess.Popen:
+        self.marker = processes.new_marker()
         env = {**os.environ, "SPOTTRAIN_RUN_ID": self.run_id, "CUDA_VISIBLE_DEVICES": "",
                "TORCH_EXTENSIONS_DIR": str(EXTENSIONS), "MLFLOW_DISABLE_TELEMETRY": "true",
-               "OMP_NUM_THREADS": "1"}
+               "OMP_NUM_THREADS": "1", processes.ATTEMPT_ENV: self.marker}
         env.pop("MLFLOW_TRACKING_URI", None)
         log = open(self.root / f"attempt-{time.monotonic_ns()}.log", "w")
         return subprocess.Popen(["bash", "-c", self.script()], cwd=PROJECT, env=env, stdout=log,
@@ -59,11 +61,13 @@ class TrainingRun:
         try:
             return process.wait(timeout=timeout)
         finally:
-            _reap(process)
+            self._reap(process)
 
     def run_until(self, condition: Callable[["TrainingRun"], bool], sig: int, *, delay: float = 0.0,
                   timeout: float = 300) -> int:
-        """Start, wait for `condition` (then `delay` s), send `sig` to the process group, return the exit code."""
+        """Start, wait for `condition` (then `delay` s), then signal: SIGKILL to every process of the attempt at
+        once (a spot VM vanishing), SIGTERM to the script (a preemption notice). Returns the exit code once
+        no process of the attempt is left."""
         process = self.start()
         try:
             deadline = time.monotonic() + timeout
@@ -75,10 +79,22 @@ class TrainingRun:
                     raise AssertionError("condition never held:\n" + self.last_log())
                 time.sleep(0.02)
             time.sleep(delay)
-            os.killpg(process.pid, sig)
-            return process.wait(timeout=timeout)
+            if sig == signal.SIGKILL:
+                processes.signal_marked(self.marker, signal.SIGKILL)
+            else:
+                process.send_signal(sig)
+            code = process.wait(timeout=timeout)
+            processes.wait_marked_gone(self.marker, grace=timeout)
+            return code
         finally:
-            _reap(process)
+            self._reap(process)
+
+    def _reap(self, process: subprocess.Popen) -> None:
+        """Nothing of this attempt outlives the call, whatever happened."""
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        processes.signal_marked(self.marker, signal.SIGKILL)
 
     def last_log(self) -> str:
         logs = sorted(self.root.glob("attempt-*.log"))
@@ -131,7 +147,7 @@ class TrainingRun:
         return {key for key in run.data.metrics if not key.startswith(("perf/", "system/"))}
 
 
-RUN_SPECIFIC_STATE = ("mlflow_run_id", "run_id")
+RUN_SPECIFIC_STATE = ("mlflow_run_id", "run_id", "pending_metrics")  # ids, and what was unsent when saved
 
 
 def assert_runs_match(run: TrainingRun, reference: TrainingRun, steps: int) -> None:
@@ -171,12 +187,3 @@ def assert_same(a, b, path: str = "") -> None:
         assert_same(vars(a), vars(b), path)
     else:
         assert a == b, f"value differs at {path}: {a!r} != {b!r}"
-
-
-def _reap(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()

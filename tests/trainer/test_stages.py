@@ -42,7 +42,7 @@ def test_stage_logs_its_metrics_and_resumes_bitwise_after_sigkill(stage, critic_
 
     killed = TrainingRun(f"{stage}-killed", tmp_path / "killed", overrides, recipe=stage)
     (tmp_path / "killed").mkdir()
-    killed.run_until(lambda r: 4 in r.complete_steps(), signal.SIGKILL, delay=0.3)
+    killed.run_until(lambda r: 4 in r.complete_steps(), signal.SIGKILL)
     assert killed.complete_steps()[-1] < STEPS, "the kill must land before the run ends"
     assert killed.run() == 0, killed.last_log()
     assert_runs_match(killed, reference, STEPS)

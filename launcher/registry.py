@@ -1,0 +1,82 @@
+"""What was launched from this project: one small JSON file per run under `runs/registry/`.
+
+`launch status`, `logs`, `stop` and `compare` read it, so they work after the launching shell is gone. Each
+target keeps what it needs to find its run again (a process group here, a job id on SkyPilot, a run id on
+VESSL) in `handle`; the trainer's progress and the checkpoints are found through `local_dir` and `store`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from launcher.errors import LaunchError
+
+REGISTRY_DIR = "runs/registry"
+LOG_DIR = "runs/logs"
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    recipe: str
+    target: str
+    state: str  # launching, running, restarting, finished, failed, stopping, stopped
+    started: float
+    store: str
+    local_dir: str
+    tracking_uri: str
+    handle: dict = field(default_factory=dict)
+    restarts: int = 0
+    ended: Optional[float] = None
+    log: Optional[str] = None
+
+
+class Registry:
+    def __init__(self, project_dir: Path):
+        self.dir = project_dir / REGISTRY_DIR
+        self.project_dir = project_dir
+
+    def save(self, record: RunRecord) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        partial = self.dir / f".{record.run_id}.json.partial-{os.getpid()}"
+        partial.write_text(json.dumps(asdict(record), indent=1, sort_keys=True))
+        os.replace(partial, self.dir / f"{record.run_id}.json")
+
+    def update(self, run_id: str, **changes) -> RunRecord:
+        record = self.get(run_id)
+        for key, value in changes.items():
+            setattr(record, key, value)
+        self.save(record)
+        return record
+
+    def get(self, run_id: str) -> RunRecord:
+        path = self.dir / f"{run_id}.json"
+        if not path.is_file():
+            known = [r.run_id for r in self.all()[-5:]]
+            raise LaunchError(f"no run '{run_id}' launched from this project"
+                              + (f" (recent: {', '.join(known)})" if known else ""))
+        return RunRecord(**json.loads(path.read_text()))
+
+    def all(self) -> list[RunRecord]:
+        if not self.dir.is_dir():
+            return []
+        records = [RunRecord(**json.loads(p.read_text())) for p in self.dir.glob("*.json")]
+        return sorted(records, key=lambda r: r.started)
+
+    def log_path(self, run_id: str) -> Path:
+        path = self.project_dir / LOG_DIR / f"{run_id}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def age(seconds_since: float) -> str:
+    elapsed = max(0, int(time.time() - seconds_since))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if elapsed >= size:
+            return f"{elapsed // size}{unit}"
+    return f"{elapsed}s"

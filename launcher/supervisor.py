@@ -1,0 +1,176 @@
+"""The local supervisor: runs one registered run's script until it finishes, like a managed spot job would.
+
+    python -m launcher.supervisor --project DIR --run-id RUN [--chaos kills=5,signals=KILL+TERM,every=2:8,seed=1]
+
+A preemption exit (75) always restarts the script; a crash restarts it up to the recipe's
+`max_restarts_on_errors`; SIGTERM to the supervisor (`launch stop`) is passed to the job, which checkpoints and
+exits, and the run ends as stopped. Chaos mode kills the job's process group at random moments (SIGKILL and
+SIGTERM, checkpoint uploads included) a given number of times, to prove nothing is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from launcher import processes
+from launcher.job_contract import EXIT_FILE_ENV, PREEMPTED_EXIT_CODE, PROGRESS_FILE
+from launcher.registry import Registry
+
+GRACE_SECONDS = 120.0
+_SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}
+
+
+@dataclass(frozen=True)
+class Chaos:
+    kills: int
+    signals: tuple[int, ...]
+    every: tuple[float, float]
+    seed: int
+
+    @classmethod
+    def parse(cls, spec: str) -> "Chaos":
+        """`kills=5,signals=KILL+TERM,every=2:8,seed=1` (every: seconds between kills, drawn uniformly)."""
+        try:
+            fields = dict(item.split("=", 1) for item in spec.split(","))
+            low, high = (float(x) for x in fields.get("every", "2:8").split(":"))
+            return cls(kills=int(fields["kills"]),
+                       signals=tuple(_SIGNALS[s] for s in fields.get("signals", "KILL+TERM").split("+")),
+                       every=(low, high), seed=int(fields.get("seed", 0)))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"--chaos: expected kills=N[,signals=KILL+TERM][,every=LOW:HIGH][,seed=S], got "
+                             f"{spec!r} ({exc})") from None
+
+
+class Supervisor:
+    def __init__(self, registry: Registry, run_id: str, chaos: Optional[Chaos] = None):
+        self.registry, self.run_id, self.chaos = registry, run_id, chaos
+        self.record = registry.get(run_id)
+        self.stop_requested = threading.Event()
+        self.process: Optional[subprocess.Popen] = None
+        self.marker = ""
+        self.kills_done = 0
+        self.steps_computed = 0
+        self.attempts = 0
+        self._final_step = 0
+        self._random = random.Random(chaos.seed if chaos else 0)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._request_stop)
+        budget = self.record.handle["max_restarts_on_errors"]
+        while True:
+            code = self._attempt()
+            if self.stop_requested.is_set():
+                return self._end("stopped" if code in (0, PREEMPTED_EXIT_CODE) else "failed", code)
+            if code == 0:
+                return self._end("finished", code)
+            if code != PREEMPTED_EXIT_CODE and code != -signal.SIGKILL:
+                budget -= 1
+                if budget < 0:
+                    return self._end("failed", code)
+            self.record = self.registry.update(self.run_id, state="restarting", restarts=self.record.restarts + 1)
+
+    def _attempt(self) -> int:
+        """One run of the script. Its code is the trainer's own (from the exit file), read only once every
+        process of the attempt is gone: a torchrun that dies of a second SIGTERM leaves its trainers finishing
+        their checkpoint, and the next attempt must not start beside them."""
+        exit_file = Path(self.record.local_dir) / self.run_id / ".exit-code"
+        exit_file.parent.mkdir(parents=True, exist_ok=True)
+        exit_file.unlink(missing_ok=True)
+        self.marker = processes.new_marker()
+        env = {**os.environ, EXIT_FILE_ENV: str(exit_file), processes.ATTEMPT_ENV: self.marker}
+        self.process = subprocess.Popen(["bash", "-c", self.record.handle["script"]], cwd=self.registry.project_dir,
+                                        env=env, start_new_session=True)
+        self.record = self.registry.update(self.run_id, state="running",
+                                           handle={**self.record.handle, "attempt": self.marker})
+        if self.chaos and self.kills_done < self.chaos.kills:
+            threading.Thread(target=self._chaos_kill, args=(self.process, self.marker), daemon=True).start()
+        code = self.process.wait()
+        processes.wait_marked_gone(self.marker, GRACE_SECONDS)
+        reported = exit_file.read_text().strip() if exit_file.is_file() else ""
+        code = int(reported) if reported else code
+        progress = self._progress()
+        computed = "no step"
+        if progress.get("attempt_start") is not None:  # absent if this attempt died before resuming
+            self.steps_computed += max(0, progress["step"] - progress["attempt_start"])
+            computed = f"steps {progress['attempt_start']}→{progress['step']}"
+        self._clear_progress()
+        self.attempts += 1
+        print(f"[supervisor] attempt {self.attempts}: {computed}, exit code {code}", file=sys.stderr, flush=True)
+        return code
+
+    def _chaos_kill(self, process: subprocess.Popen, marker: str) -> None:
+        delay = self._random.uniform(*self.chaos.every)
+        sig = self._random.choice(self.chaos.signals)
+        if self.stop_requested.wait(delay) or process.poll() is not None:
+            return
+        print(f"[supervisor] chaos: {signal.Signals(sig).name} to the job after {delay:.1f} s", file=sys.stderr,
+              flush=True)
+        self.kills_done += 1
+        if sig == signal.SIGKILL:
+            processes.signal_marked(marker, sig)  # everything dies at once, as when a spot VM vanishes
+        else:
+            process.send_signal(sig)  # the notice reaches the script, which passes it down
+
+    def _request_stop(self, signum, frame) -> None:
+        self.stop_requested.set()
+        self.registry.update(self.run_id, state="stopping")
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            threading.Thread(target=self._kill_after_grace, args=(self.process,), daemon=True).start()
+
+    def _kill_after_grace(self, process: subprocess.Popen) -> None:
+        try:
+            process.wait(timeout=GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            processes.signal_marked(self.marker, signal.SIGKILL)
+
+    def _progress(self) -> dict:
+        path = Path(self.record.local_dir) / self.run_id / PROGRESS_FILE
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _clear_progress(self) -> None:
+        """Keep `step` for status, drop `attempt_start` so a dead next attempt is not counted twice."""
+        progress = self._progress()
+        progress.pop("attempt_start", None)
+        path = Path(self.record.local_dir) / self.run_id / PROGRESS_FILE
+        if progress:
+            path.write_text(json.dumps(progress))
+        self._final_step = progress.get("step", 0)
+
+    def _end(self, state: str, code: int) -> int:
+        final = self._final_step
+        self.registry.update(self.run_id, state=state, ended=time.time(),
+                             handle={**self.record.handle, "exit_code": code, "chaos_kills": self.kills_done,
+                                     "steps_computed": self.steps_computed, "final_step": final})
+        print(f"[supervisor] run {self.run_id} {state}: {final} steps, {self.steps_computed} computed "
+              f"({self.steps_computed - final} recomputed), {self.record.restarts} restarts, "
+              f"{self.kills_done} chaos kills", file=sys.stderr, flush=True)
+        return 0 if state in ("finished", "stopped") else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher.supervisor")
+    parser.add_argument("--project", required=True, type=Path)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--chaos", default=None)
+    args = parser.parse_args(argv)
+    chaos = Chaos.parse(args.chaos) if args.chaos else None
+    return Supervisor(Registry(args.project), args.run_id, chaos).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
