@@ -107,3 +107,13 @@ def gather_across_ranks(values: torch.Tensor) -> torch.Tensor:
     gathered = [torch.zeros_like(padded) for _ in counts]
     dist.all_gather(gathered, padded)
     return torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts)])
+
+
+def shared_token() -> str:
+    """A random token chosen by rank 0 and known to every rank (one per process start)."""
+    import uuid
+
+    token = [uuid.uuid4().hex]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(token, src=0)
+    return token[0]

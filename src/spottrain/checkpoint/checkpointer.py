@@ -47,6 +47,7 @@ class Checkpointer:
         self.upload_retries = 0
         self._on_retry = on_retry
         self.last_upload_seconds = 0.0
+        self.attempt = runtime.shared_token()  # the same on every rank, new at every (re)start
 
     # --- save ------------------------------------------------------------------------------------------------
 
@@ -85,7 +86,7 @@ class Checkpointer:
             relative = str(path.relative_to(step_dir))
             self._retry(lambda: self.store.put_file(path, prefix + relative), f"upload {prefix}{relative}")
             entries.append(FileEntry(relative, path.stat().st_size, layout.sha256_of(path)))
-        part = json.dumps([asdict(e) for e in entries]).encode()
+        part = json.dumps({"attempt": self.attempt, "files": [asdict(e) for e in entries]}).encode()
         self._retry(lambda: self.store.put_bytes(part, f"{prefix}{layout.PARTS}/rank-{self.ranks.rank:05d}.json"),
                     f"upload part list of {prefix}")
         if self.ranks.is_main:
@@ -102,17 +103,20 @@ class Checkpointer:
         self.last_upload_seconds = time.monotonic() - started
 
     def _gather_parts(self, prefix: str) -> list[FileEntry]:
+        """Every rank's part list of this attempt. A part left by an earlier attempt that died at the same step
+        does not count: its rank may still be re-uploading the files it describes."""
         deadline = time.monotonic() + PARTS_TIMEOUT_S
         while True:
-            parts = [k for k in self.store.list(prefix + layout.PARTS + "/") if k.endswith(".json")]
-            if len(parts) >= self.ranks.world_size:
+            keys = self._retry(lambda: self.store.list(prefix + layout.PARTS + "/"), f"list parts of {prefix}")
+            parts = [json.loads(self._retry(lambda: self.store.get_bytes(k), f"read {k}") or b"{}")
+                     for k in keys if k.endswith(".json")]
+            current = [p for p in parts if p.get("attempt") == self.attempt]
+            if len(current) >= self.ranks.world_size:
                 break
             if time.monotonic() > deadline:
-                raise UploadFailed(f"{prefix}: only {len(parts)} of {self.ranks.world_size} ranks uploaded")
+                raise UploadFailed(f"{prefix}: only {len(current)} of {self.ranks.world_size} ranks uploaded")
             time.sleep(0.2)
-        entries = []
-        for key in sorted(parts):
-            entries.extend(FileEntry(**e) for e in json.loads(self.store.get_bytes(key)))
+        entries = [FileEntry(**e) for part in current for e in part["files"]]
         return sorted(entries, key=lambda e: e.path)
 
     def _retry(self, action, what: str):
@@ -178,15 +182,20 @@ class Checkpointer:
         return json.loads(pointer)["step"] if pointer else None
 
     def apply_retention(self, final_step: Optional[int] = None) -> list[int]:
-        complete = self.complete_steps()
+        complete = self._retry(self.complete_steps, "list complete checkpoints")
+        best = self._retry(self.best_step, "read best pointer")
         finals = {s for s in complete if s == final_step}
-        doomed = checkpoints_to_delete(complete, keep=self.keep, best=self.best_step(), final=finals)
+        doomed = checkpoints_to_delete(complete, keep=self.keep, best=best, final=finals)
+        deleted = []
         for step in doomed:
+            if self._retry(lambda: self.manifest(step), f"read manifest of step {step}").final:
+                continue  # a final checkpoint is kept even when it is no longer the newest
             prefix = layout.step_prefix(self.run_id, step)
             # The manifest goes first: a crash mid-delete leaves an incomplete (ignored) checkpoint.
-            self.store.delete([prefix + layout.MANIFEST])
-            self.store.delete([k for k in self.store.list(prefix)])
-        return doomed
+            self._retry(lambda: self.store.delete([prefix + layout.MANIFEST]), f"delete {prefix}")
+            self._retry(lambda: self.store.delete(self.store.list(prefix)), f"delete {prefix}")
+            deleted.append(step)
+        return deleted
 
     # --- restore ---------------------------------------------------------------------------------------------
 

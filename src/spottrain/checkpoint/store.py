@@ -2,14 +2,22 @@
 
 Keys are relative paths (`<run id>/step-00000500/MANIFEST.json`). Writes are whole-object: a local file is
 written to a temporary name and renamed, an S3 object appears only once its upload completes, so a reader
-never sees half a file.
+never sees half a file. `list(prefix)` matches keys by string prefix in both stores, as S3 does.
+
+Chaos knob: with SPOTTRAIN_S3_FAULTS set (e.g. `error=0.2,delay=0.05:0.3,seed=7`) every S3 request first
+sleeps a uniform random delay in [0.05, 0.3] s, and a random 20% of requests never reach the bucket but get
+an HTTP 500 InternalError instead, which botocore's retries and `with_retries` must absorb (see S3Faults).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import shutil
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol, TypeVar
 
@@ -88,19 +96,101 @@ class LocalDirStore:
         return path.stat().st_size if path.is_file() else None
 
     def list(self, prefix: str) -> list[str]:
-        base = self._path(prefix)
+        directory = prefix.rpartition("/")[0]  # the deepest directory every match lies under
+        base = self._path(directory) if directory else self.root
         if not base.is_dir():
             return []
-        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
-                      if p.is_file() and not p.name.startswith("."))
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                if p.is_file() and not p.name.startswith("."))
+        return sorted(key for key in keys if key.startswith(prefix))
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
             self._path(key).unlink(missing_ok=True)
 
 
+FAULTS_ENV = "SPOTTRAIN_S3_FAULTS"
+_FAULTS_FORMAT = "error=P,delay=LO:HI,seed=N (each optional), e.g. error=0.2,delay=0.05:0.3,seed=7"
+_INTERNAL_ERROR = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+                   b"<Message>We encountered an internal error. Please try again. (injected by "
+                   + FAULTS_ENV.encode() + b")</Message><RequestId>spottrain-fault</RequestId></Error>")
+
+
+@dataclass
+class S3Faults:
+    """Injected S3 failures, for chaos tests of the checkpoint path (set SPOTTRAIN_S3_FAULTS to enable).
+
+    `error`: the fraction of requests answered by an HTTP 500 InternalError before they reach the bucket;
+    `delay`: every request first sleeps uniform(LO, HI) seconds (`delay=X` means X:X);
+    `seed`: seeds the random choices (unset: a fresh seed per client). `errors_injected` counts the 500s.
+    """
+    error: float = 0.0
+    delay: tuple[float, float] = (0.0, 0.0)
+    seed: Optional[int] = None
+    errors_injected: int = 0
+    _rng: random.Random = field(init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(init=False, repr=False, compare=False, default_factory=threading.Lock)
+
+    def __post_init__(self):
+        self._rng = random.Random(self.seed)
+
+    @classmethod
+    def parse(cls, spec: str) -> "S3Faults":
+        def invalid(why: str) -> ValueError:
+            return ValueError(f"{FAULTS_ENV}={spec!r}: {why}; expected {_FAULTS_FORMAT}")
+
+        values: dict = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            name, sep, text = (s.strip() for s in item.partition("="))
+            if not sep or name not in ("error", "delay", "seed") or name in values:
+                raise invalid(f"unknown, repeated or valueless item {item!r}")
+            try:
+                if name == "error":
+                    values[name] = float(text)
+                elif name == "delay":
+                    low, _, high = text.partition(":")
+                    values[name] = (float(low), float(high or low))
+                else:
+                    values[name] = int(text)
+            except ValueError:
+                raise invalid(f"{name}: {text!r} is not a number") from None
+        error, (low, high) = values.get("error", 0.0), values.get("delay", (0.0, 0.0))
+        if not 0.0 <= error <= 1.0:
+            raise invalid(f"error={error} is not a fraction in [0, 1]")
+        if not 0.0 <= low <= high < math.inf:
+            raise invalid(f"delay={low}:{high} needs 0 <= LO <= HI seconds")
+        return cls(error=error, delay=(low, high), seed=values.get("seed"))
+
+    def install(self, client) -> None:
+        client.meta.events.register("before-send.s3.*", self._before_send)
+
+    def _before_send(self, request, **_):
+        from botocore.awsrequest import AWSResponse
+
+        with self._lock:  # the transfer manager sends from several threads
+            fail = self._rng.random() < self.error
+            pause = self._rng.uniform(*self.delay)
+            self.errors_injected += fail
+        if pause:
+            time.sleep(pause)
+        if not fail:
+            return None  # botocore sends the request
+        return AWSResponse(request.url, 500, {"Content-Type": "application/xml",
+                                              "Content-Length": str(len(_INTERNAL_ERROR))}, _Body(_INTERNAL_ERROR))
+
+
+class _Body:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def stream(self, **_):
+        yield self.data
+
+
 class S3Store:
-    """boto3 with its TransferManager (multipart, parallel parts), adaptive retries and timeouts."""
+    """boto3 with its TransferManager (multipart, parallel parts), adaptive retries and timeouts.
+
+    `faults` is the S3Faults parsed from $SPOTTRAIN_S3_FAULTS, None when it is unset or empty."""
 
     def __init__(self, uri: str, endpoint_url: Optional[str] = None):
         import boto3
@@ -112,12 +202,16 @@ class S3Store:
         if not bucket:
             raise ValueError(f"train.checkpoint.uri: no bucket in {uri!r}")
         self.bucket, self.prefix = bucket, prefix.strip("/")
+        spec = os.environ.get(FAULTS_ENV, "").strip()
+        self.faults: Optional[S3Faults] = S3Faults.parse(spec) if spec else None
         config = Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=60,
                         max_pool_connections=32)
         self.client = boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3"),
                                    config=config)
         self.transfer = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20,
                                        max_concurrency=8)
+        if self.faults is not None:
+            self.faults.install(self.client)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -1,0 +1,89 @@
+"""The local target as a user drives it from the shell: launch, status, logs --follow, stop; and a run that
+survives repeated random kills (chaos mode) ending exactly where an uninterrupted one ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.harness import EXTENSIONS, PROJECT, TrainingRun, assert_runs_match
+
+pytestmark = pytest.mark.slow
+
+LAUNCH = str(Path(os.environ.get("VIRTUAL_ENV", PROJECT / ".venv")) / "bin" / "launch")
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    shutil.copytree(PROJECT / "recipes", tmp_path / "recipes")
+    return tmp_path
+
+
+def launch(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(EXTENSIONS), "MLFLOW_DISABLE_TELEMETRY": "true",
+           "SKYPILOT_DISABLE_USAGE_COLLECTION": "1", "HOME": str(project)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([LAUNCH, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def record(project: Path, run_id: str) -> dict:
+    return json.loads((project / "runs" / "registry" / f"{run_id}.json").read_text())
+
+
+def status_row(project: Path, run_id: str) -> list[str]:
+    out = launch(project, "status", run_id).stdout.splitlines()
+    assert out[0].split()[:7] == ["RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE"]
+    return out[1].split()
+
+
+def test_launch_status_logs_and_graceful_stop(project):
+    started = launch(project, "recipe", "baseline", "--target", "local", "--detach", "--run-id", "lifecycle",
+                     "--override", "train.max_steps=400", "--override", "train.epochs=40",
+                     "--override", "train.checkpoint.every_steps=100")
+    assert started.returncode == 0, started.stderr
+    assert "launched lifecycle" in started.stdout
+
+    deadline = time.monotonic() + 120
+    while status_row(project, "lifecycle")[4] in ("-",) or int(status_row(project, "lifecycle")[4].split("/")[0]) < 5:
+        assert time.monotonic() < deadline, launch(project, "logs", "lifecycle").stdout[-3000:]
+        time.sleep(0.5)
+    row = status_row(project, "lifecycle")
+    assert row[:4] == ["lifecycle", "baseline", "local", "running"]
+
+    follower = subprocess.Popen([LAUNCH, "logs", "lifecycle", "--follow"], cwd=project, stdout=subprocess.PIPE,
+                                text=True, env={**os.environ, "HOME": str(project)})
+    stopped = launch(project, "stop", "lifecycle")
+    assert stopped.stdout.strip() == "run lifecycle stopped", stopped.stderr
+    followed, _ = follower.communicate(timeout=60)  # --follow ends by itself once the run has ended
+    assert "preemption notice: checkpointed step" in followed
+    stopped_at = int(re.search(r"checkpointed step (\d+)", followed).group(1))
+
+    row = status_row(project, "lifecycle")
+    assert row[3] == "stopped" and row[4] == f"{stopped_at}/400"
+    store = project / "runs" / "store" / "lifecycle"
+    assert (store / f"step-{stopped_at:08d}" / "MANIFEST.json").is_file(), "the stop must leave a checkpoint"
+
+
+def test_chaos_kills_lose_nothing_and_end_bitwise_equal_to_an_uninterrupted_run(project, tmp_path_factory):
+    overrides = ["--override", "train.max_steps=150", "--override", "train.epochs=10",
+                 "--override", "train.checkpoint.every_steps=5", "--override", "train.log_every_steps=1"]
+    chaotic = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "chaos",
+                     "--chaos", "kills=5,signals=KILL+TERM,every=7:9,seed=11", *overrides, timeout=600)
+    assert chaotic.returncode == 0, chaotic.stdout[-3000:] + chaotic.stderr[-3000:]
+    handle = record(project, "chaos")["handle"]
+    assert handle["chaos_kills"] == 5
+    assert record(project, "chaos")["state"] == "finished"
+    assert re.search(r"run chaos finished: 150 steps, \d+ computed \(\d+ recomputed\)", chaotic.stdout + chaotic.stderr
+                     + (project / "runs" / "logs" / "chaos.log").read_text())
+
+    calm = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "calm", *overrides, timeout=600)
+    assert calm.returncode == 0, calm.stderr[-3000:]
+    as_run = lambda run_id: TrainingRun(run_id, project / "runs", ())  # noqa: E731 - store/local under runs/
+    assert_runs_match(as_run("chaos"), as_run("calm"), 150)
