@@ -123,16 +123,43 @@ def pipeline(name, target, gpus, nodes, profile, overrides):
         click.echo(f"== {name}: stage {stage}")
         click.echo(plan.summary())
         _submit(plan, project_dir)
+        if target != "local":
+            _wait_until_finished(project_dir, plan.run_id)
+
+
+def _wait_until_finished(project_dir: Path, run_id: str, poll_seconds: float = 30.0) -> None:
+    """Sequential launches on a platform: the next stage may need this one's best checkpoint."""
+    import time
+
+    from launcher.registry import Registry
+    from launcher.targets import get_target
+
+    registry = Registry(project_dir)
+    while True:
+        record = registry.get(run_id)
+        state = get_target(record.target).status(registry, record)["state"]
+        if state == "finished":
+            return
+        if state in ("failed", "stopped"):
+            raise LaunchError(f"stage run {run_id} {state}: the pipeline stops here (launch logs {run_id})")
+        time.sleep(poll_seconds)
 
 
 def _submit(plan, project_dir: Path, *, detach: bool = False, chaos=None) -> None:
+    from launcher.registry import Registry
+    from launcher.secrets import resolve_secrets
+    from launcher.targets import local, skypilot
+
+    if plan.target == "skypilot":
+        record = skypilot.launch(plan, resolve_secrets(plan.recipe.secrets, project_dir), project_dir)
+        click.echo(f"submitted managed job {record.handle['job_id']} as run {record.run_id}")
+        click.echo(f"  launch status {record.run_id}    launch logs {record.run_id} --follow    "
+                   f"launch stop {record.run_id}")
+        return
     if plan.target != "local":
         raise LaunchError(f"submitting to {plan.target} is not available in this version: use --dry-run, or hand "
                           f"the document from `launch render {plan.loaded.name} --target {plan.target}` to the "
                           f"platform's CLI")
-    from launcher.registry import Registry
-    from launcher.secrets import resolve_secrets
-    from launcher.targets import local
 
     secrets = resolve_secrets(plan.recipe.secrets, project_dir, required=False)
     record = local.launch(plan, secrets, project_dir, chaos=chaos)

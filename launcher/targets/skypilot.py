@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import yaml
 
@@ -49,9 +50,7 @@ def render(plan: LaunchPlan, secrets) -> str:
 def validate(document: str) -> None:
     config = yaml.safe_load(document)
     _check_what_skypilot_does_not(config)
-    os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")
-    import sky  # ~1.5 s: only when a SkyPilot document is really checked
-
+    sky = _sky()  # ~1.5 s: only when a SkyPilot document is really checked
     try:
         sky.Task.from_yaml_config(config)
     except Exception as exc:  # SkyPilot raises ValueError, jsonschema errors and its own exception types
@@ -72,3 +71,67 @@ def _check_what_skypilot_does_not(config: dict) -> None:
     if recovery.get("strategy") not in RECOVERY_STRATEGIES:
         raise LaunchError(f"skypilot task: resources.job_recovery.strategy: unknown strategy "
                           f"{recovery.get('strategy')!r}")
+
+
+# --- the job's life: SkyPilot's Python API, imported only here -----------------------------------------------
+
+_TERMINAL = {"SUCCEEDED": "finished", "CANCELLED": "stopped", "FAILED": "failed", "FAILED_SETUP": "failed",
+             "FAILED_PRECHECKS": "failed", "FAILED_NO_RESOURCE": "failed", "FAILED_CONTROLLER": "failed"}
+STOP_GRACE_SECONDS = 300
+
+
+def _sky():
+    os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")
+    import sky
+
+    return sky
+
+
+def launch(plan: LaunchPlan, secrets, project_dir):
+    """A managed job from the validated task; secret values go in through SkyPilot's secrets, in memory."""
+    from launcher.registry import Registry, RunRecord
+    from launcher.secrets import ResolvedSecrets
+
+    if not isinstance(secrets, ResolvedSecrets):
+        raise TypeError("a launch needs resolved secrets, never the masked ones")
+    document = render(plan, secrets)
+    validate(document)
+    sky = _sky()
+    task = sky.Task.from_yaml_config(yaml.safe_load(document))
+    task.update_secrets(secrets.as_dict())
+    job_ids, _ = sky.stream_and_get(sky.jobs.launch(task, name=plan.run_id))
+    checkpoint = plan.recipe.train.checkpoint
+    record = RunRecord(run_id=plan.run_id, recipe=plan.loaded.name, target="skypilot", state="running",
+                       started=time.time(), store=checkpoint.uri, local_dir=checkpoint.local_dir,
+                       tracking_uri=plan.recipe.mlflow.tracking_uri or "", handle={"job_id": job_ids[0]})
+    Registry(project_dir).save(record)
+    return record
+
+
+def status(registry, record) -> dict:
+    sky = _sky()
+    jobs = sky.get(sky.jobs.queue(refresh=False, job_ids=[record.handle["job_id"]]))
+    if not jobs:
+        return {"state": record.state, "step": "-"}
+    job = jobs[0]
+    raw = str(getattr(job, "status", None) or job["status"]).split(".")[-1]
+    recoveries = getattr(job, "recovery_count", None)
+    if recoveries is not None and recoveries != record.restarts:
+        registry.update(record.run_id, restarts=recoveries)
+    return {"state": _TERMINAL.get(raw, raw.lower()), "step": "-"}
+
+
+def logs(registry, record, follow: bool):
+    sky = _sky()
+    for line in sky.jobs.tail_logs(job_id=record.handle["job_id"], follow=follow, preload_content=False) or []:
+        if line is not None:
+            yield line
+
+
+def stop(registry, record) -> str:
+    """Graceful cancel: the job gets SIGTERM, checkpoints and exits; SkyPilot kills it after the grace."""
+    sky = _sky()
+    sky.stream_and_get(sky.jobs.cancel(job_ids=[record.handle["job_id"]], graceful=True,
+                                       graceful_timeout=STOP_GRACE_SECONDS))
+    registry.update(record.run_id, state="stopped", ended=time.time())
+    return "stopped"

@@ -1,0 +1,104 @@
+"""`launch recipe NAME --gpus N` on SkyPilot, exercised up to the SDK boundary: the sky.Task handed to
+sky.jobs.launch is checked field by field, and what the lifecycle verbs send back to SkyPilot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from launcher.job_contract import PREEMPTED_EXIT_CODE, RUN_ID_ENV
+from launcher.plan import plan_launch
+from launcher.registry import Registry
+from launcher.secrets import MaskedSecrets, ResolvedSecrets
+from launcher.targets import skypilot
+
+PROJECT = Path(__file__).resolve().parents[2]
+SECRET_VALUES = {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "p@ss: {{x}}\n|&",
+                 "AWS_ACCESS_KEY_ID": "AKIA-test", "AWS_SECRET_ACCESS_KEY": "s3cr3t/+=", "HF_TOKEN": "hf_abc"}
+
+
+class SkyBoundary:
+    """Stands at the SDK boundary: records what the launcher hands to SkyPilot's API."""
+
+    def __init__(self):
+        self.launched, self.cancelled = [], []
+
+    def install(self, monkeypatch):
+        import sky
+
+        monkeypatch.setattr(sky.jobs, "launch", lambda task, name=None, **kw: self.launched.append((task, name))
+                            or "launch-request")
+        monkeypatch.setattr(sky.jobs, "cancel", lambda **kw: self.cancelled.append(kw) or "cancel-request")
+        monkeypatch.setattr(sky, "stream_and_get", lambda request: ([42], None) if request == "launch-request"
+                            else None)
+        return self
+
+
+@pytest.fixture
+def boundary(monkeypatch):
+    return SkyBoundary().install(monkeypatch)
+
+
+@pytest.fixture
+def submitted(boundary, tmp_path, monkeypatch):
+    monkeypatch.chdir(PROJECT)  # SkyPilot resolves `workdir: .` against the launch directory
+    plan = plan_launch("baseline", target="skypilot", project_dir=PROJECT, gpus=8, nodes=2,
+                       overrides=["train.optim.lr=5e-5"], run_id="baseline-test-run")
+    record = skypilot.launch(plan, ResolvedSecrets(SECRET_VALUES), tmp_path)
+    (task, name), = boundary.launched
+    return task, name, record, tmp_path
+
+
+def test_the_task_asks_for_the_recipes_accelerators_per_node_and_nodes(submitted):
+    task, _, _, _ = submitted
+    (resources,) = task.resources
+    assert resources.accelerators == {"A100-80GB": 8}
+    assert task.num_nodes == 2
+
+
+def test_the_task_runs_on_spot_with_recovery_on_the_preempted_exit_code(submitted):
+    task, _, _, _ = submitted
+    (resources,) = task.resources
+    assert resources.use_spot is True
+    recovery = resources.job_recovery
+    assert recovery["strategy"] == "EAGER_NEXT_REGION"
+    assert recovery["max_restarts_on_errors"] == 3
+    assert recovery["recover_on_exit_codes"] == [PREEMPTED_EXIT_CODE]
+
+
+def test_secret_values_travel_as_secrets_and_never_in_envs(submitted):
+    task, _, _, _ = submitted
+    assert {k: v.get_secret_value() for k, v in task.secrets.items()} == SECRET_VALUES
+    assert not set(SECRET_VALUES) & set(task.envs)
+    assert not any(value in str(v) for value in SECRET_VALUES.values() for v in task.envs.values())
+    assert not any(value in task.run for value in SECRET_VALUES.values())
+
+
+def test_the_run_id_names_the_job_and_reaches_the_trainer(submitted):
+    task, name, record, _ = submitted
+    assert task.name == "baseline-mtp"
+    assert name == "baseline-test-run"
+    assert task.envs[RUN_ID_ENV] == "baseline-test-run"
+    assert "--override resources.gpus=8 --override resources.nodes=2 --override train.optim.lr=5e-5" in task.run
+
+
+def test_the_launch_is_recorded_with_skypilots_job_id(submitted):
+    _, _, record, project = submitted
+    assert Registry(project).get("baseline-test-run").handle == {"job_id": 42}
+    assert record.target == "skypilot"
+
+
+def test_stop_cancels_the_job_gracefully(submitted, boundary):
+    _, _, record, project = submitted
+    assert skypilot.stop(Registry(project), record) == "stopped"
+    assert boundary.cancelled == [{"job_ids": [42], "graceful": True,
+                                   "graceful_timeout": skypilot.STOP_GRACE_SECONDS}]
+    assert Registry(project).get(record.run_id).state == "stopped"
+
+
+def test_a_launch_refuses_masked_secrets(boundary, tmp_path):
+    plan = plan_launch("baseline", target="skypilot", project_dir=PROJECT, run_id="r")
+    with pytest.raises(TypeError):
+        skypilot.launch(plan, MaskedSecrets(plan.recipe.secrets), tmp_path)
+    assert boundary.launched == []
