@@ -228,6 +228,18 @@ def stop(run_id):
     click.echo(f"run {run_id} {get_target(record.target).stop(registry, record)}")
 
 
+@cli.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Overlay their loss curves in FILE.png.")
+def compare(run_a, run_b, plot):
+    """Config diff (flattened params from MLflow) and final metrics of two runs, side by side."""
+    from launcher.compare import compare as compare_runs
+    from launcher.registry import Registry
+
+    click.echo(compare_runs(Registry(_project_dir()), run_a, run_b, Path(plot) if plot else None))
+
+
 def main():
     try:
         cli.main(standalone_mode=False)

@@ -1,0 +1,78 @@
+"""`launch compare RUN_A RUN_B`: what differs in their configuration, and where their metrics ended.
+
+Both come from MLflow (flattened params, final metric values, metric histories), found through the run
+registry's tracking URI and the `spottrain.run_id` tag the trainer sets.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from launcher.errors import LaunchError
+from launcher.registry import Registry
+
+RUN_ID_TAG = "spottrain.run_id"
+CURVES = ("train/loss", "val/loss", "train/value_loss", "train/weighted_ce_loss")
+
+
+def _mlflow_run(registry: Registry, run_id: str):
+    from mlflow.tracking import MlflowClient
+
+    record = registry.get(run_id)
+    uri = record.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise LaunchError(f"run {run_id}: no MLflow tracking URI recorded; set MLFLOW_TRACKING_URI")
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'", max_results=1)
+    if not runs:
+        raise LaunchError(f"run {run_id}: nothing logged to MLflow at {uri} yet")
+    return client, runs[0]
+
+
+def compare(registry: Registry, run_a: str, run_b: str, plot: Optional[Path] = None) -> str:
+    (client_a, a), (client_b, b) = _mlflow_run(registry, run_a), _mlflow_run(registry, run_b)
+    changed = sorted(k for k in set(a.data.params) | set(b.data.params)
+                     if a.data.params.get(k) != b.data.params.get(k) and not k.startswith("launch.run"))
+    metrics = sorted(k for k in set(a.data.metrics) | set(b.data.metrics) if not k.startswith("system/"))
+    lines = _table(["PARAM", run_a, run_b],
+                   [[k, a.data.params.get(k, "-"), b.data.params.get(k, "-")] for k in changed]) if changed else [
+        "same configuration"]
+    lines += [""] + _table(["METRIC (final)", run_a, run_b],
+                           [[k, _fmt(a.data.metrics.get(k)), _fmt(b.data.metrics.get(k))] for k in metrics])
+    if plot is not None:
+        curves = [k for k in CURVES if k in a.data.metrics or k in b.data.metrics]
+        _plot(plot, curves, {run_a: (client_a, a.info.run_id), run_b: (client_b, b.info.run_id)})
+        lines += ["", f"wrote {plot} ({', '.join(curves)})"]
+    return "\n".join(lines)
+
+
+def _plot(path: Path, curves: list[str], runs: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(curves), 1, figsize=(8, 3 * len(curves)), squeeze=False)
+    for axis, key in zip(axes[:, 0], curves):
+        for name, (client, mlflow_id) in runs.items():
+            history = sorted((m.step, m.value) for m in client.get_metric_history(mlflow_id, key))
+            if history:
+                axis.plot(*zip(*history), label=name)
+        axis.set_title(key)
+        axis.set_xlabel("step")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]

@@ -1,0 +1,57 @@
+"""`launch compare RUN_A RUN_B`: the config diff and final metrics from MLflow, and the overlaid loss curves."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from launcher.compare import compare
+from launcher.errors import LaunchError
+from launcher.registry import Registry, RunRecord
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("weighted-mtp/test")
+    registry = Registry(tmp_path)
+    for run_id, lr, losses in (("run-a", "1e-05", [3.0, 2.5, 2.0]), ("run-b", "5e-05", [3.0, 2.0, 1.5])):
+        run = client.create_run(experiment, tags={"spottrain.run_id": run_id})
+        for key, value in {"train.optim.lr": lr, "train.batch.per_gpu": "4", "pipeline": "baseline"}.items():
+            client.log_param(run.info.run_id, key, value)
+        for step, loss in enumerate(losses, 1):
+            client.log_metric(run.info.run_id, "train/loss", loss, step=step)
+        client.log_metric(run.info.run_id, "val/loss", losses[-1] + 0.1, step=3)
+        client.log_metric(run.info.run_id, "system/cpu_utilization_percentage", 50.0, step=0)
+        registry.save(RunRecord(run_id=run_id, recipe="baseline", target="local", state="finished",
+                                started=time.time(), store="s", local_dir=str(tmp_path), tracking_uri=uri))
+    return registry
+
+
+def test_compare_lists_only_the_params_that_differ(two_runs):
+    out = compare(two_runs, "run-a", "run-b").splitlines()
+    assert out[0].split() == ["PARAM", "run-a", "run-b"]
+    assert out[1].split() == ["train.optim.lr", "1e-05", "5e-05"]
+    assert not any(line.startswith(("train.batch.per_gpu", "pipeline")) for line in out)
+
+
+def test_compare_shows_final_metrics_side_by_side_without_system_metrics(two_runs):
+    out = compare(two_runs, "run-a", "run-b")
+    rows = {line.split()[0]: line.split()[1:] for line in out.split("METRIC (final)")[1].splitlines()[1:]}
+    assert rows == {"train/loss": ["2", "1.5"], "val/loss": ["2.1", "1.6"]}
+
+
+def test_compare_plots_the_loss_curves_of_both_runs(two_runs, tmp_path):
+    plot = tmp_path / "curves.png"
+    out = compare(two_runs, "run-a", "run-b", plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.endswith(f"wrote {plot} (train/loss, val/loss)")
+
+
+def test_compare_of_an_unknown_run_names_it(two_runs):
+    with pytest.raises(LaunchError, match=r"^no run 'run-c' launched from this project"):
+        compare(two_runs, "run-a", "run-c")
