@@ -55,6 +55,8 @@ class Tracker:
         self._monitor = None
         self._down_since: Optional[float] = None
         self._ready = False
+        self._params_pending = False
+        self._flushing = threading.Lock()  # one flush at a time: `pending()` must see every unconfirmed batch
         try:
             self._ensure_run()
         except TrackingAuthError:
@@ -70,13 +72,18 @@ class Tracker:
         if self._ready:
             return
         try:
-            experiment = self.client.get_experiment_by_name(self.experiment)
+            self._find_or_create_run()
         except Exception as exc:
             if _is_auth_failure(exc):
                 raise TrackingAuthError(
-                    f"MLflow at {self.uri} rejected the credentials ({_status(exc)}): check the "
-                    f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD secrets") from None
+                    f"MLflow at {self.uri} rejected the request ({_status(exc)}): check the MLFLOW_TRACKING_USERNAME "
+                    f"and MLFLOW_TRACKING_PASSWORD secrets and that this user may write to experiment "
+                    f"{self.experiment!r}") from None
             raise
+        self._ready = True
+
+    def _find_or_create_run(self) -> None:
+        experiment = self.client.get_experiment_by_name(self.experiment)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment)
         if self.mlflow_run_id is None:
             found = self.client.search_runs([experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` = '{self.run_id}'",
@@ -86,13 +93,15 @@ class Tracker:
             run = self.client.create_run(experiment_id, run_name=self.run_name,
                                          tags={**self.tags, RUN_ID_TAG: self.run_id})
             self.mlflow_run_id = run.info.run_id
-            self._log_params()
+            self._params_pending = True  # until they are sent: a drop right after create_run must not lose them
         else:
             self.client.update_run(self.mlflow_run_id, status="RUNNING")
             self._logged_through = self._already_logged()
+        if self._params_pending:
+            self._log_params()
+            self._params_pending = False
         if self._system_metrics and self._monitor is None:
             self._start_system_metrics()
-        self._ready = True
 
     def _log_params(self) -> None:
         from mlflow.entities import Param
@@ -103,7 +112,8 @@ class Tracker:
 
     def _already_logged(self) -> dict[str, int]:
         """Last step of every metric the run already has: a resumed run re-computes those steps bit for bit,
-        so logging them again would only duplicate points."""
+        so logging them again would only duplicate points. `system/` is MLflow's own monitor, which counts
+        its samples with a step of its own."""
         run = self.client.get_run(self.mlflow_run_id)
         return {key: max(m.step for m in self.client.get_metric_history(self.mlflow_run_id, key))
                 for key in run.data.metrics if not key.startswith("system/")}
@@ -136,6 +146,10 @@ class Tracker:
 
     def flush(self) -> bool:
         """Send what is queued; False (and everything kept) if the server cannot be reached."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> bool:
         from mlflow.entities import Metric
 
         with self._lock:
@@ -191,8 +205,11 @@ class Tracker:
         if self._monitor is not None:
             self._monitor.finish()
         deadline = time.monotonic() + timeout
-        while not self.flush() and time.monotonic() < deadline:
-            time.sleep(1.0)
+        try:
+            while not self.flush() and time.monotonic() < deadline:
+                time.sleep(1.0)
+        except TrackingAuthError as exc:  # the run itself is done and checkpointed; say why metrics are missing
+            log.error("%s", exc)
         if self.buffered:
             log.error("MLflow: %d metrics could not be sent to %s", self.buffered, self.uri)
         if status and self.mlflow_run_id:

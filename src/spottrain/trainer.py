@@ -101,7 +101,7 @@ def train(loaded: LoadedRecipe) -> int:
                       "train/epoch": sampler.epoch_of(step)}
             if tracker:
                 tracker.log({**logged, "perf/step_seconds": time.perf_counter() - step_started,
-                             "system/checkpoint_upload_retries": checkpoints.upload_retries}, step)
+                             "checkpoint/upload_retries": checkpoints.upload_retries}, step)
             progress.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logged.items() if k.endswith("loss")})
 
         improved, evaluated = False, {}
