@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from typing import Optional
@@ -219,11 +220,15 @@ class Tracker:
                 log.error("MLflow: could not mark run %s: %s", status, exc)
 
 
+_AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED", "UNAUTHORIZED")
+_AUTH_STATUS = re.compile(r"(?:error code|status code|HTTP)\s*(401|403)\b|\b(401|403) (?:Unauthorized|Forbidden)")
+
+
 def _status(exc: Exception) -> str:
-    return "HTTP 401" if "401" in str(exc) else "HTTP 403" if "403" in str(exc) else type(exc).__name__
+    match = _AUTH_STATUS.search(str(exc))
+    return f"HTTP {match.group(1) or match.group(2)}" if match else str(getattr(exc, "error_code", type(exc).__name__))
 
 
 def _is_auth_failure(exc: Exception) -> bool:
-    text = str(exc)
-    return any(code in text for code in ("401", "403", "Unauthorized", "Permission denied", "PERMISSION_DENIED",
-                                        "UNAUTHENTICATED"))
+    """401/403 from the server (never a port number or a body that happens to contain the digits)."""
+    return getattr(exc, "error_code", None) in _AUTH_CODES or bool(_AUTH_STATUS.search(str(exc)))
