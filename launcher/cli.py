@@ -116,6 +116,9 @@ def pipeline(name, target, gpus, nodes, profile, overrides):
     from launcher.stages import pipeline_stages
 
     project_dir = _project_dir()
+    if target == "vessl":
+        raise LaunchError("pipelines on VESSL wait for each stage, and VESSL runs are not followed in this "
+                          "version: launch the stages one by one with `launch recipe NAME --target vessl`")
     for stage in pipeline_stages(project_dir, name):
         plan, _ = render_for_display(stage, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
                                      profile=profile or DEFAULT_PROFILES.get(target), overrides=overrides,
@@ -148,7 +151,7 @@ def _wait_until_finished(project_dir: Path, run_id: str, poll_seconds: float = 3
 def _submit(plan, project_dir: Path, *, detach: bool = False, chaos=None) -> None:
     from launcher.registry import Registry
     from launcher.secrets import resolve_secrets
-    from launcher.targets import local, skypilot
+    from launcher.targets import local, skypilot, vessl
 
     if plan.target == "skypilot":
         record = skypilot.launch(plan, resolve_secrets(plan.recipe.secrets, project_dir), project_dir)
@@ -156,10 +159,11 @@ def _submit(plan, project_dir: Path, *, detach: bool = False, chaos=None) -> Non
         click.echo(f"  launch status {record.run_id}    launch logs {record.run_id} --follow    "
                    f"launch stop {record.run_id}")
         return
-    if plan.target != "local":
-        raise LaunchError(f"submitting to {plan.target} is not available in this version: use --dry-run, or hand "
-                          f"the document from `launch render {plan.loaded.name} --target {plan.target}` to the "
-                          f"platform's CLI")
+    if plan.target == "vessl":
+        needed = plan.recipe.secrets if plan.recipe.secrets_mode == "inline" else []
+        record = vessl.launch(plan, resolve_secrets(needed, project_dir), project_dir)
+        click.echo(f"submitted VESSL run as {record.run_id}:\n{record.handle['vessl_output']}")
+        return
 
     secrets = resolve_secrets(plan.recipe.secrets, project_dir, required=False)
     record = local.launch(plan, secrets, project_dir, chaos=chaos)

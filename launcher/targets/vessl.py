@@ -79,3 +79,66 @@ def _short(error) -> str:
 @lru_cache(maxsize=1)
 def _schema() -> dict:
     return json.loads(SCHEMA_FILE.read_text())
+
+
+# --- submission: the vessl CLI, reading the document from a private file -------------------------------------
+
+PLACEHOLDER_REPO = "github.com/your-org/"
+
+
+def launch(plan: LaunchPlan, secrets, project_dir):
+    """`vessl run create -f FILE`. With `secrets_mode: inline` the values are in FILE: it is created readable
+    by this user only (0600) and removed as soon as the CLI returns, whatever happened."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    from launcher.registry import Registry, RunRecord
+    from launcher.secrets import MASK, ResolvedSecrets
+
+    if not isinstance(secrets, ResolvedSecrets):
+        raise TypeError("a launch needs resolved secrets, never the masked ones")
+    if plan.recipe.code.repo.startswith(PLACEHOLDER_REPO):
+        raise LaunchError(f"{plan.loaded.relpath}: code.repo: VESSL clones the code from git; set it to your "
+                          f"repository (now {plan.recipe.code.repo!r})")
+    cli = shutil.which("vessl")
+    if cli is None:
+        raise LaunchError("the vessl CLI is not installed: `pip install -e '.[vessl]'`, then `vessl configure` "
+                          "(or set VESSL_ACCESS_TOKEN, VESSL_DEFAULT_ORGANIZATION, VESSL_DEFAULT_PROJECT)")
+    document = render(plan, secrets)
+    validate(document)
+    descriptor, path = tempfile.mkstemp(prefix="vessl-run-", suffix=".yaml")  # mode 0600
+    try:
+        with os.fdopen(descriptor, "w") as out:
+            out.write(document)
+        result = subprocess.run([cli, "run", "create", "-f", path], capture_output=True, text=True, timeout=600)
+    finally:
+        os.unlink(path)
+    output = (result.stdout + result.stderr).strip()
+    for value in secrets.as_dict().values():
+        output = output.replace(value, MASK) if value else output
+    if result.returncode != 0:
+        raise LaunchError(f"vessl run create failed: {output.splitlines()[-1] if output else result.returncode}")
+    checkpoint = plan.recipe.train.checkpoint
+    record = RunRecord(run_id=plan.run_id, recipe=plan.loaded.name, target="vessl", state="running",
+                       started=time.time(), store=checkpoint.uri, local_dir=checkpoint.local_dir,
+                       tracking_uri=plan.recipe.mlflow.tracking_uri or "", handle={"vessl_output": output[-2000:]})
+    Registry(project_dir).save(record)
+    return record
+
+
+def status(registry, record) -> dict:
+    """Submitted runs are not followed on VESSL in this version: the record says only that it was submitted."""
+    return {"state": "submitted", "step": "-"}
+
+
+def logs(registry, record, follow: bool):
+    raise LaunchError(f"run {record.run_id}: following VESSL runs is not available in this version: "
+                      f"use `vessl run logs`")
+
+
+def stop(registry, record) -> str:
+    raise LaunchError(f"run {record.run_id}: stopping VESSL runs is not available in this version: "
+                      f"use `vessl run terminate`")
