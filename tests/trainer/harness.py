@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,8 @@ class TrainingRun:
         self.marker = processes.new_marker()
         env = {**os.environ, "SPOTTRAIN_RUN_ID": self.run_id, "CUDA_VISIBLE_DEVICES": "",
                "TORCH_EXTENSIONS_DIR": str(EXTENSIONS), "MLFLOW_DISABLE_TELEMETRY": "true",
-               "OMP_NUM_THREADS": "1", processes.ATTEMPT_ENV: self.marker}
+               "OMP_NUM_THREADS": "1", processes.ATTEMPT_ENV: self.marker,
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         env.pop("MLFLOW_TRACKING_URI", None)
         log = open(self.root / f"attempt-{time.monotonic_ns()}.log", "w")
         return subprocess.Popen(["bash", "-c", self.script()], cwd=PROJECT, env=env, stdout=log,
