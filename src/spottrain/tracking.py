@@ -86,6 +86,8 @@ class Tracker:
     def _find_or_create_run(self) -> None:
         experiment = self.client.get_experiment_by_name(self.experiment)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment)
+        if self.mlflow_run_id is not None and not self._exists(self.mlflow_run_id):
+            self.mlflow_run_id = None  # a checkpoint from another tracking store (e.g. a fresh local database)
         if self.mlflow_run_id is None:
             found = self.client.search_runs([experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` = '{self.run_id}'",
                                             max_results=1)
@@ -103,6 +105,17 @@ class Tracker:
             self._params_pending = False
         if self._system_metrics and self._monitor is None:
             self._start_system_metrics()
+
+    def _exists(self, mlflow_run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(mlflow_run_id)
+            return True
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
 
     def _log_params(self) -> None:
         from mlflow.entities import Param

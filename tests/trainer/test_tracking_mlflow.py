@@ -298,3 +298,13 @@ def test_artifacts_of_the_run_land_in_the_s3_bucket(as_admin, moto_endpoint, mon
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == report.read_bytes()
     assert [a.path for a in tracker.client.list_artifacts(tracker.mlflow_run_id, "reports")] == \
         ["reports/eval-report.json"]
+
+
+def test_a_checkpoint_from_another_tracking_store_starts_a_run_in_this_one(tmp_path):
+    """A resumed job whose checkpoint names an MLflow run this store never had (a new local database)."""
+    tracker = _tracker(f"sqlite:///{tmp_path}/fresh.db", "r7", mlflow_run_id="0123456789abcdef0123456789abcdef")
+    tracker.log({"train/loss": 1.0}, 1)
+    tracker.close(status="FINISHED")
+    [run] = _runs_tagged(tracker.client, "r7")
+    assert run.info.run_id == tracker.mlflow_run_id != "0123456789abcdef0123456789abcdef"
+    assert _history(tracker.client, run.info.run_id, "train/loss") == {1: [1.0]}
