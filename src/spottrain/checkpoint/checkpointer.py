@@ -46,7 +46,6 @@ class Checkpointer:
         self._lock = threading.Lock()
         self.upload_retries = 0
         self._on_retry = on_retry
-        self.last_upload_seconds = 0.0
         self.attempt = runtime.shared_token()  # the same on every rank, new at every (re)start
 
     # --- save ------------------------------------------------------------------------------------------------
@@ -79,7 +78,6 @@ class Checkpointer:
 
     def _upload(self, step: int, step_dir: Path, files: list[Path], final: bool, best: bool,
                 metrics: dict) -> None:
-        started = time.monotonic()
         prefix = layout.step_prefix(self.run_id, step)
         entries = []
         for path in files:
@@ -100,7 +98,6 @@ class Checkpointer:
                             "write best pointer")
             self.apply_retention(final_step=step if final else None)
         self._prune_local(before=step)
-        self.last_upload_seconds = time.monotonic() - started
 
     def _gather_parts(self, prefix: str) -> list[FileEntry]:
         """Every rank's part list of this attempt. A part left by an earlier attempt that died at the same step
