@@ -49,7 +49,7 @@ def test_sigkill_at_a_random_step_resumes_bitwise_equal(reference, zero_stage, t
     assert_runs_match(run, ref, STEPS)
 
 
-@pytest.mark.parametrize("zero_stage", [0, 2])
+@pytest.mark.parametrize("zero_stage", [2])
 def test_sigkill_while_a_checkpoint_is_written_resumes_bitwise_equal(reference, zero_stage, tmp_path):
     ref = reference(zero_stage)
     run = TrainingRun(f"sigkill-save-zero{zero_stage}", tmp_path, _overrides(zero_stage))
