@@ -8,6 +8,7 @@ from typing import Iterable, Optional
 
 from launcher.errors import LaunchError
 from launcher.recipes import load_recipe, recipe_names
+from launcher.tables import table_lines
 
 CHECK_RUN_ID = "check-run"
 
@@ -51,7 +52,7 @@ def check_all(project_dir: Path, targets: Iterable[str]) -> list[CheckResult]:
 
 
 def recipe_table(project_dir: Path) -> str:
-    rows = [("RECIPE", "PIPELINE", "GPUS", "NODES", "SPOT", "ACCELERATOR", "TARGETS", "PROFILES")]
+    rows = []
     for name in recipe_names(project_dir):
         try:
             r = load_recipe(name, project_dir=project_dir).recipe
@@ -63,5 +64,5 @@ def recipe_table(project_dir: Path) -> str:
         rows.append((name, r.pipeline, str(r.resources.gpus), str(r.resources.nodes),
                      "yes" if r.resources.spot else "no", r.resources.accelerator, ",".join(targets),
                      ",".join(r.profiles) or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    header = ("RECIPE", "PIPELINE", "GPUS", "NODES", "SPOT", "ACCELERATOR", "TARGETS", "PROFILES")
+    return "\n".join(table_lines(header, rows))

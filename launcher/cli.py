@@ -193,17 +193,18 @@ def _submit(plan, project_dir: Path, *, detach: bool = False, chaos=None) -> Non
 def status(run_id):
     """Table of launched runs (or one): recipe, target, state, step, restarts, age."""
     from launcher.registry import Registry, age
+    from launcher.tables import table_lines
     from launcher.targets import get_target
 
     registry = Registry(_project_dir())
     records = [registry.get(run_id)] if run_id else registry.all()
-    rows = [("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")]
+    rows = []
     for record in records:
         now = get_target(record.target).status(registry, record)
         rows.append((record.run_id, record.recipe, record.target, now["state"], now["step"], str(record.restarts),
                      age(record.started)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    click.echo("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows))
+    header = ("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")
+    click.echo("\n".join(table_lines(header, rows)))
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from typing import Optional
 
 from launcher.errors import LaunchError
 from launcher.registry import Registry
+from launcher.tables import table_lines
 
 RUN_ID_TAG = "spottrain.run_id"
 CURVES = ("train/loss", "val/loss", "train/value_loss", "train/weighted_ce_loss")
@@ -37,10 +38,10 @@ def compare(registry: Registry, run_a: str, run_b: str, plot: Optional[Path] = N
     changed = sorted(k for k in set(a.data.params) | set(b.data.params)
                      if a.data.params.get(k) != b.data.params.get(k) and not k.startswith("launch.run"))
     metrics = sorted(k for k in set(a.data.metrics) | set(b.data.metrics) if not k.startswith("system/"))
-    lines = _table(["PARAM", run_a, run_b],
+    lines = table_lines(["PARAM", run_a, run_b],
                    [[k, a.data.params.get(k, "-"), b.data.params.get(k, "-")] for k in changed]) if changed else [
         "same configuration"]
-    lines += [""] + _table(["METRIC (final)", run_a, run_b],
+    lines += [""] + table_lines(["METRIC (final)", run_a, run_b],
                            [[k, _fmt(a.data.metrics.get(k)), _fmt(b.data.metrics.get(k))] for k in metrics])
     if plot is not None:
         curves = [k for k in CURVES if k in a.data.metrics or k in b.data.metrics]
@@ -72,7 +73,3 @@ def _plot(path: Path, curves: list[str], runs: dict) -> None:
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.6g}"
 
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
