@@ -116,9 +116,6 @@ def pipeline(name, target, gpus, nodes, profile, overrides):
     from launcher.stages import pipeline_stages
 
     project_dir = _project_dir()
-    if target == "vessl":
-        raise LaunchError("pipelines on VESSL wait for each stage, and VESSL runs are not followed in this "
-                          "version: launch the stages one by one with `launch recipe NAME --target vessl`")
     for stage in pipeline_stages(project_dir, name):
         plan, _ = render_for_display(stage, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
                                      profile=profile or DEFAULT_PROFILES.get(target), overrides=overrides,
@@ -148,23 +145,29 @@ def _wait_until_finished(project_dir: Path, run_id: str, poll_seconds: float = 3
         time.sleep(poll_seconds)
 
 
-def _submit(plan, project_dir: Path, *, detach: bool = False, chaos=None) -> None:
-    from launcher.registry import Registry
+def _submit_to_platform(plan, project_dir: Path) -> None:
     from launcher.secrets import resolve_secrets
-    from launcher.targets import local, skypilot, vessl
+    from launcher.targets import skypilot, vessl
 
-    if plan.target == "skypilot":
-        record = skypilot.launch(plan, resolve_secrets(plan.recipe.secrets, project_dir), project_dir)
-        click.echo(f"submitted managed job {record.handle['job_id']} as run {record.run_id}")
-        click.echo(f"  launch status {record.run_id}    launch logs {record.run_id} --follow    "
-                   f"launch stop {record.run_id}")
-        return
     if plan.target == "vessl":
         needed = plan.recipe.secrets if plan.recipe.secrets_mode == "inline" else []
         record = vessl.launch(plan, resolve_secrets(needed, project_dir), project_dir)
-        click.echo(f"submitted VESSL run as {record.run_id}:\n{record.handle['vessl_output']}")
-        return
+        click.echo(f"submitted VESSL run {record.handle['vessl_run']} as run {record.run_id}: {record.handle['url']}")
+    else:
+        record = skypilot.launch(plan, resolve_secrets(plan.recipe.secrets, project_dir), project_dir)
+        click.echo(f"submitted managed job {record.handle['job_id']} as run {record.run_id}")
+    click.echo(f"  launch status {record.run_id}    launch logs {record.run_id} --follow    "
+               f"launch stop {record.run_id}")
 
+
+def _submit(plan, project_dir: Path, *, detach: bool = False, chaos=None) -> None:
+    from launcher.registry import Registry
+    from launcher.secrets import resolve_secrets
+    from launcher.targets import local
+
+    if plan.target != "local":
+        _submit_to_platform(plan, project_dir)
+        return
     secrets = resolve_secrets(plan.recipe.secrets, project_dir, required=False)
     record = local.launch(plan, secrets, project_dir, chaos=chaos)
     click.echo(f"launched {record.run_id} (log {record.log})")

@@ -1,14 +1,21 @@
 """VESSL: a run on a cluster preset. Code is cloned from git, volumes imported or mounted by `volume://`.
 
 Secrets default to VESSL's own stored secrets (`{secret: NAME}`: no value anywhere). A recipe with
-`secrets_mode: inline` gets the values from `.env` instead, written only into the document handed to VESSL
-at launch; the display render shows the mask.
+`secrets_mode: inline` gets the values from `.env` instead, placed only in the document handed to VESSL's API
+in memory at launch; the display render shows the mask.
+
+The run's life goes through the vessl SDK (`pip install -e '.[vessl]'`), imported only by the functions that
+talk to VESSL: `create_run` with the rendered body, `read_run`, `list_run_logs`, `terminate_run`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import shlex
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,64 +88,180 @@ def _schema() -> dict:
     return json.loads(SCHEMA_FILE.read_text())
 
 
-# --- submission: the vessl CLI, reading the document from a private file -------------------------------------
+# --- the run's life: the vessl SDK, imported only here ----------------------------------------------------------
 
 PLACEHOLDER_REPO = "github.com/your-org/"
+CONFIG_NAMES = ("VESSL_ACCESS_TOKEN", "VESSL_DEFAULT_ORGANIZATION", "VESSL_DEFAULT_PROJECT")
+_STATES = {"completed": "finished", "failed": "failed", "stopped": "stopped", "terminated": "stopped"}
+TERMINAL_STATES = ("finished", "failed", "stopped")
+LOG_POLL_SECONDS = 3.0
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+_TIME_PREFIX = re.compile(r"^\[[0-9: -]+\] *", re.MULTILINE)
 
 
-def launch(plan: LaunchPlan, secrets, project_dir):
-    """`vessl run create -f FILE`. With `secrets_mode: inline` the values are in FILE: it is created readable
-    by this user only (0600) and removed as soon as the CLI returns, whatever happened."""
-    import os
-    import shutil
-    import subprocess
-    import tempfile
-    import time
-
+def launch(plan: LaunchPlan, secrets, project_dir: Path):
+    """`vessl.create_run` with the rendered body. Inline secret values exist only in that in-memory body; the
+    run's VESSL id, organization and project go to the registry so status, logs and stop find it later."""
     from launcher.registry import Registry, RunRecord
-    from launcher.secrets import MASK, ResolvedSecrets
+    from launcher.secrets import ResolvedSecrets
 
     if not isinstance(secrets, ResolvedSecrets):
         raise TypeError("a launch needs resolved secrets, never the masked ones")
     if plan.recipe.code.repo.startswith(PLACEHOLDER_REPO):
         raise LaunchError(f"{plan.loaded.relpath}: code.repo: VESSL clones the code from git; set it to your "
                           f"repository (now {plan.recipe.code.repo!r})")
-    cli = shutil.which("vessl")
-    if cli is None:
-        raise LaunchError("the vessl CLI is not installed: `pip install -e '.[vessl]'`, then `vessl configure` "
-                          "(or set VESSL_ACCESS_TOKEN, VESSL_DEFAULT_ORGANIZATION, VESSL_DEFAULT_PROJECT)")
     document = render(plan, secrets)
     validate(document)
-    descriptor, path = tempfile.mkstemp(prefix="vessl-run-", suffix=".yaml")  # mode 0600
-    try:
-        with os.fdopen(descriptor, "w") as out:
-            out.write(document)
-        result = subprocess.run([cli, "run", "create", "-f", path], capture_output=True, text=True, timeout=600)
-    finally:
-        os.unlink(path)
-    output = (result.stdout + result.stderr).strip()
-    for value in secrets.as_dict().values():
-        output = output.replace(value, MASK) if value else output
-    if result.returncode != 0:
-        raise LaunchError(f"vessl run create failed: {output.splitlines()[-1] if output else result.returncode}")
+    vessl = _signed_in(project_dir)
+    where = _launch_location(vessl, project_dir)
+    printed = io.StringIO()  # the SDK prints progress and its own errors; keep the user's terminal to ours
+    with _vessl_errors("create_run", secrets), contextlib.redirect_stdout(printed):
+        created = vessl.create_run(yaml_file=None, yaml_body=document, yaml_file_name=f"{plan.run_id}.yaml",
+                                   quiet=True, **where)
+    if created is None:  # the SDK's own YAML check failed (e.g. an unknown cluster) and it printed why
+        said = [line for line in _TIME_PREFIX.sub("", _COLOURS.sub("", printed.getvalue())).splitlines()
+                if line.strip()]
+        raise LaunchError(f"VESSL refused the run: {_mask(said[-1] if said else 'no reason given', secrets)}")
     checkpoint = plan.recipe.train.checkpoint
-    record = RunRecord(run_id=plan.run_id, recipe=plan.loaded.name, target="vessl", state="running",
+    record = RunRecord(run_id=plan.run_id, recipe=plan.loaded.name, target="vessl", state="pending",
                        started=time.time(), store=checkpoint.uri, local_dir=checkpoint.local_dir,
-                       tracking_uri=plan.recipe.mlflow.tracking_uri or "", handle={"vessl_output": output[-2000:]})
+                       tracking_uri=plan.recipe.mlflow.tracking_uri or "",
+                       handle={"vessl_run": created.id, **where, "url": _web_url(created.id, where)})
     Registry(project_dir).save(record)
     return record
 
 
 def status(registry, record) -> dict:
-    """Submitted runs are not followed on VESSL in this version: the record says only that it was submitted."""
-    return {"state": "submitted", "step": "-"}
+    vessl = _signed_in(registry.project_dir)
+    state = _state(vessl, record)
+    if state != record.state:
+        registry.update(record.run_id, state=state, **({"ended": time.time()} if state in TERMINAL_STATES else {}))
+    return {"state": state, "step": "-"}
 
 
 def logs(registry, record, follow: bool):
-    raise LaunchError(f"run {record.run_id}: following VESSL runs is not available in this version: "
-                      f"use `vessl run logs`")
+    """The run's log lines; with `follow`, polled until the run has ended (the state is read before each fetch,
+    so the last fetch after the end still returns the final lines)."""
+    vessl = _signed_in(registry.project_dir)
+    after = 0.0
+    while True:
+        ended = not follow or _state(vessl, record) in TERMINAL_STATES
+        with _vessl_errors("list_run_logs"):
+            entries = vessl.list_run_logs(record.handle["vessl_run"], tail=-1, after=after, **_where(record))
+        for entry in entries:
+            yield _unescape(entry.message or "").rstrip("\n") + "\n"
+        if entries:
+            after = entries[-1].timestamp + 1e-6
+        if ended:
+            return
+        time.sleep(LOG_POLL_SECONDS)
 
 
 def stop(registry, record) -> str:
-    raise LaunchError(f"run {record.run_id}: stopping VESSL runs is not available in this version: "
-                      f"use `vessl run terminate`")
+    """`terminate_run`: VESSL deletes the run's pod, whose container gets SIGTERM and the cluster's grace period
+    before SIGKILL; the trainer finishes its step and checkpoints on SIGTERM."""
+    vessl = _signed_in(registry.project_dir)
+    with _vessl_errors("terminate_run"):
+        vessl.terminate_run(record.handle["vessl_run"], **_where(record))
+    registry.update(record.run_id, state="stopped", ended=time.time())
+    return "stopped"
+
+
+def _state(vessl, record) -> str:
+    with _vessl_errors("read_run"):
+        raw = str(vessl.read_run(record.handle["vessl_run"], **_where(record)).status or "unknown").lower()
+    return _STATES.get(raw, raw)
+
+
+def _web_url(vessl_run: int, where: dict) -> str:
+    from vessl.util.constant import WEB_HOST
+
+    return f"{WEB_HOST}/{where['organization_name']}/runs/{where['project_name']}/{vessl_run}"
+
+
+def _where(record) -> dict:
+    return {"organization_name": record.handle["organization_name"], "project_name": record.handle["project_name"]}
+
+
+def _signed_in(project_dir: Path):
+    """The vessl SDK signed in with VESSL_ACCESS_TOKEN from the environment or the project's `.env`, else with
+    what `vessl configure` saved in ~/.vessl/config (read, never written)."""
+    config = _config(project_dir)
+    with _vessl_errors("sign-in"):
+        try:
+            import vessl  # signs in at import when VESSL_ACCESS_TOKEN is exported
+        except ImportError:
+            raise LaunchError("the vessl SDK is not installed: `pip install -e '.[vessl]'`, then set "
+                              f"{', '.join(CONFIG_NAMES)} (or run `vessl configure`)") from None
+        _configured(lambda: vessl.vessl_api.set_access_token(access_token=config.get("VESSL_ACCESS_TOKEN"),
+                                                             no_prompt=True))
+    return vessl
+
+
+def _launch_location(vessl, project_dir: Path) -> dict:
+    """The organization and project a new run goes to (VESSL_DEFAULT_ORGANIZATION, VESSL_DEFAULT_PROJECT, else
+    ~/.vessl/config), made the SDK's defaults for this process: `create_run` reads the run back through them."""
+    config = _config(project_dir)
+    api = vessl.vessl_api
+    with _vessl_errors("sign-in"):
+        organization = _configured(lambda: api.set_organization(config.get("VESSL_DEFAULT_ORGANIZATION")))
+        project = _configured(lambda: api.set_project(config.get("VESSL_DEFAULT_PROJECT")))
+    if project is None:
+        raise LaunchError(f"VESSL is not configured: organization {organization} has no project: create one, "
+                          f"then set VESSL_DEFAULT_PROJECT")
+    return {"organization_name": organization, "project_name": project}
+
+
+def _config(project_dir: Path) -> dict:
+    from launcher.secrets import resolve_secrets
+
+    return resolve_secrets(CONFIG_NAMES, project_dir, required=False).as_dict()
+
+
+def _configured(sign_in_step):
+    """A sign-in step; what the SDK raises when the token, organization or project is missing or wrong is a
+    configuration problem, said as one."""
+    from vessl.util.exception import VesslException
+
+    try:
+        return sign_in_step()
+    except VesslException as exc:
+        raise LaunchError(f"VESSL is not configured: {str(exc.message).rstrip('.')}: set "
+                          f"{', '.join(CONFIG_NAMES)} (environment or .env), or run `vessl configure`") from None
+
+
+@contextlib.contextmanager
+def _vessl_errors(call: str, secrets=None):
+    """One line for whatever VESSL or the network raises, with no secret value in it."""
+    try:
+        yield
+    except LaunchError:
+        raise
+    except Exception as exc:
+        raise LaunchError(f"VESSL {call} failed: {_mask(_vessl_reason(exc), secrets)}") from None
+
+
+def _vessl_reason(exc: Exception) -> str:
+    """The SDK's own message for API errors; for the transport (urllib3: refused, reset, DNS) its class name."""
+    from vessl.util.exception import VesslException
+
+    if isinstance(exc, VesslException):
+        return str(exc.message).splitlines()[0] if exc.message else type(exc).__name__
+    import urllib3
+
+    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+        return f"cannot reach the VESSL API ({type(exc).__name__})"
+    raise exc
+
+
+def _mask(text: str, secrets) -> str:
+    from launcher.secrets import MASK
+
+    for value in (secrets.as_dict().values() if secrets is not None else ()):
+        text = text.replace(value, MASK) if value else text
+    return text
+
+
+def _unescape(message: str) -> str:
+    """VESSL's log API returns control characters escaped, as the vessl CLI's own printer undoes."""
+    return message.replace("\\r", "\r").replace("\\n", "\n").replace("\\t", "\t")

@@ -1,89 +1,168 @@
-"""`launch recipe NAME --target vessl`: the document reaches the vessl CLI through a file only the user can read,
-removed as soon as the CLI returns; inline secret values are in that file and nowhere else."""
+"""`launch recipe NAME --target vessl` and the lifecycle verbs, through the real vessl SDK, against a VESSL API
+served on 127.0.0.1 (`VESSL_API_HOST`): the body `create_run` sends validates against our VESSL schema, inline
+secret values exist only in that body, and status, logs --follow and stop reach the run by its VESSL id."""
 
 from __future__ import annotations
 
-import json
-import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from launch_helpers import copy_real_recipes, launch_env, launch_executable
 from launcher.errors import LaunchError
+from launcher.job_contract import RUN_ID_ENV
 from launcher.plan import plan_launch
 from launcher.registry import Registry
 from launcher.secrets import ResolvedSecrets
 from launcher.targets import vessl
+from vessl_api import VesslApi
 
-PROJECT = Path(__file__).resolve().parents[2]
+TOKEN = "vessl-token-abc"
 SECRETS = {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "p@ss: {{x}}\n|&",
            "AWS_ACCESS_KEY_ID": "AKIA-test", "AWS_SECRET_ACCESS_KEY": "s3cr3t/+=", "HF_TOKEN": "hf_abc"}
-
-FAKE_VESSL = """#!/usr/bin/env python3
-import json, os, stat, sys
-path = sys.argv[sys.argv.index("-f") + 1]
-record = {"argv": sys.argv[1:], "path": path, "mode": stat.S_IMODE(os.stat(path).st_mode),
-          "document": open(path).read()}
-open(os.environ["FAKE_VESSL_RECORD"], "w").write(json.dumps(record))
-print("Created run 'verifiable-wmtp' #4242 (echo: " + os.environ.get("ECHO", "") + ")")
-sys.exit(int(os.environ.get("FAKE_VESSL_EXIT", "0")))
-"""
+REPO = "code.repo=github.com/acme/wmtp"
 
 
-@pytest.fixture
-def fake_vessl(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "vessl").write_text(FAKE_VESSL)
-    (bin_dir / "vessl").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_VESSL_RECORD", str(tmp_path / "record.json"))
-    return tmp_path / "record.json"
+@pytest.fixture(scope="module")
+def api():
+    with VesslApi(token=TOKEN, organization="acme", projects=("wmtp", "sandbox"),
+                  clusters=("vessl-gcp-oregon",)) as server:
+        yield server
 
 
-def _plan(*overrides):
-    return plan_launch("rho1", target="vessl", project_dir=PROJECT, run_id="rho1-test",
-                       overrides=["code.repo=github.com/acme/wmtp", *overrides])
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return copy_real_recipes(tmp_path_factory.mktemp("vessl") / "project", ("rho1",))
 
 
-def test_inline_secrets_reach_vessl_in_a_private_file_that_is_removed(fake_vessl, tmp_path):
-    record = vessl.launch(_plan("secrets_mode=inline"), ResolvedSecrets(SECRETS), tmp_path)
-    seen = json.loads(fake_vessl.read_text())
-    assert seen["argv"][:3] == ["run", "create", "-f"]
-    assert seen["mode"] == 0o600
-    assert not Path(seen["path"]).exists()
-    env = yaml.safe_load(seen["document"])["env"]
+def vessl_env(home: Path, api: VesslApi, **changes) -> dict:
+    env = {**launch_env(home), "VESSL_API_HOST": api.url, "VESSL_ACCESS_TOKEN": TOKEN,
+           "VESSL_DEFAULT_ORGANIZATION": "acme", "VESSL_DEFAULT_PROJECT": "wmtp", **SECRETS}
+    env.update(changes)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def run_vessl(*args, api, project, home, **changes) -> subprocess.CompletedProcess:
+    return subprocess.run([launch_executable(), *args], cwd=project, env=vessl_env(home, api, **changes),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def launched(api, project, private_home):
+    done = run_vessl("recipe", "rho1", "--target", "vessl", "--override", REPO, "--override", "secrets_mode=inline",
+                     "--run-id", "rho1-inline", api=api, project=project, home=private_home)
+    assert done.returncode == 0, done.stderr
+    return done, Registry(project).get("rho1-inline"), api.created_specs[-1]
+
+
+def test_the_body_create_run_sends_validates_against_our_vessl_schema(launched):
+    _, record, spec = launched
+    vessl.validate(spec)
+    body = yaml.safe_load(spec)
+    assert body["resources"] == {"cluster": "vessl-gcp-oregon", "preset": "gpu-a100-large-spot"}
+    assert body["env"][RUN_ID_ENV] == record.run_id  # a restarted run resumes by it
+
+
+def test_inline_secret_values_are_only_in_the_body_sent(launched, project):
+    done, record, spec = launched
+    env = yaml.safe_load(spec)["env"]
     assert {name: env[name] for name in SECRETS} == SECRETS
-    assert Registry(tmp_path).get("rho1-test").target == "vessl"
-    assert "#4242" in record.handle["vessl_output"]
+    written = "".join(p.read_text() for p in project.rglob("*") if p.is_file())
+    for value in SECRETS.values():
+        assert value not in done.stdout + done.stderr
+        assert value not in written
 
 
-def test_platform_secrets_are_references_with_no_value_in_the_file(fake_vessl, tmp_path):
-    vessl.launch(_plan(), ResolvedSecrets({}), tmp_path)
-    env = yaml.safe_load(json.loads(fake_vessl.read_text())["document"])["env"]
-    assert env["HF_TOKEN"] == {"secret": "HF_TOKEN"}
+def test_the_registry_finds_the_run_by_its_vessl_id(launched, api):
+    done, record, _ = launched
+    assert record.target == "vessl"
+    assert record.handle["vessl_run"] in api.runs
+    assert (record.handle["organization_name"], record.handle["project_name"]) == ("acme", "wmtp")
+    assert f"submitted VESSL run {record.handle['vessl_run']} as run {record.run_id}" in done.stdout
 
 
-def test_a_failed_submission_is_one_line_without_secret_values_and_leaves_no_file(fake_vessl, tmp_path,
-                                                                                    monkeypatch):
-    monkeypatch.setenv("FAKE_VESSL_EXIT", "1")
-    monkeypatch.setenv("ECHO", SECRETS["HF_TOKEN"])
-    with pytest.raises(LaunchError) as raised:
-        vessl.launch(_plan("secrets_mode=inline"), ResolvedSecrets(SECRETS), tmp_path)
-    assert str(raised.value).startswith("vessl run create failed: ")
-    assert SECRETS["HF_TOKEN"] not in str(raised.value)
-    assert not Path(json.loads(fake_vessl.read_text())["path"]).exists()
+def test_status_logs_and_follow_read_the_run_on_vessl(launched, api, project, private_home):
+    _, record, _ = launched
+    run = record.handle["vessl_run"]
+    api.set_status(run, "running")
+    api.add_log(run, "step 1 loss 2.5")
+    status = run_vessl("status", record.run_id, api=api, project=project, home=private_home)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[1].split()[:4] == [record.run_id, "rho1", "vessl", "running"]
+    assert run_vessl("logs", record.run_id, api=api, project=project, home=private_home).stdout == "step 1 loss 2.5\n"
+
+    follow = subprocess.Popen([launch_executable(), "logs", record.run_id, "--follow"], cwd=project,
+                              env=vessl_env(private_home, api), stdout=subprocess.PIPE, text=True)
+    assert follow.stdout.readline() == "step 1 loss 2.5\n"
+    api.add_log(run, "step 2 loss 2.1\\nsaved checkpoint step-2")  # VESSL sends newlines escaped
+    api.set_status(run, "completed")
+    out, _ = follow.communicate(timeout=60)
+    assert follow.returncode == 0
+    assert out == "step 2 loss 2.1\nsaved checkpoint step-2\n"
+    finished = run_vessl("status", record.run_id, api=api, project=project, home=private_home)
+    assert finished.stdout.splitlines()[1].split()[3] == "finished"
 
 
-def test_the_placeholder_repository_is_refused_before_anything_is_sent(fake_vessl, tmp_path):
-    plan = plan_launch("rho1", target="vessl", project_dir=PROJECT, run_id="r")
-    with pytest.raises(LaunchError, match=r"^recipes/rho1.yaml: code.repo: VESSL clones the code from git"):
+def test_stop_terminates_the_run_on_vessl(api, project, private_home):
+    done = run_vessl("recipe", "rho1", "--target", "vessl", "--override", REPO, "--run-id", "rho1-to-stop",
+                     api=api, project=project, home=private_home)
+    assert done.returncode == 0, done.stderr
+    run = Registry(project).get("rho1-to-stop").handle["vessl_run"]
+    api.set_status(run, "running")
+    stopped = run_vessl("stop", "rho1-to-stop", api=api, project=project, home=private_home)
+    assert stopped.stdout.strip() == "run rho1-to-stop stopped"
+    assert ("POST", f"/api/v1/organizations/acme/projects/wmtp/run_executions/{run}/terminate") in api.requests
+    assert api.runs[run]["status"] == "stopped"
+
+
+def test_platform_secrets_are_references_and_need_no_values(api, project, private_home):
+    no_values = {name: None for name in SECRETS}
+    done = run_vessl("recipe", "rho1", "--target", "vessl", "--override", REPO, "--run-id", "rho1-platform",
+                     api=api, project=project, home=private_home, **no_values)
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(api.created_specs[-1])["env"]["HF_TOKEN"] == {"secret": "HF_TOKEN"}
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"VESSL_ACCESS_TOKEN": "wrong"}, "error: VESSL is not configured: Expired. Please renew your access token: "
+                                      "set VESSL_ACCESS_TOKEN, VESSL_DEFAULT_ORGANIZATION, VESSL_DEFAULT_PROJECT "
+                                      "(environment or .env), or run `vessl configure`"),
+    ({"VESSL_ACCESS_TOKEN": None}, "error: VESSL is not configured: No access token found: set VESSL_ACCESS_TOKEN"),
+    ({"VESSL_DEFAULT_ORGANIZATION": "acne"}, "error: VESSL is not configured: Invalid organization acne: set "),
+    ({"VESSL_DEFAULT_PROJECT": "nope"}, 'error: VESSL is not configured: Invalid project "nope": set '),
+    ({"VESSL_API_HOST": "http://127.0.0.1:9"}, "error: VESSL sign-in failed: cannot reach the VESSL API"),
+])
+def test_missing_or_wrong_configuration_is_one_line(api, project, private_home, changes, expected):
+    before = len(api.created_specs)
+    done = run_vessl("recipe", "rho1", "--target", "vessl", "--override", REPO, api=api, project=project,
+                     home=private_home, **changes)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith(expected)
+    assert len(api.created_specs) == before
+
+
+def test_a_cluster_vessl_does_not_know_is_refused_with_its_reason(api, project, private_home):
+    done = run_vessl("recipe", "rho1", "--target", "vessl", "--override", REPO, "--override",
+                     "resources.vessl.cluster=vessl-aws-seoul", api=api, project=project, home=private_home)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: VESSL refused the run: vessl-aws-seoul cluster does not exist! "
+                                   "Please select among ['vessl-gcp-oregon'].")
+
+
+def test_the_placeholder_repository_is_refused_before_anything_is_sent(api, project, private_home):
+    sent = len(api.requests)
+    done = run_vessl("recipe", "rho1", "--target", "vessl", api=api, project=project, home=private_home)
+    assert done.stderr.strip().startswith("error: recipes/rho1.yaml: code.repo: VESSL clones the code from git")
+    assert len(api.requests) == sent
+
+
+def test_without_the_vessl_extra_the_error_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "vessl", None)  # what `import vessl` meets where the extra is not installed
+    plan = plan_launch("rho1", target="vessl", project_dir=copy_real_recipes(tmp_path / "p", ("rho1",)),
+                       run_id="r", overrides=[REPO])
+    with pytest.raises(LaunchError, match=r"^the vessl SDK is not installed: `pip install -e '.\[vessl\]'`"):
         vessl.launch(plan, ResolvedSecrets({}), tmp_path)
-    assert not fake_vessl.exists()
-
-
-def test_a_missing_vessl_cli_says_how_to_install_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(LaunchError, match=r"^the vessl CLI is not installed: `pip install -e '.\[vessl\]'`"):
-        vessl.launch(_plan(), ResolvedSecrets({}), tmp_path)
