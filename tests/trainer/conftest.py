@@ -70,3 +70,22 @@ def tmp_dirs(tmp_path) -> Callable[[str], Path]:
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory) -> Callable[[int], "TrainingRun"]:
+    """reference(zero_stage): the uninterrupted run of the resume tests (harness.resume_overrides) that every
+    interrupted or differently placed run must match; built once per ZeRO stage for the whole session."""
+    from tests.trainer.harness import TrainingRun, resume_overrides
+
+    runs: dict[int, TrainingRun] = {}
+
+    def get(zero_stage: int) -> TrainingRun:
+        if zero_stage not in runs:
+            run = TrainingRun(f"reference-zero{zero_stage}", tmp_path_factory.mktemp("reference"),
+                              resume_overrides(zero_stage))
+            assert run.run() == 0, run.last_log()
+            runs[zero_stage] = run
+        return runs[zero_stage]
+
+    return get

@@ -26,6 +26,17 @@ PROJECT = Path(__file__).resolve().parents[2]
 EXTENSIONS = PROJECT / ".torch_extensions"
 
 
+def attempt_env(run_id: str, marker: str) -> dict[str, str]:
+    """What a node gives the run script here: CPU only, one thread per rank, the shared DeepSpeed op cache, the
+    venv's torchrun, the attempt marker (to find every process of it) and no MLflow server (SQLite beside)."""
+    env = {**os.environ, "SPOTTRAIN_RUN_ID": run_id, "CUDA_VISIBLE_DEVICES": "",
+           "TORCH_EXTENSIONS_DIR": str(EXTENSIONS), "MLFLOW_DISABLE_TELEMETRY": "true",
+           "OMP_NUM_THREADS": "1", processes.ATTEMPT_ENV: marker,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
 @dataclass
 class TrainingRun:
     run_id: str
@@ -49,14 +60,9 @@ class TrainingRun:
 
     def start(self) -> subprocess.Popen:
         self.marker = processes.new_marker()
-        env = {**os.environ, "SPOTTRAIN_RUN_ID": self.run_id, "CUDA_VISIBLE_DEVICES": "",
-               "TORCH_EXTENSIONS_DIR": str(EXTENSIONS), "MLFLOW_DISABLE_TELEMETRY": "true",
-               "OMP_NUM_THREADS": "1", processes.ATTEMPT_ENV: self.marker,
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        env.pop("MLFLOW_TRACKING_URI", None)
         log = open(self.root / f"attempt-{time.monotonic_ns()}.log", "w")
-        return subprocess.Popen(["bash", "-c", self.script()], cwd=PROJECT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(["bash", "-c", self.script()], cwd=PROJECT, env=attempt_env(self.run_id, self.marker),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def run(self, timeout: float = 300) -> int:
         process = self.start()
@@ -147,6 +153,14 @@ class TrainingRun:
         """What the pipeline logs (timings and system metrics differ between runs by nature)."""
         _, run = self._mlflow_run()
         return {key for key in run.data.metrics if not key.startswith(("perf/", "system/"))}
+
+
+STEPS = 12  # the resume tests' run: long enough for three checkpoints, an eval and a kill between them
+
+
+def resume_overrides(zero_stage: int) -> tuple[str, ...]:
+    return (f"train.max_steps={STEPS}", "train.checkpoint.every_steps=4", "train.eval.every_steps=6",
+            "train.log_every_steps=1", f"train.deepspeed.zero_stage={zero_stage}")
 
 
 RUN_SPECIFIC_STATE = ("mlflow_run_id", "run_id", "pending_metrics")  # ids, and what was unsent when saved

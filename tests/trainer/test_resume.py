@@ -9,39 +9,14 @@ import signal
 import pytest
 
 from launcher.job_contract import PREEMPTED_EXIT_CODE
-from tests.trainer.harness import TrainingRun, assert_runs_match
+from tests.trainer.harness import STEPS, TrainingRun, assert_runs_match, resume_overrides
 
 pytestmark = pytest.mark.slow
-
-STEPS = 12
-OVERRIDES = (f"train.max_steps={STEPS}", "train.checkpoint.every_steps=4", "train.eval.every_steps=6",
-             "train.log_every_steps=1")
-
-
-def _overrides(zero_stage: int) -> tuple[str, ...]:
-    return (*OVERRIDES, f"train.deepspeed.zero_stage={zero_stage}")
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The uninterrupted run, per ZeRO stage, that every interrupted one must match (built once)."""
-    runs: dict[int, TrainingRun] = {}
-
-    def get(zero_stage: int) -> TrainingRun:
-        if zero_stage not in runs:
-            run = TrainingRun(f"reference-zero{zero_stage}", tmp_path_factory.mktemp("reference"),
-                              _overrides(zero_stage))
-            assert run.run() == 0, run.last_log()
-            runs[zero_stage] = run
-        return runs[zero_stage]
-
-    return get
-
 
 @pytest.mark.parametrize("zero_stage", [0, 2, 3])
 def test_sigkill_at_a_random_step_resumes_bitwise_equal(reference, zero_stage, tmp_path):
     ref = reference(zero_stage)
-    run = TrainingRun(f"sigkill-zero{zero_stage}", tmp_path, _overrides(zero_stage))
+    run = TrainingRun(f"sigkill-zero{zero_stage}", tmp_path, resume_overrides(zero_stage))
     delay = random.Random(zero_stage).uniform(0.0, 0.6)
     run.run_until(lambda r: 4 in r.complete_steps(), signal.SIGKILL, delay=delay)
     assert run.complete_steps()[-1] < STEPS
@@ -52,7 +27,7 @@ def test_sigkill_at_a_random_step_resumes_bitwise_equal(reference, zero_stage, t
 @pytest.mark.parametrize("zero_stage", [2])
 def test_sigkill_while_a_checkpoint_is_written_resumes_bitwise_equal(reference, zero_stage, tmp_path):
     ref = reference(zero_stage)
-    run = TrainingRun(f"sigkill-save-zero{zero_stage}", tmp_path, _overrides(zero_stage))
+    run = TrainingRun(f"sigkill-save-zero{zero_stage}", tmp_path, resume_overrides(zero_stage))
     run.run_until(lambda r: r.local_step_started(8), signal.SIGKILL)
     assert 8 not in run.complete_steps() or run.complete_steps()[-1] == 8
     assert run.run() == 0, run.last_log()
@@ -61,7 +36,7 @@ def test_sigkill_while_a_checkpoint_is_written_resumes_bitwise_equal(reference, 
 
 def test_sigterm_checkpoints_and_exits_preempted_then_resumes_bitwise_equal(reference, tmp_path):
     ref = reference(2)
-    run = TrainingRun("sigterm", tmp_path, _overrides(2))
+    run = TrainingRun("sigterm", tmp_path, resume_overrides(2))
     code = run.run_until(lambda r: 4 in r.complete_steps(), signal.SIGTERM)
     assert code == PREEMPTED_EXIT_CODE, run.last_log()
     stopped_at = run.complete_steps()[-1]
