@@ -26,7 +26,6 @@ import psutil
 
 T = TypeVar("T")
 PROJECT = Path(__file__).resolve().parents[1]
-EXTENSIONS = PROJECT / ".torch_extensions"
 RECIPE = "recipes/baseline.yaml"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 _UNSET = ("MLFLOW_TRACKING_URI", "SPOTTRAIN_S3_FAULTS", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
@@ -87,8 +86,7 @@ class TrainerRun:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _UNSET}
         no_config = str(self.root / "no-aws-config")  # never read the user's ~/.aws
-        env.update({"SPOTTRAIN_RUN_ID": self.run_id, "TORCH_EXTENSIONS_DIR": str(EXTENSIONS),
-                    "CUDA_VISIBLE_DEVICES": "", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
+        env.update({"SPOTTRAIN_RUN_ID": self.run_id, "CUDA_VISIBLE_DEVICES": "", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
                     "MLFLOW_TRACKING_URI": f"sqlite:///{self.tracking_db}",
                     "AWS_CONFIG_FILE": no_config, "AWS_SHARED_CREDENTIALS_FILE": no_config, **AWS_ENV})
         return env

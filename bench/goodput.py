@@ -26,7 +26,7 @@ LAUNCH = Path(sys.executable).parent / "launch"
 
 
 def run(project: Path, run_id: str, signals: str, every: float, kills: int, steps: int) -> dict:
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(PROJECT / ".torch_extensions"), "HOME": str(project),
+    env = {**os.environ, "HOME": str(project),
            "MLFLOW_DISABLE_TELEMETRY": "true", "SKYPILOT_DISABLE_USAGE_COLLECTION": "1"}
     args = [str(LAUNCH), "recipe", "baseline", "--target", "local", "--run-id", run_id,
             "--override", f"train.max_steps={steps}", "--override", f"train.epochs={steps}",

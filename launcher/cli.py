@@ -89,7 +89,8 @@ def check(targets):
 @click.option("--dry-run", is_flag=True, help="Print what would be submitted (secrets masked) and stop.")
 @click.option("--detach", is_flag=True, help="Local target: start in the background and return.")
 @click.option("--chaos", default=None, metavar="SPEC",
-              help="Local target: kill the job at random moments, e.g. kills=5,signals=KILL+TERM,every=2:8,seed=1.")
+              help="Local target: kill the job at random moments of its training, e.g. "
+                   "kills=5,signals=KILL+TERM,every=1:4,seed=1 (every: seconds of training before each kill).")
 def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detach, chaos):
     """Launch the recipe NAME on a target."""
     from launcher.display import render_for_display
@@ -116,15 +117,17 @@ def pipeline(name, target, gpus, nodes, profile, overrides):
     from launcher.stages import pipeline_stages
 
     project_dir = _project_dir()
+    stage_runs: dict[str, str] = {}
     for stage in pipeline_stages(project_dir, name):
         plan, _ = render_for_display(stage, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
                                      profile=profile or DEFAULT_PROFILES.get(target), overrides=overrides,
-                                     stages="require")
+                                     stages="require", stage_runs=stage_runs)
         click.echo(f"== {name}: stage {stage}")
         click.echo(plan.summary())
         _submit(plan, project_dir)
         if target != "local":
             _wait_until_finished(project_dir, plan.run_id)
+        stage_runs[stage] = plan.run_id
 
 
 def _wait_until_finished(project_dir: Path, run_id: str, poll_seconds: float = 30.0) -> None:
@@ -201,13 +204,22 @@ def status(run_id):
 
     registry = Registry(_project_dir())
     records = [registry.get(run_id)] if run_id else registry.all()
-    rows = []
+    rows, unreachable = [], []
     for record in records:
-        now = get_target(record.target).status(registry, record)
+        try:
+            now = get_target(record.target).status(registry, record)
+        except LaunchError as exc:
+            if run_id:
+                raise
+            # one platform out of reach (no credentials, no network) must not hide the runs of the others
+            now = {"state": "unknown", "step": "-"}
+            unreachable.append(f"warning: {record.run_id}: {exc}")
         rows.append((record.run_id, record.recipe, record.target, now["state"], now["step"], str(record.restarts),
                      age(record.started)))
     header = ("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")
     click.echo("\n".join(table_lines(header, rows)))
+    for line in unreachable:
+        click.echo(line, err=True)
 
 
 @cli.command()

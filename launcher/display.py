@@ -11,13 +11,15 @@ from launcher.targets import get_target
 
 
 def render_for_display(name: str, *, target: str, project_dir: Path, gpus=None, nodes=None, profile=None,
-                       overrides=(), run_id=None, stages: str = "ignore") -> tuple[LaunchPlan, str]:
+                       overrides=(), run_id=None, stages: str = "ignore",
+                       stage_runs=None) -> tuple[LaunchPlan, str]:
     """`stages`: "ignore" (render as written, e.g. `launch check`), "resolve" (fill in a critic checkpoint if
-    one is found) or "require" (a launch: no critic checkpoint is an error)."""
+    one is found) or "require" (a launch: no critic checkpoint is an error); `stage_runs`: the runs of the
+    earlier stages of a pipeline (stages.with_critic_checkpoint)."""
     plan = plan_launch(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes, profile=profile,
                        overrides=overrides, run_id=run_id, commit=git_commit(project_dir))
     if stages != "ignore":
-        plan = with_critic_checkpoint(plan, project_dir, required=stages == "require")
+        plan = with_critic_checkpoint(plan, project_dir, required=stages == "require", stage_runs=stage_runs)
     module = get_target(target)
     document = module.render(plan, MaskedSecrets(plan.recipe.secrets))
     module.validate(document)

@@ -2,8 +2,9 @@
 
 "Newest completed critic run of the same experiment": among the runs in the recipe's checkpoint store whose
 run id starts with the critic recipe's name, the newest whose final checkpoint is complete; its BEST.json names
-the step. The result is passed to the job as an ordinary override, so the trainer, the dry run and MLflow's
-params all show which critic checkpoint was used.
+the step. Within `launch pipeline` it is the critic run that pipeline just launched, and no other. The result is
+passed to the job as an ordinary override, so the trainer, the dry run and MLflow's params all show which critic
+checkpoint was used.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def needs_critic(plan: LaunchPlan) -> bool:
     return plan.recipe.pipeline == "verifiable" and options is not None and not options.critic_checkpoint
 
 
-def find_critic_checkpoint(plan: LaunchPlan) -> Optional[str]:
-    """URI of the best checkpoint of the newest completed critic run in this recipe's store, or None."""
+def find_critic_checkpoint(plan: LaunchPlan, only_run: Optional[str] = None) -> Optional[str]:
+    """URI of the best checkpoint of the newest completed critic run in this recipe's store (of `only_run`, if
+    given), or None."""
     from spottrain.checkpoint.store import open_store  # boto3 only when a store is really read
 
     checkpoint = plan.recipe.train.checkpoint
@@ -36,7 +38,8 @@ def find_critic_checkpoint(plan: LaunchPlan) -> Optional[str]:
     runs: dict[str, list[int]] = {}
     for key in store.list(""):
         parts = key.split("/")
-        if len(parts) == 3 and parts[0].startswith(f"{stage}-") and parts[2] == "MANIFEST.json":
+        wanted = parts[0] == only_run if only_run else parts[0].startswith(f"{stage}-")
+        if len(parts) == 3 and wanted and parts[2] == "MANIFEST.json":
             runs.setdefault(parts[0], []).append(int(parts[1].split("-")[1]))
     for run_id in sorted(runs, reverse=True):  # run ids sort by their UTC launch time
         newest = max(runs[run_id])
@@ -48,15 +51,22 @@ def find_critic_checkpoint(plan: LaunchPlan) -> Optional[str]:
     return None
 
 
-def with_critic_checkpoint(plan: LaunchPlan, project_dir: Path, *, required: bool) -> LaunchPlan:
-    """The plan with the critic checkpoint resolved, if the recipe needs one and names none."""
+def with_critic_checkpoint(plan: LaunchPlan, project_dir: Path, *, required: bool,
+                           stage_runs: Optional[dict[str, str]] = None) -> LaunchPlan:
+    """The plan with the critic checkpoint resolved, if the recipe needs one and names none. `stage_runs`
+    (recipe name -> run id) are the runs a pipeline launched before this stage: a critic among them is the one."""
     if not needs_critic(plan):
         return plan
-    found = find_critic_checkpoint(plan)
+    stage = plan.recipe.train.verifiable.critic_stage
+    pinned = (stage_runs or {}).get(stage)
+    found = find_critic_checkpoint(plan, only_run=pinned)
+    if found is None and pinned:
+        raise LaunchError(f"{plan.loaded.relpath}: {CRITIC_OVERRIDE}: {stage} run {pinned} of this pipeline "
+                          f"finished without a complete final checkpoint and a BEST.json in "
+                          f"{plan.recipe.train.checkpoint.uri}")
     if found is None:
         if not required:
             return plan
-        stage = plan.recipe.train.verifiable.critic_stage
         target = f" --target {plan.target}" if plan.target != "skypilot" else ""
         raise LaunchError(f"{plan.loaded.relpath}: {CRITIC_OVERRIDE}: no completed {stage} run in "
                           f"{plan.recipe.train.checkpoint.uri}: run `launch recipe {stage}{target}` first, or "

@@ -40,7 +40,8 @@ class Chaos:
 
     @classmethod
     def parse(cls, spec: str) -> "Chaos":
-        """`kills=5,signals=KILL+TERM,every=2:8,seed=1` (every: seconds between kills, drawn uniformly)."""
+        """`kills=5,signals=KILL+TERM,every=2:8,seed=1` (every: seconds of training before each kill, drawn
+        uniformly)."""
         try:
             fields = dict(item.split("=", 1) for item in spec.split(","))
             low, high = (float(x) for x in fields.get("every", "2:8").split(":"))
@@ -110,12 +111,17 @@ class Supervisor:
         return code
 
     def _chaos_kill(self, process: subprocess.Popen, marker: str) -> None:
+        """The clock starts when the attempt starts training (its `attempt_start` in the progress file): a kill
+        during start-up would only test start-up, and what must survive is training, checkpoints and uploads."""
         delay = self._random.uniform(*self.chaos.every)
         sig = self._random.choice(self.chaos.signals)
+        while self._progress().get("attempt_start") is None:
+            if self.stop_requested.wait(0.05) or process.poll() is not None:
+                return
         if self.stop_requested.wait(delay) or process.poll() is not None:
             return
-        print(f"[supervisor] chaos: {signal.Signals(sig).name} to the job after {delay:.1f} s", file=sys.stderr,
-              flush=True)
+        print(f"[supervisor] chaos: {signal.Signals(sig).name} to the job {delay:.1f} s into training",
+              file=sys.stderr, flush=True)
         self.kills_done += 1
         if sig == signal.SIGKILL:
             processes.signal_marked(marker, sig)  # everything dies at once, as when a spot VM vanishes

@@ -54,7 +54,6 @@ def launch(plan: LaunchPlan, secrets, project_dir: Path, *, chaos: Optional[str]
     env = {**os.environ, **job_env(plan), **secrets.as_dict(), "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1",
            # torchrun from this environment, whether or not the shell that launched has it activated
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(project_dir / "runs" / ".torch_extensions"))
     command = [sys.executable, "-m", "launcher.supervisor", "--project", str(project_dir), "--run-id", plan.run_id]
     if chaos:
         command += ["--chaos", chaos]

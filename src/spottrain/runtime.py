@@ -39,8 +39,23 @@ def init_distributed() -> Ranks:
     os.environ.setdefault("WORLD_SIZE", str(ranks.world_size))
     if torch.cuda.is_available():
         torch.cuda.set_device(ranks.local_rank)
+    else:
+        _without_cpu_inference_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     return ranks
+
+
+def _without_cpu_inference_comm_op() -> None:
+    """On CPU, DeepSpeed's first init compiles a shared-memory all-reduce with gcc (~30 s on 2 cores, again
+    whenever its build cache is cold or was built by another ninja). Only DeepSpeed's *inference* all-reduce
+    uses it; training all-reduces go through torch.distributed (gloo). So CPU runs mark the op unavailable, in
+    the table of compatible ops DeepSpeed itself consults before building it, and never build it."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
 def device() -> torch.device:

@@ -4,6 +4,7 @@ secret values exist only in that body, and status, logs --follow and stop reach 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def api():
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    return copy_real_recipes(tmp_path_factory.mktemp("vessl") / "project", ("rho1",))
+    return copy_real_recipes(tmp_path_factory.mktemp("vessl") / "project")
 
 
 def vessl_env(home: Path, api: VesslApi, **changes) -> dict:
@@ -118,6 +119,17 @@ def test_stop_terminates_the_run_on_vessl(api, project, private_home):
     assert api.runs[run]["status"] == "stopped"
 
 
+def test_status_of_all_runs_still_lists_them_when_vessl_is_out_of_reach(launched, api, project, private_home):
+    done = run_vessl("status", api=api, project=project, home=private_home, VESSL_API_HOST="http://127.0.0.1:9")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[1:]]
+    assert launched[1].run_id in [row[0] for row in rows]
+    assert {row[3] for row in rows} == {"unknown"}
+    assert len(done.stderr.splitlines()) == len(rows)
+    assert all(line.startswith("warning: rho1-") and "cannot reach the VESSL API" in line
+               for line in done.stderr.splitlines())
+
+
 def test_platform_secrets_are_references_and_need_no_values(api, project, private_home):
     no_values = {name: None for name in SECRETS}
     done = run_vessl("recipe", "rho1", "--target", "vessl", "--override", REPO, "--run-id", "rho1-platform",
@@ -166,3 +178,58 @@ def test_without_the_vessl_extra_the_error_says_how_to_install_it(monkeypatch, t
                        run_id="r", overrides=[REPO])
     with pytest.raises(LaunchError, match=r"^the vessl SDK is not installed: `pip install -e '.\[vessl\]'`"):
         vessl.launch(plan, ResolvedSecrets({}), tmp_path)
+
+
+# --- launch pipeline on VESSL: each stage waits for the last; verifiable starts from this pipeline's critic ----
+
+def finished_critic(store: Path, run_id: str, best: int) -> None:
+    """What a critic job leaves in the store: a final checkpoint (manifest last) and the pointer to its best."""
+    for step in (best, best + 4):
+        (store / run_id / f"step-{step:08d}").mkdir(parents=True)
+    (store / run_id / f"step-{best + 4:08d}" / "MANIFEST.json").write_text(json.dumps({"final": True}))
+    (store / run_id / f"step-{best:08d}" / "MANIFEST.json").write_text(json.dumps({"final": False}))
+    (store / run_id / "BEST.json").write_text(json.dumps({"step": best}))
+
+
+@pytest.fixture
+def platform(api, tmp_path):
+    """The fake VESSL runs each job at once: it completes, and a critic leaves its checkpoints (unless told not
+    to). A newer-looking critic run from elsewhere sits in the store, which the pipeline must not take."""
+    store = tmp_path / "store"
+    finished_critic(store, "critic-29990101-000000-ffff", best=8)
+    runs = {"critics_checkpoint": True}
+
+    def run_job(spec: str) -> str:
+        run_id = yaml.safe_load(spec)["env"][RUN_ID_ENV]
+        if run_id.startswith("critic-") and runs["critics_checkpoint"]:
+            finished_critic(store, run_id, best=4)
+        return "completed"
+
+    api.on_create = run_job
+    yield store, runs
+    api.on_create = None
+
+
+def test_a_pipeline_on_vessl_runs_its_stages_in_order_from_its_own_critic(api, project, private_home, platform):
+    store, _ = platform
+    before = len(api.created_specs)
+    done = run_vessl("pipeline", "wmtp", "--target", "vessl", "--override", REPO, "--override",
+                     f"train.checkpoint.uri={store}", api=api, project=project, home=private_home)
+    assert done.returncode == 0, done.stderr
+    specs = [yaml.safe_load(spec) for spec in api.created_specs[before:]]
+    run_ids = [spec["env"][RUN_ID_ENV] for spec in specs]
+    assert [run_id.split("-")[0] for run_id in run_ids] == ["critic", "verifiable", "baseline", "rho1"]
+    assert f"train.verifiable.critic_checkpoint={store}/{run_ids[0]}/step-00000004" in specs[1]["run"][0]["command"]
+
+
+def test_a_pipeline_stops_when_its_critic_left_no_checkpoint(api, project, private_home, platform):
+    store, runs = platform
+    runs["critics_checkpoint"] = False
+    before = len(api.created_specs)
+    done = run_vessl("pipeline", "wmtp", "--target", "vessl", "--override", REPO, "--override",
+                     f"train.checkpoint.uri={store}", api=api, project=project, home=private_home)
+    assert done.returncode == 2
+    (critic,) = [yaml.safe_load(spec)["env"][RUN_ID_ENV] for spec in api.created_specs[before:]]
+    assert done.stderr.strip() == (f"error: recipes/verifiable.yaml: train.verifiable.critic_checkpoint: critic "
+                                   f"run {critic} of this pipeline finished without a complete final checkpoint "
+                                   f"and a BEST.json in {store}")

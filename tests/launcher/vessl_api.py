@@ -2,7 +2,8 @@
 
 Paths and JSON shapes are those of the SDK's generated client (`vessl.openapi_client`); every request must carry
 `Authorization: Token <token>`. What the SDK sends is kept (`created_specs`, `requests`) for the tests to read,
-and a test moves a run along with `set_status` and `add_log`.
+and a test moves a run along with `set_status` and `add_log`, or plays the job itself with `on_create` (the spec
+in, the run's first status out).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
 from urllib.parse import parse_qs, urlparse
 
 ORG = r"/api/v1/organizations/(?P<org>[^/]+)"
@@ -23,6 +25,7 @@ class VesslApi:
         self.created_specs: list[str] = []
         self.requests: list[tuple[str, str]] = []
         self.runs: dict[int, dict] = {}
+        self.on_create: Optional[Callable[[str], str]] = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -94,11 +97,12 @@ class VesslApi:
         return None
 
     def _create(self, body: dict) -> tuple[int, dict]:
+        status = self.on_create(body["yaml_spec"]) if self.on_create else "pending"
         with self._lock:
             self.created_specs.append(body["yaml_spec"])
             run = 4200 + len(self.created_specs)
-            self.runs[run] = {"status": "pending", "logs": []}
-        return 200, {"run_execution": {"id": run, "status": "pending"}}
+            self.runs[run] = {"status": status, "logs": []}
+        return 200, {"run_execution": {"id": run, "status": status}}
 
     def _info(self, run: int) -> dict:
         return {"id": run, "status": self.runs[run]["status"]}

@@ -23,14 +23,12 @@ from launcher.plan import plan_launch
 from launcher.targets import local
 
 PROJECT = Path(__file__).resolve().parents[2]
-EXTENSIONS = PROJECT / ".torch_extensions"
 
 
 def attempt_env(run_id: str, marker: str) -> dict[str, str]:
-    """What a node gives the run script here: CPU only, one thread per rank, the shared DeepSpeed op cache, the
-    venv's torchrun, the attempt marker (to find every process of it) and no MLflow server (SQLite beside)."""
-    env = {**os.environ, "SPOTTRAIN_RUN_ID": run_id, "CUDA_VISIBLE_DEVICES": "",
-           "TORCH_EXTENSIONS_DIR": str(EXTENSIONS), "MLFLOW_DISABLE_TELEMETRY": "true",
+    """What a node gives the run script here: CPU only, one thread per rank, the venv's torchrun, the attempt
+    marker (to find every process of it) and no MLflow server (SQLite beside)."""
+    env = {**os.environ, "SPOTTRAIN_RUN_ID": run_id, "CUDA_VISIBLE_DEVICES": "", "MLFLOW_DISABLE_TELEMETRY": "true",
            "OMP_NUM_THREADS": "1", processes.ATTEMPT_ENV: marker,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -34,8 +34,7 @@ def ranks() -> runtime.Ranks:
     """torch.distributed (gloo) with this process as the only rank, through spottrain's own init."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                            "MASTER_PORT": str(_free_port()),
-                            "TORCH_EXTENSIONS_DIR": str(PROJECT / ".torch_extensions")}.items():
+                            "MASTER_PORT": str(_free_port())}.items():
             patch.setenv(name, value)
         ranks = runtime.init_distributed()
         yield ranks
