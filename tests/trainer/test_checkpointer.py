@@ -246,6 +246,20 @@ def test_a_step_without_a_manifest_is_not_complete(store, checkpointer, engine):
     assert checkpoints.complete_steps() == [1]
 
 
+def test_an_incomplete_step_older_than_a_complete_one_is_deleted_and_a_newer_one_is_left(store, checkpointer,
+                                                                                          engine):
+    checkpoints = checkpointer(store, keep=5)
+    _save(checkpoints, engine, [1, 2])
+    store.delete([layout.step_prefix(RUN, 2) + layout.MANIFEST])  # a killed attempt's step 2, never completed
+    checkpoints.apply_retention()
+    assert _step_keys(store, 2), "newer than every complete step: it may still be in flight"
+
+    _save(checkpoints, engine, [3])  # the resumed attempt's next complete step
+
+    assert checkpoints.complete_steps() == [1, 3]
+    assert _step_keys(store, 2) == []
+
+
 def test_verify_fails_for_a_step_that_is_not_complete(store, checkpointer, engine):
     checkpoints = checkpointer(store)
     _save(checkpoints, engine, [1])

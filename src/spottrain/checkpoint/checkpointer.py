@@ -164,12 +164,19 @@ class Checkpointer:
     # --- what is in the store --------------------------------------------------------------------------------
 
     def complete_steps(self) -> list[int]:
-        steps = []
-        for key in self.store.list(f"{self.run_id}/"):
+        return self._keys_by_step(self.store.list(f"{self.run_id}/"))[0]
+
+    def _keys_by_step(self, keys: list[str]) -> tuple[list[int], dict[int, list[str]]]:
+        """(complete steps, sorted; every step's keys) from a listing of this run's prefix."""
+        complete, by_step = [], {}
+        for key in keys:
             parts = key.split("/")
-            if len(parts) == 3 and parts[2] == layout.MANIFEST and (step := layout.step_of(parts[1])) is not None:
-                steps.append(step)
-        return sorted(steps)
+            if len(parts) < 3 or (step := layout.step_of(parts[1])) is None:
+                continue
+            by_step.setdefault(step, []).append(key)
+            if len(parts) == 3 and parts[2] == layout.MANIFEST:
+                complete.append(step)
+        return sorted(complete), by_step
 
     def manifest(self, step: int) -> Manifest:
         return Manifest.from_json(self.store.get_bytes(layout.step_prefix(self.run_id, step) + layout.MANIFEST))
@@ -179,7 +186,14 @@ class Checkpointer:
         return json.loads(pointer)["step"] if pointer else None
 
     def apply_retention(self, final_step: Optional[int] = None) -> list[int]:
-        complete = self._retry(self.complete_steps, "list complete checkpoints")
+        """Retention over complete checkpoints, then the debris of killed attempts: a step older than the newest
+        complete one that never got its manifest can no longer complete (attempts run one at a time and save
+        in step order; a resumed attempt that reaches that step again writes it anew), so its files go."""
+        listed = self._retry(lambda: self.store.list(f"{self.run_id}/"), "list checkpoints")
+        complete, keys_by_step = self._keys_by_step(listed)
+        for step, keys in sorted(keys_by_step.items()):
+            if complete and step < complete[-1] and step not in complete:
+                self._retry(lambda: self.store.delete(keys), f"delete incomplete step {step}")
         best = self._retry(self.best_step, "read best pointer")
         finals = {s for s in complete if s == final_step}
         doomed = checkpoints_to_delete(complete, keep=self.keep, best=best, final=finals)
