@@ -1,10 +1,10 @@
-"""Goodput under preemption: useful steps / steps computed, with a preemption every N seconds.
+"""Goodput under preemption: useful steps / steps computed, with a preemption every N seconds of training.
 
-    .venv/bin/python bench/goodput.py [--every 12] [--kills 4] [--steps 300]
+    .venv/bin/python bench/goodput.py [--every 8] [--kills 4] [--steps 300]
 
 Runs the baseline recipe's local profile through `launch recipe --target local --chaos ...` twice: once with a
-SIGTERM notice every N seconds (the trainer checkpoints the step it is in, so nothing is recomputed) and once
-with SIGKILL every N seconds (the work since the last checkpoint is lost). The supervisor counts the steps each
+SIGTERM notice N seconds into each attempt's training (the trainer checkpoints the step it is in, so nothing is
+recomputed) and once with SIGKILL instead (the work since the last checkpoint is lost). The supervisor counts the steps each
 attempt computed; goodput = final steps / steps computed. Start-up time of each attempt is not a step and is
 reported separately as wall time. Checkpoints every 10 steps, as in the local profile.
 """
@@ -43,7 +43,7 @@ def run(project: Path, run_id: str, signals: str, every: float, kills: int, step
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--every", type=float, default=12.0, help="seconds between preemptions")
+    parser.add_argument("--every", type=float, default=8.0, help="seconds of training before each preemption")
     parser.add_argument("--kills", type=int, default=4)
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
