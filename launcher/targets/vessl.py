@@ -18,6 +18,7 @@ import shlex
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -238,20 +239,22 @@ def _vessl_errors(call: str, secrets=None):
     except LaunchError:
         raise
     except Exception as exc:
-        raise LaunchError(f"VESSL {call} failed: {_mask(_vessl_reason(exc), secrets)}") from None
+        reason = _vessl_reason(exc)
+        if reason is None:  # not VESSL's nor the network's: a bug, shown with its traceback
+            raise
+        raise LaunchError(f"VESSL {call} failed: {_mask(reason, secrets)}") from None
 
 
-def _vessl_reason(exc: Exception) -> str:
+def _vessl_reason(exc: Exception) -> Optional[str]:
     """The SDK's own message for API errors; for the transport (urllib3: refused, reset, DNS) its class name."""
+    import urllib3
     from vessl.util.exception import VesslException
 
     if isinstance(exc, VesslException):
         return str(exc.message).splitlines()[0] if exc.message else type(exc).__name__
-    import urllib3
-
     if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
         return f"cannot reach the VESSL API ({type(exc).__name__})"
-    raise exc
+    return None
 
 
 def _mask(text: str, secrets) -> str:

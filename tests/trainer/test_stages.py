@@ -24,24 +24,36 @@ METRICS = {
 
 
 @pytest.fixture(scope="module")
-def critic_checkpoint(tmp_path_factory) -> str:
-    critic = TrainingRun("critic-for-verifiable", tmp_path_factory.mktemp("critic"), OVERRIDES, recipe="critic")
-    assert critic.run() == 0, critic.last_log()
+def stage_reference(tmp_path_factory):
+    """stage_reference(stage): the stage's uninterrupted run, built once; the critic's also gives the verifiable
+    stage its critic checkpoint (its best step)."""
+    runs: dict[str, TrainingRun] = {}
+
+    def get(stage: str) -> TrainingRun:
+        if stage not in runs:
+            run = TrainingRun(f"{stage}-reference", tmp_path_factory.mktemp(stage), stage_overrides(stage, get),
+                              recipe=stage)
+            assert run.run() == 0, run.last_log()
+            runs[stage] = run
+        return runs[stage]
+
+    return get
+
+
+def stage_overrides(stage: str, stage_reference) -> tuple[str, ...]:
+    if stage != "verifiable":
+        return OVERRIDES
+    critic = stage_reference("critic")
     best = json.loads((critic.store / critic.run_id / "BEST.json").read_text())["step"]
-    return f"{critic.store}/{critic.run_id}/step-{best:08d}"
+    return OVERRIDES + (f"train.verifiable.critic_checkpoint={critic.store}/{critic.run_id}/step-{best:08d}",)
 
 
 @pytest.mark.parametrize("stage", ["critic", "verifiable", "rho1"])
-def test_stage_logs_its_metrics_and_resumes_bitwise_after_sigkill(stage, critic_checkpoint, tmp_path):
-    overrides = OVERRIDES + ((f"train.verifiable.critic_checkpoint={critic_checkpoint}",)
-                             if stage == "verifiable" else ())
-    reference = TrainingRun(f"{stage}-reference", tmp_path / "reference", overrides, recipe=stage)
-    (tmp_path / "reference").mkdir()
-    assert reference.run() == 0, reference.last_log()
+def test_stage_logs_its_metrics_and_resumes_bitwise_after_sigkill(stage, stage_reference, tmp_path):
+    reference = stage_reference(stage)
     assert METRICS[stage] <= reference.training_metrics()
 
-    killed = TrainingRun(f"{stage}-killed", tmp_path / "killed", overrides, recipe=stage)
-    (tmp_path / "killed").mkdir()
+    killed = TrainingRun(f"{stage}-killed", tmp_path, stage_overrides(stage, stage_reference), recipe=stage)
     killed.run_until(lambda r: 4 in r.complete_steps(), signal.SIGKILL)
     assert killed.complete_steps()[-1] < STEPS, "the kill must land before the run ends"
     assert killed.run() == 0, killed.last_log()
