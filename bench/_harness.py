@@ -217,6 +217,13 @@ def foreign_cpu() -> Iterator[dict]:
     result["cores"] = max(0.0, busy() - busy0 - ours_used) / (time.monotonic() - started)
 
 
+def add_run_options(parser) -> None:
+    """The options every trainer benchmark takes: its ranks, and how quiet the machine must be while it runs."""
+    parser.add_argument("--nproc", type=int, default=2, help="ranks (torchrun --nproc_per_node)")
+    parser.add_argument("--max-other-cores", type=float, default=0.25,
+                        help="measure a run again when other processes used more cores than this meanwhile")
+
+
 def until_quiet(measure: Callable[[int], T], max_other_cores: float, tries: int = 3) -> T:
     """measure(0), measure(1), ... until one ran while other processes used at most `max_other_cores` cores on
     average (its result's `foreign_cores`); after `tries` the last one is kept anyway."""

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from _harness import TrainerRun, median, moto_s3, percentile, table, until_quiet
+from _harness import TrainerRun, add_run_options, median, moto_s3, percentile, table, until_quiet
 
 WARMUP_STEPS = 3
 
@@ -33,9 +33,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64, help="train.max_steps of each run")
     parser.add_argument("--every", type=int, default=8, help="train.checkpoint.every_steps")
     parser.add_argument("--repeats", type=int, default=3, help="runs per store, alternating s3/local")
-    parser.add_argument("--nproc", type=int, default=2, help="ranks (torchrun --nproc_per_node)")
-    parser.add_argument("--max-other-cores", type=float, default=0.25,
-                        help="measure a run again when other processes used more cores than this meanwhile")
+    add_run_options(parser)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-stall-"))

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from _harness import TrainerRun, median, moto_s3, table, until_quiet
+from _harness import TrainerRun, add_run_options, median, moto_s3, table, until_quiet
 
 
 def measure_pair(name: str, root: Path, store: str, s3, steps: int, nproc: int) -> SimpleNamespace:
@@ -63,9 +63,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="train.max_steps; the checkpoint is at steps/2")
     parser.add_argument("--repeats", type=int, default=3, help="fresh/resumed pairs per store")
     parser.add_argument("--stores", default="local,s3", help="comma-separated: local, s3")
-    parser.add_argument("--nproc", type=int, default=2, help="ranks (torchrun --nproc_per_node)")
-    parser.add_argument("--max-other-cores", type=float, default=0.25,
-                        help="measure a pair again when other processes used more cores than this meanwhile")
+    add_run_options(parser)
     args = parser.parse_args()
     stores = args.stores.split(",")
     root = Path(tempfile.mkdtemp(prefix="bench-resume-"))

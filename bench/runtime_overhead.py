@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import PROJECT, TrainerRun, median, table, until_quiet
+from _harness import PROJECT, TrainerRun, add_run_options, median, table, until_quiet
 
 
 def worker(out: Path, overrides: list[str]) -> None:
@@ -101,9 +101,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run (train.max_steps)")
     parser.add_argument("--warmup", type=int, default=5, help="first steps left out of the statistics")
     parser.add_argument("--repeats", type=int, default=4, help="runs of each loop, alternating")
-    parser.add_argument("--nproc", type=int, default=2, help="ranks (torchrun --nproc_per_node)")
-    parser.add_argument("--max-other-cores", type=float, default=0.25,
-                        help="measure a run again when other processes used more cores than this meanwhile")
+    add_run_options(parser)
     args = parser.parse_args()
     if args.worker:
         return worker(Path(args.worker), args.override)
