@@ -113,8 +113,8 @@ def launch(plan: LaunchPlan, secrets, project_dir: Path):
                           f"repository (now {plan.recipe.code.repo!r})")
     document = render(plan, secrets)
     validate(document)
-    vessl = _signed_in(project_dir)
-    where = _launch_location(vessl, project_dir)
+    vessl, config = _signed_in(project_dir)
+    where = _launch_location(vessl, config)
     printed = io.StringIO()  # the SDK prints progress and its own errors; keep the user's terminal to ours
     with _vessl_errors("create_run", secrets), contextlib.redirect_stdout(printed):
         created = vessl.create_run(yaml_file=None, yaml_body=document, yaml_file_name=f"{plan.run_id}.yaml",
@@ -133,7 +133,7 @@ def launch(plan: LaunchPlan, secrets, project_dir: Path):
 
 
 def status(registry, record) -> dict:
-    vessl = _signed_in(registry.project_dir)
+    vessl, _ = _signed_in(registry.project_dir)
     state = _state(vessl, record)
     if state != record.state:
         registry.update(record.run_id, state=state, **({"ended": time.time()} if state in TERMINAL_STATES else {}))
@@ -143,7 +143,7 @@ def status(registry, record) -> dict:
 def logs(registry, record, follow: bool):
     """The run's log lines; with `follow`, polled until the run has ended (the state is read before each fetch,
     so the last fetch after the end still returns the final lines)."""
-    vessl = _signed_in(registry.project_dir)
+    vessl, _ = _signed_in(registry.project_dir)
     after = 0.0
     while True:
         ended = not follow or _state(vessl, record) in TERMINAL_STATES
@@ -161,7 +161,7 @@ def logs(registry, record, follow: bool):
 def stop(registry, record) -> str:
     """`terminate_run`: VESSL deletes the run's pod, whose container gets SIGTERM and the cluster's grace period
     before SIGKILL; the trainer finishes its step and checkpoints on SIGTERM."""
-    vessl = _signed_in(registry.project_dir)
+    vessl, _ = _signed_in(registry.project_dir)
     with _vessl_errors("terminate_run"):
         vessl.terminate_run(record.handle["vessl_run"], **_where(record))
     registry.update(record.run_id, state="stopped", ended=time.time())
@@ -184,10 +184,14 @@ def _where(record) -> dict:
     return {"organization_name": record.handle["organization_name"], "project_name": record.handle["project_name"]}
 
 
+@lru_cache(maxsize=None)
 def _signed_in(project_dir: Path):
-    """The vessl SDK signed in with VESSL_ACCESS_TOKEN from the environment or the project's `.env`, else with
-    what `vessl configure` saved in ~/.vessl/config (read, never written)."""
-    config = _config(project_dir)
+    """(the vessl SDK signed in, the VESSL_* configuration), once per process: `launch status` over many VESSL
+    runs signs in once. The token is VESSL_ACCESS_TOKEN from the environment or the project's `.env`, else what
+    `vessl configure` saved in ~/.vessl/config (read, never written)."""
+    from launcher.secrets import resolve_secrets
+
+    config = resolve_secrets(CONFIG_NAMES, project_dir, required=False).as_dict()
     with _vessl_errors("sign-in"):
         try:
             import vessl  # signs in at import when VESSL_ACCESS_TOKEN is exported
@@ -196,13 +200,12 @@ def _signed_in(project_dir: Path):
                               f"{', '.join(CONFIG_NAMES)} (or run `vessl configure`)") from None
         _configured(lambda: vessl.vessl_api.set_access_token(access_token=config.get("VESSL_ACCESS_TOKEN"),
                                                              no_prompt=True))
-    return vessl
+    return vessl, config
 
 
-def _launch_location(vessl, project_dir: Path) -> dict:
+def _launch_location(vessl, config: dict) -> dict:
     """The organization and project a new run goes to (VESSL_DEFAULT_ORGANIZATION, VESSL_DEFAULT_PROJECT, else
     ~/.vessl/config), made the SDK's defaults for this process: `create_run` reads the run back through them."""
-    config = _config(project_dir)
     api = vessl.vessl_api
     with _vessl_errors("sign-in"):
         organization = _configured(lambda: api.set_organization(config.get("VESSL_DEFAULT_ORGANIZATION")))
@@ -211,12 +214,6 @@ def _launch_location(vessl, project_dir: Path) -> dict:
         raise LaunchError(f"VESSL is not configured: organization {organization} has no project: create one, "
                           f"then set VESSL_DEFAULT_PROJECT")
     return {"organization_name": organization, "project_name": project}
-
-
-def _config(project_dir: Path) -> dict:
-    from launcher.secrets import resolve_secrets
-
-    return resolve_secrets(CONFIG_NAMES, project_dir, required=False).as_dict()
 
 
 def _configured(sign_in_step):

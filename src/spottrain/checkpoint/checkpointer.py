@@ -202,9 +202,11 @@ class Checkpointer:
             if self._retry(lambda: self.manifest(step), f"read manifest of step {step}").final:
                 continue  # a final checkpoint is kept even when it is no longer the newest
             prefix = layout.step_prefix(self.run_id, step)
+            manifest = prefix + layout.MANIFEST
             # The manifest goes first: a crash mid-delete leaves an incomplete (ignored) checkpoint.
-            self._retry(lambda: self.store.delete([prefix + layout.MANIFEST]), f"delete {prefix}")
-            self._retry(lambda: self.store.delete(self.store.list(prefix)), f"delete {prefix}")
+            self._retry(lambda: self.store.delete([manifest]), f"delete {prefix}")
+            rest = [key for key in keys_by_step[step] if key != manifest]
+            self._retry(lambda: self.store.delete(rest), f"delete {prefix}")
             deleted.append(step)
         return deleted
 
