@@ -156,7 +156,7 @@ class TrainerRun:
     @functools.cached_property
     def checkpoint_store(self):
         """The run's checkpoint store, opened in this process with spottrain's own store classes."""
-        from spottrain.checkpoint.store import open_store
+        from spottrain_contract.store import open_store
 
         os.environ.update(AWS_ENV)
         return open_store(self.store, self.s3.endpoint if self.s3 else None)

@@ -36,34 +36,28 @@ def worker(out: Path, overrides: list[str]) -> None:
     import deepspeed
     import torch.distributed as dist
 
-    from launcher.recipes import load_recipe
     from spottrain import runtime
-    from spottrain.data import EncodedDataset, load_records
     from spottrain.engine import build_engine
-    from spottrain.model import build_mtp_model, load_tokenizer
-    from spottrain.pipelines import create_pipeline
     from spottrain.sampler import StepSampler
+    from spottrain.tasks import create_task
+    from spottrain_contract.recipe import load_recipe
 
     loaded = load_recipe("baseline", project_dir=PROJECT, profile="local", overrides=overrides)
     cfg = loaded.recipe.train
     deepspeed.init_distributed(dist_backend="gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     runtime.seed_everything(cfg.seed)
-    pipeline = create_pipeline(loaded.recipe)  # the baseline loss: unweighted multi-token CE
-    tokenizer = load_tokenizer(cfg.model.path)
-    records = load_records(cfg.data.train, split="train", seed=cfg.seed)[: cfg.data.n_samples or None]
-    dataset = EncodedDataset(records, tokenizer, cfg.data.max_length)
-    sampler = StepSampler(pipeline.select(records), per_gpu=cfg.batch.per_gpu, grad_accum=cfg.batch.grad_accum,
+    task = create_task(loaded.recipe, runtime.Ranks(rank, rank, world))  # baseline: unweighted multi-token CE
+    sampler = StepSampler(task.training_indices(), per_gpu=cfg.batch.per_gpu, grad_accum=cfg.batch.grad_accum,
                           world_size=world, rank=rank, seed=cfg.seed)
     total = sampler.total_steps(cfg.epochs, cfg.max_steps)
-    model = build_mtp_model(cfg.model.path, cfg.model.n_future_tokens, len(tokenizer), cfg.seed)
-    engine = build_engine(model, cfg, world, total)
+    engine = build_engine(task.build_model(), cfg, world, total)
 
     durations, ends = [], []
     for step in range(total):
         started = time.perf_counter()
         for indices in sampler.micro_batches(step):
-            loss, _ = pipeline.loss(engine, dataset.batch(indices))
+            loss, _ = task.loss(engine, task.batch(indices))
             engine.backward(loss)
             engine.step()
         ends.append(time.perf_counter())

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from launcher.errors import LaunchError
-from launcher.recipes import load_recipe, recipe_names
 from launcher.tables import table_lines
+from spottrain_contract.errors import UserError
+from spottrain_contract.recipe import load_recipe, recipe_names
 
 CHECK_RUN_ID = "check-run"
 
@@ -37,7 +37,7 @@ def check_all(project_dir: Path, targets: Iterable[str]) -> list[CheckResult]:
     for name in recipe_names(project_dir):
         try:
             profiles = [None, *load_recipe(name, project_dir=project_dir).recipe.profiles]
-        except LaunchError as exc:
+        except UserError as exc:
             results.append(CheckResult(name, "-", None, str(exc)))
             continue
         for target in targets:
@@ -46,23 +46,26 @@ def check_all(project_dir: Path, targets: Iterable[str]) -> list[CheckResult]:
                     render_for_display(name, target=target, project_dir=project_dir, profile=profile,
                                        run_id=CHECK_RUN_ID)
                     results.append(CheckResult(name, target, profile))
-                except LaunchError as exc:
+                except UserError as exc:
                     results.append(CheckResult(name, target, profile, str(exc)))
     return results
 
 
 def recipe_table(project_dir: Path) -> str:
+    """Every recipe with the targets it runs on as written (profiles may add more, e.g. local)."""
+    from launcher.targets import get_target, target_names
+
+    targets = {name: get_target(name) for name in target_names()}
     rows = []
     for name in recipe_names(project_dir):
         try:
             r = load_recipe(name, project_dir=project_dir).recipe
-        except LaunchError as exc:
+        except UserError as exc:
             rows.append((name, f"invalid: {exc}", "", "", "", "", "", ""))
             continue
-        targets = [t for t, ok in (("skypilot", all(v.skypilot for v in r.volumes.values())),
-                                   ("vessl", r.resources.vessl is not None)) if ok]
-        rows.append((name, r.pipeline, str(r.resources.gpus), str(r.resources.nodes),
-                     "yes" if r.resources.spot else "no", r.resources.accelerator, ",".join(targets),
+        runs_on = [t for t, module in targets.items() if not module.RUNS_HERE and module.unsupported(r) is None]
+        rows.append((name, r.task, str(r.resources.gpus), str(r.resources.nodes),
+                     "yes" if r.resources.spot else "no", r.resources.accelerator, ",".join(runs_on),
                      ",".join(r.profiles) or "-"))
-    header = ("RECIPE", "PIPELINE", "GPUS", "NODES", "SPOT", "ACCELERATOR", "TARGETS", "PROFILES")
+    header = ("RECIPE", "TASK", "GPUS", "NODES", "SPOT", "ACCELERATOR", "TARGETS", "PROFILES")
     return "\n".join(table_lines(header, rows))

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from launcher.errors import LaunchError
+from spottrain_contract.errors import UserError
 
-TARGET_NAMES = ("skypilot", "vessl", "local")
-DEFAULT_PROFILES = {"local": "local"}  # --target local runs the recipe's local profile unless told otherwise
+DEFAULT_TARGET = "skypilot"
+TARGET_HELP = "Where it runs: skypilot, vessl, local, or a target another package registers."
 
 
 def _project_dir() -> Path:
-    from launcher.recipes import find_project_dir
+    from spottrain_contract.recipe import find_project_dir
 
     return find_project_dir()
 
@@ -35,9 +35,13 @@ def cli():
     """Launch training recipes on SkyPilot, VESSL or this machine."""
 
 
+def _target_option(command):
+    return click.option("--target", default=DEFAULT_TARGET, show_default=True, help=TARGET_HELP)(command)
+
+
 @cli.command("list")
 def list_recipes():
-    """Table of the recipes: pipeline, GPUs, nodes, spot, targets they render for."""
+    """Table of the recipes: task, GPUs, nodes, spot, targets they render for."""
     from launcher.catalog import recipe_table
 
     click.echo(recipe_table(_project_dir()))
@@ -45,7 +49,7 @@ def list_recipes():
 
 @cli.command()
 @click.argument("name")
-@click.option("--target", type=click.Choice(TARGET_NAMES), default="skypilot", show_default=True)
+@_target_option
 @_sizing_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the document to FILE instead of standard output.")
@@ -55,25 +59,27 @@ def render(name, target, gpus, nodes, profile, overrides, output):
 
     plan, document = render_for_display(name, target=target, project_dir=_project_dir(), gpus=gpus, nodes=nodes,
                                         profile=profile, overrides=overrides)
-    click.echo(plan.summary(), err=True)
+    click.echo(_summary(plan), err=True)
     if output:
         try:
             Path(output).write_text(document)
         except OSError as exc:
-            raise LaunchError(f"{output}: cannot write: {exc.strerror or exc}") from None
+            raise UserError(f"{output}: cannot write: {exc.strerror or exc}") from None
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(document, nl=False)
 
 
 @cli.command()
-@click.option("--target", "targets", type=click.Choice(TARGET_NAMES), multiple=True,
-              help="Check only these targets (default: all).")
+@click.option("--target", "targets", multiple=True, help="Check only these targets (default: all).")
 def check(targets):
     """Render and validate every recipe × target × profile, offline. Non-zero exit on any failure."""
     from launcher.catalog import check_all
+    from launcher.targets import get_target, target_names
 
-    results = check_all(_project_dir(), targets or TARGET_NAMES)
+    for target in targets:
+        get_target(target)  # an unknown name is a usage error, not a failed check
+    results = check_all(_project_dir(), targets or target_names())
     for result in results:
         click.echo(result.line())
     failed = [r for r in results if not r.ok]
@@ -83,114 +89,102 @@ def check(targets):
 
 @cli.command()
 @click.argument("name")
-@click.option("--target", type=click.Choice(TARGET_NAMES), default="skypilot", show_default=True)
+@_target_option
 @_sizing_options
 @click.option("--run-id", default=None, help="Continue this run (default: a new run id).")
 @click.option("--dry-run", is_flag=True, help="Print what would be submitted (secrets masked) and stop.")
-@click.option("--detach", is_flag=True, help="Local target: start in the background and return.")
+@click.option("--detach", is_flag=True, help="A target that runs here: start in the background and return.")
 @click.option("--chaos", default=None, metavar="SPEC",
-              help="Local target: kill the job at random moments of its training, e.g. "
+              help="A target that runs here: kill the job at random moments of its training, e.g. "
                    "kills=5,signals=KILL+TERM,every=1:4,seed=1 (every: seconds of training before each kill).")
 def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detach, chaos):
     """Launch the recipe NAME on a target."""
     from launcher.display import render_for_display
 
+    if chaos:
+        from launcher.supervisor import Chaos
+
+        Chaos.parse(chaos)  # a bad spec is a usage error before anything is launched
     project_dir = _project_dir()
     plan, document = render_for_display(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
-                                        profile=profile or DEFAULT_PROFILES.get(target), overrides=overrides,
-                                        run_id=run_id, stages="resolve" if dry_run else "require")
-    click.echo(plan.summary())
+                                        profile=_profile_for(target, profile), overrides=overrides, run_id=run_id,
+                                        stages="resolve" if dry_run else "require", chaos=chaos)
+    click.echo(_summary(plan))
     if dry_run:
         click.echo("---")
         click.echo(document, nl=False)
         return
-    _submit(plan, project_dir, detach=detach, chaos=chaos)
+    _submit(plan, project_dir, detach=detach)
 
 
 @cli.command()
 @click.argument("name")
-@click.option("--target", type=click.Choice(TARGET_NAMES), default="skypilot", show_default=True)
+@_target_option
 @_sizing_options
 def pipeline(name, target, gpus, nodes, profile, overrides):
     """Launch every stage of the pipeline NAME (recipes/_pipelines.yaml) in order, each after the last."""
+    from launcher import runner
     from launcher.display import render_for_display
+    from launcher.registry import Registry
     from launcher.stages import pipeline_stages
 
     project_dir = _project_dir()
     stage_runs: dict[str, str] = {}
     for stage in pipeline_stages(project_dir, name):
         plan, _ = render_for_display(stage, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
-                                     profile=profile or DEFAULT_PROFILES.get(target), overrides=overrides,
-                                     stages="require", stage_runs=stage_runs)
+                                     profile=_profile_for(target, profile), overrides=overrides, stages="require",
+                                     stage_runs=stage_runs)
         click.echo(f"== {name}: stage {stage}")
-        click.echo(plan.summary())
+        click.echo(_summary(plan))
         _submit(plan, project_dir)
-        if target != "local":
-            _wait_until_finished(project_dir, plan.run_id)
+        runner.wait_until_finished(Registry(project_dir), plan.run_id)
         stage_runs[stage] = plan.run_id
 
 
-def _wait_until_finished(project_dir: Path, run_id: str, poll_seconds: float = 30.0) -> None:
-    """Sequential launches on a platform: the next stage may need this one's best checkpoint."""
-    import time
-
-    from launcher.registry import Registry
+def _profile_for(target: str, profile):
+    """A launch on a target applies its default profile (local: `local`) unless told otherwise."""
     from launcher.targets import get_target
 
-    registry = Registry(project_dir)
-    while True:
-        record = registry.get(run_id)
-        state = get_target(record.target).status(registry, record)["state"]
-        if state == "finished":
-            return
-        if state in ("failed", "stopped"):
-            raise LaunchError(f"stage run {run_id} {state}: the pipeline stops here (launch logs {run_id})")
-        time.sleep(poll_seconds)
+    return profile or get_target(target).DEFAULT_PROFILE
 
 
-def _submit_to_platform(plan, project_dir: Path) -> None:
-    from launcher.secrets import resolve_secrets
-    from launcher.targets import skypilot, vessl
+def _summary(plan) -> str:
+    from launcher.targets import get_target
 
-    if plan.target == "vessl":
-        needed = plan.recipe.secrets if plan.recipe.secrets_mode == "inline" else []
-        record = vessl.launch(plan, resolve_secrets(needed, project_dir), project_dir)
-        click.echo(f"submitted VESSL run {record.handle['vessl_run']} as run {record.run_id}: {record.handle['url']}")
-    else:
-        record = skypilot.launch(plan, resolve_secrets(plan.recipe.secrets, project_dir), project_dir)
-        click.echo(f"submitted managed job {record.handle['job_id']} as run {record.run_id}")
-    click.echo(f"  launch status {record.run_id}    launch logs {record.run_id} --follow    "
-               f"launch stop {record.run_id}")
+    return plan.summary(get_target(plan.target).describe(plan.recipe))
 
 
-def _submit(plan, project_dir: Path, *, detach: bool = False, chaos=None) -> None:
+def _submit(plan, project_dir: Path, *, detach: bool = False) -> None:
+    """Submit; a run here is followed in the foreground (Ctrl-C stops it gracefully) unless detached."""
+    from launcher import runner
     from launcher.registry import Registry
-    from launcher.secrets import resolve_secrets
-    from launcher.targets import local
+    from launcher.targets import get_target
+    from spottrain_contract.job import RunState
 
-    if plan.target != "local":
-        _submit_to_platform(plan, project_dir)
-        return
-    secrets = resolve_secrets(plan.recipe.secrets, project_dir, required=False)
-    record = local.launch(plan, secrets, project_dir, chaos=chaos)
-    click.echo(f"launched {record.run_id} (log {record.log})")
-    if detach:
-        click.echo(f"  follow it: launch logs {record.run_id} --follow    stop it: launch stop {record.run_id}")
+    record = runner.submit(plan, project_dir)
+    hints = (f"  launch status {record.run_id}    launch logs {record.run_id} --follow    "
+             f"launch stop {record.run_id}")
+    handle = record.handle
+    where = handle.get("url") or (f"managed job {handle['job_id']}" if "job_id" in handle else None)
+    click.echo(f"launched {record.run_id} on {record.target}" + (f" ({where})" if where else "")
+               + (f", log {record.log}" if record.log else ""))
+    if detach or not get_target(record.target).RUNS_HERE:
+        click.echo(hints)
         return
     registry = Registry(project_dir)
     try:
-        for line in local.logs(registry, record, follow=True):
+        for line in runner.logs(record, follow=True):
             click.echo(line, nl=False)
     except KeyboardInterrupt:
         click.echo(f"stopping {record.run_id}: the job checkpoints first", err=True)
-        click.echo(f"run {record.run_id} {local.stop(registry, record)}", err=True)
+        click.echo(f"run {record.run_id} {runner.stop(registry, registry.get(record.run_id))}", err=True)
         sys.exit(130)
-    final = local.status(registry, registry.get(record.run_id))
-    click.echo(f"run {record.run_id} {final['state']} at step {final['step']}")
+    final = runner.refresh(registry, registry.get(record.run_id))
+    click.echo(f"run {record.run_id} {final.state} at step {final.step}")
     click.echo(f"  checkpoints  {record.store}/{record.run_id}  (final weights in final-hf/)")
     click.echo(f"  metrics      mlflow ui --backend-store-uri {record.tracking_uri}")
-    click.echo(f"  resume       launch recipe {record.recipe} --target local --run-id {record.run_id}")
-    if final["state"] == "failed":
+    click.echo(f"  resume       launch recipe {record.recipe} --target {record.target} --run-id {record.run_id}")
+    if final.state is RunState.FAILED:
         sys.exit(1)
 
 
@@ -198,23 +192,26 @@ def _submit(plan, project_dir: Path, *, detach: bool = False, chaos=None) -> Non
 @click.argument("run_id", required=False)
 def status(run_id):
     """Table of launched runs (or one): recipe, target, state, step, restarts, age."""
+    from launcher import runner
     from launcher.registry import Registry, age
     from launcher.tables import table_lines
-    from launcher.targets import get_target
+    from launcher.targets import RunStatus
+    from spottrain_contract.job import RunState
 
     registry = Registry(_project_dir())
     records = [registry.get(run_id)] if run_id else registry.all()
     rows, unreachable = [], []
     for record in records:
         try:
-            now = get_target(record.target).status(registry, record)
-        except LaunchError as exc:
+            now = runner.refresh(registry, record)
+        except UserError as exc:
             if run_id:
                 raise
             # one platform out of reach (no credentials, no network) must not hide the runs of the others
-            now = {"state": "unknown", "step": "-"}
+            now = RunStatus(state=RunState.UNKNOWN)
             unreachable.append(f"warning: {record.run_id}: {exc}")
-        rows.append((record.run_id, record.recipe, record.target, now["state"], now["step"], str(record.restarts),
+        restarts = now.restarts if now.restarts is not None else record.restarts
+        rows.append((record.run_id, record.recipe, record.target, str(now.state), now.step, str(restarts),
                      age(record.started)))
     header = ("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")
     click.echo("\n".join(table_lines(header, rows)))
@@ -227,12 +224,10 @@ def status(run_id):
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends.")
 def logs(run_id, follow):
     """Print the log of a launched run."""
+    from launcher import runner
     from launcher.registry import Registry
-    from launcher.targets import get_target
 
-    registry = Registry(_project_dir())
-    record = registry.get(run_id)
-    for line in get_target(record.target).logs(registry, record, follow):
+    for line in runner.logs(Registry(_project_dir()).get(run_id), follow):
         click.echo(line, nl=False)
 
 
@@ -240,12 +235,11 @@ def logs(run_id, follow):
 @click.argument("run_id")
 def stop(run_id):
     """Stop a run gracefully: it checkpoints, then exits (killed only after a grace period)."""
+    from launcher import runner
     from launcher.registry import Registry
-    from launcher.targets import get_target
 
     registry = Registry(_project_dir())
-    record = registry.get(run_id)
-    click.echo(f"run {run_id} {get_target(record.target).stop(registry, record)}")
+    click.echo(f"run {run_id} {runner.stop(registry, registry.get(run_id))}")
 
 
 @cli.command()
@@ -263,7 +257,7 @@ def compare(run_a, run_b, plot):
 def main():
     try:
         cli.main(standalone_mode=False)
-    except LaunchError as exc:
+    except UserError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
@@ -273,3 +267,7 @@ def main():
         hint = f" (see {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) else ""
         click.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,8 +13,7 @@ from typing import Optional
 from launcher.errors import LaunchError
 from launcher.registry import Registry
 from launcher.tables import table_lines
-
-RUN_ID_TAG = "spottrain.run_id"
+from spottrain_contract.job import MLFLOW_RUN_ID_TAG
 CURVES = ("train/loss", "val/loss", "train/value_loss", "train/weighted_ce_loss")
 
 
@@ -27,7 +26,7 @@ def _mlflow_run(registry: Registry, run_id: str):
         raise LaunchError(f"run {run_id}: no MLflow tracking URI recorded; set MLFLOW_TRACKING_URI")
     client = MlflowClient(tracking_uri=uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'", max_results=1)
+    runs = client.search_runs(experiments, filter_string=f"tags.`{MLFLOW_RUN_ID_TAG}` = '{run_id}'", max_results=1)
     if not runs:
         raise LaunchError(f"run {run_id}: nothing logged to MLflow at {uri} yet")
     return client, runs[0]

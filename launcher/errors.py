@@ -1,16 +1,12 @@
-"""The errors a user can cause, each printed as one line by the CLI (exit code 2)."""
+"""The errors a user can cause on the launcher's side, each printed as one line by the CLI (exit code 2)."""
 
 from __future__ import annotations
 
-
-class LaunchError(Exception):
-    """Bad input or a refused launch: the message is the whole story, no traceback."""
+from spottrain_contract.errors import RecipeError, UserError
 
 
-class RecipeError(LaunchError):
-    """A recipe value is wrong. Names the file (or `--override`), the dotted key and what was expected."""
+class LaunchError(UserError):
+    """A refused launch or a run that cannot be found or reached: the message is the whole story."""
 
-    def __init__(self, source: str, key: str, reason: str):
-        self.source, self.key, self.reason = source, key, reason
-        where = f"{source}: {key}: " if key else f"{source}: "
-        super().__init__(where + reason)
+
+__all__ = ["LaunchError", "RecipeError", "UserError"]

@@ -1,4 +1,4 @@
-"""A launch plan: the resolved recipe plus what this one launch adds (target, run id, code version)."""
+"""A launch plan: the resolved recipe plus what this one launch adds (target, run id, code version, chaos)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from launcher.recipes import LoadedRecipe, load_recipe
-from launcher.schema import Recipe
+from spottrain_contract.recipe import LoadedRecipe, load_recipe
+from spottrain_contract.schema import Recipe
+
+
+@dataclass(frozen=True)
+class CodeVersion:
+    """The commit a launch came from; `dirty` when the working tree had uncommitted changes (SkyPilot syncs the
+    working tree as it is, VESSL clones the commit)."""
+
+    commit: str
+    dirty: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.commit}+dirty" if self.dirty else self.commit
 
 
 @dataclass(frozen=True)
@@ -18,35 +30,44 @@ class LaunchPlan:
     loaded: LoadedRecipe
     target: str
     run_id: str
-    git_commit: Optional[str] = None
+    code: Optional[CodeVersion] = None
+    chaos: Optional[str] = None  # targets that run here: kill the job at random moments (launcher.supervisor)
 
     @property
     def recipe(self) -> Recipe:
         return self.loaded.recipe
 
-    def summary(self) -> str:
-        """What a person checks before renting GPUs: resources, effective batch, run id, secret names."""
+    def summary(self, where: str) -> str:
+        """What a person checks before renting GPUs; `where` is the target's own line (resources, recovery)."""
         r = self.recipe
-        res, batch = r.resources, r.train.batch
-        nodes = f"{res.nodes} node{'s' if res.nodes > 1 else ''}"
+        batch = r.train.batch
         lines = [
             f"recipe     {self.loaded.name} ({self.loaded.relpath})"
             + (f", profile {self.loaded.profile}" if self.loaded.profile else ""),
-            f"target     local: {res.gpus} CPU ranks (gloo), restarted after crashes and preemptions"
-            if self.target == "local" else
-            f"target     {self.target}: {res.gpus}× {res.accelerator} × {nodes}, "
-            + (f"spot, recovery {res.recovery.strategy}" if res.spot else "on-demand"),
-            f"pipeline   {r.pipeline}, {r.train.epochs} epochs"
+            f"target     {self.target}: {where}",
+            f"task       {r.task}, {r.train.epochs} epochs"
             + (f", at most {r.train.max_steps} steps" if r.train.max_steps else ""),
             f"batch      {batch.per_gpu}/GPU × grad-accum {batch.grad_accum} × {r.world_size} GPUs "
             f"= {r.effective_batch} effective",
             f"run id     {self.run_id}",
         ]
+        if self.code:
+            lines.append(f"code       {self.code.commit[:12]}" + (
+                " + uncommitted changes (SkyPilot syncs the working tree as it is; VESSL clones the commit)"
+                if self.code.dirty else ""))
         if self.loaded.overrides:
             lines.append(f"overrides  {' '.join(self.loaded.overrides)}")
         if r.secrets:
             lines.append(f"secrets    {', '.join(r.secrets)} (values passed at launch, never written)")
         return "\n".join(lines)
+
+
+def cluster_summary(recipe: Recipe) -> str:
+    """`4× A100-80GB × 1 node, spot, recovery EAGER_NEXT_REGION`: the summary line of a platform target."""
+    res = recipe.resources
+    nodes = f"{res.nodes} node{'s' if res.nodes > 1 else ''}"
+    return (f"{res.gpus}× {res.accelerator} × {nodes}, "
+            + (f"spot, recovery {res.recovery.strategy}" if res.spot else "on-demand"))
 
 
 def new_run_id(recipe_name: str, now: Optional[float] = None) -> str:
@@ -55,20 +76,28 @@ def new_run_id(recipe_name: str, now: Optional[float] = None) -> str:
     return f"{recipe_name}-{stamp}-{_random.token_hex(2)}"
 
 
-def git_commit(project_dir: Path) -> Optional[str]:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+def code_version(project_dir: Path) -> Optional[CodeVersion]:
+    """HEAD and whether tracked or untracked-not-ignored files differ from it; None outside a git checkout."""
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = (git("rev-parse", "HEAD") or "").strip()
+    if not commit:
         return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
+    return CodeVersion(commit, dirty=bool((git("status", "--porcelain") or "").strip()))
 
 
 def plan_launch(name: str, *, target: str, project_dir: Path, gpus: Optional[int] = None,
                 nodes: Optional[int] = None, overrides: Iterable[str] = (), profile: Optional[str] = None,
-                run_id: Optional[str] = None, commit: Optional[str] = None) -> LaunchPlan:
-    """`--gpus`/`--nodes` become overrides, so the trainer on the node resolves the very same recipe."""
+                run_id: Optional[str] = None, code: Optional[CodeVersion] = None,
+                chaos: Optional[str] = None) -> LaunchPlan:
+    """`--gpus`/`--nodes` become overrides, so the shipped recipe records them like any other."""
     sized = [f"resources.gpus={gpus}"] if gpus is not None else []
     sized += [f"resources.nodes={nodes}"] if nodes is not None else []
     loaded = load_recipe(name, project_dir=project_dir, profile=profile, overrides=[*sized, *overrides])
-    return LaunchPlan(loaded=loaded, target=target, run_id=run_id or new_run_id(loaded.name), git_commit=commit)
+    return LaunchPlan(loaded=loaded, target=target, run_id=run_id or new_run_id(loaded.name), code=code,
+                      chaos=chaos)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from launcher.errors import LaunchError
+from spottrain_contract.job import RunState
 
 REGISTRY_DIR = "runs/registry"
 LOG_DIR = "runs/logs"
@@ -25,7 +26,7 @@ class RunRecord:
     run_id: str
     recipe: str
     target: str
-    state: str  # launching, running, restarting, finished, failed, stopping, stopped
+    state: RunState
     started: float
     store: str
     local_dir: str
@@ -34,6 +35,7 @@ class RunRecord:
     restarts: int = 0
     ended: Optional[float] = None
     log: Optional[str] = None
+    project: str = ""  # the project directory it was launched from (its registry, its working copy)
 
 
 class Registry:
@@ -47,12 +49,19 @@ class Registry:
         partial.write_text(json.dumps(asdict(record), indent=1, sort_keys=True))
         os.replace(partial, self.dir / f"{record.run_id}.json")
 
-    def update(self, run_id: str, **changes) -> RunRecord:
+    def update(self, run_id: str, *, handle: Optional[dict] = None, **changes) -> RunRecord:
+        """Change fields of a record; `handle` entries are merged into the record's handle, so the launcher and
+        a supervisor each adding their own entries never erase the other's."""
         record = self.get(run_id)
         for key, value in changes.items():
             setattr(record, key, value)
+        if handle:
+            record.handle = {**record.handle, **handle}
         self.save(record)
         return record
+
+    def delete(self, run_id: str) -> None:
+        (self.dir / f"{run_id}.json").unlink(missing_ok=True)
 
     def get(self, run_id: str) -> RunRecord:
         path = self.dir / f"{run_id}.json"
@@ -60,18 +69,22 @@ class Registry:
             known = [r.run_id for r in self.all()[-5:]]
             raise LaunchError(f"no run '{run_id}' launched from this project"
                               + (f" (recent: {', '.join(known)})" if known else ""))
-        return RunRecord(**json.loads(path.read_text()))
+        return _record(json.loads(path.read_text()))
 
     def all(self) -> list[RunRecord]:
         if not self.dir.is_dir():
             return []
-        records = [RunRecord(**json.loads(p.read_text())) for p in self.dir.glob("*.json")]
+        records = [_record(json.loads(p.read_text())) for p in self.dir.glob("*.json")]
         return sorted(records, key=lambda r: r.started)
 
     def log_path(self, run_id: str) -> Path:
         path = self.project_dir / LOG_DIR / f"{run_id}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def _record(fields: dict) -> RunRecord:
+    return RunRecord(**{**fields, "state": RunState(fields["state"])})
 
 
 def age(seconds_since: float) -> str:

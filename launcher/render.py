@@ -9,12 +9,13 @@ from __future__ import annotations
 import shlex
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 import jinja2
 
-from launcher import job_contract
 from launcher.plan import LaunchPlan
 from launcher.yaml_safe import yaml_value
+from spottrain_contract import job
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -32,28 +33,21 @@ def render_template(template: str, **values) -> str:
     return _environment().get_template(template).render(**values)
 
 
-def trainer_args(plan: LaunchPlan) -> list[str]:
-    """`train --recipe recipes/x.yaml [--profile p] [--override k=v ...]`: the node resolves the same recipe."""
-    loaded = plan.loaded
-    args = ["train", "--recipe", loaded.relpath]
-    if loaded.profile:
-        args += ["--profile", loaded.profile]
-    for override in loaded.overrides:
-        args += ["--override", override]
-    return args
-
-
-def run_script(plan: LaunchPlan, rendezvous: str) -> str:
+def run_script(plan: LaunchPlan, rendezvous: str, exports: Optional[dict[str, str]] = None) -> str:
+    """torchrun around `python -m spottrain train`, which trains the recipe shipped in the job's environment;
+    `exports` puts that environment in the script itself, for a target without an env section."""
     return render_template(
         "torchrun.sh.j2", rendezvous=rendezvous, gpus=plan.recipe.resources.gpus,
-        master_port=job_contract.MASTER_PORT, trainer_module=job_contract.TRAINER_MODULE,
-        trainer_args=trainer_args(plan), exit_file_env=job_contract.EXIT_FILE_ENV)
+        master_port=job.MASTER_PORT, trainer_module=job.TRAINER_MODULE, trainer_args=["train"],
+        exit_file_env=job.EXIT_FILE_ENV, exports=exports or {})
 
 
 def job_env(plan: LaunchPlan) -> dict[str, str]:
-    """The recipe's env plus what the trainer needs to find its run again after a restart."""
+    """The recipe's env plus what the job needs: its run id (stable across restarts), the resolved recipe it
+    trains (exactly what the dry run shows) and the commit it was launched from."""
     env = dict(plan.recipe.env)
-    env[job_contract.RUN_ID_ENV] = plan.run_id
-    if plan.git_commit:
-        env[job_contract.GIT_COMMIT_ENV] = plan.git_commit
+    env[job.RUN_ID_ENV] = plan.run_id
+    if plan.code:
+        env[job.GIT_COMMIT_ENV] = str(plan.code)
+    env[job.RECIPE_ENV] = plan.loaded.shipped()
     return env

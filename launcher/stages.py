@@ -9,7 +9,6 @@ checkpoint was used.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -17,37 +16,28 @@ import yaml
 
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan, plan_launch
+from spottrain_contract.lookup import finished_runs
+from spottrain_contract.store import open_store
 
 PIPELINES_FILE = "recipes/_pipelines.yaml"
 CRITIC_OVERRIDE = "train.verifiable.critic_checkpoint"
 
 
 def needs_critic(plan: LaunchPlan) -> bool:
-    options = plan.recipe.train.verifiable
-    return plan.recipe.pipeline == "verifiable" and options is not None and not options.critic_checkpoint
+    options = getattr(plan.recipe.train, "verifiable", None)
+    return options is not None and not options.critic_checkpoint
 
 
 def find_critic_checkpoint(plan: LaunchPlan, only_run: Optional[str] = None) -> Optional[str]:
     """URI of the best checkpoint of the newest completed critic run in this recipe's store (of `only_run`, if
-    given), or None."""
-    from spottrain.checkpoint.store import open_store  # boto3 only when a store is really read
-
+    given), or None. Reading an s3:// store needs boto3, imported only here, when a store is really read."""
     checkpoint = plan.recipe.train.checkpoint
     stage = plan.recipe.train.verifiable.critic_stage
     store = open_store(checkpoint.uri, checkpoint.endpoint_url)
-    runs: dict[str, list[int]] = {}
-    for key in store.list(""):
-        parts = key.split("/")
-        wanted = parts[0] == only_run if only_run else parts[0].startswith(f"{stage}-")
-        if len(parts) == 3 and wanted and parts[2] == "MANIFEST.json":
-            runs.setdefault(parts[0], []).append(int(parts[1].split("-")[1]))
-    for run_id in sorted(runs, reverse=True):  # run ids sort by their UTC launch time
-        newest = max(runs[run_id])
-        manifest = json.loads(store.get_bytes(f"{run_id}/step-{newest:08d}/MANIFEST.json"))
-        pointer = store.get_bytes(f"{run_id}/BEST.json")
-        if manifest.get("final") and pointer:
-            best = json.loads(pointer)["step"]
-            return f"{checkpoint.uri.rstrip('/')}/{run_id}/step-{best:08d}"
+    for run in finished_runs(store, run_prefix=f"{stage}-", only_run=only_run):
+        best = run.best_step()
+        if best is not None:
+            return run.uri_of(best)
     return None
 
 
@@ -74,7 +64,7 @@ def with_critic_checkpoint(plan: LaunchPlan, project_dir: Path, *, required: boo
     loaded = plan.loaded
     return plan_launch(loaded.name, target=plan.target, project_dir=project_dir, profile=loaded.profile,
                        overrides=[*loaded.overrides, f"{CRITIC_OVERRIDE}={found}"], run_id=plan.run_id,
-                       commit=plan.git_commit)
+                       code=plan.code, chaos=plan.chaos)
 
 
 def pipeline_stages(project_dir: Path, name: str) -> list[str]:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 from launcher import processes
-from launcher.job_contract import EXIT_FILE_ENV, PREEMPTED_EXIT_CODE, PROGRESS_FILE
 from launcher.registry import Registry
+from spottrain_contract.job import EXIT_FILE_ENV, PREEMPTED_EXIT_CODE, RunState, exit_file_path, progress_path
 
 GRACE_SECONDS = 120.0
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}
@@ -72,28 +72,28 @@ class Supervisor:
         while True:
             code = self._attempt()
             if self.stop_requested.is_set():
-                return self._end("stopped" if code in (0, PREEMPTED_EXIT_CODE) else "failed", code)
+                return self._end(RunState.STOPPED if code in (0, PREEMPTED_EXIT_CODE) else RunState.FAILED, code)
             if code == 0:
-                return self._end("finished", code)
+                return self._end(RunState.FINISHED, code)
             if code != PREEMPTED_EXIT_CODE and code != -signal.SIGKILL:
                 budget -= 1
                 if budget < 0:
-                    return self._end("failed", code)
-            self.record = self.registry.update(self.run_id, state="restarting", restarts=self.record.restarts + 1)
+                    return self._end(RunState.FAILED, code)
+            self.record = self.registry.update(self.run_id, state=RunState.RESTARTING,
+                                               restarts=self.record.restarts + 1)
 
     def _attempt(self) -> int:
         """One run of the script. Its code is the trainer's own (from the exit file), read only once every
         process of the attempt is gone: a torchrun that dies of a second SIGTERM leaves its trainers finishing
         their checkpoint, and the next attempt must not start beside them."""
-        exit_file = Path(self.record.local_dir) / self.run_id / ".exit-code"
+        exit_file = exit_file_path(self.record.local_dir, self.run_id)
         exit_file.parent.mkdir(parents=True, exist_ok=True)
         exit_file.unlink(missing_ok=True)
         self.marker = processes.new_marker()
         env = {**os.environ, EXIT_FILE_ENV: str(exit_file), processes.ATTEMPT_ENV: self.marker}
         self.process = subprocess.Popen(["bash", "-c", self.record.handle["script"]], cwd=self.registry.project_dir,
                                         env=env, start_new_session=True)
-        self.record = self.registry.update(self.run_id, state="running",
-                                           handle={**self.record.handle, "attempt": self.marker})
+        self.record = self.registry.update(self.run_id, state=RunState.RUNNING, handle={"attempt": self.marker})
         if self.chaos and self.kills_done < self.chaos.kills:
             threading.Thread(target=self._chaos_kill, args=(self.process, self.marker), daemon=True).start()
         code = self.process.wait()
@@ -130,7 +130,7 @@ class Supervisor:
 
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested.set()
-        self.registry.update(self.run_id, state="stopping")
+        self.registry.update(self.run_id, state=RunState.STOPPING)
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             threading.Thread(target=self._kill_after_grace, args=(self.process,), daemon=True).start()
@@ -142,7 +142,7 @@ class Supervisor:
             processes.signal_marked(self.marker, signal.SIGKILL)
 
     def _progress(self) -> dict:
-        path = Path(self.record.local_dir) / self.run_id / PROGRESS_FILE
+        path = progress_path(self.record.local_dir, self.run_id)
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
@@ -152,20 +152,20 @@ class Supervisor:
         """Keep `step` for status, drop `attempt_start` so a dead next attempt is not counted twice."""
         progress = self._progress()
         progress.pop("attempt_start", None)
-        path = Path(self.record.local_dir) / self.run_id / PROGRESS_FILE
+        path = progress_path(self.record.local_dir, self.run_id)
         if progress:
             path.write_text(json.dumps(progress))
         self._final_step = progress.get("step", 0)
 
-    def _end(self, state: str, code: int) -> int:
+    def _end(self, state: RunState, code: int) -> int:
         final = self._final_step
         self.registry.update(self.run_id, state=state, ended=time.time(),
-                             handle={**self.record.handle, "exit_code": code, "chaos_kills": self.kills_done,
+                             handle={"exit_code": code, "chaos_kills": self.kills_done,
                                      "steps_computed": self.steps_computed, "final_step": final})
         print(f"[supervisor] run {self.run_id} {state}: {final} steps, {self.steps_computed} computed "
               f"({self.steps_computed - final} recomputed), {self.record.restarts} restarts, "
               f"{self.kills_done} chaos kills", file=sys.stderr, flush=True)
-        return 0 if state in ("finished", "stopped") else 1
+        return 0 if state in (RunState.FINISHED, RunState.STOPPED) else 1
 
 
 def main(argv=None) -> int:

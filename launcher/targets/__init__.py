@@ -1,26 +1,75 @@
-"""Targets by name. Each is one module with the same small interface (torchx's submit = dryrun + schedule):
+"""Where a run goes: one module per target, behind one interface, looked up by name from one table.
 
-    render(plan, secrets) -> str      pure: plan in, the exact document the platform receives
-    validate(document) -> None        the platform's own schema plus the checks it lacks; raises LaunchError
-
-Modules load lazily, so `launch --help` pays for none of them. Adding a target is one module and one line.
+Split like torchx's `submit = dryrun + schedule`: `render` is pure (the plan in, the exact document the platform
+receives out; `--dry-run` prints it with secrets masked) and `launch` submits an already validated document.
+The runner (`launcher.runner`) creates the run record and keeps the registry; a target only talks to its
+platform. Adding a target is one module and one line in `TARGETS` (or an entry point in the `spottrain.targets`
+group, from another package). Modules load lazily, so `launch --help` pays for none of them.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from dataclasses import dataclass
+from typing import Iterator, Optional, Protocol
 
 from launcher.errors import LaunchError
+from spottrain_contract.errors import UserError
+from spottrain_contract.job import RunState
+from spottrain_contract.plugins import PluginTable
+from spottrain_contract.schema import Recipe
 
-TARGETS = {
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: RunState
+    step: str = "-"  # `12/40` where the target can see the trainer's progress
+    restarts: Optional[int] = None  # recoveries the platform counted, where it says
+
+
+class Target(Protocol):
+    """What each target module provides (module attributes and functions)."""
+
+    RUNS_HERE: bool  # on this machine: secrets optional, followed in the foreground, paths under the project
+    DEFAULT_PROFILE: Optional[str]  # the recipe profile a launch on this target applies unless told otherwise
+
+    def unsupported(self, recipe: Recipe) -> Optional[str]:
+        """Why this recipe cannot run on this target (`file: key: reason`), or None."""
+
+    def describe(self, recipe: Recipe) -> str:
+        """The summary's target line: what the run gets (`4× A100-80GB × 1 node, spot, …`)."""
+
+    def secret_names(self, recipe: Recipe) -> list[str]:
+        """The secrets whose values this target passes at launch."""
+
+    def render(self, plan, secrets) -> str:
+        """Pure: the exact document the platform receives (masked secrets for display, real ones to launch)."""
+
+    def validate(self, document: str) -> None:
+        """The platform's own schema plus the checks it lacks; raises LaunchError."""
+
+    def launch(self, plan, document: str, secrets, record) -> dict:
+        """Submit the validated document; returns the handle the record keeps to find the run again."""
+
+    def status(self, record) -> RunStatus: ...
+    def logs(self, record, follow: bool) -> Iterator[str]: ...
+
+    def stop(self, record) -> RunState:
+        """Graceful: the job gets SIGTERM, checkpoints and exits."""
+
+
+TARGETS: PluginTable[Target] = PluginTable("target", "spottrain.targets", {
     "skypilot": "launcher.targets.skypilot",
     "vessl": "launcher.targets.vessl",
     "local": "launcher.targets.local",
-}
+})
 
 
-def get_target(name: str) -> ModuleType:
-    if name not in TARGETS:
-        raise LaunchError(f"unknown target '{name}': expected one of {', '.join(TARGETS)}")
-    return importlib.import_module(TARGETS[name])
+def get_target(name: str) -> Target:
+    try:
+        return TARGETS.get(name)
+    except UserError as exc:
+        raise LaunchError(str(exc)) from None
+
+
+def target_names() -> list[str]:
+    return TARGETS.names()

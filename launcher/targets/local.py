@@ -1,9 +1,9 @@
 """This machine: the same run script under a supervisor that restarts it the way a managed spot job would.
 
 CPU only (gloo); the recipe's `local` profile picks the micro model and a few steps. The supervisor
-(`launcher.supervisor`) is its own process with its own log, recorded in the project's run registry, so
-`launch status/logs/stop` work from any shell; `launch recipe --target local` follows it in the foreground
-unless `--detach` is given, and Ctrl-C there stops it gracefully (checkpoint first).
+(`launcher.supervisor`) is its own process with its own log, and keeps the run's record in the project's
+registry up to date, so `launch status/logs/stop` work from any shell; `launch recipe --target local` follows
+it in the foreground unless `--detach` is given, and Ctrl-C there stops it gracefully (checkpoint first).
 """
 
 from __future__ import annotations
@@ -17,19 +17,36 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-from launcher import job_contract, processes
+from launcher import processes
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan
 from launcher.registry import Registry, RunRecord
 from launcher.render import job_env, run_script
+from launcher.targets import RunStatus
+from spottrain_contract.job import RunState, progress_path
 
-TERMINAL_STATES = ("finished", "failed", "stopped")
+RUNS_HERE = True
+DEFAULT_PROFILE = "local"
 STOP_GRACE_SECONDS = 180.0
 
 
+def unsupported(recipe) -> Optional[str]:
+    return None
+
+
+def describe(recipe) -> str:
+    return f"{recipe.resources.gpus} CPU ranks (gloo), restarted after crashes and preemptions"
+
+
+def secret_names(recipe) -> list[str]:
+    """Every secret the recipe names that is set here; a local run needs no cloud credentials."""
+    return list(recipe.secrets)
+
+
 def render(plan: LaunchPlan, secrets) -> str:
-    """The exact script the supervisor runs with bash (secrets travel in the environment, never in it)."""
-    return run_script(plan, rendezvous="standalone")
+    """The exact script the supervisor runs with bash: the job's environment (run id, the shipped recipe) is
+    exported in it; secrets travel in the supervisor's environment, never in the script."""
+    return run_script(plan, rendezvous="standalone", exports=job_env(plan))
 
 
 def validate(document: str) -> None:
@@ -38,51 +55,42 @@ def validate(document: str) -> None:
         raise LaunchError(f"local run script does not parse: {checked.stderr.strip().splitlines()[0]}")
 
 
-def launch(plan: LaunchPlan, secrets, project_dir: Path, *, chaos: Optional[str] = None) -> RunRecord:
-    """Register the run and start its supervisor in the background; returns at once."""
-    registry = Registry(project_dir)
-    checkpoint = plan.recipe.train.checkpoint
-    local_dir = str(project_dir / checkpoint.local_dir)  # absolute: status may be asked from anywhere
-    record = RunRecord(
-        run_id=plan.run_id, recipe=plan.loaded.name, target="local", state="launching", started=time.time(),
-        store=checkpoint.uri if "://" in checkpoint.uri else str(project_dir / checkpoint.uri), local_dir=local_dir,
-        tracking_uri=job_contract.mlflow_tracking_uri(plan.recipe.mlflow.tracking_uri, local_dir),
-        log=str(registry.log_path(plan.run_id)),
-        handle={"script": render(plan, secrets),
-                "max_restarts_on_errors": plan.recipe.resources.recovery.max_restarts_on_errors})
-    registry.save(record)
-    env = {**os.environ, **job_env(plan), **secrets.as_dict(), "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1",
+def launch(plan: LaunchPlan, document: str, secrets, record: RunRecord) -> dict:
+    """Start the run's supervisor in the background; returns at once."""
+    env = {**os.environ, **secrets.as_dict(), "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1",
            # torchrun from this environment, whether or not the shell that launched has it activated
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [sys.executable, "-m", "launcher.supervisor", "--project", str(project_dir), "--run-id", plan.run_id]
-    if chaos:
-        command += ["--chaos", chaos]
+    command = [sys.executable, "-m", "launcher.supervisor", "--project", record.project, "--run-id", plan.run_id]
+    if plan.chaos:
+        command += ["--chaos", plan.chaos]
+    Registry(Path(record.project)).update(record.run_id, handle={
+        "script": document, "max_restarts_on_errors": plan.recipe.resources.recovery.max_restarts_on_errors})
     with open(record.log, "ab") as log:
-        supervisor = subprocess.Popen(command, cwd=project_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+        supervisor = subprocess.Popen(command, cwd=record.project, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
-    return registry.update(plan.run_id, handle={**record.handle, "supervisor_pid": supervisor.pid})
+    return {"supervisor_pid": supervisor.pid}
 
 
-def status(registry: Registry, record: RunRecord) -> dict:
-    """State (a supervisor that vanished without saying so is failed) and the trainer's step."""
+def status(record: RunRecord) -> RunStatus:
+    """The supervisor's state (one that vanished without saying so has failed) and the trainer's step."""
     state = record.state
-    if state not in TERMINAL_STATES and not _alive(record.handle.get("supervisor_pid")):
-        state = "failed"
+    if not state.is_terminal and not _alive(record.handle.get("supervisor_pid")):
+        state = RunState.FAILED
     progress = _progress(record)
     step = f"{progress['step']}/{progress['total']}" if progress else "-"
-    return {"state": state, "step": step}
+    return RunStatus(state=state, step=step)
 
 
-def logs(registry: Registry, record: RunRecord, follow: bool) -> Iterator[str]:
+def logs(record: RunRecord, follow: bool) -> Iterator[str]:
     """The supervisor's log; with `follow`, new lines until the run ends."""
-    path = Path(record.log)
-    with path.open(errors="replace") as source:
+    registry = Registry(Path(record.project))
+    with Path(record.log).open(errors="replace") as source:
         while True:
             line = source.readline()
             if line:
                 yield line
                 continue
-            if not follow or status(registry, registry.get(record.run_id))["state"] in TERMINAL_STATES:
+            if not follow or status(registry.get(record.run_id)).state.is_terminal:
                 rest = source.read()
                 if rest:
                     yield rest
@@ -90,12 +98,12 @@ def logs(registry: Registry, record: RunRecord, follow: bool) -> Iterator[str]:
             time.sleep(0.2)
 
 
-def stop(registry: Registry, record: RunRecord, grace: float = STOP_GRACE_SECONDS) -> str:
-    """SIGTERM to the supervisor: the job checkpoints and exits, the run ends as stopped. Then, only if it is
-    still there after the grace period, SIGKILL to everything it started."""
+def stop(record: RunRecord, grace: float = STOP_GRACE_SECONDS) -> RunState:
+    """SIGTERM to the supervisor: the job checkpoints and exits, and the supervisor records the run as stopped.
+    Then, only if it is still there after the grace period, SIGKILL to everything it started."""
     pid = record.handle.get("supervisor_pid")
-    if record.state in TERMINAL_STATES or not _alive(pid):
-        return status(registry, record)["state"]
+    if record.state.is_terminal or not _alive(pid):
+        return status(record).state
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while _alive(pid) and time.monotonic() < deadline:
@@ -104,12 +112,12 @@ def stop(registry: Registry, record: RunRecord, grace: float = STOP_GRACE_SECOND
         os.kill(pid, signal.SIGKILL)
         if record.handle.get("attempt"):
             processes.signal_marked(record.handle["attempt"], signal.SIGKILL)
-    return status(registry, registry.get(record.run_id))["state"]
+    return status(Registry(Path(record.project)).get(record.run_id)).state
 
 
 def _progress(record: RunRecord) -> dict:
     try:
-        return json.loads((Path(record.local_dir) / record.run_id / job_contract.PROGRESS_FILE).read_text())
+        return json.loads(progress_path(record.local_dir, record.run_id).read_text())
     except (OSError, ValueError):
         return {}
 

@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 import os
-import time
+from typing import Optional
 
 import yaml
 
-from launcher import job_contract
 from launcher.errors import LaunchError
-from launcher.plan import LaunchPlan
+from launcher.plan import LaunchPlan, cluster_summary
 from launcher.render import job_env, render_template, run_script
-from launcher.schema import ACCELERATORS, RECOVERY_STRATEGIES
+from launcher.targets import RunStatus
+from spottrain_contract.job import PREEMPTED_EXIT_CODE, RunState
+from spottrain_contract.schema import ACCELERATORS, RECOVERY_STRATEGIES
 
+RUNS_HERE = False
+DEFAULT_PROFILE = None
 TEMPLATE = "skypilot.yaml.j2"
 _JOB_RECOVERY_KEYS = {"strategy", "max_restarts_on_errors", "recover_on_exit_codes"}
+
+
+def unsupported(recipe) -> Optional[str]:
+    missing = [name for name, v in recipe.volumes.items() if v.skypilot is None]
+    if missing:
+        return (f"volumes.{missing[0]}.skypilot: no bucket backs this volume on SkyPilot "
+                f"(expected an s3:// or gs:// URI)")
+    return None
+
+
+def describe(recipe) -> str:
+    return cluster_summary(recipe)
+
+
+def secret_names(recipe) -> list[str]:
+    return list(recipe.secrets)
 
 
 def render(plan: LaunchPlan, secrets) -> str:
     """The task YAML. `secrets` is unused on purpose: SkyPilot receives values through its API, not the file."""
     r = plan.recipe
-    missing = [name for name, v in r.volumes.items() if v.skypilot is None]
-    if missing:
-        raise LaunchError(f"{plan.loaded.relpath}: volumes.{missing[0]}.skypilot: no bucket backs this volume "
-                          f"on SkyPilot (expected an s3:// or gs:// URI)")
+    problem = unsupported(r)
+    if problem:
+        raise LaunchError(f"{plan.loaded.relpath}: {problem}")
     return render_template(
         TEMPLATE,
         recipe_file=plan.loaded.relpath,
@@ -35,7 +53,7 @@ def render(plan: LaunchPlan, secrets) -> str:
         job_recovery={
             "strategy": r.resources.recovery.strategy,
             "max_restarts_on_errors": r.resources.recovery.max_restarts_on_errors,
-            "recover_on_exit_codes": [job_contract.PREEMPTED_EXIT_CODE],
+            "recover_on_exit_codes": [PREEMPTED_EXIT_CODE],
         },
         num_nodes=r.resources.nodes,
         file_mounts={v.mount: {"source": v.skypilot, "mode": "MOUNT" if v.read_only else "MOUNT_CACHED"}
@@ -75,8 +93,11 @@ def _check_what_skypilot_does_not(config: dict) -> None:
 
 # --- the job's life: SkyPilot's Python API, imported only here -----------------------------------------------
 
-_TERMINAL = {"SUCCEEDED": "finished", "CANCELLED": "stopped", "FAILED": "failed", "FAILED_SETUP": "failed",
-             "FAILED_PRECHECKS": "failed", "FAILED_NO_RESOURCE": "failed", "FAILED_CONTROLLER": "failed"}
+_STATES = {"PENDING": RunState.PENDING, "SUBMITTED": RunState.PENDING, "STARTING": RunState.PENDING,
+           "RUNNING": RunState.RUNNING, "RECOVERING": RunState.RESTARTING, "CANCELLING": RunState.STOPPING,
+           "SUCCEEDED": RunState.FINISHED, "CANCELLED": RunState.STOPPED, "FAILED": RunState.FAILED,
+           "FAILED_SETUP": RunState.FAILED, "FAILED_PRECHECKS": RunState.FAILED,
+           "FAILED_NO_RESOURCE": RunState.FAILED, "FAILED_CONTROLLER": RunState.FAILED}
 STOP_GRACE_SECONDS = 300
 
 
@@ -87,51 +108,39 @@ def _sky():
     return sky
 
 
-def launch(plan: LaunchPlan, secrets, project_dir):
+def launch(plan: LaunchPlan, document: str, secrets, record) -> dict:
     """A managed job from the validated task; secret values go in through SkyPilot's secrets, in memory."""
-    from launcher.registry import Registry, RunRecord
     from launcher.secrets import ResolvedSecrets
 
     if not isinstance(secrets, ResolvedSecrets):
         raise TypeError("a launch needs resolved secrets, never the masked ones")
-    document = render(plan, secrets)
-    validate(document)
     sky = _sky()
     task = sky.Task.from_yaml_config(yaml.safe_load(document))
     task.update_secrets(secrets.as_dict())
     job_ids, _ = sky.stream_and_get(sky.jobs.launch(task, name=plan.run_id))
-    checkpoint = plan.recipe.train.checkpoint
-    record = RunRecord(run_id=plan.run_id, recipe=plan.loaded.name, target="skypilot", state="running",
-                       started=time.time(), store=checkpoint.uri, local_dir=checkpoint.local_dir,
-                       tracking_uri=plan.recipe.mlflow.tracking_uri or "", handle={"job_id": job_ids[0]})
-    Registry(project_dir).save(record)
-    return record
+    return {"job_id": job_ids[0]}
 
 
-def status(registry, record) -> dict:
+def status(record) -> RunStatus:
     sky = _sky()
     jobs = sky.get(sky.jobs.queue(refresh=False, job_ids=[record.handle["job_id"]]))
     if not jobs:
-        return {"state": record.state, "step": "-"}
+        return RunStatus(state=record.state)
     job = jobs[0]
     raw = str(getattr(job, "status", None) or job["status"]).split(".")[-1]
-    recoveries = getattr(job, "recovery_count", None)
-    if recoveries is not None and recoveries != record.restarts:
-        registry.update(record.run_id, restarts=recoveries)
-    return {"state": _TERMINAL.get(raw, raw.lower()), "step": "-"}
+    return RunStatus(state=_STATES.get(raw, RunState.UNKNOWN), restarts=getattr(job, "recovery_count", None))
 
 
-def logs(registry, record, follow: bool):
+def logs(record, follow: bool):
     sky = _sky()
     for line in sky.jobs.tail_logs(job_id=record.handle["job_id"], follow=follow, preload_content=False) or []:
         if line is not None:
             yield line
 
 
-def stop(registry, record) -> str:
+def stop(record) -> RunState:
     """Graceful cancel: the job gets SIGTERM, checkpoints and exits; SkyPilot kills it after the grace."""
     sky = _sky()
     sky.stream_and_get(sky.jobs.cancel(job_ids=[record.handle["job_id"]], graceful=True,
                                        graceful_timeout=STOP_GRACE_SECONDS))
-    registry.update(record.run_id, state="stopped", ended=time.time())
-    return "stopped"
+    return RunState.STOPPED

@@ -23,37 +23,58 @@ from typing import Optional
 import yaml
 
 from launcher.errors import LaunchError
-from launcher.plan import LaunchPlan
+from launcher.plan import LaunchPlan, cluster_summary
 from launcher.render import job_env, render_template, run_script
+from launcher.targets import RunStatus
+from spottrain_contract.job import RunState
 
+RUNS_HERE = False
+DEFAULT_PROFILE = None
 TEMPLATE = "vessl.yaml.j2"
 SCHEMA_FILE = Path(__file__).with_name("vessl_run.schema.json")
+
+
+def unsupported(recipe) -> Optional[str]:
+    if recipe.resources.vessl is None:
+        return ("resources.vessl: VESSL needs a cluster and preset "
+                "(e.g. {cluster: vessl-gcp-oregon, preset: gpu-a100-large-spot})")
+    if recipe.resources.nodes > 1:
+        return (f"resources.nodes: VESSL runs are single-node here, got {recipe.resources.nodes} "
+                f"(use --target skypilot for multi-node)")
+    missing = [name for name, v in recipe.volumes.items() if v.vessl is None]
+    if missing:
+        return f"volumes.{missing[0]}.vessl: no source backs this volume on VESSL (expected e.g. volume://NAME)"
+    return None
+
+
+def describe(recipe) -> str:
+    return cluster_summary(recipe)
+
+
+def secret_names(recipe) -> list[str]:
+    """Inline secrets travel in the run's body; platform secrets are VESSL's own, referenced by name."""
+    return list(recipe.secrets) if recipe.secrets_mode == "inline" else []
 
 
 def render(plan: LaunchPlan, secrets) -> str:
     r = plan.recipe
     where = plan.loaded.relpath
-    if r.resources.vessl is None:
-        raise LaunchError(f"{where}: resources.vessl: VESSL needs a cluster and preset "
-                          f"(e.g. {{cluster: vessl-gcp-oregon, preset: gpu-a100-large-spot}})")
-    if r.resources.nodes > 1:
-        raise LaunchError(f"{where}: resources.nodes: VESSL runs are single-node here, got {r.resources.nodes} "
-                          f"(use --target skypilot for multi-node)")
-    missing = [name for name, v in r.volumes.items() if v.vessl is None]
-    if missing:
-        raise LaunchError(f"{where}: volumes.{missing[0]}.vessl: no source backs this volume on VESSL "
-                          f"(expected e.g. volume://NAME)")
+    problem = unsupported(r)
+    if problem:
+        raise LaunchError(f"{where}: {problem}")
 
     env = job_env(plan)
     for name in r.secrets:
         env[name] = {"secret": name} if r.secrets_mode == "platform" else secrets.value(name)
-    checkout = [f"git checkout {shlex.quote(r.code.ref)}"] if r.code.ref else []
+    # the commit the launch came from, so the node trains the code the dry run was made from
+    ref = plan.code.commit if plan.code else r.code.ref
+    checkout = [f"git checkout {shlex.quote(ref)}"] if ref else []
     return render_template(
         TEMPLATE,
         recipe_file=where,
         name=r.name,
-        description=r.description or f"{r.pipeline} stage from {where}",
-        tags=[r.pipeline, r.resources.accelerator, f"gpus-{r.resources.gpus}", plan.run_id],
+        description=r.description or f"{r.task} stage from {where}",
+        tags=[r.task, r.resources.accelerator, f"gpus-{r.resources.gpus}", plan.run_id],
         cluster=r.resources.vessl.cluster,
         preset=r.resources.vessl.preset,
         image=r.image,
@@ -93,17 +114,18 @@ def _schema() -> dict:
 
 PLACEHOLDER_REPO = "github.com/your-org/"
 CONFIG_NAMES = ("VESSL_ACCESS_TOKEN", "VESSL_DEFAULT_ORGANIZATION", "VESSL_DEFAULT_PROJECT")
-_STATES = {"completed": "finished", "failed": "failed", "stopped": "stopped", "terminated": "stopped"}
-TERMINAL_STATES = ("finished", "failed", "stopped")
+_STATES = {"pending": RunState.PENDING, "queued": RunState.PENDING, "idle": RunState.PENDING,
+           "initializing": RunState.PENDING,
+           "running": RunState.RUNNING, "terminating": RunState.STOPPING, "completed": RunState.FINISHED,
+           "failed": RunState.FAILED, "stopped": RunState.STOPPED, "terminated": RunState.STOPPED}
 LOG_POLL_SECONDS = 3.0
 _COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 _TIME_PREFIX = re.compile(r"^\[[0-9: -]+\] *", re.MULTILINE)
 
 
-def launch(plan: LaunchPlan, secrets, project_dir: Path):
+def launch(plan: LaunchPlan, document: str, secrets, record) -> dict:
     """`vessl.create_run` with the rendered body. Inline secret values exist only in that in-memory body; the
-    run's VESSL id, organization and project go to the registry so status, logs and stop find it later."""
-    from launcher.registry import Registry, RunRecord
+    run's VESSL id, organization and project are its handle, so status, logs and stop find it later."""
     from launcher.secrets import ResolvedSecrets
 
     if not isinstance(secrets, ResolvedSecrets):
@@ -111,9 +133,7 @@ def launch(plan: LaunchPlan, secrets, project_dir: Path):
     if plan.recipe.code.repo.startswith(PLACEHOLDER_REPO):
         raise LaunchError(f"{plan.loaded.relpath}: code.repo: VESSL clones the code from git; set it to your "
                           f"repository (now {plan.recipe.code.repo!r})")
-    document = render(plan, secrets)
-    validate(document)
-    vessl, config = _signed_in(project_dir)
+    vessl, config = _signed_in(Path(record.project))
     where = _launch_location(vessl, config)
     printed = io.StringIO()  # the SDK prints progress and its own errors; keep the user's terminal to ours
     with _vessl_errors("create_run", secrets), contextlib.redirect_stdout(printed):
@@ -123,30 +143,21 @@ def launch(plan: LaunchPlan, secrets, project_dir: Path):
         said = [line for line in _TIME_PREFIX.sub("", _COLOURS.sub("", printed.getvalue())).splitlines()
                 if line.strip()]
         raise LaunchError(f"VESSL refused the run: {_mask(said[-1] if said else 'no reason given', secrets)}")
-    checkpoint = plan.recipe.train.checkpoint
-    record = RunRecord(run_id=plan.run_id, recipe=plan.loaded.name, target="vessl", state="pending",
-                       started=time.time(), store=checkpoint.uri, local_dir=checkpoint.local_dir,
-                       tracking_uri=plan.recipe.mlflow.tracking_uri or "",
-                       handle={"vessl_run": created.id, **where, "url": _web_url(created.id, where)})
-    Registry(project_dir).save(record)
-    return record
+    return {"vessl_run": created.id, **where, "url": _web_url(created.id, where)}
 
 
-def status(registry, record) -> dict:
-    vessl, _ = _signed_in(registry.project_dir)
-    state = _state(vessl, record)
-    if state != record.state:
-        registry.update(record.run_id, state=state, **({"ended": time.time()} if state in TERMINAL_STATES else {}))
-    return {"state": state, "step": "-"}
+def status(record) -> RunStatus:
+    vessl, _ = _signed_in(Path(record.project))
+    return RunStatus(state=_state(vessl, record))
 
 
-def logs(registry, record, follow: bool):
+def logs(record, follow: bool):
     """The run's log lines; with `follow`, polled until the run has ended (the state is read before each fetch,
     so the last fetch after the end still returns the final lines)."""
-    vessl, _ = _signed_in(registry.project_dir)
+    vessl, _ = _signed_in(Path(record.project))
     after = 0.0
     while True:
-        ended = not follow or _state(vessl, record) in TERMINAL_STATES
+        ended = not follow or _state(vessl, record).is_terminal
         with _vessl_errors("list_run_logs"):
             entries = vessl.list_run_logs(record.handle["vessl_run"], tail=-1, after=after, **_where(record))
         for entry in entries:
@@ -158,20 +169,19 @@ def logs(registry, record, follow: bool):
         time.sleep(LOG_POLL_SECONDS)
 
 
-def stop(registry, record) -> str:
+def stop(record) -> RunState:
     """`terminate_run`: VESSL deletes the run's pod, whose container gets SIGTERM and the cluster's grace period
     before SIGKILL; the trainer finishes its step and checkpoints on SIGTERM."""
-    vessl, _ = _signed_in(registry.project_dir)
+    vessl, _ = _signed_in(Path(record.project))
     with _vessl_errors("terminate_run"):
         vessl.terminate_run(record.handle["vessl_run"], **_where(record))
-    registry.update(record.run_id, state="stopped", ended=time.time())
-    return "stopped"
+    return RunState.STOPPED
 
 
-def _state(vessl, record) -> str:
+def _state(vessl, record) -> RunState:
     with _vessl_errors("read_run"):
         raw = str(vessl.read_run(record.handle["vessl_run"], **_where(record)).status or "unknown").lower()
-    return _STATES.get(raw, raw)
+    return _STATES.get(raw, RunState.UNKNOWN)
 
 
 def _web_url(vessl_run: int, where: dict) -> str:

@@ -1,26 +1,37 @@
-"""`python -m spottrain train --recipe recipes/NAME.yaml [--profile P] [--override k=v ...]` under torchrun."""
+"""`python -m spottrain train` under torchrun: trains the recipe the launch shipped in $SPOTTRAIN_RECIPE.
+
+Without a launcher (a node set up by hand), `--recipe recipes/NAME.yaml [--profile P] [--override k=v ...]`
+resolves a recipe file here instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from launcher.errors import LaunchError
-from launcher.recipes import load_recipe
+from spottrain_contract.errors import UserError
+from spottrain_contract.job import RECIPE_ENV
+from spottrain_contract.recipe import from_shipped, load_recipe
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spottrain")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train (or resume) the run named by $SPOTTRAIN_RUN_ID")
-    train.add_argument("--recipe", required=True, help="recipe file, e.g. recipes/baseline.yaml")
+    train.add_argument("--recipe", default=None, help=f"recipe file (default: the recipe shipped in ${RECIPE_ENV})")
     train.add_argument("--profile", default=None)
     train.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        loaded = load_recipe(args.recipe, project_dir=Path.cwd(), profile=args.profile, overrides=args.override)
-    except LaunchError as exc:
+        if args.recipe:
+            loaded = load_recipe(args.recipe, project_dir=Path.cwd(), profile=args.profile, overrides=args.override)
+        elif os.environ.get(RECIPE_ENV):
+            loaded = from_shipped(os.environ[RECIPE_ENV], f"${RECIPE_ENV}")
+        else:
+            raise UserError(f"no recipe: launch it with `launch recipe NAME`, or pass --recipe recipes/NAME.yaml")
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from spottrain.trainer import train as run_training

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from launcher.job_contract import EXIT_FILE_ENV, PREEMPTED_EXIT_CODE
+from spottrain_contract.job import EXIT_FILE_ENV
 
 
 class PreemptionNotice:
@@ -23,6 +23,3 @@ def report_exit_code(code: int) -> None:
     if path:
         with open(path, "w") as out:
             out.write(str(code))
-
-
-__all__ = ["PreemptionNotice", "report_exit_code", "PREEMPTED_EXIT_CODE"]

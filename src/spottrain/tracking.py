@@ -15,10 +15,12 @@ import os
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Optional
 
+from spottrain_contract.job import MLFLOW_RUN_ID_TAG
+
 log = logging.getLogger(__name__)
-RUN_ID_TAG = "spottrain.run_id"
 FLUSH_SECONDS = 2.0
 
 
@@ -38,13 +40,16 @@ def flatten(value, prefix: str = "") -> dict[str, str]:
 
 class Tracker:
     def __init__(self, *, uri: str, experiment: str, run_name: str, run_id: str, params: dict[str, str],
-                 tags: dict[str, str], mlflow_run_id: Optional[str] = None, system_metrics: bool = True):
+                 tags: dict[str, str], mlflow_run_id: Optional[str] = None, system_metrics: bool = True,
+                 texts: Optional[dict[str, str]] = None):
+        """`texts` (artifact file → content, e.g. the resolved recipe) are logged with the params, once, when the
+        MLflow run is created."""
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
 
         self.uri, self.experiment, self.run_name, self.run_id = uri, experiment, run_name, run_id
-        self.params, self.tags = params, tags
+        self.params, self.tags, self.texts = params, tags, dict(texts or {})
         self.client = MlflowClient(tracking_uri=uri)
         self.mlflow_run_id = mlflow_run_id
         self._logged_through: dict[str, int] = {}
@@ -85,16 +90,17 @@ class Tracker:
 
     def _find_or_create_run(self) -> None:
         experiment = self.client.get_experiment_by_name(self.experiment)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment)
+        experiment_id = (experiment.experiment_id if experiment else
+                         self.client.create_experiment(self.experiment, artifact_location=_artifacts_beside(self.uri)))
         if self.mlflow_run_id is not None and not self._exists(self.mlflow_run_id):
             self.mlflow_run_id = None  # a checkpoint from another tracking store (e.g. a fresh local database)
         if self.mlflow_run_id is None:
-            found = self.client.search_runs([experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` = '{self.run_id}'",
-                                            max_results=1)
+            found = self.client.search_runs([experiment_id], max_results=1,
+                                            filter_string=f"tags.`{MLFLOW_RUN_ID_TAG}` = '{self.run_id}'")
             self.mlflow_run_id = found[0].info.run_id if found else None
         if self.mlflow_run_id is None:
             run = self.client.create_run(experiment_id, run_name=self.run_name,
-                                         tags={**self.tags, RUN_ID_TAG: self.run_id})
+                                         tags={**self.tags, MLFLOW_RUN_ID_TAG: self.run_id})
             self.mlflow_run_id = run.info.run_id
             self._params_pending = True  # until they are sent: a drop right after create_run must not lose them
         else:
@@ -123,6 +129,8 @@ class Tracker:
         items = [Param(k, v[:6000]) for k, v in sorted(self.params.items())]
         for start in range(0, len(items), 100):
             self.client.log_batch(self.mlflow_run_id, params=items[start:start + 100])
+        for artifact_file, text in self.texts.items():
+            self.client.log_text(self.mlflow_run_id, text, artifact_file)
 
     def _already_logged(self) -> dict[str, int]:
         """Last step of every metric the run already has: a resumed run re-computes those steps bit for bit,
@@ -147,6 +155,13 @@ class Tracker:
         stamp = int(time.time() * 1000)
         with self._lock:
             self._queue.extend((key, float(value), stamp, step) for key, value in metrics.items())
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the MLflow run and what it has not yet confirmed receiving."""
+        return {"mlflow_run_id": self.mlflow_run_id, "pending_metrics": self.pending()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.requeue(state["pending_metrics"])
 
     def pending(self) -> list[list]:
         """Metrics not yet confirmed sent (queued or being sent), as JSON-ready [key, value, stamp, step]."""
@@ -231,6 +246,14 @@ class Tracker:
                 self.client.set_terminated(self.mlflow_run_id, status=status)
             except Exception as exc:
                 log.error("MLflow: could not mark run %s: %s", status, exc)
+
+
+def _artifacts_beside(uri: str) -> Optional[str]:
+    """A local SQLite store keeps its artifacts beside the database, not in `./mlruns` of whatever directory
+    the job started in; a server decides for itself (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
 
 
 _AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED", "UNAUTHORIZED")

@@ -31,7 +31,7 @@ def no_git_commit(monkeypatch):
     """The display render reads the commit from git; this makes renders independent of the checkout."""
     import launcher.display
 
-    monkeypatch.setattr(launcher.display, "git_commit", lambda project_dir: None)
+    monkeypatch.setattr(launcher.display, "code_version", lambda project_dir: None)
 
 
 @pytest.fixture

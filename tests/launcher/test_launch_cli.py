@@ -75,8 +75,12 @@ def test_sizing_options_change_the_effective_batch(sized_render):
 
 
 def test_sizing_options_reach_the_trainer_as_overrides(sized_render):
-    assert ("-m spottrain train --recipe recipes/baseline.yaml --override resources.gpus=8 "
-            "--override resources.nodes=2") in sized_render[1]["run"]
+    from spottrain_contract.job import RECIPE_ENV
+    from spottrain_contract.recipe import from_shipped
+
+    shipped = from_shipped(sized_render[1]["envs"][RECIPE_ENV], RECIPE_ENV)
+    assert shipped.overrides == ("resources.gpus=8", "resources.nodes=2")
+    assert (shipped.recipe.resources.gpus, shipped.recipe.resources.nodes) == (8, 2)
 
 
 def test_render_into_a_missing_directory_is_a_one_line_error(private_home, tmp_path):
@@ -99,7 +103,7 @@ def broken_check(private_home, tmp_path_factory):
     (project / "recipes" / "broken.yaml").write_text(textwrap.dedent("""\
         extends: _base.yaml
         name: broken
-        pipeline: baseline
+        task: baseline
         mlflow: {run_name: broken}
         resources: {gpus: 0}
         train: {epochs: 1}
@@ -166,10 +170,10 @@ def test_launch_finds_the_project_from_a_subdirectory(private_home):
 
 
 def test_a_broken_recipe_is_blamed_on_its_file_by_the_cli(private_home, tmp_path):
-    project = write_project(tmp_path, {"x.yaml": "extends: _base.yaml\nname: x\npipeline: critic\n"})
+    project = write_project(tmp_path, {"x.yaml": "extends: _base.yaml\nname: x\ntask: critic\n"})
     done = run_launch("render", "x", home=private_home, cwd=project)
     assert (done.returncode, error_lines(done)) == (2, ["error: recipes/x.yaml: mlflow.run_name: required key is "
-                                                        "missing (and 1 more problem)"])
+                                                        "missing (and 2 more problems)"])
 
 
 # --- launch recipe --------------------------------------------------------------------------------------------------

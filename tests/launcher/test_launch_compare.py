@@ -21,7 +21,7 @@ def two_runs(tmp_path):
     registry = Registry(tmp_path)
     for run_id, lr, losses in (("run-a", "1e-05", [3.0, 2.5, 2.0]), ("run-b", "5e-05", [3.0, 2.0, 1.5])):
         run = client.create_run(experiment, tags={"spottrain.run_id": run_id})
-        for key, value in {"train.optim.lr": lr, "train.batch.per_gpu": "4", "pipeline": "baseline"}.items():
+        for key, value in {"train.optim.lr": lr, "train.batch.per_gpu": "4", "task": "baseline"}.items():
             client.log_param(run.info.run_id, key, value)
         for step, loss in enumerate(losses, 1):
             client.log_metric(run.info.run_id, "train/loss", loss, step=step)
@@ -36,7 +36,7 @@ def test_compare_lists_only_the_params_that_differ(two_runs):
     out = compare(two_runs, "run-a", "run-b").splitlines()
     assert out[0].split() == ["PARAM", "run-a", "run-b"]
     assert out[1].split() == ["train.optim.lr", "1e-05", "5e-05"]
-    assert not any(line.startswith(("train.batch.per_gpu", "pipeline")) for line in out)
+    assert not any(line.startswith(("train.batch.per_gpu", "task")) for line in out)
 
 
 def test_compare_shows_final_metrics_side_by_side_without_system_metrics(two_runs):

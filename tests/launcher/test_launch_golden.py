@@ -13,7 +13,7 @@ import pytest
 
 from launch_helpers import PROJECT_DIR, TARGETS
 from launcher.display import render_for_display
-from launcher.recipes import recipe_names
+from spottrain_contract.recipe import recipe_names
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 RUN_ID = "golden-run"

@@ -14,7 +14,7 @@ from launch_helpers import PROJECT_DIR, copy_real_recipes
 from launcher.display import render_for_display
 from launcher.plan import plan_launch
 from launcher.secrets import MASK, ResolvedSecrets
-from launcher.targets import skypilot, vessl
+from launcher.targets import get_target, skypilot, vessl
 from launcher.yaml_safe import yaml_value
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -114,7 +114,7 @@ def test_display_render_never_shows_a_secret_value(display_project, value, targe
     with environment({"MLFLOW_TRACKING_PASSWORD": value, "AWS_SECRET_ACCESS_KEY": value}):
         plan, document = render_for_display("baseline", target=target, project_dir=display_project,
                                             overrides=["secrets_mode=inline"], run_id="display-run")
-    shown = plan.summary() + "\n" + document
+    shown = plan.summary(get_target(target).describe(plan.recipe)) + "\n" + document
     assert MARKER not in shown and value not in shown
 
 

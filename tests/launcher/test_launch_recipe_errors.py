@@ -7,23 +7,23 @@ from typing import Optional
 
 import pytest
 
-from launcher.errors import LaunchError, RecipeError
+from spottrain_contract.errors import RecipeError, UserError
 from launcher.plan import plan_launch
-from launcher.recipes import load_recipe
+from spottrain_contract.recipe import load_recipe
 
 STAGE = """\
 extends: _base.yaml
 name: x-stage
-pipeline: {pipeline}
+task: {task}
 mlflow: {{run_name: x-stage}}
 train:
   epochs: 1
 """
 
 
-def stage(pipeline: str = "baseline", train: str = "", top: str = "") -> str:
-    """recipes/x.yaml: a valid stage of `pipeline`, plus extra lines under `train:` and at the top level."""
-    return STAGE.format(pipeline=pipeline) + train + top
+def stage(task: str = "baseline", train: str = "", top: str = "") -> str:
+    """recipes/x.yaml: a valid stage of `task`, plus extra lines under `train:` and at the top level."""
+    return STAGE.format(task=task) + train + top
 
 
 @dataclass
@@ -52,11 +52,11 @@ CASES = [
          "V100-32GB, MI300X, got 'A1000'"),
     Case("unknown recipe suggests the closest name", {"baseline.yaml": stage(), "x.yaml": stage()},
          "unknown recipe 'baselin': did you mean 'baseline'? known recipes: baseline, x",
-         name="baselin", kind=LaunchError),
+         name="baselin", kind=UserError),
     Case("unknown recipe with nothing close", {"x.yaml": stage()},
-         "unknown recipe 'zzz': known recipes: x", name="zzz", kind=LaunchError),
+         "unknown recipe 'zzz': known recipes: x", name="zzz", kind=UserError),
     Case("shared defaults are not launchable", {"x.yaml": stage()},
-         "unknown recipe '_base': known recipes: x", name="_base", kind=LaunchError),
+         "unknown recipe '_base': known recipes: x", name="_base", kind=UserError),
     Case("cycle in extends", {"x.yaml": "extends: y.yaml\n", "y.yaml": "extends: x.yaml\n"},
          "recipes/y.yaml: extends: cycle: recipes/x.yaml → recipes/y.yaml → recipes/x.yaml"),
     Case("extends a missing file", {"x.yaml": stage().replace("_base.yaml", "_bsae.yaml")},
@@ -83,10 +83,16 @@ CASES = [
          "recipes/x.yaml: not UTF-8 text at line 2"),
     Case("top level is not a mapping", {"x.yaml": "- extends: _base.yaml\n"},
          "recipes/x.yaml: expected a mapping at the top level, got list"),
-    Case("missing required key", {"x.yaml": stage().replace("pipeline: baseline\n", "")},
-         "recipes/x.yaml: pipeline: required key is missing"),
-    Case("unknown pipeline", {"x.yaml": stage(pipeline="rho2")},
-         "recipes/x.yaml: pipeline: expected one of baseline, critic, verifiable, rho1, got 'rho2'"),
+    Case("missing task", {"x.yaml": stage().replace("task: baseline\n", "")},
+         "recipes/x.yaml: task: required key is missing (known tasks: baseline, critic, verifiable, rho1)"),
+    Case("unknown task", {"x.yaml": stage(task="rho2")},
+         "recipes/x.yaml: task: unknown task 'rho2': did you mean 'rho1'? expected one of baseline, critic, "
+         "verifiable, rho1"),
+    Case("the old key names the new one", {"x.yaml": stage().replace("task: baseline\n", "pipeline: baseline\n")},
+         "recipes/x.yaml: pipeline: renamed to `task` (what the stage trains; `launch pipeline` runs stages in "
+         "sequence)"),
+    Case("missing required key", {"x.yaml": stage().replace("name: x-stage\n", "")},
+         "recipes/x.yaml: name: required key is missing"),
     Case("verifiable weight_clip min > max",
          {"x.yaml": stage("verifiable", train="  verifiable: {weight_clip: [5.0, 0.1]}\n")},
          "recipes/x.yaml: train.verifiable.weight_clip: expected 0 ≤ min ≤ max, got [5.0, 0.1]"),
@@ -108,10 +114,11 @@ CASES = [
          "recipes/x.yaml: profiles.cloud: no such profile (this recipe has: local)", profile="cloud"),
     Case("profile that is not a mapping", {"x.yaml": stage(top="profiles: {fast: 3}\n")},
          "recipes/x.yaml: profiles.fast: expected a mapping of dotted keys to values", profile="fast"),
-    Case("pipeline section on the wrong pipeline", {"x.yaml": stage(train="  rho1: {reference_model: micro}\n")},
-         "recipes/x.yaml: train.rho1: only valid for pipeline rho1, this recipe is baseline"),
-    Case("pipeline without its section", {"x.yaml": stage("critic")},
-         "recipes/x.yaml: train.critic: pipeline critic needs this section"),
+    Case("another task's section", {"x.yaml": stage(train="  rho1: {reference_model: micro}\n")},
+         "recipes/x.yaml: train.rho1: unknown key (expected one of: model, data, batch, epochs, max_steps, seed, "
+         "log_every_steps, optim, schedule, checkpoint, deepspeed, eval)"),
+    Case("task without its section", {"x.yaml": stage("critic")},
+         "recipes/x.yaml: train.critic: required key is missing"),
     Case("invalid job name", {"x.yaml": stage().replace("name: x-stage", "name: X_Stage")},
          "recipes/x.yaml: name: expected lowercase letters, digits and dashes, got 'X_Stage'"),
     Case("relative volume mount", {"x.yaml": stage(top="volumes: {extra: {mount: data}}\n")},
@@ -139,7 +146,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_recipe_gives_its_exact_one_line_message(case: Case, make_project):
     project = make_project(case.recipes, base_edit=case.base_edit)
-    with pytest.raises(LaunchError) as caught:
+    with pytest.raises(UserError) as caught:
         if case.gpus is not None:
             plan_launch(case.name, target="skypilot", project_dir=project, gpus=case.gpus,
                         profile=case.profile, overrides=case.overrides, run_id="r")

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from launcher.job_contract import PREEMPTED_EXIT_CODE, RUN_ID_ENV
+from launcher import runner
 from launcher.plan import plan_launch
 from launcher.registry import Registry
-from launcher.secrets import MaskedSecrets, ResolvedSecrets
+from launcher.secrets import MaskedSecrets
 from launcher.targets import skypilot
+from spottrain_contract.job import PREEMPTED_EXIT_CODE, RECIPE_ENV, RUN_ID_ENV, RunState
+from spottrain_contract.recipe import from_shipped
 
 PROJECT = Path(__file__).resolve().parents[2]
 SECRET_VALUES = {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "p@ss: {{x}}\n|&",
@@ -43,9 +45,11 @@ def boundary(monkeypatch):
 @pytest.fixture
 def submitted(boundary, tmp_path, monkeypatch):
     monkeypatch.chdir(PROJECT)  # SkyPilot resolves `workdir: .` against the launch directory
+    for name, value in SECRET_VALUES.items():
+        monkeypatch.setenv(name, value)
     plan = plan_launch("baseline", target="skypilot", project_dir=PROJECT, gpus=8, nodes=2,
                        overrides=["train.optim.lr=5e-5"], run_id="baseline-test-run")
-    record = skypilot.launch(plan, ResolvedSecrets(SECRET_VALUES), tmp_path)
+    record = runner.submit(plan, tmp_path)  # tmp_path: the registry's project
     (task, name), = boundary.launched
     return task, name, record, tmp_path
 
@@ -80,25 +84,26 @@ def test_the_run_id_names_the_job_and_reaches_the_trainer(submitted):
     assert task.name == "baseline-mtp"
     assert name == "baseline-test-run"
     assert task.envs[RUN_ID_ENV] == "baseline-test-run"
-    assert "--override resources.gpus=8 --override resources.nodes=2 --override train.optim.lr=5e-5" in task.run
+    shipped = from_shipped(task.envs[RECIPE_ENV], RECIPE_ENV)
+    assert shipped.overrides == ("resources.gpus=8", "resources.nodes=2", "train.optim.lr=5e-5")
 
 
 def test_the_launch_is_recorded_with_skypilots_job_id(submitted):
     _, _, record, project = submitted
     assert Registry(project).get("baseline-test-run").handle == {"job_id": 42}
-    assert record.target == "skypilot"
+    assert (record.target, record.state) == ("skypilot", RunState.LAUNCHING)
 
 
 def test_stop_cancels_the_job_gracefully(submitted, boundary):
     _, _, record, project = submitted
-    assert skypilot.stop(Registry(project), record) == "stopped"
+    assert runner.stop(Registry(project), record) is RunState.STOPPED
     assert boundary.cancelled == [{"job_ids": [42], "graceful": True,
                                    "graceful_timeout": skypilot.STOP_GRACE_SECONDS}]
-    assert Registry(project).get(record.run_id).state == "stopped"
+    assert Registry(project).get(record.run_id).state is RunState.STOPPED
 
 
 def test_a_launch_refuses_masked_secrets(boundary, tmp_path):
     plan = plan_launch("baseline", target="skypilot", project_dir=PROJECT, run_id="r")
     with pytest.raises(TypeError):
-        skypilot.launch(plan, MaskedSecrets(plan.recipe.secrets), tmp_path)
+        skypilot.launch(plan, "document", MaskedSecrets(plan.recipe.secrets), None)
     assert boundary.launched == []

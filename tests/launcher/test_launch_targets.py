@@ -6,17 +6,18 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
 from hypothesis import assume, given, settings, strategies as st
 
 from launch_helpers import PROJECT_DIR
-from launcher import job_contract
+from spottrain_contract import job as job_contract
 from launcher.display import render_for_display
 from launcher.errors import LaunchError, RecipeError
 from launcher.plan import plan_launch
-from launcher.recipes import recipe_names
+from spottrain_contract.recipe import LoadedRecipe, from_shipped, load_recipe, recipe_names
 from launcher.secrets import MaskedSecrets
 from launcher.targets import get_target, skypilot, vessl
 
@@ -24,14 +25,24 @@ BASH = shutil.which("bash")
 needs_bash = pytest.mark.skipif(BASH is None, reason="no bash to run the job script with")
 
 
-def run_job_script(script: str, tmp_path: Path, torchrun_body: str) -> tuple[int, list[str]]:
-    """Run a job script under bash with `torchrun` replaced by a function: (exit status, torchrun's argv)."""
-    argv_file = tmp_path / "argv"
-    fake = f'torchrun() {{ printf "%s\\0" "$@" > {shlex.quote(str(argv_file))}; {torchrun_body}; }}\n'
+def run_job_script(script: str, tmp_path: Path, torchrun_body: str,
+                   env: Optional[dict] = None) -> tuple[int, list[str]]:
+    """Run a job script under bash, with `env` as the platform sets it, and `torchrun` replaced by a function:
+    (exit status, torchrun's argv). The recipe torchrun's trainers would read is left in tmp_path/recipe."""
+    argv_file, recipe_file = tmp_path / "argv", tmp_path / "recipe"
+    fake = (f'torchrun() {{ printf "%s\\0" "$@" > {shlex.quote(str(argv_file))}; '
+            f'printenv {job_contract.RECIPE_ENV} > {shlex.quote(str(recipe_file))}; {torchrun_body}; }}\n')
     (tmp_path / "job.sh").write_text(fake + script)
     done = subprocess.run([BASH, str(tmp_path / "job.sh")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=30, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+                          timeout=30, env={**(env or {}), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     return done.returncode, argv_file.read_bytes().decode().split("\0")[:-1]
+
+
+def trainer_sees(config: dict, tmp_path: Path) -> tuple[list[str], LoadedRecipe]:
+    """What the trainer of a SkyPilot task starts with: torchrun's argv and the recipe it resolves from its env."""
+    _, argv = run_job_script(config["run"], tmp_path, "return 0", env=config["envs"])
+    text = (tmp_path / "recipe").read_text()[:-1]  # printenv adds a newline
+    return argv, from_shipped(text, job_contract.RECIPE_ENV)
 
 
 def sky_config(name="baseline", **plan_args) -> dict:
@@ -39,6 +50,11 @@ def sky_config(name="baseline", **plan_args) -> dict:
     document = skypilot.render(plan, MaskedSecrets(plan.recipe.secrets))
     skypilot.validate(document)
     return yaml.safe_load(document)
+
+
+def same_settings(shipped, loaded) -> bool:
+    """Every setting equal; the shipped recipe has its profile applied and drops the profiles themselves."""
+    return shipped.model_dump(exclude={"profiles"}) == loaded.model_dump(exclude={"profiles"})
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +180,12 @@ def test_display_render_carries_the_checked_out_commit():
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True)
     if head.returncode != 0:
         pytest.skip("the project is not a git checkout")
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT_DIR, capture_output=True, text=True)
     _, document = render_for_display("baseline", target="vessl", project_dir=PROJECT_DIR, run_id="r")
-    assert yaml.safe_load(document)["env"][job_contract.GIT_COMMIT_ENV] == head.stdout.strip()
+    run = yaml.safe_load(document)
+    expected = head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    assert run["env"][job_contract.GIT_COMMIT_ENV] == expected
+    assert run["run"][0]["command"].startswith(f"git checkout {head.stdout.strip()}\n")
 
 
 def test_a_profile_value_and_a_sizing_option_both_apply_the_option_winning():
@@ -180,17 +200,20 @@ def test_run_ids_are_fresh_per_launch_and_start_with_the_recipe_name():
 
 @needs_bash
 @pytest.mark.parametrize("name", recipe_names(PROJECT_DIR))
-def test_run_script_passes_the_recipe_file_to_the_trainer(name, tmp_path):
-    _, argv = run_job_script(sky_config(name)["run"], tmp_path, "return 0")
-    assert argv[argv.index("-m"):] == ["-m", job_contract.TRAINER_MODULE, "train", "--recipe", f"recipes/{name}.yaml"]
+def test_run_script_starts_the_trainer_on_the_recipe_the_launch_resolved(name, tmp_path):
+    argv, shipped = trainer_sees(sky_config(name), tmp_path)
+    assert argv[argv.index("-m"):] == ["-m", job_contract.TRAINER_MODULE, "train"]
+    assert (shipped.name, shipped.relpath) == (name, f"recipes/{name}.yaml")
+    assert same_settings(shipped.recipe, load_recipe(name, project_dir=PROJECT_DIR).recipe)
 
 
 @needs_bash
-def test_run_script_passes_profile_and_overrides_to_the_trainer(tmp_path):
-    run = sky_config(profile="local", gpus=2, overrides=["train.optim.lr=5e-5"])["run"]
-    _, argv = run_job_script(run, tmp_path, "return 0")
-    assert argv[argv.index("train"):] == ["train", "--recipe", "recipes/baseline.yaml", "--profile", "local",
-                                          "--override", "resources.gpus=2", "--override", "train.optim.lr=5e-5"]
+def test_the_shipped_recipe_carries_the_profile_and_overrides(tmp_path):
+    config = sky_config(profile="local", gpus=2, overrides=["train.optim.lr=5e-5"])
+    _, shipped = trainer_sees(config, tmp_path)
+    assert (shipped.profile, shipped.overrides) == ("local", ("resources.gpus=2", "train.optim.lr=5e-5"))
+    assert same_settings(shipped.recipe, load_recipe("baseline", project_dir=PROJECT_DIR, profile="local",
+                                                     overrides=["resources.gpus=2", "train.optim.lr=5e-5"]).recipe)
 
 
 NASTY_OVERRIDE = "mlflow.run_name=it's \"quoted\" $HOME `id` ; echo pwned\nsecond line \\ end"
@@ -198,9 +221,10 @@ NASTY_OVERRIDE = "mlflow.run_name=it's \"quoted\" $HOME `id` ; echo pwned\nsecon
 
 @needs_bash
 def test_override_with_quotes_spaces_and_newline_reaches_the_trainer_intact(tmp_path):
-    run = sky_config(overrides=[NASTY_OVERRIDE])["run"]
-    _, argv = run_job_script(run, tmp_path, "return 0")
-    assert argv[-2:] == ["--override", NASTY_OVERRIDE]
+    _, shipped = trainer_sees(sky_config(overrides=[NASTY_OVERRIDE]), tmp_path)
+    assert shipped.overrides[-1] == NASTY_OVERRIDE
+    expected = load_recipe("baseline", project_dir=PROJECT_DIR, overrides=[NASTY_OVERRIDE]).recipe.mlflow.run_name
+    assert shipped.recipe.mlflow.run_name == expected
 
 
 @needs_bash
@@ -236,5 +260,5 @@ def test_any_override_text_reaches_the_trainer_argv_unchanged(tmp_path_factory, 
         config = sky_config(overrides=[override])
     except RecipeError:
         assume(False)  # text YAML reads as a list or mapping: not a valid env value, nothing to launch
-    _, argv = run_job_script(config["run"], tmp_path_factory.mktemp("job"), "return 0")
-    assert argv[-2:] == ["--override", override]
+    _, shipped = trainer_sees(config, tmp_path_factory.mktemp("job"))
+    assert shipped.overrides[-1] == override

@@ -14,11 +14,13 @@ import yaml
 
 from launch_helpers import copy_real_recipes, launch_env, launch_executable
 from launcher.errors import LaunchError
-from launcher.job_contract import RUN_ID_ENV
 from launcher.plan import plan_launch
-from launcher.registry import Registry
+from launcher.registry import Registry, RunRecord
 from launcher.secrets import ResolvedSecrets
 from launcher.targets import vessl
+from spottrain_contract.job import RECIPE_ENV, RUN_ID_ENV, RunState
+from spottrain_contract.layout import Manifest
+from spottrain_contract.recipe import from_shipped
 from vessl_api import VesslApi
 
 TOKEN = "vessl-token-abc"
@@ -82,7 +84,7 @@ def test_the_registry_finds_the_run_by_its_vessl_id(launched, api):
     assert record.target == "vessl"
     assert record.handle["vessl_run"] in api.runs
     assert (record.handle["organization_name"], record.handle["project_name"]) == ("acme", "wmtp")
-    assert f"submitted VESSL run {record.handle['vessl_run']} as run {record.run_id}" in done.stdout
+    assert f"launched {record.run_id} on vessl ({record.handle['url']})" in done.stdout
 
 
 def test_status_logs_and_follow_read_the_run_on_vessl(launched, api, project, private_home):
@@ -176,8 +178,10 @@ def test_without_the_vessl_extra_the_error_says_how_to_install_it(monkeypatch, t
     monkeypatch.setitem(sys.modules, "vessl", None)  # what `import vessl` meets where the extra is not installed
     plan = plan_launch("rho1", target="vessl", project_dir=copy_real_recipes(tmp_path / "p", ("rho1",)),
                        run_id="r", overrides=[REPO])
+    record = RunRecord(run_id="r", recipe="rho1", target="vessl", state=RunState.LAUNCHING, started=0.0, store="",
+                       local_dir="", tracking_uri="", project=str(tmp_path))
     with pytest.raises(LaunchError, match=r"^the vessl SDK is not installed: `pip install -e '.\[vessl\]'`"):
-        vessl.launch(plan, ResolvedSecrets({}), tmp_path)
+        vessl.launch(plan, "document", ResolvedSecrets({}), record)
 
 
 # --- launch pipeline on VESSL: each stage waits for the last; verifiable starts from this pipeline's critic ----
@@ -186,8 +190,8 @@ def finished_critic(store: Path, run_id: str, best: int) -> None:
     """What a critic job leaves in the store: a final checkpoint (manifest last) and the pointer to its best."""
     for step in (best, best + 4):
         (store / run_id / f"step-{step:08d}").mkdir(parents=True)
-    (store / run_id / f"step-{best + 4:08d}" / "MANIFEST.json").write_text(json.dumps({"final": True}))
-    (store / run_id / f"step-{best:08d}" / "MANIFEST.json").write_text(json.dumps({"final": False}))
+        manifest = Manifest(step=step, world_size=1, final=step == best + 4)
+        (store / run_id / f"step-{step:08d}" / "MANIFEST.json").write_bytes(manifest.to_json())
     (store / run_id / "BEST.json").write_text(json.dumps({"step": best}))
 
 
@@ -219,7 +223,8 @@ def test_a_pipeline_on_vessl_runs_its_stages_in_order_from_its_own_critic(api, p
     specs = [yaml.safe_load(spec) for spec in api.created_specs[before:]]
     run_ids = [spec["env"][RUN_ID_ENV] for spec in specs]
     assert [run_id.split("-")[0] for run_id in run_ids] == ["critic", "verifiable", "baseline", "rho1"]
-    assert f"train.verifiable.critic_checkpoint={store}/{run_ids[0]}/step-00000004" in specs[1]["run"][0]["command"]
+    shipped = from_shipped(specs[1]["env"][RECIPE_ENV], RECIPE_ENV)
+    assert shipped.overrides[-1] == f"train.verifiable.critic_checkpoint={store}/{run_ids[0]}/step-00000004"
 
 
 def test_a_pipeline_stops_when_its_critic_left_no_checkpoint(api, project, private_home, platform):

@@ -148,7 +148,7 @@ class TrainingRun:
         return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
 
     def training_metrics(self) -> set[str]:
-        """What the pipeline logs (timings and system metrics differ between runs by nature)."""
+        """What the task logs (timings and system metrics differ between runs by nature)."""
         _, run = self._mlflow_run()
         return {key for key in run.data.metrics if not key.startswith(("perf/", "system/"))}
 
@@ -161,7 +161,7 @@ def resume_overrides(zero_stage: int) -> tuple[str, ...]:
             "train.log_every_steps=1", f"train.deepspeed.zero_stage={zero_stage}")
 
 
-RUN_SPECIFIC_STATE = ("mlflow_run_id", "run_id", "pending_metrics")  # ids, and what was unsent when saved
+RUN_SPECIFIC_STATE = ("run_id", "tracker")  # ids, and the MLflow run with what it had not yet received
 
 
 def assert_runs_match(run: TrainingRun, reference: TrainingRun, steps: int) -> None:

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from spottrain import runtime
-from spottrain.checkpoint import layout
+from spottrain_contract import layout
 from spottrain.checkpoint.checkpointer import Checkpointer, UploadFailed
-from spottrain.checkpoint.store import FAULTS_ENV, LocalDirStore, S3Store
+from spottrain_contract.store import FAULTS_ENV, LocalDirStore, S3Store
 
 PROJECT = Path(__file__).resolve().parents[2]
 RUN = "run"
@@ -43,7 +43,7 @@ def ranks() -> runtime.Ranks:
 
 @pytest.fixture(scope="module")
 def train_config():
-    from launcher.recipes import load_recipe
+    from spottrain_contract.recipe import load_recipe
 
     loaded = load_recipe("baseline", project_dir=PROJECT, profile="local",
                          overrides=["train.deepspeed.zero_stage=2", "train.deepspeed.precision=fp32"])
@@ -462,3 +462,74 @@ def test_checkpoints_saved_under_injected_s3_errors_are_complete_and_restore_bit
     assert store.faults.errors_injected > 0
     assert restarted.complete_steps() == [1, 2, 3]
     assert all(torch.equal(saved[k], v) for k, v in _weights(engine).items())
+
+
+# --- the save policy and the registered state ------------------------------------------------------------------
+
+class Counter:
+    """A stateful part of a run, as the loop position or a task's running statistics are."""
+
+    def __init__(self, value: int = 0):
+        self.value = value
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = state["value"]
+
+
+def _policy_checkpointer(checkpointer, store, **policy):
+    from spottrain.checkpoint.checkpointer import SavePolicy
+
+    checkpoints = checkpointer(store)
+    checkpoints.policy = SavePolicy(**{"every_steps": 4, **policy})
+    return checkpoints
+
+
+@pytest.mark.parametrize("new_store", ["local"], indirect=True)
+def test_the_policy_saves_every_n_steps_at_a_new_best_when_forced_and_at_the_end(store, checkpointer, engine):
+    checkpoints = _policy_checkpointer(checkpointer, store)
+    evaluations = {3: {"val/loss": 2.0}, 5: {"val/loss": 3.0}, 6: {"val/loss": 1.0}}
+    saved = [step for step in range(1, 11)
+             if checkpoints.maybe_save(engine, step, metrics=evaluations.get(step), force=step == 7,
+                                       final=step == 10)]
+    checkpoints.wait()
+    assert saved == [3, 4, 6, 7, 8, 10]  # 3 and 6: new bests; 5 is worse; 7 forced; 10 final
+    assert checkpoints.best_step() == 6
+    assert checkpoints.manifest(10).final
+
+
+@pytest.mark.parametrize("new_store", ["local"], indirect=True)
+def test_a_metric_the_task_does_not_evaluate_is_named_at_the_first_evaluation(store, checkpointer, engine):
+    checkpoints = _policy_checkpointer(checkpointer, store, best_metric="val/accuracy", best_mode="max")
+    with pytest.raises(ValueError, match=r"^train.checkpoint.best_metric: 'val/accuracy' is not evaluated by this "
+                                         r"task \(it reports val/loss\)"):
+        checkpoints.maybe_save(engine, 1, metrics={"val/loss": 1.0})
+
+
+def test_registered_parts_and_the_best_so_far_come_back_on_resume(new_store, checkpointer, engine):
+    checkpoints = _policy_checkpointer(checkpointer, new_store())
+    position, statistics = Counter(), Counter(41)
+    checkpoints.register(loop=position, task=statistics)
+    for step in range(1, 5):
+        _train_step(engine)
+        position.value, statistics.value = step, statistics.value + 1
+        checkpoints.maybe_save(engine, step, metrics={"val/loss": 1.0 / step} if step == 2 else None)
+    checkpoints.wait()
+    saved = _weights(engine)
+    _train_step(engine)
+
+    restarted = _policy_checkpointer(checkpointer, new_store())  # a new attempt: fresh parts, empty local disk
+    position, statistics = Counter(), Counter()
+    restarted.register(loop=position, task=statistics)
+    assert restarted.resume(engine) == 4
+    assert (position.value, statistics.value, restarted.best) == (4, 45, {"step": 2, "value": 0.5})
+    assert all(torch.equal(saved[k], v) for k, v in _weights(engine).items())
+
+
+@pytest.mark.parametrize("new_store", ["local"], indirect=True)
+def test_resume_without_a_checkpoint_starts_at_step_zero(store, checkpointer, engine):
+    checkpoints = _policy_checkpointer(checkpointer, store)
+    checkpoints.register(loop=Counter(7))
+    assert checkpoints.resume(engine) == 0

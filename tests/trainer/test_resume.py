@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from launcher.job_contract import PREEMPTED_EXIT_CODE
+from spottrain_contract.job import PREEMPTED_EXIT_CODE
 from tests.trainer.harness import STEPS, TrainingRun, assert_runs_match, resume_overrides
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spottrain.checkpoint.store import LocalDirStore, S3Store, open_store, with_retries
+from spottrain_contract.store import LocalDirStore, S3Store, open_store, with_retries
 
 MiB = 2**20
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from spottrain.checkpoint.store import FAULTS_ENV, S3Faults, S3Store, with_retries
+from spottrain_contract.store import FAULTS_ENV, S3Faults, S3Store, with_retries
 
 MiB = 2**20
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from spottrain import tracking
-from spottrain.tracking import RUN_ID_TAG, Tracker, TrackingAuthError
+from spottrain.tracking import Tracker, TrackingAuthError
+from spottrain_contract.job import MLFLOW_RUN_ID_TAG as RUN_ID_TAG
 from tests.trainer.mlflow_server import free_port, start_mlflow_server
 
 pytestmark = pytest.mark.slow  # each `mlflow server` takes 10-30 s to start
@@ -21,7 +22,7 @@ BUCKET = "mlflow-artifacts"
 AWS_TEST_CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 PARAMS = {"train.optim.lr": "1e-05", "train.total_steps": "10", "model.name": "micro-mtp",
           "launch.overrides": "train.optim.lr=1e-05"}
-TAGS = {"pipeline": "baseline", "gpu": "H100", "gpus": "8"}
+TAGS = {"task": "baseline", "gpu": "H100", "gpus": "8"}
 
 
 # --- servers -----------------------------------------------------------------------------------------------------
@@ -270,7 +271,7 @@ def test_metrics_logged_while_the_server_is_down_arrive_once_it_is_up(tmp_path, 
         assert run.info.run_id == tracker.mlflow_run_id
         assert run.info.status == "FINISHED"
         assert run.data.params == PARAMS
-        assert run.data.tags["pipeline"] == "baseline"
+        assert run.data.tags["task"] == "baseline"
         assert _history(tracker.client, run.info.run_id, "train/loss") == {s: [float(s)] for s in range(1, 9)}
     finally:
         tracker.close(status=None, timeout=0)  # a second close is harmless; ends the flusher if the test failed

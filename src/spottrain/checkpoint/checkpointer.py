@@ -1,4 +1,9 @@
-"""Save, upload, complete, prune and restore the checkpoints of one run.
+"""Save, upload, complete, prune and restore the checkpoints of one run; when to save, and what.
+
+Policy (the loop only asks, `maybe_save(step, metrics=…, final=…, force=…)`): every `every_steps`, at a new best
+of the best metric, at the final step, and whenever forced (a preemption notice). State: the stateful parts of a
+run (loop position, the task's state, the tracker's unsent metrics) are registered once and saved and restored
+through their `state_dict`/`load_state_dict`, as torchtitan's CheckpointManager does.
 
 Save (every rank, in the loop): DeepSpeed writes this rank's shards to local disk, the trainer adds the rank's
 RNG state (and, on rank 0, the trainer state); then the upload is queued and the loop goes on.
@@ -15,17 +20,18 @@ import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import torch
 
 from spottrain import runtime
-from spottrain.checkpoint import layout
-from spottrain.checkpoint.layout import FileEntry, Manifest
 from spottrain.checkpoint.retention import checkpoints_to_delete
-from spottrain.checkpoint.store import CheckpointStore, with_retries
+from spottrain_contract import layout
+from spottrain_contract.layout import FileEntry, Manifest
+from spottrain_contract.lookup import StoredRun, steps_in
+from spottrain_contract.store import CheckpointStore, with_retries
 
 log = logging.getLogger(__name__)
 PARTS_TIMEOUT_S = 3600.0
@@ -35,10 +41,40 @@ class UploadFailed(RuntimeError):
     pass
 
 
+@runtime_checkable
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class SavePolicy:
+    every_steps: int
+    best_metric: str = "val/loss"
+    best_mode: str = "min"
+
+    def improves(self, metrics: dict, best: Optional[dict]) -> bool:
+        """Whether evaluated `metrics` beat the best so far; a metric the task does not evaluate is a recipe
+        error, said at the first evaluation."""
+        if self.best_metric not in metrics:
+            raise ValueError(f"train.checkpoint.best_metric: {self.best_metric!r} is not evaluated by this task "
+                             f"(it reports {', '.join(sorted(metrics))})")
+        if best is None:
+            return True
+        value = metrics[self.best_metric]
+        return value < best["value"] if self.best_mode == "min" else value > best["value"]
+
+
 class Checkpointer:
     def __init__(self, *, store: CheckpointStore, local_root: Path, run_id: str, ranks: runtime.Ranks,
-                 keep: int, on_retry: Optional[Callable[[str], None]] = None):
+                 keep: int, on_retry: Optional[Callable[[str], None]] = None, policy: Optional[SavePolicy] = None,
+                 extra_tensors: Callable[[], dict[str, Optional[dict]]] = dict):
+        """`extra_tensors` is asked at every save (on every rank) for small modules to store beside the
+        checkpoint as safetensors (name → state dict on rank 0)."""
         self.store, self.run_id, self.ranks, self.keep = store, run_id, ranks, keep
+        self.policy, self._extra_tensors = policy, extra_tensors
+        self._states: dict[str, Stateful] = {}
+        self.best: Optional[dict] = None
         self.local_dir = Path(local_root) / run_id
         self.local_dir.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload")
@@ -47,6 +83,38 @@ class Checkpointer:
         self.upload_retries = 0
         self._on_retry = on_retry
         self.attempt = runtime.shared_token()  # the same on every rank, new at every (re)start
+        self.stored = StoredRun(store, run_id)
+
+    # --- policy and state ------------------------------------------------------------------------------------
+
+    def register(self, **states: Stateful) -> None:
+        """Parts of the run saved in every checkpoint under their name and restored by `resume`."""
+        self._states.update(states)
+
+    def maybe_save(self, engine, step: int, *, metrics: Optional[dict] = None, final: bool = False,
+                   force: bool = False) -> bool:
+        """Save if the policy says so (all ranks call this with the same arguments); True if it saved."""
+        improved = bool(metrics) and self.policy.improves(metrics, self.best)
+        if improved:
+            self.best = {"step": step, "value": metrics[self.policy.best_metric]}
+        if not (final or force or improved or step % self.policy.every_steps == 0):
+            return False
+        state = {name: stateful.state_dict() for name, stateful in self._states.items()}
+        state.update(best=self.best, run_id=self.run_id, world_size=self.ranks.world_size)
+        self.save(engine, step, state, final=final, best=improved, metrics=metrics, extra_tensors=self._extra_tensors())
+        return True
+
+    def resume(self, engine) -> int:
+        """Restore the newest complete checkpoint into the engine and every registered part; the step it holds
+        (0 when the run has none yet)."""
+        newest = self.stored.newest()
+        if newest is None:
+            return 0
+        state = self.restore(engine, newest)
+        self.best = state["best"]
+        for name, stateful in self._states.items():
+            stateful.load_state_dict(state[name])
+        return newest.step
 
     # --- save ------------------------------------------------------------------------------------------------
 
@@ -164,33 +232,20 @@ class Checkpointer:
     # --- what is in the store --------------------------------------------------------------------------------
 
     def complete_steps(self) -> list[int]:
-        return self._keys_by_step(self.store.list(f"{self.run_id}/"))[0]
-
-    def _keys_by_step(self, keys: list[str]) -> tuple[list[int], dict[int, list[str]]]:
-        """(complete steps, sorted; every step's keys) from a listing of this run's prefix."""
-        complete, by_step = [], {}
-        for key in keys:
-            parts = key.split("/")
-            if len(parts) < 3 or (step := layout.step_of(parts[1])) is None:
-                continue
-            by_step.setdefault(step, []).append(key)
-            if len(parts) == 3 and parts[2] == layout.MANIFEST:
-                complete.append(step)
-        return sorted(complete), by_step
+        return self.stored.complete_steps()
 
     def manifest(self, step: int) -> Manifest:
-        return Manifest.from_json(self.store.get_bytes(layout.step_prefix(self.run_id, step) + layout.MANIFEST))
+        return self.stored.manifest(step)
 
     def best_step(self) -> Optional[int]:
-        pointer = self.store.get_bytes(f"{self.run_id}/{layout.BEST_POINTER}")
-        return json.loads(pointer)["step"] if pointer else None
+        return self.stored.best_step()
 
     def apply_retention(self, final_step: Optional[int] = None) -> list[int]:
         """Retention over complete checkpoints, then the debris of killed attempts: a step older than the newest
         complete one that never got its manifest can no longer complete (attempts run one at a time and save
         in step order; a resumed attempt that reaches that step again writes it anew), so its files go."""
         listed = self._retry(lambda: self.store.list(f"{self.run_id}/"), "list checkpoints")
-        complete, keys_by_step = self._keys_by_step(listed)
+        complete, keys_by_step = steps_in(listed)
         for step, keys in sorted(keys_by_step.items()):
             if complete and step < complete[-1] and step not in complete:
                 self._retry(lambda: self.store.delete(keys), f"delete incomplete step {step}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spottrain.micro import MICRO, micro_config, micro_tokenizer
+from spottrain.tasks.wmtp.micro import MICRO, micro_config, micro_tokenizer
 
 EXTRA_HEADS_FILE = "mtp_heads.safetensors"
 

@@ -1,7 +1,8 @@
 """Load a recipe: read → merge `extends` → apply a profile → apply `--override`s → validate.
 
 Every value remembers which file (or override) set it, so a validation error names the file the user has to
-edit. Pure YAML + pydantic: the trainer on the nodes resolves its recipe with this same module.
+edit. The launcher ships the resolved document with the job (`shipped`); the trainer validates that document
+with the same models (`from_shipped`), so the node trains exactly what the dry run showed.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any, Iterable, Optional
 import yaml
 from pydantic import ValidationError
 
-from launcher.errors import LaunchError, RecipeError
-from launcher.schema import Recipe
-from launcher.validation_errors import describe_validation_error
+from spottrain_contract.errors import RecipeError, UserError
+from spottrain_contract.schema import Recipe
+from spottrain_contract.tasks import TASKS, recipe_model
+from spottrain_contract.validation import describe_validation_error
 
 RECIPES_DIR = "recipes"
 OVERRIDE_SOURCE = "--override"
@@ -37,14 +39,39 @@ _Loader.add_implicit_resolver(
 
 @dataclass(frozen=True)
 class LoadedRecipe:
-    """A validated recipe and how it was asked for, so the trainer can resolve exactly the same one."""
+    """A validated recipe and how it was asked for: the file, the profile and the overrides."""
 
     recipe: Recipe
     name: str
     relpath: str  # e.g. recipes/baseline.yaml, relative to the project directory
     profile: Optional[str] = None
     overrides: tuple[str, ...] = ()
-    resolved: dict[str, Any] = field(default_factory=dict, repr=False)  # the merged document, for MLflow params
+    resolved: dict[str, Any] = field(default_factory=dict, repr=False)  # the merged document, profiles applied
+
+    def shipped(self) -> str:
+        """The resolved document as YAML text, with where it came from: what a launch hands to the job."""
+        document = {key: value for key, value in self.resolved.items() if key != "profiles"}
+        origin = {"name": self.name, "file": self.relpath, "profile": self.profile, "overrides": list(self.overrides)}
+        return yaml.safe_dump({SHIPPED_ORIGIN: origin, **document}, sort_keys=False, allow_unicode=False,
+                              width=10**6)
+
+
+SHIPPED_ORIGIN = "resolved_from"  # in a shipped recipe: the file, profile and overrides it was resolved from
+
+
+def from_shipped(text: str, source: str) -> LoadedRecipe:
+    """A recipe a launch resolved and shipped (`LoadedRecipe.shipped`), validated again; `source` names where it
+    was read from in errors."""
+    try:
+        document = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise RecipeError(source, "", f"invalid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(document, dict) or not isinstance(document.get(SHIPPED_ORIGIN), dict):
+        raise RecipeError(source, SHIPPED_ORIGIN, "expected a recipe resolved by `launch` (it names its origin)")
+    origin = document.pop(SHIPPED_ORIGIN)
+    recipe = _validate(document, {}, source)
+    return LoadedRecipe(recipe=recipe, name=origin["name"], relpath=origin["file"], profile=origin.get("profile"),
+                        overrides=tuple(origin.get("overrides") or ()), resolved=document)
 
 
 def find_project_dir(start: Optional[Path] = None) -> Path:
@@ -55,7 +82,7 @@ def find_project_dir(start: Optional[Path] = None) -> Path:
     for candidate in (here, *here.parents):
         if (candidate / RECIPES_DIR).is_dir():
             return candidate
-    raise LaunchError(f"no {RECIPES_DIR}/ directory in {here} or any parent: run launch inside a project")
+    raise UserError(f"no {RECIPES_DIR}/ directory in {here} or any parent: run launch inside a project")
 
 
 def recipe_names(project_dir: Path) -> list[str]:
@@ -69,7 +96,7 @@ def recipe_path(project_dir: Path, name: str) -> Path:
     if as_path.suffix in (".yaml", ".yml"):
         path = as_path if as_path.is_absolute() else project_dir / as_path
         if not path.is_file():
-            raise LaunchError(f"{name}: no such recipe file")
+            raise UserError(f"{name}: no such recipe file")
         return path
     path = project_dir / RECIPES_DIR / f"{name}.yaml"
     if path.is_file() and not name.startswith("_"):
@@ -77,7 +104,7 @@ def recipe_path(project_dir: Path, name: str) -> Path:
     known = recipe_names(project_dir)
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    raise LaunchError(f"unknown recipe '{name}': {hint}known recipes: {', '.join(known)}")
+    raise UserError(f"unknown recipe '{name}': {hint}known recipes: {', '.join(known)}")
 
 
 def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
@@ -105,13 +132,29 @@ def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
         key, value = parse_override(text)
         _set_dotted(document, sources, key, value, OVERRIDE_SOURCE)
 
-    try:
-        recipe = Recipe.model_validate(document)
-    except ValidationError as exc:
-        key, reason = describe_validation_error(exc, Recipe)
-        raise RecipeError(_blame(sources, key, display), key, reason) from None
+    recipe = _validate(document, sources, display)
     return LoadedRecipe(recipe=recipe, name=path.stem, relpath=_display(path, project_dir), profile=profile,
                         overrides=overrides, resolved=document)
+
+
+def _validate(document: dict, sources: dict[str, str], display: str) -> Recipe:
+    """The typed recipe for the document's task; errors name the file that set the offending key."""
+    task = document.get("task")
+    if task is None and "pipeline" in document:
+        raise RecipeError(sources.get("pipeline", display), "pipeline",
+                          "renamed to `task` (what the stage trains; `launch pipeline` runs stages in sequence)")
+    if not isinstance(task, str):
+        reason = "required key is missing" if task is None else f"expected a task name, got {task!r}"
+        raise RecipeError(display, "task", f"{reason} (known tasks: {', '.join(TASKS.names())})")
+    try:
+        model = recipe_model(task)
+    except UserError as exc:
+        raise RecipeError(_blame(sources, "task", display), "task", str(exc)) from None
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        key, reason = describe_validation_error(exc, model)
+        raise RecipeError(_blame(sources, key, display), key, reason) from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -1,7 +1,9 @@
-"""The recipe model: the one place that documents every key a recipe may hold.
+"""The common recipe model: where a stage runs and the training settings every task shares.
 
-Pure pydantic, no click/jinja/sky/torch: the trainer on the nodes validates its recipe with the same model.
-Unknown keys are rejected everywhere except in free-form maps (env, tags, volumes, profiles).
+What a task trains (its model, data and loss options) is the task's own options model, registered by name in
+`spottrain_contract.tasks` and merged into `train` for the recipe's `task` (see `tasks.recipe_model`). Pure
+pydantic: the launcher and the trainer on the nodes validate with the same models. Unknown keys are rejected
+everywhere except in free-form maps (env, tags, volumes, profiles).
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import re
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-
-PIPELINES = ("baseline", "critic", "verifiable", "rho1")
 
 # Accelerator names SkyPilot's catalogues use; its schema accepts any string, so a typo would only fail at
 # provisioning time, after a long wait.
@@ -25,7 +25,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _JOB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
-def _between(lo: float, hi: float):
+def between(lo: float, hi: float):
     def check(value):
         if not lo <= value <= hi:
             raise ValueError(f"expected {lo}–{hi}, got {value}")
@@ -34,7 +34,7 @@ def _between(lo: float, hi: float):
     return AfterValidator(check)
 
 
-def _above(lo: float):
+def above(lo: float):
     def check(value):
         if not value > lo:
             raise ValueError(f"expected > {lo}, got {value}")
@@ -70,7 +70,7 @@ def _with_scheme(schemes: tuple[str, ...]):
     return AfterValidator(check)
 
 
-def _fraction(value: float) -> float:
+def fraction(value: float) -> float:
     if not 0 < value <= 1:
         raise ValueError(f"expected a fraction in (0, 1], got {value}")
     return value
@@ -92,7 +92,7 @@ def _as_text(value: Any) -> Any:
 Text = Annotated[str, BeforeValidator(_as_text)]
 EnvName = Annotated[str, _matching(_ENV_NAME, "an environment variable name")]
 AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
-PositiveInt = Annotated[int, _between(1, 10**9)]
+PositiveInt = Annotated[int, between(1, 10**9)]
 
 
 class FieldProblem(ValueError):
@@ -115,7 +115,7 @@ class Recovery(Strict):
 
     strategy: Annotated[str, _one_of(RECOVERY_STRATEGIES)] = Field(
         "EAGER_NEXT_REGION", description="SkyPilot recovery strategy after a spot preemption.")
-    max_restarts_on_errors: Annotated[int, _between(0, 100)] = Field(
+    max_restarts_on_errors: Annotated[int, between(0, 100)] = Field(
         3, description="Restarts allowed when the job itself fails (not counting preemptions).")
 
 
@@ -126,10 +126,10 @@ class VesslResources(Strict):
 
 class Resources(Strict):
     accelerator: Annotated[str, _one_of(ACCELERATORS)] = Field(description="GPU type, e.g. A100-80GB.")
-    gpus: Annotated[int, _between(1, 8)] = Field(description="GPUs per node; torchrun starts one rank per GPU.")
-    nodes: Annotated[int, _between(1, 64)] = Field(1, description="Number of nodes.")
+    gpus: Annotated[int, between(1, 8)] = Field(description="GPUs per node; torchrun starts one rank per GPU.")
+    nodes: Annotated[int, between(1, 64)] = Field(1, description="Number of nodes.")
     spot: bool = Field(True, description="Use spot instances (the job is recovered after a preemption).")
-    disk_gb: Annotated[int, _between(50, 65536)] = Field(500, description="Boot disk size per node.")
+    disk_gb: Annotated[int, between(50, 65536)] = Field(500, description="Boot disk size per node.")
     recovery: Recovery = Field(default_factory=Recovery)
     vessl: Optional[VesslResources] = Field(None, description="Cluster and preset when launched on VESSL.")
 
@@ -158,42 +158,28 @@ class MLflowSettings(Strict):
     experiment: str = Field(description="Experiment name, e.g. weighted-mtp/production.")
     run_name: str = Field(description="Run name shown in the MLflow UI.")
     tags: dict[str, Text] = Field(default_factory=dict,
-                                 description="Extra tags; pipeline, gpu, gpus and nodes are added by the trainer.")
+                                 description="Extra tags; task, gpu, gpus and nodes are added by the trainer.")
 
 
 # --- what it trains -----------------------------------------------------------------------------------------
 
 
-class Model(Strict):
-    path: str = Field(description="Local path of a Hugging Face causal LM, or 'micro' for the tiny in-code model.")
-    n_future_tokens: Annotated[int, _between(1, 8)] = Field(4, description="Number of MTP heads.")
-
-
-class Data(Strict):
-    train: str = Field(description="JSONL of {instruction, input, output, task_id, is_correct, metadata}, "
-                                   "or 'generated' for the small shipped set.")
-    val: Optional[str] = Field(None, description="Validation JSONL (default: a split of train).")
-    max_length: Annotated[int, _between(16, 131072)] = Field(2048, description="Tokens per sample after truncation.")
-    n_samples: Optional[PositiveInt] = Field(None, description="Use at most this many training samples.")
-    val_samples: PositiveInt = Field(512, description="Validation samples evaluated at most.")
-
-
 class Batch(Strict):
-    per_gpu: Annotated[int, _between(1, 4096)] = Field(description="Micro-batch size per GPU.")
-    grad_accum: Annotated[int, _between(1, 4096)] = Field(1, description="Gradient accumulation steps.")
+    per_gpu: Annotated[int, between(1, 4096)] = Field(description="Micro-batch size per GPU.")
+    grad_accum: Annotated[int, between(1, 4096)] = Field(1, description="Gradient accumulation steps.")
 
 
 class Optim(Strict):
-    lr: Annotated[float, _above(0)] = Field(description="Peak learning rate (AdamW).")
-    weight_decay: Annotated[float, _between(0, 1)] = 0.0
+    lr: Annotated[float, above(0)] = Field(description="Peak learning rate (AdamW).")
+    weight_decay: Annotated[float, between(0, 1)] = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: Annotated[float, _between(0, 1e6)] = Field(1.0, description="Gradient norm clip; 0 disables it.")
+    grad_clip: Annotated[float, between(0, 1e6)] = Field(1.0, description="Gradient norm clip; 0 disables it.")
 
 
 class Schedule(Strict):
-    warmup_ratio: Annotated[float, _between(0, 1)] = Field(0.03, description="Fraction of steps of linear warmup.")
+    warmup_ratio: Annotated[float, between(0, 1)] = Field(0.03, description="Fraction of steps of linear warmup.")
     decay: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: Annotated[float, _between(0, 1)] = 0.0
+    min_lr_ratio: Annotated[float, between(0, 1)] = 0.0
 
 
 class Checkpoint(Strict):
@@ -207,7 +193,7 @@ class Checkpoint(Strict):
 
 
 class DeepSpeedSettings(Strict):
-    zero_stage: Annotated[int, _between(0, 3)] = 2
+    zero_stage: Annotated[int, between(0, 3)] = 2
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
 
 
@@ -215,45 +201,12 @@ class Evaluation(Strict):
     every_steps: PositiveInt = Field(500, description="Evaluate every N optimizer steps (and at the end).")
 
 
-class CriticOptions(Strict):
-    loss_type: Literal["mse", "pairwise"] = Field(description="λ-return regression or pairwise ranking.")
-    lam: Annotated[float, _between(0, 1)] = Field(1.0, description="λ of the λ-return.")
-    gamma: Annotated[float, _between(0, 1)] = 1.0
-
-
-class VerifiableOptions(Strict):
-    critic_stage: str = Field("critic", description="Recipe whose best checkpoint initialises the value head.")
-    critic_checkpoint: Optional[str] = Field(
-        None, description="Explicit critic checkpoint (path or URI); resolved from the store when unset.")
-    beta: Annotated[float, _above(0)] = Field(0.9, description="Temperature of the exponential TD weights.")
-    value_coef: Annotated[float, _between(0, 1e3)] = 0.5
-    weight_clip: tuple[float, float] = Field((0.1, 5.0), description="[w_min, w_max] of the token weights.")
-    lam: Annotated[float, _between(0, 1)] = 0.95
-    gamma: Annotated[float, _between(0, 1)] = 1.0
-    ema_momentum: Annotated[float, _between(0, 1)] = 0.1
-
-    @model_validator(mode="after")
-    def _clip_ordered(self):
-        low, high = self.weight_clip
-        if not 0 <= low <= high:
-            raise FieldProblem("weight_clip", f"expected 0 ≤ min ≤ max, got [{low}, {high}]")
-        return self
-
-
-class Rho1Options(Strict):
-    reference_model: str = Field(description="Frozen reference model path, or 'micro'.")
-    k_percent: Annotated[float, AfterValidator(_fraction)] = Field(0.6, description="Fraction of tokens kept, in (0, 1].")
-    selection: Literal["hard", "soft"] = "hard"
-    temperature: Annotated[float, _above(0)] = Field(1.0, description="Soft selection temperature.")
-
-
 class Train(Strict):
-    """Read by the trainer on the nodes; any key can be overridden as `train.a.b=value`."""
+    """What every task shares; the task's own options sit beside these keys. Any key can be overridden as
+    `train.a.b=value`."""
 
-    model: Model
-    data: Data
     batch: Batch
-    epochs: Annotated[float, _above(0)] = Field(description="Passes over the training set (may be fractional).")
+    epochs: Annotated[float, above(0)] = Field(description="Passes over the training set (may be fractional).")
     max_steps: Optional[PositiveInt] = Field(None, description="Stop after this many optimizer steps.")
     seed: int = 42
     log_every_steps: PositiveInt = 10
@@ -262,9 +215,6 @@ class Train(Strict):
     checkpoint: Checkpoint
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
     eval: Evaluation = Field(default_factory=Evaluation)
-    critic: Optional[CriticOptions] = None
-    verifiable: Optional[VerifiableOptions] = None
-    rho1: Optional[Rho1Options] = None
 
 
 class Recipe(Strict):
@@ -273,7 +223,7 @@ class Recipe(Strict):
     name: Annotated[str, _matching(_JOB_NAME, "lowercase letters, digits and dashes")] = Field(
         description="Job name on every target.")
     description: str = ""
-    pipeline: Annotated[str, _one_of(PIPELINES)] = Field(description="Training pipeline module.")
+    task: str = Field(description="What the stage trains: a registered task (`launch list` shows them).")
     image: str = Field(description="Container image, e.g. pytorch/pytorch:2.5.1-cuda12.4-cudnn9-devel.")
     resources: Resources
     code: Code
@@ -284,22 +234,12 @@ class Recipe(Strict):
     secrets_mode: Literal["platform", "inline"] = Field(
         "platform", description="VESSL only: 'platform' references VESSL's stored secrets; 'inline' passes the "
                                 "values from .env at launch through a private temporary file.")
-    setup: str = Field("pip install -e '.[train]'", description="Shell run once per node before training.")
+    setup: str = Field("pip install -e '.[node]'", description="Shell run once per node before training (the "
+                       "`node` extra: the trainer and the contract, none of the launcher's dependencies).")
     mlflow: MLflowSettings
     train: Train
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named sets of dotted overrides, e.g. local: {train.max_steps: 40}.")
-
-    @model_validator(mode="after")
-    def _pipeline_options_match(self):
-        for pipeline in ("critic", "verifiable", "rho1"):
-            given = getattr(self.train, pipeline) is not None
-            if pipeline == self.pipeline and not given:
-                raise FieldProblem(f"train.{pipeline}", f"pipeline {pipeline} needs this section")
-            if given and pipeline != self.pipeline:
-                raise FieldProblem(f"train.{pipeline}",
-                                   f"only valid for pipeline {pipeline}, this recipe is {self.pipeline}")
-        return self
 
     @property
     def world_size(self) -> int:

@@ -9,27 +9,38 @@ same threshold; hard is its limit as the temperature goes to 0.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
 from spottrain import runtime
-from spottrain.data import Batch
-from spottrain.micro import MICRO
-from spottrain.model import load_causal_lm
-from spottrain.pipelines.base import Pipeline, per_head_cross_entropy, shift_left
+from spottrain.tasks.wmtp.data import Batch
+from spottrain.tasks.wmtp.losses import mtp_loss, per_head_cross_entropy, shift_left
+from spottrain.tasks.wmtp.micro import MICRO
+from spottrain.tasks.wmtp.model import load_causal_lm
+from spottrain.tasks.wmtp.workload import CodeMtpWorkload
 
 
-class Rho1Pipeline(Pipeline):
-    name = "rho1"
-
-    def __init__(self, options, seed: int, precision: str):
-        self.options, self.seed, self.precision = options, seed, precision
+class Rho1Task:
+    def __init__(self, train, ranks):
+        self.work = CodeMtpWorkload(train, ranks)
+        self.options, self.seed, self.precision = train.rho1, train.seed, train.deepspeed.precision
         self.reference = None
 
-    def select(self, records):
-        return [i for i, record in enumerate(records) if record["is_correct"]]
+    def training_indices(self) -> list[int]:
+        return self.work.correct_indices()
 
-    def build_model(self, mtp_model, context):
+    def batch(self, indices):
+        return self.work.train_set.batch(indices)
+
+    def evaluate(self, model) -> dict[str, float]:
+        return self.work.evaluate(lambda batch: mtp_loss(model(batch.input_ids).logits, batch))
+
+    def export(self, model, out_dir: Path) -> None:
+        self.work.export(model, out_dir)
+
+    def build_model(self):
+        mtp_model = self.work.build_mtp_model()
         path = self.options.reference_model
         # The micro reference differs from the micro policy (another seed), as a real reference model would.
         reference = load_causal_lm(path, mtp_model.lm.config.vocab_size, self.seed + 1 if path == MICRO else self.seed)
@@ -77,7 +88,3 @@ def select_tokens(excess: torch.Tensor, mask: torch.Tensor, k_percent: float, se
         weights[:, :, k] = ((head >= threshold).float() if selection == "hard"
                             else torch.sigmoid((head - threshold) / temperature))
     return weights * mask
-
-
-def create(recipe) -> Rho1Pipeline:
-    return Rho1Pipeline(recipe.train.rho1, recipe.train.seed, recipe.train.deepspeed.precision)

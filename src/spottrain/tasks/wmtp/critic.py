@@ -8,25 +8,30 @@ policy, which starts from the same model; the head is saved beside every checkpo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
-from spottrain.data import Batch
-from spottrain.model import ValueHead, ValueModel
-from spottrain.pipelines.base import Pipeline
-from spottrain.pipelines.value_math import lambda_returns
+from spottrain.tasks.wmtp.data import Batch
+from spottrain.tasks.wmtp.model import ValueHead, ValueModel
+from spottrain.tasks.wmtp.value_math import lambda_returns
+from spottrain.tasks.wmtp.workload import CodeMtpWorkload
 
 VALUE_HEAD_FILE = "value_head"
 
 
-class CriticPipeline(Pipeline):
-    name = "critic"
-
-    def __init__(self, options):
-        self.options = options
+class CriticTask:
+    def __init__(self, train, ranks):
+        self.work = CodeMtpWorkload(train, ranks)
+        self.options = train.critic
         self.partner: dict[int, int] = {}
 
-    def select(self, records):
+    def training_indices(self) -> list[int]:
+        return self.select(self.work.records)
+
+    def select(self, records) -> list[int]:
+        """Balanced correct and incorrect samples; for `pairwise`, correct ones that have a partner."""
         correct = [i for i, r in enumerate(records) if r["is_correct"]]
         incorrect = [i for i, r in enumerate(records) if not r["is_correct"]]
         if self.options.loss_type == "pairwise":
@@ -35,12 +40,11 @@ class CriticPipeline(Pipeline):
         n = min(len(correct), len(incorrect))
         return sorted(correct[:n] + incorrect[:n])
 
-    def build_model(self, mtp_model, context):
-        mtp_model.requires_grad_(False)
-        return ValueModel(mtp_model, ValueHead(mtp_model.hidden_size))
+    def build_model(self):
+        return value_model_on_frozen_trunk(self.work.build_mtp_model())
 
-    def mtp_model(self, model):
-        return model.mtp
+    def batch(self, indices):
+        return self.make_batch(self.work.train_set, indices)
 
     def make_batch(self, dataset, indices):
         if self.options.loss_type == "pairwise":
@@ -59,11 +63,20 @@ class CriticPipeline(Pipeline):
         value_mean = (values.detach() * mask).sum() / mask.sum().clamp_min(1.0)
         return loss, {"train/value_loss": loss.detach(), "train/value_mean": value_mean}
 
-    def validation_loss(self, model, batch):
-        return self.loss(model, batch)[0]
+    def evaluate(self, model) -> dict[str, float]:
+        return self.work.evaluate(lambda batch: self.loss(model, batch)[0], self.make_batch)
+
+    def export(self, model, out_dir: Path) -> None:
+        self.work.export(model.mtp, out_dir)
 
     def checkpoint_modules(self, model):
         return {VALUE_HEAD_FILE: model.value_head}
+
+
+def value_model_on_frozen_trunk(mtp_model) -> ValueModel:
+    """The critic's model: the LM as loaded, frozen, with a new value head (the only part that learns)."""
+    mtp_model.requires_grad_(False)
+    return ValueModel(mtp_model, ValueHead(mtp_model.hidden_size))
 
 
 def pairwise_loss(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -85,7 +98,3 @@ def _length_matched_partners(records, correct, incorrect) -> dict[int, int]:
             length = len(records[i]["output"])
             partners[i] = min(pool, key=lambda j: (abs(len(records[j]["output"]) - length), j))
     return partners
-
-
-def create(recipe) -> CriticPipeline:
-    return CriticPipeline(recipe.train.critic)

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from spottrain.model import MultiTokenLM, ValueHead, ValueModel, load_causal_lm
-from spottrain.data import Batch
-from spottrain.pipelines.base import (per_head_cross_entropy, per_token_weights_for_heads, target_aligned,
+from spottrain.tasks.wmtp.model import MultiTokenLM, ValueHead, ValueModel, load_causal_lm
+from spottrain.tasks.wmtp.data import Batch
+from spottrain.tasks.wmtp.losses import (per_head_cross_entropy, per_token_weights_for_heads, target_aligned,
                                       weighted_mtp_loss)
-from spottrain.pipelines.critic import pairwise_loss
-from spottrain.pipelines.rho1 import select_tokens
-from spottrain.pipelines.value_math import (RunningWhitening, exponential_weights, generalized_advantages,
+from spottrain.tasks.wmtp.critic import pairwise_loss
+from spottrain.tasks.wmtp.rho1 import select_tokens
+from spottrain.tasks.wmtp.value_math import (RunningWhitening, exponential_weights, generalized_advantages,
                                             lambda_returns, td_errors, weight_entropy)
 
 # One sequence: two prompt tokens, a three-token response, one pad.
@@ -159,14 +159,14 @@ def _tiny_value_model() -> ValueModel:
 
 @pytest.mark.parametrize("value_coef, reaches_value_head", [(0.0, False), (0.5, True)])
 def test_no_cross_entropy_gradient_reaches_the_value_head_through_the_weights(value_coef, reaches_value_head):
-    from launcher.schema import VerifiableOptions
-    from spottrain.pipelines.verifiable import VerifiablePipeline
+    from spottrain_contract.wmtp import VerifiableOptions
+    from spottrain.tasks.wmtp.verifiable import TdWeightedLoss
 
-    pipeline = VerifiablePipeline(VerifiableOptions(critic_checkpoint="unused", value_coef=value_coef))
+    loss_of = TdWeightedLoss(VerifiableOptions(critic_checkpoint="unused", value_coef=value_coef))
     model = _tiny_value_model()
     batch = Batch(torch.randint(3, 32, (2, 12)), torch.cat([torch.zeros(2, 4), torch.ones(2, 8)], dim=1),
                   torch.ones(2))
-    loss, _ = pipeline.loss(model, batch)
+    loss, _ = loss_of(model, batch)
     loss.backward()
     grads = [p.grad for p in model.value_head.parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in grads) == reaches_value_head
@@ -174,19 +174,18 @@ def test_no_cross_entropy_gradient_reaches_the_value_head_through_the_weights(va
 
 
 def test_verifiable_without_a_critic_checkpoint_says_how_to_produce_one():
-    from launcher.schema import VerifiableOptions
-    from spottrain.pipelines.verifiable import VerifiablePipeline
+    from spottrain_contract.wmtp import VerifiableOptions
+    from spottrain.tasks.wmtp.verifiable import TdWeightedLoss
 
     with pytest.raises(ValueError, match=r"run `launch recipe critic` first"):
-        VerifiablePipeline(VerifiableOptions())
+        TdWeightedLoss(VerifiableOptions())
 
 
 def test_critic_trains_only_the_value_head():
-    from launcher.schema import CriticOptions
-    from spottrain.pipelines.critic import CriticPipeline
+    from spottrain.tasks.wmtp.critic import value_model_on_frozen_trunk
 
     lm = load_causal_lm("micro", vocab_size=32, seed=0)
-    model = CriticPipeline(CriticOptions(loss_type="mse")).build_model(MultiTokenLM(lm, 2), {})
+    model = value_model_on_frozen_trunk(MultiTokenLM(lm, 2))
     trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"value_head"}
 

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ValidationError
 
-from launcher.schema import FieldProblem
+from spottrain_contract.schema import FieldProblem
 
 _KINDS = {
     "int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",

@@ -7,46 +7,70 @@ its own λ-return regression, scaled by `value_coef`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from spottrain.checkpoint.store import open_store
-from spottrain.data import Batch
-from spottrain.model import ValueHead, ValueModel
-from spottrain.pipelines.base import (Pipeline, per_head_cross_entropy, per_token_weights_for_heads,
-                                      weighted_mtp_loss)
-from spottrain.pipelines.critic import VALUE_HEAD_FILE
-from spottrain.pipelines.value_math import (RunningWhitening, exponential_weights, generalized_advantages,
-                                            lambda_returns, td_errors, weight_entropy)
+from spottrain.tasks.wmtp.critic import VALUE_HEAD_FILE
+from spottrain.tasks.wmtp.data import Batch
+from spottrain.tasks.wmtp.losses import (mtp_loss, per_head_cross_entropy, per_token_weights_for_heads,
+                                         weighted_mtp_loss)
+from spottrain.tasks.wmtp.model import ValueHead, ValueModel
+from spottrain.tasks.wmtp.value_math import (RunningWhitening, exponential_weights, generalized_advantages,
+                                             lambda_returns, td_errors, weight_entropy)
+from spottrain.tasks.wmtp.workload import CodeMtpWorkload
+from spottrain_contract.store import open_store
 
 NO_CRITIC = ("train.verifiable.critic_checkpoint: the verifiable stage starts from the critic's best checkpoint "
              "and none was given: run `launch recipe critic` first (the launcher then finds it), or pass "
              "--override train.verifiable.critic_checkpoint=<store>/<critic run id>/step-NNNNNNNN")
 
 
-class VerifiablePipeline(Pipeline):
-    name = "verifiable"
+class VerifiableTask:
+    def __init__(self, train, ranks):
+        self.objective = TdWeightedLoss(train.verifiable)
+        self.work = CodeMtpWorkload(train, ranks)
+        self.options, self.endpoint_url = train.verifiable, train.checkpoint.endpoint_url
 
-    def __init__(self, options, endpoint_url=None):
-        if not options.critic_checkpoint:
-            raise ValueError(NO_CRITIC)
-        self.options, self.endpoint_url = options, endpoint_url
-        self.whitening = RunningWhitening(options.ema_momentum)
+    def training_indices(self) -> list[int]:
+        return self.work.correct_indices()
 
-    def select(self, records):
-        return [i for i, record in enumerate(records) if record["is_correct"]]
-
-    def build_model(self, mtp_model, context):
+    def build_model(self):
+        mtp_model = self.work.build_mtp_model()
         head = ValueHead(mtp_model.hidden_size)
         head.load_state_dict(load_value_head(self.options.critic_checkpoint, self.endpoint_url))
         return ValueModel(mtp_model, head)
 
-    def mtp_model(self, model):
-        return model.mtp
+    def batch(self, indices):
+        return self.work.train_set.batch(indices)
 
-    def mtp_outputs(self, model, batch):
-        return model(batch.input_ids)[0]
+    def evaluate(self, model) -> dict[str, float]:
+        return self.work.evaluate(lambda batch: mtp_loss(model(batch.input_ids)[0].logits, batch))
+
+    def export(self, model, out_dir: Path) -> None:
+        self.work.export(model.mtp, out_dir)
 
     def loss(self, model, batch: Batch):
+        return self.objective(model, batch)
+
+    def state_dict(self):
+        return self.objective.state_dict()
+
+    def load_state_dict(self, state):
+        self.objective.load_state_dict(state)
+
+
+class TdWeightedLoss:
+    """Weighted MTP CE with TD-error token weights plus the value regression; its running whitening of the
+    advantages is state that every checkpoint keeps."""
+
+    def __init__(self, options):
+        if not options.critic_checkpoint:
+            raise ValueError(NO_CRITIC)
+        self.options = options
+        self.whitening = RunningWhitening(options.ema_momentum)
+
+    def __call__(self, model, batch: Batch):
         out, values = model(batch.input_ids)
         o, mask, reward = self.options, batch.response_mask, batch.is_correct
         detached = values.detach().float()
@@ -85,7 +109,3 @@ def load_value_head(checkpoint_uri: str, endpoint_url=None) -> dict[str, torch.T
         raise FileNotFoundError(f"train.verifiable.critic_checkpoint: no {VALUE_HEAD_FILE}.safetensors in "
                                 f"{checkpoint_uri} (is it a critic checkpoint?)")
     return load(data)
-
-
-def create(recipe) -> VerifiablePipeline:
-    return VerifiablePipeline(recipe.train.verifiable, recipe.train.checkpoint.endpoint_url)

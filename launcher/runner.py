@@ -1,0 +1,94 @@
+"""One path from a plan to a run on any target, and the run's life afterwards, over the run registry.
+
+`launch recipe` and `launch pipeline` submit through `submit`; `launch status`, `logs` and `stop` go through
+`refresh`, `logs` and `stop`. A target renders, submits and talks to its platform; the runner creates the run
+record, writes the registry, and resolves the real secrets only here, for the render that is submitted (the
+display render only ever sees masks).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+from launcher.errors import LaunchError
+from launcher.plan import LaunchPlan
+from launcher.registry import Registry, RunRecord
+from launcher.secrets import resolve_secrets
+from launcher.targets import RunStatus, get_target
+from spottrain_contract.job import RunState, mlflow_tracking_uri
+
+
+def submit(plan: LaunchPlan, project_dir: Path) -> RunRecord:
+    """Render with the real secrets, validate, record the run, hand it to its target. A refused submission
+    leaves no record."""
+    target = get_target(plan.target)
+    if plan.chaos and not target.RUNS_HERE:
+        raise LaunchError(f"--chaos: only for runs on this machine, not --target {plan.target}")
+    secrets = resolve_secrets(target.secret_names(plan.recipe), project_dir, required=not target.RUNS_HERE)
+    document = target.render(plan, secrets)
+    target.validate(document)
+    registry = Registry(project_dir)
+    record = _new_record(plan, target, project_dir, registry)
+    registry.save(record)
+    try:
+        handle = target.launch(plan, document, secrets, record)
+    except BaseException:
+        registry.delete(record.run_id)
+        raise
+    return registry.update(record.run_id, handle=handle)
+
+
+def _new_record(plan: LaunchPlan, target, project_dir: Path, registry: Registry) -> RunRecord:
+    """Where the run keeps its checkpoints and metrics; paths of a run here are made absolute (status may be
+    asked from anywhere), a platform's are the node's."""
+    checkpoint, mlflow = plan.recipe.train.checkpoint, plan.recipe.mlflow
+    store, local_dir, tracking = checkpoint.uri, checkpoint.local_dir, mlflow.tracking_uri or ""
+    if target.RUNS_HERE:
+        local_dir = str(project_dir / local_dir)
+        store = store if "://" in store else str(project_dir / store)
+        tracking = mlflow_tracking_uri(mlflow.tracking_uri, local_dir)
+    return RunRecord(run_id=plan.run_id, recipe=plan.loaded.name, target=plan.target, state=RunState.LAUNCHING,
+                     started=time.time(), store=store, local_dir=local_dir, tracking_uri=tracking,
+                     log=str(registry.log_path(plan.run_id)) if target.RUNS_HERE else None, project=str(project_dir))
+
+
+def refresh(registry: Registry, record: RunRecord) -> RunStatus:
+    """The run's state from its target, kept in the registry when it changed."""
+    now = get_target(record.target).status(record)
+    changes = {}
+    if now.state != record.state and now.state is not RunState.UNKNOWN:
+        changes["state"] = now.state
+        if now.state.is_terminal:
+            changes["ended"] = time.time()
+    if now.restarts is not None and now.restarts != record.restarts:
+        changes["restarts"] = now.restarts
+    if changes:
+        registry.update(record.run_id, **changes)
+    return now
+
+
+def logs(record: RunRecord, follow: bool) -> Iterator[str]:
+    return get_target(record.target).logs(record, follow)
+
+
+def stop(registry: Registry, record: RunRecord) -> RunState:
+    """Ask the target to stop the run gracefully; a state the run's own supervisor wrote meanwhile stands."""
+    state = get_target(record.target).stop(record)
+    current = registry.get(record.run_id)
+    if current.state.is_terminal:
+        return current.state
+    registry.update(record.run_id, state=state, **({"ended": time.time()} if state.is_terminal else {}))
+    return state
+
+
+def wait_until_finished(registry: Registry, run_id: str, poll_seconds: float = 30.0) -> None:
+    """Stages of a pipeline run one after another: the next may need this one's best checkpoint."""
+    while True:
+        state = refresh(registry, registry.get(run_id)).state
+        if state is RunState.FINISHED:
+            return
+        if state.is_terminal:
+            raise LaunchError(f"stage run {run_id} {state}: the pipeline stops here (launch logs {run_id})")
+        time.sleep(poll_seconds)

@@ -1,0 +1,72 @@
+"""The job contract: what a launched job and the launcher agree on at run time (standard library only).
+
+Environment variables the launcher sets and the trainer reads, the exit codes the trainer ends with and the
+supervisors act on, the files through which a run reports where it is, the MLflow tag that finds a run's
+MLflow run, and the one set of run states every target maps its platform's states onto.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Optional
+
+TRAINER_MODULE = "spottrain"
+RUN_ID_ENV = "SPOTTRAIN_RUN_ID"  # stable across restarts and recoveries: the trainer resumes by it
+RECIPE_ENV = "SPOTTRAIN_RECIPE"  # the recipe the launch resolved (YAML text): what the node trains
+GIT_COMMIT_ENV = "SPOTTRAIN_GIT_COMMIT"  # the commit the launch came from, `+dirty` with uncommitted changes
+EXIT_FILE_ENV = "SPOTTRAIN_EXIT_FILE"  # torchrun reports any worker failure as 1; the trainer writes its code here
+MASTER_PORT = 29500
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "checkpointed on a preemption notice, start me again and I resume"
+MLFLOW_RUN_ID_TAG = "spottrain.run_id"  # on the MLflow run of a training run: its run id
+PROGRESS_FILE = "progress.json"  # {"step", "total", "attempt_start"}, written by rank 0
+EXIT_FILE = ".exit-code"  # where the local supervisor asks the trainer to write its exit code
+RESOLVED_RECIPE_FILE = "recipe.resolved.yaml"  # the shipped recipe, as an MLflow artifact of the run
+
+
+class RunState(str, enum.Enum):
+    """Where a run is. Every target maps its platform's states onto these; the CLI, registry and supervisor
+    compare these, never strings. The values are what the registry stores and `launch status` prints."""
+
+    LAUNCHING = "launching"  # the launcher is handing it to the target
+    PENDING = "pending"  # accepted by the platform, waiting for capacity or starting
+    RUNNING = "running"
+    RESTARTING = "restarting"  # recovering after a preemption or a crash
+    STOPPING = "stopping"  # asked to stop: checkpointing
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    UNKNOWN = "unknown"  # the platform cannot be asked right now
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TERMINAL = frozenset({RunState.FINISHED, RunState.FAILED, RunState.STOPPED})
+
+
+def run_dir(local_dir: str | Path, run_id: str) -> Path:
+    """`<checkpoint.local_dir>/<run id>/`: a run's local disk on a node, where its progress file lives."""
+    return Path(local_dir) / run_id
+
+
+def progress_path(local_dir: str | Path, run_id: str) -> Path:
+    return run_dir(local_dir, run_id) / PROGRESS_FILE
+
+
+def exit_file_path(local_dir: str | Path, run_id: str) -> Path:
+    return run_dir(local_dir, run_id) / EXIT_FILE
+
+
+def mlflow_tracking_uri(configured: Optional[str], local_dir: str) -> str:
+    """The recipe's server, else $MLFLOW_TRACKING_URI, else a SQLite store beside the local checkpoints."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(local_dir).resolve()}/mlflow.db"
