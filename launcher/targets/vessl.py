@@ -265,11 +265,9 @@ def _vessl_reason(exc: Exception) -> Optional[str]:
 
 
 def _mask(text: str, secrets) -> str:
-    from launcher.secrets import MASK
+    from launcher.secrets import mask_text
 
-    for value in (secrets.as_dict().values() if secrets is not None else ()):
-        text = text.replace(value, MASK) if value else text
-    return text
+    return mask_text(text, secrets.as_dict().values() if secrets is not None else ())
 
 
 def _unescape(message: str) -> str:

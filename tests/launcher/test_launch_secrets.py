@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from launcher.errors import LaunchError
-from launcher.secrets import MASK, MaskedSecrets, ResolvedSecrets, resolve_secrets
+from launcher.secrets import MASK, MaskedSecrets, ResolvedSecrets, mask_text, resolve_secrets
 
 NAMES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "HF_TOKEN")
 
@@ -81,3 +81,55 @@ def test_the_missing_secrets_message_never_contains_a_value(tmp_path_factory, fr
                         environ={"MLFLOW_TRACKING_PASSWORD": from_env})
     message = str(caught.value)
     assert "sEcReT-" not in message and from_env not in message and from_file not in message
+
+
+# --- .env values arrive byte-exact; the file's permissions are checked --------------------------------------------
+
+@pytest.mark.parametrize(("line", "value"), [
+    ("HF_TOKEN='abc${x}def'", "abc${x}def"),  # no interpolation of ${...}
+    ("HF_TOKEN='${only}'", "${only}"),  # not reported missing
+    ('HF_TOKEN="a$HOME b"', "a$HOME b"),
+    ("HF_TOKEN='line1\rline2'", "line1\rline2"),  # a bare CR stays a CR
+    ("HF_TOKEN='two\nlines'", "two\nlines"),
+])
+def test_env_file_values_arrive_byte_exact(tmp_path, line, value):
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(line.encode() + b"\n")
+    env_file.chmod(0o600)
+    assert resolve_secrets(["HF_TOKEN"], tmp_path, environ={}).value("HF_TOKEN") == value
+
+
+def test_an_env_file_readable_by_others_is_warned_about_once(tmp_path, capsys):
+    env_file = tmp_path / ".env"
+    env_file.write_text("HF_TOKEN=abc\n")
+    env_file.chmod(0o644)
+    resolve_secrets(["HF_TOKEN"], tmp_path, environ={})
+    resolve_secrets(["HF_TOKEN"], tmp_path, environ={})
+    warnings = capsys.readouterr().err.splitlines()
+    assert warnings == [f"warning: {env_file} holds secrets and is readable by group or others (mode 0644): "
+                        f"chmod 600 {env_file}"]
+
+
+def test_a_private_env_file_is_not_warned_about(tmp_path, capsys):
+    (tmp_path / ".env").write_text("HF_TOKEN=abc\n")
+    (tmp_path / ".env").chmod(0o600)
+    resolve_secrets(["HF_TOKEN"], tmp_path, environ={})
+    assert capsys.readouterr().err == ""
+
+
+# --- platform text is masked line by line and piece by piece -------------------------------------------------------
+
+def test_every_line_of_a_multi_line_secret_is_masked():
+    secret = "first-line-of-key\nsecond-line-of-key"
+    echoed = "invalid env value: first-line-of-key (field HF_TOKEN)"
+    assert mask_text(echoed, [secret]) == f"invalid env value: {MASK} (field HF_TOKEN)"
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=st.text(min_size=4, max_size=40), start=st.integers(0, 40), length=st.integers(4, 40),
+       before=st.text(max_size=20), after=st.text(max_size=20))
+def test_no_piece_of_four_or_more_characters_of_a_secret_survives_masking(secret, start, length, before, after):
+    piece = secret[start:start + length]
+    assume(len(piece) >= 4 and "*" not in secret)
+    masked = mask_text(before + piece + after, [secret])
+    assert piece not in masked
