@@ -32,6 +32,7 @@ class LaunchPlan:
     run_id: str
     code: Optional[CodeVersion] = None
     chaos: Optional[str] = None  # targets that run here: kill the job at random moments (launcher.supervisor)
+    notes: tuple[str, ...] = ()  # summary lines about what is settled only at launch (e.g. the critic lookup)
 
     @property
     def recipe(self) -> Recipe:
@@ -57,6 +58,7 @@ class LaunchPlan:
                 if self.code.dirty else ""))
         if self.loaded.overrides:
             lines.append(f"overrides  {' '.join(self.loaded.overrides)}")
+        lines += self.notes
         if r.secrets:
             lines.append(f"secrets    {', '.join(r.secrets)} (values passed at launch, never written)")
         return "\n".join(lines)

@@ -9,6 +9,7 @@ checkpoint was used.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -17,7 +18,7 @@ import yaml
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan, plan_launch
 from spottrain_contract.lookup import finished_runs
-from spottrain_contract.store import open_store
+from spottrain_contract.store import open_store, store_failure
 
 PIPELINES_FILE = "recipes/_pipelines.yaml"
 CRITIC_OVERRIDE = "train.verifiable.critic_checkpoint"
@@ -30,24 +31,39 @@ def needs_critic(plan: LaunchPlan) -> bool:
 
 def find_critic_checkpoint(plan: LaunchPlan, only_run: Optional[str] = None) -> Optional[str]:
     """URI of the best checkpoint of the newest completed critic run in this recipe's store (of `only_run`, if
-    given), or None. Reading an s3:// store needs boto3, imported only here, when a store is really read."""
+    given), or None. Reading an s3:// store needs boto3, imported only here, when a store is really read; a
+    store that cannot be read is one line naming it."""
     checkpoint = plan.recipe.train.checkpoint
     stage = plan.recipe.train.verifiable.critic_stage
-    store = open_store(checkpoint.uri, checkpoint.endpoint_url)
-    for run in finished_runs(store, run_prefix=f"{stage}-", only_run=only_run):
-        best = run.best_step()
-        if best is not None:
-            return run.uri_of(best)
+    try:
+        store = open_store(checkpoint.uri, checkpoint.endpoint_url)
+        for run in finished_runs(store, run_prefix=f"{stage}-", only_run=only_run):
+            best = run.best_step()
+            if best is not None:
+                return run.uri_of(best)
+    except Exception as exc:  # boto3 and the filesystem raise many types; every one means "cannot read"
+        raise LaunchError(f"{plan.loaded.relpath}: train.checkpoint.uri: cannot read {checkpoint.uri} to find the "
+                          f"{stage} checkpoint ({store_failure(exc)})") from None
     return None
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri
 
 
 def with_critic_checkpoint(plan: LaunchPlan, project_dir: Path, *, required: bool,
                            stage_runs: Optional[dict[str, str]] = None) -> LaunchPlan:
     """The plan with the critic checkpoint resolved, if the recipe needs one and names none. `stage_runs`
-    (recipe name -> run id) are the runs a pipeline launched before this stage: a critic among them is the one."""
+    (recipe name -> run id) are the runs a pipeline launched before this stage: a critic among them is the one.
+    Not `required` (a dry run) never touches the network: a remote store is only described."""
     if not needs_critic(plan):
         return plan
     stage = plan.recipe.train.verifiable.critic_stage
+    uri = plan.recipe.train.checkpoint.uri
+    if not required and _is_remote(uri):
+        note = (f"critic     the best checkpoint of the newest completed {stage} run in {uri}, looked up at launch "
+                f"(or --override {CRITIC_OVERRIDE}=URI)")
+        return dataclasses.replace(plan, notes=(*plan.notes, note))
     pinned = (stage_runs or {}).get(stage)
     found = find_critic_checkpoint(plan, only_run=pinned)
     if found is None and pinned:

@@ -11,6 +11,7 @@ an HTTP 500 InternalError instead, which botocore's retries and `with_retries` m
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
@@ -20,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol, TypeVar
+
+from spottrain_contract.errors import ConfigurationError
 
 T = TypeVar("T")
 
@@ -40,18 +43,61 @@ def open_store(uri: str, endpoint_url: Optional[str] = None) -> CheckpointStore:
     if uri.startswith("s3://"):
         return S3Store(uri, endpoint_url=endpoint_url)
     if "://" in uri:
-        raise ValueError(f"train.checkpoint.uri: unsupported scheme in {uri!r} (expected s3:// or a directory)")
+        raise ConfigurationError(f"train.checkpoint.uri: unsupported scheme in {uri!r} (expected s3:// or a directory)")
     return LocalDirStore(uri)
+
+
+# Faults no retry can heal: the store is read-only or full, the credentials are missing or wrong, the bucket
+# does not exist. Everything else (timeouts, throttling, 5xx, a dropped connection) may pass.
+_PERMANENT_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR}
+_PERMANENT_S3_CODES = {"AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                       "AllAccessDisabled", "InvalidBucketName", "AccountProblem", "InvalidToken", "ExpiredToken",
+                       "403"}
+_PERMANENT_BOTO = {"NoCredentialsError", "PartialCredentialsError", "NoRegionError"}
+
+
+def _causes(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _permanent_cause(exc: BaseException) -> Optional[BaseException]:
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.errno in _PERMANENT_ERRNOS:
+            return cause
+        if type(cause).__name__ in _PERMANENT_BOTO:
+            return cause
+        code = (getattr(cause, "response", None) or {}).get("Error", {}).get("Code")
+        if code in _PERMANENT_S3_CODES:
+            return cause
+    return None
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for a store failure no retry can heal, looked up through the chain of causes (boto3 wraps the
+    ClientError of an upload in an S3UploadFailedError; pathlib's mkdir raises EPERM while handling ENOENT)."""
+    return _permanent_cause(exc) is not None
+
+
+def store_failure(exc: BaseException) -> str:
+    """One line for a store failure: the cause that makes it permanent, else the error itself."""
+    shown = _permanent_cause(exc) or exc
+    said = str(shown).strip().splitlines()
+    return f"{type(shown).__name__}: {said[0]}" if said else type(shown).__name__
 
 
 def with_retries(action: Callable[[], T], *, what: str, attempts: int = 5, base_delay: float = 0.5,
                  on_retry: Optional[Callable[[str], None]] = None) -> T:
-    """Run `action`, retrying with exponential backoff; the last failure propagates."""
+    """Run `action`, retrying with exponential backoff; a permanent failure (`is_permanent`) and the last one
+    propagate at once."""
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except Exception as exc:  # boto3, OSError, ...: every transfer failure is worth a retry
-            if attempt == attempts:
+        except Exception as exc:  # boto3, OSError, ...: a transfer failure is worth a retry unless permanent
+            if attempt == attempts or is_permanent(exc):
                 raise
             if on_retry:
                 on_retry(f"{what}: attempt {attempt} failed ({type(exc).__name__}: {exc}); retrying")
@@ -105,8 +151,17 @@ class LocalDirStore:
         return sorted(key for key in keys if key.startswith(prefix))
 
     def delete(self, keys: list[str]) -> None:
+        """Delete the files, then every directory they leave empty (as S3 keeps no empty prefixes)."""
+        parents = set()
         for key in keys:
-            self._path(key).unlink(missing_ok=True)
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            parents.update(p for p in path.parents if self.root in p.parents)
+        for directory in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (or gone): keep it
+                pass
 
 
 FAULTS_ENV = "SPOTTRAIN_S3_FAULTS"
@@ -200,7 +255,7 @@ class S3Store:
         self.uri = uri
         bucket, _, prefix = uri[len("s3://"):].partition("/")
         if not bucket:
-            raise ValueError(f"train.checkpoint.uri: no bucket in {uri!r}")
+            raise ConfigurationError(f"train.checkpoint.uri: no bucket in {uri!r}")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         spec = os.environ.get(FAULTS_ENV, "").strip()
         self.faults: Optional[S3Faults] = S3Faults.parse(spec) if spec else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -9,7 +10,7 @@ import textwrap
 import pytest
 import yaml
 
-from launch_helpers import PROJECT_DIR, copy_real_recipes, launch_env, run_launch, write_project
+from launch_helpers import PROJECT_DIR, copy_real_recipes, launch_env, launch_executable, run_launch, write_project
 from launcher.targets import vessl
 
 
@@ -172,8 +173,9 @@ def test_launch_finds_the_project_from_a_subdirectory(private_home):
 def test_a_broken_recipe_is_blamed_on_its_file_by_the_cli(private_home, tmp_path):
     project = write_project(tmp_path, {"x.yaml": "extends: _base.yaml\nname: x\ntask: critic\n"})
     done = run_launch("render", "x", home=private_home, cwd=project)
-    assert (done.returncode, error_lines(done)) == (2, ["error: recipes/x.yaml: mlflow.run_name: required key is "
-                                                        "missing (and 2 more problems)"])
+    assert (done.returncode, error_lines(done)) == (2, ["error: recipes/x.yaml: mlflow.run_name: required key is missing",
+                                                        "error: recipes/x.yaml: train.critic: required key is missing",
+                                                        "error: recipes/x.yaml: train.epochs: required key is missing"])
 
 
 # --- launch recipe --------------------------------------------------------------------------------------------------
@@ -203,3 +205,49 @@ def test_help_imports_neither_sky_nor_torch_nor_mlflow(private_home):
     done = subprocess.run([sys.executable, "-c", HELP_IMPORTS], cwd=PROJECT_DIR, env=launch_env(private_home),
                           capture_output=True, text=True, timeout=60)
     assert ("Usage: launch" in done.stdout, done.stdout.splitlines()[-1]) == (True, "HEAVY []")
+
+
+def no_aws(home) -> dict:
+    """The CLI's environment with no AWS credentials and an S3 endpoint nothing listens on."""
+    env = {k: v for k, v in launch_env(home).items() if not k.startswith("AWS_")}
+    return {**env, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_CONFIG_FILE": str(home / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / "none")}
+
+
+def test_a_dry_run_of_verifiable_reads_no_store_and_says_how_the_critic_is_found(private_home):
+    done = subprocess.run([launch_executable(), "recipe", "verifiable", "--dry-run"], cwd=PROJECT_DIR,
+                          env=no_aws(private_home), capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert ("critic     the best checkpoint of the newest completed critic run in s3://weighted-mtp-checkpoints/runs, "
+            "looked up at launch (or --override train.verifiable.critic_checkpoint=URI)") in done.stdout.splitlines()
+
+
+def test_a_launch_that_cannot_read_the_store_for_the_critic_says_so_in_one_line(private_home):
+    done = subprocess.run([launch_executable(), "recipe", "verifiable"], cwd=PROJECT_DIR, env=no_aws(private_home),
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, error_lines(done)) == (2, [
+        "error: recipes/verifiable.yaml: train.checkpoint.uri: cannot read s3://weighted-mtp-checkpoints/runs to find "
+        "the critic checkpoint (NoCredentialsError: Unable to locate credentials)"])
+
+
+def test_a_bad_chaos_spec_is_a_usage_error_and_launches_nothing(private_home, tmp_path):
+    project = copy_real_recipes(tmp_path / "project", names=("baseline",))
+    done = run_launch("recipe", "baseline", "--target", "local", "--chaos", "kills=two", home=private_home,
+                      cwd=project)
+    assert (done.returncode, len(error_lines(done))) == (2, 1)
+    assert error_lines(done)[0].startswith("error: --chaos: expected kills=N[,signals=KILL+TERM][,every=LOW:HIGH]")
+    assert not (project / "runs").exists()
+
+
+def test_status_skips_a_corrupt_registry_file_with_a_warning(private_home, tmp_path):
+    project = copy_real_recipes(tmp_path / "project", names=("baseline",))
+    registry = project / "runs" / "registry"
+    registry.mkdir(parents=True)
+    (registry / "good.json").write_text(json.dumps({
+        "run_id": "good", "recipe": "baseline", "target": "local", "state": "finished", "started": 0.0,
+        "store": "s", "local_dir": str(tmp_path), "tracking_uri": "", "handle": {}}))
+    (registry / "cut.json").write_text('{"run_id": "cut", "reci')
+    done = run_launch("status", home=private_home, cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[:4] for line in done.stdout.splitlines()[1:]] == [["good", "baseline", "local", "finished"]]
+    assert error_lines(done) == ["warning: runs/registry/cut.json: not a run record (JSONDecodeError): skipped"]
