@@ -104,7 +104,7 @@ def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detac
     if chaos:
         from launcher.supervisor import Chaos
 
-        Chaos.parse(chaos)  # a bad spec is a usage error before anything is launched
+        Chaos.parse(chaos)  # a bad spec is a one-line error before anything is rendered or launched
     project_dir = _project_dir()
     plan, document = render_for_display(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
                                         profile=_profile_for(target, profile), overrides=overrides, run_id=run_id,
@@ -161,6 +161,11 @@ def _submit(plan, project_dir: Path, *, detach: bool = False) -> None:
     from launcher.targets import get_target
     from spottrain_contract.job import RunState
 
+    done = runner.completed_here(plan, project_dir)
+    if done is not None:
+        click.echo(f"run {plan.run_id} already finished at step {done}: nothing to resume "
+                   f"(launch status {plan.run_id}; final weights in its store's final-hf/)")
+        return
     record = runner.submit(plan, project_dir)
     hints = (f"  launch status {record.run_id}    launch logs {record.run_id} --follow    "
              f"launch stop {record.run_id}")
@@ -215,7 +220,7 @@ def status(run_id):
                      age(record.started)))
     header = ("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")
     click.echo("\n".join(table_lines(header, rows)))
-    for line in unreachable:
+    for line in [*(f"warning: {skip}" for skip in registry.skipped), *unreachable]:
         click.echo(line, err=True)
 
 
@@ -258,7 +263,8 @@ def main():
     try:
         cli.main(standalone_mode=False)
     except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
+        for line in str(exc).splitlines():  # a recipe with several problems: one line each
+            click.echo(f"error: {line}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

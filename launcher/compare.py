@@ -44,12 +44,13 @@ def compare(registry: Registry, run_a: str, run_b: str, plot: Optional[Path] = N
                            [[k, _fmt(a.data.metrics.get(k)), _fmt(b.data.metrics.get(k))] for k in metrics])
     if plot is not None:
         curves = [k for k in CURVES if k in a.data.metrics or k in b.data.metrics]
-        _plot(plot, curves, {run_a: (client_a, a.info.run_id), run_b: (client_b, b.info.run_id)})
-        lines += ["", f"wrote {plot} ({', '.join(curves)})"]
+        written = _plot(plot, curves, {run_a: (client_a, a.info.run_id), run_b: (client_b, b.info.run_id)})
+        lines += ["", f"wrote {written} ({', '.join(curves)})"]
     return "\n".join(lines)
 
 
-def _plot(path: Path, curves: list[str], runs: dict) -> None:
+def _plot(path: Path, curves: list[str], runs: dict) -> Path:
+    """Draw the curves into `path` (`.png` added when it names no format matplotlib writes); the file written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,8 +66,16 @@ def _plot(path: Path, curves: list[str], runs: dict) -> None:
         axis.set_xlabel("step")
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    formats = figure.canvas.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        path = path.with_name(path.name + ".png")
+    try:
+        figure.savefig(path)
+    except OSError as exc:
+        raise LaunchError(f"--plot: cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(figure)
+    return path
 
 
 def _fmt(value) -> str:

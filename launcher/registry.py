@@ -42,6 +42,7 @@ class Registry:
     def __init__(self, project_dir: Path):
         self.dir = project_dir / REGISTRY_DIR
         self.project_dir = project_dir
+        self.skipped: list[str] = []  # what `all` could not read, one line each
 
     def save(self, record: RunRecord) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -72,9 +73,17 @@ class Registry:
         return _record(json.loads(path.read_text()))
 
     def all(self) -> list[RunRecord]:
+        """Every readable record, oldest first; a file that is not one (cut short, edited by hand) is skipped and
+        named in `skipped`, so one bad file never hides the other runs."""
         if not self.dir.is_dir():
             return []
-        records = [_record(json.loads(p.read_text())) for p in self.dir.glob("*.json")]
+        records, self.skipped = [], []
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                records.append(_record(json.loads(path.read_text())))
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                self.skipped.append(f"{path.relative_to(self.project_dir)}: not a run record "
+                                    f"({type(exc).__name__}): skipped")
         return sorted(records, key=lambda r: r.started)
 
     def log_path(self, run_id: str) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan
@@ -18,6 +18,8 @@ from launcher.registry import Registry, RunRecord
 from launcher.secrets import resolve_secrets
 from launcher.targets import RunStatus, get_target
 from spottrain_contract.job import RunState, mlflow_tracking_uri
+from spottrain_contract.lookup import StoredRun
+from spottrain_contract.store import open_store
 
 
 def submit(plan: LaunchPlan, project_dir: Path) -> RunRecord:
@@ -38,6 +40,16 @@ def submit(plan: LaunchPlan, project_dir: Path) -> RunRecord:
         registry.delete(record.run_id)
         raise
     return registry.update(record.run_id, handle=handle)
+
+
+def completed_here(plan: LaunchPlan, project_dir: Path) -> Optional[int]:
+    """For a run on this machine that was completed before: its final step (read from its store here, before
+    any worker starts); None otherwise, and for platform runs, whose store may need the node's credentials."""
+    if not get_target(plan.target).RUNS_HERE:
+        return None
+    uri = plan.recipe.train.checkpoint.uri
+    store = open_store(uri if "://" in uri else str(project_dir / uri), plan.recipe.train.checkpoint.endpoint_url)
+    return StoredRun(store, plan.run_id).completed()
 
 
 def _new_record(plan: LaunchPlan, target, project_dir: Path, registry: Registry) -> RunRecord:

@@ -3,8 +3,9 @@
     python -m launcher.supervisor --project DIR --run-id RUN [--chaos kills=5,signals=KILL+TERM,every=2:8,seed=1]
 
 A preemption exit (75) always restarts the script; a crash restarts it up to the recipe's
-`max_restarts_on_errors`; SIGTERM to the supervisor (`launch stop`) is passed to the job, which checkpoints and
-exits, and the run ends as stopped. Chaos mode kills the job's process group at random moments (SIGKILL and
+`max_restarts_on_errors`; the do-not-restart exit (78: bad settings or inputs, a store that refuses writes)
+never. SIGTERM to the supervisor (`launch stop`) is passed to the job, which checkpoints and exits, and the run
+ends as stopped. Chaos mode kills the job's process group at random moments (SIGKILL and
 SIGTERM, checkpoint uploads included) a given number of times, to prove nothing is lost.
 """
 
@@ -24,8 +25,10 @@ from pathlib import Path
 from typing import Optional
 
 from launcher import processes
+from launcher.errors import LaunchError
 from launcher.registry import Registry
-from spottrain_contract.job import EXIT_FILE_ENV, PREEMPTED_EXIT_CODE, RunState, exit_file_path, progress_path
+from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, EXIT_FILE_ENV, PREEMPTED_EXIT_CODE, RunState,
+                                    exit_file_path, progress_path)
 
 GRACE_SECONDS = 120.0
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}
@@ -49,7 +52,7 @@ class Chaos:
                        signals=tuple(_SIGNALS[s] for s in fields.get("signals", "KILL+TERM").split("+")),
                        every=(low, high), seed=int(fields.get("seed", 0)))
         except (KeyError, ValueError) as exc:
-            raise ValueError(f"--chaos: expected kills=N[,signals=KILL+TERM][,every=LOW:HIGH][,seed=S], got "
+            raise LaunchError(f"--chaos: expected kills=N[,signals=KILL+TERM][,every=LOW:HIGH][,seed=S], got "
                              f"{spec!r} ({exc})") from None
 
 
@@ -64,6 +67,7 @@ class Supervisor:
         self.steps_computed = 0
         self.attempts = 0
         self._final_step = 0
+        self._start_step: Optional[int] = None  # where the first attempt that trained started (a resumed run: > 0)
         self._random = random.Random(chaos.seed if chaos else 0)
 
     def run(self) -> int:
@@ -75,6 +79,8 @@ class Supervisor:
                 return self._end(RunState.STOPPED if code in (0, PREEMPTED_EXIT_CODE) else RunState.FAILED, code)
             if code == 0:
                 return self._end(RunState.FINISHED, code)
+            if code == DO_NOT_RESTART_EXIT_CODE:  # the job said why; a restart would only say it again
+                return self._end(RunState.FAILED, code)
             if code != PREEMPTED_EXIT_CODE and code != -signal.SIGKILL:
                 budget -= 1
                 if budget < 0:
@@ -104,6 +110,8 @@ class Supervisor:
         computed = "no step"
         if progress.get("attempt_start") is not None:  # absent if this attempt died before resuming
             self.steps_computed += max(0, progress["step"] - progress["attempt_start"])
+            if self._start_step is None:
+                self._start_step = progress["attempt_start"]
             computed = f"steps {progress['attempt_start']}→{progress['step']}"
         self._clear_progress()
         self.attempts += 1
@@ -159,11 +167,12 @@ class Supervisor:
 
     def _end(self, state: RunState, code: int) -> int:
         final = self._final_step
+        recomputed = self.steps_computed - (final - (self._start_step or 0))  # computed beyond the useful steps
         self.registry.update(self.run_id, state=state, ended=time.time(),
                              handle={"exit_code": code, "chaos_kills": self.kills_done,
                                      "steps_computed": self.steps_computed, "final_step": final})
         print(f"[supervisor] run {self.run_id} {state}: {final} steps, {self.steps_computed} computed "
-              f"({self.steps_computed - final} recomputed), {self.record.restarts} restarts, "
+              f"({recomputed} recomputed), {self.record.restarts} restarts, "
               f"{self.kills_done} chaos kills", file=sys.stderr, flush=True)
         return 0 if state in (RunState.FINISHED, RunState.STOPPED) else 1
 

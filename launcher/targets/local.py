@@ -63,8 +63,10 @@ def launch(plan: LaunchPlan, document: str, secrets, record: RunRecord) -> dict:
     command = [sys.executable, "-m", "launcher.supervisor", "--project", record.project, "--run-id", plan.run_id]
     if plan.chaos:
         command += ["--chaos", plan.chaos]
+    log_path = Path(record.log)
     Registry(Path(record.project)).update(record.run_id, handle={
-        "script": document, "max_restarts_on_errors": plan.recipe.resources.recovery.max_restarts_on_errors})
+        "script": document, "max_restarts_on_errors": plan.recipe.resources.recovery.max_restarts_on_errors,
+        "log_offset": log_path.stat().st_size if log_path.is_file() else 0})
     with open(record.log, "ab") as log:
         supervisor = subprocess.Popen(command, cwd=record.project, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,9 +84,12 @@ def status(record: RunRecord) -> RunStatus:
 
 
 def logs(record: RunRecord, follow: bool) -> Iterator[str]:
-    """The supervisor's log; with `follow`, new lines until the run ends."""
+    """The supervisor's log, every launch of the run; with `follow`, from its latest launch on (a resumed run's
+    earlier attempts are not replayed), new lines until the run ends."""
     registry = Registry(Path(record.project))
     with Path(record.log).open(errors="replace") as source:
+        if follow:
+            source.seek(record.handle.get("log_offset", 0))
         while True:
             line = source.readline()
             if line:

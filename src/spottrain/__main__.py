@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from spottrain_contract.errors import UserError
-from spottrain_contract.job import RECIPE_ENV
+from spottrain.preemption import report_exit_code
+from spottrain_contract.job import DO_NOT_RESTART_EXIT_CODE, RECIPE_ENV
 from spottrain_contract.recipe import from_shipped, load_recipe
 
 
@@ -33,7 +34,8 @@ def main(argv=None) -> int:
             raise UserError(f"no recipe: launch it with `launch recipe NAME`, or pass --recipe recipes/NAME.yaml")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        report_exit_code(DO_NOT_RESTART_EXIT_CODE)  # a recipe that does not validate never will
+        return DO_NOT_RESTART_EXIT_CODE
     from spottrain.trainer import train as run_training
 
     return run_training(loaded)

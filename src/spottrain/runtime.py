@@ -88,13 +88,14 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_ranks_agree(flag: bool) -> bool:
-    """True on every rank if it is true on any: ranks stop (or save) at the same step."""
+def any_rank(*flags: bool) -> tuple[bool, ...]:
+    """Each flag true on every rank if it is true on any (one all-reduce for all): ranks stop, save or fail
+    at the same step."""
     if not dist.is_initialized():
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device())
+        return flags
+    tensor = torch.tensor([1.0 if flag else 0.0 for flag in flags], device=device())
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
+    return tuple(bool(value) for value in tensor.tolist())
 
 
 def mean_across_ranks(values: dict[str, torch.Tensor]) -> dict[str, float]:

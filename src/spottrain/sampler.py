@@ -13,6 +13,8 @@ from typing import Optional
 
 import numpy as np
 
+from spottrain_contract.errors import ConfigurationError
+
 
 class StepSampler:
     def __init__(self, indices: list[int], *, per_gpu: int, grad_accum: int, world_size: int, rank: int,
@@ -23,7 +25,7 @@ class StepSampler:
         self.global_batch = per_gpu * grad_accum * world_size
         self.steps_per_epoch = len(self.indices) // self.global_batch
         if self.steps_per_epoch == 0:
-            raise ValueError(f"train.batch: a global batch of {self.global_batch} samples "
+            raise ConfigurationError(f"train.batch: a global batch of {self.global_batch} samples "
                              f"(per_gpu × grad_accum × {world_size} ranks) exceeds the {len(self.indices)} "
                              f"training samples")
 

@@ -18,17 +18,20 @@ from pathlib import Path
 import torch
 
 from spottrain import runtime
-from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful
+from spottrain.checkpoint.checkpointer import (Checkpointer, SavePolicy, Stateful, StoreUnavailable,
+                                               probe_store)
 from spottrain.engine import build_engine, consolidated_state_dict
 from spottrain.preemption import PreemptionNotice, report_exit_code
 from spottrain.sampler import StepSampler
 from spottrain.tasks import CheckpointExtras, Task, create_task
 from spottrain.tracking import Tracker, flatten
 from spottrain_contract import layout
-from spottrain_contract.job import (GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE, RESOLVED_RECIPE_FILE, RUN_ID_ENV,
-                                    mlflow_tracking_uri, progress_path)
+from spottrain_contract.errors import ConfigurationError
+from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE,
+                                    RESOLVED_RECIPE_FILE, RUN_ID_ENV, mlflow_tracking_uri, progress_path)
+from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe
-from spottrain_contract.store import open_store
+from spottrain_contract.store import is_permanent, open_store, store_failure
 
 log = logging.getLogger("spottrain")
 
@@ -47,7 +50,23 @@ class LoopPosition:
 
 
 def train(loaded: LoadedRecipe) -> int:
-    """Run (or continue) the training run named by $SPOTTRAIN_RUN_ID. Returns the process exit code."""
+    """Run (or continue) the training run named by $SPOTTRAIN_RUN_ID. Returns the process exit code: 0, the
+    preempted code (restart me), the do-not-restart code for a fault no restart heals (one line says which),
+    or 1 for one that a restart may heal (the store out of reach)."""
+    try:
+        return _train(loaded)
+    except Exception as exc:
+        healable = isinstance(exc, StoreUnavailable)
+        if not (healable or isinstance(exc, ConfigurationError) or is_permanent(exc)):
+            raise  # a bug or a crash: its traceback, and the supervisor's restart budget
+        message = str(exc) if not is_permanent(exc) or isinstance(exc, ConfigurationError) else store_failure(exc)
+        log.error("%s", message)
+        code = 1 if healable else DO_NOT_RESTART_EXIT_CODE
+        report_exit_code(code)
+        return code
+
+
+def _train(loaded: LoadedRecipe) -> int:
     started = time.perf_counter()
     cfg = loaded.recipe.train
     run_id = os.environ.get(RUN_ID_ENV)
@@ -58,6 +77,13 @@ def train(loaded: LoadedRecipe) -> int:
     ranks = runtime.init_distributed()
     logging.basicConfig(level=logging.INFO if ranks.is_main else logging.WARNING,
                         format=f"[rank {ranks.rank}] %(asctime)s %(name)s: %(message)s")
+    store = open_store(cfg.checkpoint.uri, cfg.checkpoint.endpoint_url)
+    done = StoredRun(store, run_id).completed()
+    if done is not None:  # before anything is built: a finished run says so in seconds
+        log.info("run %s already finished at step %d", run_id, done)
+        report_exit_code(0)
+        return 0
+    probe_store(store, run_id, ranks.rank)
     runtime.seed_everything(cfg.seed)
 
     task = create_task(loaded.recipe, ranks)
@@ -65,16 +91,12 @@ def train(loaded: LoadedRecipe) -> int:
                           world_size=ranks.world_size, rank=ranks.rank, seed=cfg.seed)
     total_steps = sampler.total_steps(cfg.epochs, cfg.max_steps)
     engine = build_engine(task.build_model(), cfg, ranks.world_size, total_steps)
-    checkpoints = _checkpointer(cfg, run_id, ranks, engine, task)
-    if checkpoints.stored.finished():
-        log.info("run %s already finished", run_id)
-        report_exit_code(0)
-        return 0
+    checkpoints = _checkpointer(cfg, store, run_id, ranks, engine, task)
     position = LoopPosition()
     tracker = _tracker(loaded, run_id, ranks) if ranks.is_main else None
     checkpoints.register(loop=position, **({"task": task} if isinstance(task, Stateful) else {}),
                          **({"tracker": tracker} if tracker else {}))
-    if checkpoints.resume(engine):
+    if checkpoints.resume(engine):  # from the final checkpoint too: then only what follows it is left to do
         log.info("resumed run %s at step %d from %s", run_id, position.step, checkpoints.store.uri)
 
     progress = _Progress(progress_path(cfg.checkpoint.local_dir, run_id), position.step, total_steps, ranks)
@@ -96,7 +118,10 @@ def train(loaded: LoadedRecipe) -> int:
         evaluated = _evaluate(engine, task) if step % cfg.eval.every_steps == 0 or final else {}
         if tracker and evaluated:
             tracker.log(evaluated, step)
-        preempted = runtime.all_ranks_agree(notice.received)
+        preempted, store_failed, permanently = runtime.any_rank(notice.received, checkpoints.failure is not None,
+                                                                 checkpoints.failed_permanently)
+        if store_failed:  # the first checkpoint that cannot become durable stops the run
+            checkpoints.raise_failure(permanent=permanently)
         save_started = time.perf_counter()
         if checkpoints.maybe_save(engine, step, metrics=evaluated, final=final, force=preempted) and tracker:
             tracker.log({"perf/checkpoint_stall_seconds": time.perf_counter() - save_started}, step)
@@ -133,20 +158,20 @@ def _evaluate(engine, task: Task) -> dict[str, float]:
         engine.train()
 
 
-def _checkpointer(cfg, run_id: str, ranks, engine, task: Task) -> Checkpointer:
+def _checkpointer(cfg, store, run_id: str, ranks, engine, task: Task) -> Checkpointer:
     """The run's checkpointer; a task's small extra modules (the critic's value head) are stored with it."""
     checkpoint = cfg.checkpoint
     extras = task.checkpoint_modules(engine.module) if isinstance(task, CheckpointExtras) else {}
     return Checkpointer(
-        store=open_store(checkpoint.uri, checkpoint.endpoint_url), local_root=Path(checkpoint.local_dir),
-        run_id=run_id, ranks=ranks, keep=checkpoint.keep,
+        store=store, local_root=Path(checkpoint.local_dir), run_id=run_id, ranks=ranks, keep=checkpoint.keep,
         policy=SavePolicy(checkpoint.every_steps, checkpoint.best_metric, checkpoint.best_mode),
         extra_tensors=lambda: {name: consolidated_state_dict(module, cfg.deepspeed.zero_stage, ranks.is_main)
                                for name, module in extras.items()})
 
 
 def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step: int) -> None:
-    """The final checkpoint durable, the export published and verified, the MLflow run ended."""
+    """The final checkpoint durable, the export published and verified, the MLflow run ended, and then the
+    run marked complete. Idempotent: an attempt resumed from the final checkpoint runs it again whole."""
     checkpoints.wait()
     out_dir = checkpoints.local_dir / layout.FINAL_EXPORT
     task.export(engine.module, out_dir)
@@ -157,6 +182,7 @@ def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step:
         checkpoints.verify(step)
         if tracker:
             tracker.close(status="FINISHED")
+        checkpoints.mark_complete(step)
         where = f"{checkpoints.store.uri}/{checkpoints.run_id}"
         print(f"run {checkpoints.run_id} finished at step {step}: checkpoints in {where}, final weights in "
               f"{where}/{layout.FINAL_EXPORT}", file=sys.stderr)

@@ -19,6 +19,7 @@ GIT_COMMIT_ENV = "SPOTTRAIN_GIT_COMMIT"  # the commit the launch came from, `+di
 EXIT_FILE_ENV = "SPOTTRAIN_EXIT_FILE"  # torchrun reports any worker failure as 1; the trainer writes its code here
 MASTER_PORT = 29500
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "checkpointed on a preemption notice, start me again and I resume"
+DO_NOT_RESTART_EXIT_CODE = 78  # EX_CONFIG: a fault no restart heals (bad settings or inputs, a refusing store)
 MLFLOW_RUN_ID_TAG = "spottrain.run_id"  # on the MLflow run of a training run: its run id
 PROGRESS_FILE = "progress.json"  # {"step", "total", "attempt_start"}, written by rank 0
 EXIT_FILE = ".exit-code"  # where the local supervisor asks the trainer to write its exit code

@@ -5,6 +5,7 @@
     <run id>/step-00000500/MANIFEST.json            written last, alone marks the checkpoint complete
     <run id>/BEST.json                              which complete step holds the best metric
     <run id>/final-hf/                              the final weights as a from_pretrained directory
+    <run id>/COMPLETE.json                          written last of all: export published, metrics sent
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ MANIFEST = "MANIFEST.json"
 PARTS = "_parts"
 BEST_POINTER = "BEST.json"
 FINAL_EXPORT = "final-hf"
+RUN_COMPLETE = "COMPLETE.json"
 TRAINER_STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _RANK_FILE = re.compile(r"(?:zero_pp_rank_|rank-)(\d+)")

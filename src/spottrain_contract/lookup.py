@@ -53,6 +53,12 @@ class StoredRun:
         newest = self.newest()
         return newest is not None and newest.final
 
+    def completed(self) -> Optional[int]:
+        """The final step, once everything after the final checkpoint is done too (export published, metrics
+        and status sent): a run killed in between is finished by its next attempt."""
+        marker = self.store.get_bytes(f"{self.run_id}/{layout.RUN_COMPLETE}")
+        return json.loads(marker)["step"] if marker else None
+
     def uri_of(self, step: int) -> str:
         return f"{self.store.uri.rstrip('/')}/{self.run_id}/{layout.step_tag(step)}"
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from spottrain_contract.errors import RecipeError, UserError
 from spottrain_contract.schema import Recipe
 from spottrain_contract.tasks import TASKS, recipe_model
-from spottrain_contract.validation import describe_validation_error
+from spottrain_contract.validation import describe_validation_errors
 
 RECIPES_DIR = "recipes"
 OVERRIDE_SOURCE = "--override"
@@ -153,8 +153,9 @@ def _validate(document: dict, sources: dict[str, str], display: str) -> Recipe:
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        key, reason = describe_validation_error(exc, model)
-        raise RecipeError(_blame(sources, key, display), key, reason) from None
+        first, *more = [RecipeError(_blame(sources, key, display), key, reason)
+                        for key, reason in describe_validation_errors(exc, model)]
+        raise RecipeError(first.source, first.key, first.reason, also=tuple(more)) from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:

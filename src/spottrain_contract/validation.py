@@ -17,12 +17,9 @@ _KINDS = {
 }
 
 
-def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
-    problems = dict.fromkeys(_describe(error, model) for error in exc.errors(include_url=False))
-    (key, reason), more = next(iter(problems)), len(problems) - 1
-    if more:
-        reason += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return key, reason
+def describe_validation_errors(exc: ValidationError, model: type[BaseModel]) -> list[tuple[str, str]]:
+    """Every distinct problem as (dotted key, what was expected), in the order pydantic found them."""
+    return list(dict.fromkeys(_describe(error, model) for error in exc.errors(include_url=False)))
 
 
 def _describe(error: dict, model: type[BaseModel]) -> tuple[str, str]:

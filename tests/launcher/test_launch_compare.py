@@ -55,3 +55,16 @@ def test_compare_plots_the_loss_curves_of_both_runs(two_runs, tmp_path):
 def test_compare_of_an_unknown_run_names_it(two_runs):
     with pytest.raises(LaunchError, match=r"^no run 'run-c' launched from this project"):
         compare(two_runs, "run-a", "run-c")
+
+
+def test_a_plot_name_without_an_image_suffix_gets_png_and_says_so(two_runs, tmp_path):
+    out = compare(two_runs, "run-a", "run-b", tmp_path / "curves")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.endswith(f"wrote {tmp_path / 'curves.png'} (train/loss, val/loss)")
+
+
+def test_a_plot_into_a_missing_directory_is_a_one_line_error(two_runs, tmp_path):
+    target = tmp_path / "no" / "such" / "curves.png"
+    with pytest.raises(LaunchError) as caught:
+        compare(two_runs, "run-a", "run-b", target)
+    assert str(caught.value) == f"--plot: cannot write {target}: No such file or directory"

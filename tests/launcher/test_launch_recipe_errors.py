@@ -123,8 +123,8 @@ CASES = [
          "recipes/x.yaml: name: expected lowercase letters, digits and dashes, got 'X_Stage'"),
     Case("relative volume mount", {"x.yaml": stage(top="volumes: {extra: {mount: data}}\n")},
          "recipes/x.yaml: volumes.extra.mount: expected an absolute path, got 'data'"),
-    Case("several problems are counted", {"x.yaml": stage(top="resources: {gpus: 0, nodes: 0}\n")},
-         "recipes/x.yaml: resources.gpus: expected 1–8, got 0 (and 1 more problem)"),
+    Case("several problems are each shown on a line", {"x.yaml": stage(top="resources: {gpus: 0, nodes: 0}\n")},
+         "recipes/x.yaml: resources.gpus: expected 1–8, got 0\nrecipes/x.yaml: resources.nodes: expected 1–64, got 0"),
     # Blame: the file (or option) that set the bad value, not the recipe that was asked for.
     Case("bad value in _base.yaml is blamed on _base.yaml", {"x.yaml": stage()},
          "recipes/_base.yaml: resources.gpus: expected 1–8, got 16", base_edit=("  gpus: 4\n", "  gpus: 16\n")),

@@ -15,6 +15,7 @@ import torch
 from spottrain import runtime
 from spottrain_contract import layout
 from spottrain.checkpoint.checkpointer import Checkpointer, UploadFailed
+from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.store import FAULTS_ENV, LocalDirStore, S3Store
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -439,7 +440,7 @@ def test_fetch_refuses_a_checkpoint_written_by_another_world_size(store, checkpo
     key = layout.step_prefix(RUN, 1) + layout.MANIFEST
     store.put_bytes(store.get_bytes(key).replace(b'"world_size": 1', b'"world_size": 4'), key)
 
-    with pytest.raises(RuntimeError, match="written by 4 ranks, this job has 1"):
+    with pytest.raises(ConfigurationError, match="written by 4 ranks, this job has 1"):
         checkpoints.fetch(checkpoints.manifest(1))
 
 

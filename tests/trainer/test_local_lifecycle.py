@@ -90,3 +90,43 @@ def test_chaos_kills_lose_nothing_and_end_bitwise_equal_to_an_uninterrupted_run(
     assert calm.returncode == 0, calm.stderr[-3000:]
     as_run = lambda run_id: TrainingRun(run_id, project / "runs", ())  # noqa: E731 - store/local under runs/
     assert_runs_match(as_run("chaos"), as_run("calm"), CHAOS_STEPS)
+
+
+def test_a_stopped_run_resumes_where_it_stopped_and_once_finished_is_not_started_again(project):
+    overrides = ["--override", "train.max_steps=30", "--override", "train.checkpoint.every_steps=5"]
+    started = launch(project, "recipe", "baseline", "--target", "local", "--detach", "--run-id", "again", *overrides)
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 120
+    while status_row(project, "again")[4] == "-" or int(status_row(project, "again")[4].split("/")[0]) < 3:
+        assert time.monotonic() < deadline, launch(project, "logs", "again").stdout[-3000:]
+        time.sleep(0.3)
+    assert launch(project, "stop", "again").stdout.strip() == "run again stopped"
+    stopped_at = int(status_row(project, "again")[4].split("/")[0])
+
+    # on fewer GPUs (until resuming on another world size lands): one line, no restart, nothing changed
+    fewer = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "again", "--gpus", "1",
+                   *overrides)
+    assert fewer.returncode == 1
+    assert len(re.findall(r"\[supervisor\] attempt \d+", fewer.stdout)) == 1 and "exit code 78" in fewer.stdout
+    assert fewer.stdout.count("was written by 2 ranks, this job has 1") == 1
+    assert (record(project, "again")["state"], record(project, "again")["restarts"]) == ("failed", 0)
+
+    resumed = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "again", *overrides)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert f"steps {stopped_at}→30" in resumed.stdout
+    assert "run again finished: 30 steps, " + f"{30 - stopped_at} computed (0 recomputed)" in resumed.stdout
+
+    again = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "again", *overrides)
+    assert again.stdout.splitlines()[-1] == ("run again already finished at step 30: nothing to resume "
+                                             "(launch status again; final weights in its store's final-hf/)")
+    assert "launched" not in again.stdout
+
+
+def test_a_store_that_refuses_writes_fails_the_run_at_once_without_restarts(project):
+    done = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "refused",
+                  "--override", "train.checkpoint.uri=/sys/spottrain-store")  # EPERM, even for root
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert re.findall(r"\[supervisor\] attempt \d+: [^\n]*", done.stdout) == ["[supervisor] attempt 1: no step, exit code 78"]
+    assert "train.checkpoint.uri: cannot write to the checkpoint store /sys/spottrain-store (PermissionError: " \
+        in done.stdout
+    assert (record(project, "refused")["state"], record(project, "refused")["restarts"]) == ("failed", 0)

@@ -46,3 +46,30 @@ def test_sigterm_checkpoints_and_exits_preempted_then_resumes_bitwise_equal(refe
     assert 4 < stopped_at < STEPS, "the notice must produce a checkpoint of the step it interrupted"
     assert run.run() == 0, run.last_log()
     assert_runs_match(run, ref, STEPS)
+
+
+def _final_manifest_written(run: TrainingRun) -> bool:
+    return STEPS in run.complete_steps()
+
+
+def _export_started(run: TrainingRun) -> bool:
+    return (run.store / run.run_id / "final-hf").is_dir()
+
+
+@pytest.mark.parametrize("written", [_final_manifest_written, _export_started], ids=["after-final-manifest",
+                                                                                     "during-export"])
+def test_a_kill_after_the_final_checkpoint_is_finished_by_the_next_attempt(reference, written, tmp_path):
+    """The final checkpoint alone is not the end: the next attempt restores it and does what follows (the
+    export, the unsent metrics, the MLflow status)."""
+    ref = reference(2)
+    run = TrainingRun(f"final-{written.__name__.strip('_')}", tmp_path, resume_overrides(2))
+    run.run_until(written, signal.SIGKILL)
+    assert run.run() == 0, run.last_log()
+    assert_runs_match(run, ref, STEPS)
+    exported = {p.relative_to(run.store / run.run_id): p.read_bytes()
+                for p in sorted((run.store / run.run_id / "final-hf").rglob("*")) if p.is_file()}
+    expected = {p.relative_to(ref.store / ref.run_id): p.read_bytes()
+                for p in sorted((ref.store / ref.run_id / "final-hf").rglob("*")) if p.is_file()}
+    assert exported == expected
+    _, mlflow_run = run._mlflow_run()
+    assert mlflow_run.info.status == "FINISHED"

@@ -121,6 +121,16 @@ def test_delete_removes_exactly_the_named_keys(store):
     assert store.get_bytes("run/BEST.json") is None
 
 
+def test_a_local_store_keeps_no_directory_its_deletes_emptied(tmp_dirs):
+    root = tmp_dirs("store")
+    store = LocalDirStore(str(root))
+    store.put_bytes(b"{}", "run/step-00000001/_parts/rank-00000.json")
+    store.put_bytes(b"w", "run/step-00000001/w.pt")
+    store.put_bytes(b"{}", "run/BEST.json")
+    store.delete(["run/step-00000001/_parts/rank-00000.json", "run/step-00000001/w.pt"])
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["run", "run/BEST.json"]
+
+
 @pytest.fixture(scope="module")
 def big_file(tmp_path_factory) -> Path:
     """70 MiB: above S3Store's 64 MiB multipart threshold."""

@@ -93,6 +93,13 @@ def test_whitening_takes_the_first_batch_then_moves_by_the_momentum():
     close(whitening.whiten(torch.tensor([2.8])), [0.0])
 
 
+def test_whitening_before_any_unmasked_token_weights_every_token_one():
+    whitening = RunningWhitening(momentum=0.1)
+    whitening.update(torch.tensor([[1.0, 3.0]]), torch.zeros(1, 2))  # a micro-batch of prompt tokens only
+    weights = exponential_weights(torch.tensor([[0.7, -2.0]]), whitening, beta=0.9, low=0.1, high=5.0)
+    close(weights, [[1.0, 1.0]])
+
+
 def test_whitening_state_round_trips_through_a_checkpoint():
     whitening = RunningWhitening(0.1)
     whitening.update(torch.tensor([[0.5, 1.5]]), torch.ones(1, 2))

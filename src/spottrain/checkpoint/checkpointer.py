@@ -29,16 +29,21 @@ import torch
 from spottrain import runtime
 from spottrain.checkpoint.retention import checkpoints_to_delete
 from spottrain_contract import layout
+from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.layout import FileEntry, Manifest
 from spottrain_contract.lookup import StoredRun, steps_in
-from spottrain_contract.store import CheckpointStore, with_retries
+from spottrain_contract.store import CheckpointStore, is_permanent, store_failure, with_retries
 
 log = logging.getLogger(__name__)
 PARTS_TIMEOUT_S = 3600.0
 
 
 class UploadFailed(RuntimeError):
-    pass
+    """A checkpoint could not be made durable after the store's retries; a new attempt may succeed."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The store could not be reached at start (a timeout, a refused connection); a new attempt may succeed."""
 
 
 @runtime_checkable
@@ -57,12 +62,27 @@ class SavePolicy:
         """Whether evaluated `metrics` beat the best so far; a metric the task does not evaluate is a recipe
         error, said at the first evaluation."""
         if self.best_metric not in metrics:
-            raise ValueError(f"train.checkpoint.best_metric: {self.best_metric!r} is not evaluated by this task "
+            raise ConfigurationError(f"train.checkpoint.best_metric: {self.best_metric!r} is not evaluated by this task "
                              f"(it reports {', '.join(sorted(metrics))})")
         if best is None:
             return True
         value = metrics[self.best_metric]
         return value < best["value"] if self.best_mode == "min" else value > best["value"]
+
+
+def probe_store(store: CheckpointStore, run_id: str, rank: int) -> None:
+    """Write and delete a small object before anything is built: a store that refuses writes (read-only, full,
+    no such bucket, bad credentials) stops the run now, not after hours of training without one durable
+    checkpoint. Every rank probes: each uploads its own shards."""
+    key = f"{run_id}/.probe-rank-{rank:05d}"
+    try:
+        with_retries(lambda: store.put_bytes(b"probe", key), what=f"probe {store.uri}", attempts=3)
+        with_retries(lambda: store.delete([key]), what=f"probe {store.uri}", attempts=3)
+    except Exception as exc:  # boto3 and the filesystem raise many types; classified below
+        what = f"cannot write to the checkpoint store {store.uri} ({store_failure(exc)})"
+        if is_permanent(exc):
+            raise ConfigurationError(f"train.checkpoint.uri: {what}") from None
+        raise StoreUnavailable(what) from exc
 
 
 class Checkpointer:
@@ -84,6 +104,22 @@ class Checkpointer:
         self._on_retry = on_retry
         self.attempt = runtime.shared_token()  # the same on every rank, new at every (re)start
         self.stored = StoredRun(store, run_id)
+        self.failure: Optional[BaseException] = None  # the first upload that failed after its retries
+
+    # --- faults ----------------------------------------------------------------------------------------------
+
+    @property
+    def failed_permanently(self) -> bool:
+        return self.failure is not None and is_permanent(self.failure)
+
+    def raise_failure(self, *, permanent: bool) -> None:
+        """Stop the run because some rank's upload failed (`permanent`: as agreed across ranks)."""
+        what = (f"checkpoint upload to {self.store.uri} failed: {store_failure(self.failure)}" if self.failure
+                else f"a checkpoint upload of another rank to {self.store.uri} failed")
+        if permanent:
+            raise ConfigurationError(f"train.checkpoint.uri: {what}")
+        raise UploadFailed(what) from self.failure
+
 
     # --- policy and state ------------------------------------------------------------------------------------
 
@@ -146,6 +182,15 @@ class Checkpointer:
 
     def _upload(self, step: int, step_dir: Path, files: list[Path], final: bool, best: bool,
                 metrics: dict) -> None:
+        try:
+            self._upload_step(step, step_dir, files, final, best, metrics)
+        except Exception as exc:
+            if self.failure is None:  # read by the loop at the next step, without waiting for the upload
+                self.failure = exc
+            raise
+
+    def _upload_step(self, step: int, step_dir: Path, files: list[Path], final: bool, best: bool,
+                     metrics: dict) -> None:
         prefix = layout.step_prefix(self.run_id, step)
         entries = []
         for path in files:
@@ -213,6 +258,11 @@ class Checkpointer:
             if self.store.size(key) != path.stat().st_size:
                 raise UploadFailed(f"{key}: size in the store differs from the local file")
 
+    def mark_complete(self, step: int) -> None:
+        """The last write of a run (rank 0): everything after the final checkpoint is done."""
+        marker = json.dumps({"step": step}).encode()
+        self._retry(lambda: self.store.put_bytes(marker, f"{self.run_id}/{layout.RUN_COMPLETE}"), "mark complete")
+
     def wait(self) -> None:
         """Block until every queued upload finished; raise if any failed after its retries."""
         with self._lock:
@@ -224,6 +274,9 @@ class Checkpointer:
             except Exception as exc:
                 errors.append(exc)
         if errors:
+            if is_permanent(errors[0]):
+                raise ConfigurationError(f"train.checkpoint.uri: checkpoint upload to {self.store.uri} failed: "
+                                         f"{store_failure(errors[0])}") from None
             raise UploadFailed(f"{len(errors)} checkpoint upload(s) failed: {errors[0]}") from errors[0]
 
     def close(self) -> None:
@@ -270,7 +323,7 @@ class Checkpointer:
     def fetch(self, manifest: Manifest) -> Path:
         """This rank's files of a complete checkpoint on local disk; verified local copies are not refetched."""
         if manifest.world_size != self.ranks.world_size:
-            raise RuntimeError(f"checkpoint step {manifest.step} of run {self.run_id} was written by "
+            raise ConfigurationError(f"checkpoint step {manifest.step} of run {self.run_id} was written by "
                                f"{manifest.world_size} ranks, this job has {self.ranks.world_size}: resume with "
                                f"the same GPUs × nodes")
         step_dir = self.local_dir / layout.step_tag(manifest.step)

@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from spottrain_contract.errors import ConfigurationError
+
 GENERATED = "generated"
 PROMPT_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
                      "context. Write a response that appropriately completes the request.\n\n"
@@ -33,7 +35,7 @@ def load_records(source: str, *, split: str, seed: int) -> list[dict]:
         return generated_records(split=split, seed=seed)
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"train.data.{split}: no such file {source}")
+        raise ConfigurationError(f"train.data.{split}: no such file {source}")
     records = []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
@@ -42,10 +44,10 @@ def load_records(source: str, *, split: str, seed: int) -> list[dict]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{source}:{number}: not JSON ({exc.msg})") from None
+                raise ConfigurationError(f"{source}:{number}: not JSON ({exc.msg})") from None
             missing = [f for f in REQUIRED_FIELDS if f not in record]
             if missing:
-                raise ValueError(f"{source}:{number}: missing field {missing[0]!r}")
+                raise ConfigurationError(f"{source}:{number}: missing field {missing[0]!r}")
             records.append(record)
     return records
 

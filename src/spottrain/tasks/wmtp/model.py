@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from spottrain.tasks.wmtp.micro import MICRO, micro_config, micro_tokenizer
+from spottrain_contract.errors import ConfigurationError
 
 EXTRA_HEADS_FILE = "mtp_heads.safetensors"
 
@@ -93,7 +94,7 @@ def load_causal_lm(path: str, vocab_size: int, seed: int) -> nn.Module:
             torch.manual_seed(seed)
             return LlamaForCausalLM._from_config(micro_config(vocab_size), attn_implementation="sdpa")
     if not Path(path).is_dir():
-        raise FileNotFoundError(f"train.model.path: no model directory at {path}")
+        raise ConfigurationError(f"train.model.path: no model directory at {path}")
     return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa", torch_dtype=torch.float32)
 
 

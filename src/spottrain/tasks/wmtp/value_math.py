@@ -86,6 +86,10 @@ class RunningWhitening:
             self.std = (1 - self.momentum) * self.std + self.momentum * std
 
     def whiten(self, values: torch.Tensor) -> torch.Tensor:
+        """Before any statistics (every update so far saw only masked tokens) the advantages count as average:
+        0, so their weights are exp(0) = 1."""
+        if self.mean is None:
+            return torch.zeros_like(values)
         return (values - self.mean) / (self.std + 1e-8)
 
     def state_dict(self) -> dict:

@@ -19,6 +19,7 @@ from spottrain.tasks.wmtp.model import ValueHead, ValueModel
 from spottrain.tasks.wmtp.value_math import (RunningWhitening, exponential_weights, generalized_advantages,
                                              lambda_returns, td_errors, weight_entropy)
 from spottrain.tasks.wmtp.workload import CodeMtpWorkload
+from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.store import open_store
 
 NO_CRITIC = ("train.verifiable.critic_checkpoint: the verifiable stage starts from the critic's best checkpoint "
@@ -66,7 +67,7 @@ class TdWeightedLoss:
 
     def __init__(self, options):
         if not options.critic_checkpoint:
-            raise ValueError(NO_CRITIC)
+            raise ConfigurationError(NO_CRITIC)
         self.options = options
         self.whitening = RunningWhitening(options.ema_momentum)
 
@@ -106,6 +107,6 @@ def load_value_head(checkpoint_uri: str, endpoint_url=None) -> dict[str, torch.T
 
     data = open_store(checkpoint_uri.rstrip("/"), endpoint_url).get_bytes(f"{VALUE_HEAD_FILE}.safetensors")
     if data is None:
-        raise FileNotFoundError(f"train.verifiable.critic_checkpoint: no {VALUE_HEAD_FILE}.safetensors in "
+        raise ConfigurationError(f"train.verifiable.critic_checkpoint: no {VALUE_HEAD_FILE}.safetensors in "
                                 f"{checkpoint_uri} (is it a critic checkpoint?)")
     return load(data)
