@@ -64,6 +64,9 @@ class Registry:
     def delete(self, run_id: str) -> None:
         (self.dir / f"{run_id}.json").unlink(missing_ok=True)
 
+    def exists(self, run_id: str) -> bool:
+        return (self.dir / f"{run_id}.json").is_file()
+
     def get(self, run_id: str) -> RunRecord:
         path = self.dir / f"{run_id}.json"
         if not path.is_file():

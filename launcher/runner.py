@@ -17,6 +17,7 @@ from launcher.plan import LaunchPlan
 from launcher.registry import Registry, RunRecord
 from launcher.secrets import resolve_secrets
 from launcher.targets import RunStatus, get_target
+from spottrain_contract.errors import UserError
 from spottrain_contract.job import RunState, mlflow_tracking_uri
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.store import open_store
@@ -28,10 +29,11 @@ def submit(plan: LaunchPlan, project_dir: Path) -> RunRecord:
     target = get_target(plan.target)
     if plan.chaos and not target.RUNS_HERE:
         raise LaunchError(f"--chaos: only for runs on this machine, not --target {plan.target}")
+    registry = Registry(project_dir)
+    _refuse_a_second_live_attempt(registry, plan.run_id)
     secrets = resolve_secrets(target.secret_names(plan.recipe), project_dir, required=not target.RUNS_HERE)
     document = target.render(plan, secrets)
     target.validate(document)
-    registry = Registry(project_dir)
     record = _new_record(plan, target, project_dir, registry)
     registry.save(record)
     try:
@@ -40,6 +42,23 @@ def submit(plan: LaunchPlan, project_dir: Path) -> RunRecord:
         registry.delete(record.run_id)
         raise
     return registry.update(record.run_id, handle=handle)
+
+
+def _refuse_a_second_live_attempt(registry: Registry, run_id: str) -> None:
+    """One live attempt per run id: a run this project launched is asked of its target (its supervisor, or the
+    platform's job queue) before another attempt of it starts."""
+    if not registry.exists(run_id):
+        return
+    record = registry.get(run_id)
+    try:
+        now = refresh(registry, record)
+    except UserError as exc:
+        raise LaunchError(f"run {run_id}: cannot tell whether its last attempt on {record.target} is still live "
+                          f"({exc}): try again when {record.target} answers") from None
+    if not now.state.is_terminal:
+        step = f", step {now.step}" if now.step != "-" else ""
+        raise LaunchError(f"run {run_id} is live on {record.target} ({now.state}{step}): stop it first "
+                          f"(launch stop {run_id}) or follow it (launch logs {run_id} --follow)")
 
 
 def completed_here(plan: LaunchPlan, project_dir: Path) -> Optional[int]:

@@ -177,14 +177,30 @@ class Supervisor:
         return 0 if state in (RunState.FINISHED, RunState.STOPPED) else 1
 
 
+LOCKS_DIR = "runs/locks"
+ALREADY_SUPERVISED_EXIT_CODE = 3
+
+
 def main(argv=None) -> int:
+    """One supervisor per run id, ever at once: it holds the run's file lock for its whole life (the kernel
+    drops it when the process dies, however it dies). A second one exits at once, touching nothing."""
+    from filelock import FileLock, Timeout
+
     parser = argparse.ArgumentParser(prog="python -m launcher.supervisor")
     parser.add_argument("--project", required=True, type=Path)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--chaos", default=None)
     args = parser.parse_args(argv)
     chaos = Chaos.parse(args.chaos) if args.chaos else None
-    return Supervisor(Registry(args.project), args.run_id, chaos).run()
+    lock_path = args.project / LOCKS_DIR / f"{args.run_id}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(lock_path, timeout=0):
+            return Supervisor(Registry(args.project), args.run_id, chaos).run()
+    except Timeout:
+        print(f"[supervisor] run {args.run_id} already has a live supervisor: not starting a second one",
+              file=sys.stderr, flush=True)
+        return ALREADY_SUPERVISED_EXIT_CODE
 
 
 if __name__ == "__main__":

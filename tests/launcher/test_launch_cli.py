@@ -251,3 +251,24 @@ def test_status_skips_a_corrupt_registry_file_with_a_warning(private_home, tmp_p
     assert done.returncode == 0, done.stderr
     assert [line.split()[:4] for line in done.stdout.splitlines()[1:]] == [["good", "baseline", "local", "finished"]]
     assert error_lines(done) == ["warning: runs/registry/cut.json: not a run record (JSONDecodeError): skipped"]
+
+
+def test_a_second_attempt_of_a_live_run_is_refused_naming_the_live_one(tmp_path):
+    import os
+
+    from launcher import runner
+    from launcher.plan import plan_launch
+    from launcher.registry import Registry, RunRecord
+    from spottrain_contract.job import RunState
+
+    project = copy_real_recipes(tmp_path / "project", names=("baseline",))
+    live = RunRecord(run_id="busy", recipe="baseline", target="local", state=RunState.RUNNING, started=0.0,
+                     store=str(tmp_path), local_dir=str(tmp_path), tracking_uri="", project=str(project),
+                     handle={"supervisor_pid": os.getpid()})  # this very process stands for its live supervisor
+    Registry(project).save(live)
+    plan = plan_launch("baseline", target="local", project_dir=project, profile="local", run_id="busy")
+    with pytest.raises(Exception) as refused:
+        runner.submit(plan, project)
+    assert str(refused.value) == ("run busy is live on local (running): stop it first (launch stop busy) or follow "
+                                  "it (launch logs busy --follow)")
+    assert Registry(project).get("busy") == live

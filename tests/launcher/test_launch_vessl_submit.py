@@ -238,3 +238,19 @@ def test_a_pipeline_stops_when_its_critic_left_no_checkpoint(api, project, priva
     assert done.stderr.strip() == (f"error: recipes/verifiable.yaml: train.verifiable.critic_checkpoint: critic "
                                    f"run {critic} of this pipeline finished without a complete final checkpoint "
                                    f"and a BEST.json in {store}")
+
+
+def test_a_second_attempt_of_a_run_live_on_vessl_is_refused(launched, api, project, private_home):
+    _, record, _ = launched
+    run = record.handle["vessl_run"]
+    api.set_status(run, "running")
+    sent = len(api.created_specs)
+    try:
+        done = run_vessl("recipe", "rho1", "--target", "vessl", "--override", REPO, "--override",
+                         "secrets_mode=inline", "--run-id", record.run_id, api=api, project=project, home=private_home)
+    finally:
+        api.set_status(run, "completed")
+    assert (done.returncode, done.stderr.strip()) == (2, f"error: run {record.run_id} is live on vessl (running): "
+                                                         f"stop it first (launch stop {record.run_id}) or follow it "
+                                                         f"(launch logs {record.run_id} --follow)")
+    assert len(api.created_specs) == sent

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +58,18 @@ def test_launch_status_logs_and_graceful_stop(project):
         time.sleep(0.5)
     row = status_row(project, "lifecycle")
     assert row[:4] == ["lifecycle", "baseline", "local", "running"]
+
+    # one live attempt per run id: the launcher refuses a second, and a second supervisor touches nothing
+    before = record(project, "lifecycle")
+    second = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "lifecycle")
+    assert (second.returncode, second.stderr.splitlines()[-1].split(" (")[0]) == (
+        2, "error: run lifecycle is live on local")
+    assert "stop it first (launch stop lifecycle) or follow it (launch logs lifecycle --follow)" in second.stderr
+    supervisor = subprocess.run([sys.executable, "-m", "launcher.supervisor", "--project", str(project), "--run-id",
+                                 "lifecycle"], cwd=project, capture_output=True, text=True, timeout=60)
+    assert (supervisor.returncode, supervisor.stderr.strip()) == (
+        3, "[supervisor] run lifecycle already has a live supervisor: not starting a second one")
+    assert record(project, "lifecycle")["handle"]["supervisor_pid"] == before["handle"]["supervisor_pid"]
 
     follower = subprocess.Popen([LAUNCH, "logs", "lifecycle", "--follow"], cwd=project, stdout=subprocess.PIPE,
                                 text=True, env={**os.environ, "HOME": str(project)})
