@@ -97,8 +97,12 @@ def check(targets):
 @click.option("--chaos", default=None, metavar="SPEC",
               help="A target that runs here: kill the job at random moments of its training, e.g. "
                    "kills=5,signals=KILL+TERM,every=1:4,seed=1 (every: seconds of training before each kill).")
-def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detach, chaos):
-    """Launch the recipe NAME on a target."""
+@click.option("--allow-changes", is_flag=True,
+              help="With --run-id: resume with settings that differ from the launch's (logged at the resume step).")
+def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detach, chaos, allow_changes):
+    """Launch the recipe NAME on a target (with --run-id: resume that run with the settings it was launched
+    with, unless others are given)."""
+    from launcher import runner
     from launcher.display import render_for_display
 
     if chaos:
@@ -106,9 +110,13 @@ def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detac
 
         Chaos.parse(chaos)  # a bad spec is a one-line error before anything is rendered or launched
     project_dir = _project_dir()
+    launched = runner.launched_recipe(project_dir, run_id)
+    if launched is not None and not (overrides or profile or gpus or nodes):
+        profile, overrides = launched.profile, launched.overrides  # a plain resume continues as launched
     plan, document = render_for_display(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
                                         profile=_profile_for(target, profile), overrides=overrides, run_id=run_id,
-                                        stages="resolve" if dry_run else "require", chaos=chaos)
+                                        stages="resolve" if dry_run else "require", chaos=chaos,
+                                        resuming=launched, allow_changes=allow_changes)
     click.echo(_summary(plan))
     if dry_run:
         click.echo("---")

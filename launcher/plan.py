@@ -58,6 +58,8 @@ class LaunchPlan:
                 if self.code.dirty else ""))
         if self.loaded.overrides:
             lines.append(f"overrides  {' '.join(self.loaded.overrides)}")
+        if self.loaded.changes:
+            lines.append(f"changes    {'; '.join(self.loaded.changes)} (since the launch; logged at the resume step)")
         lines += self.notes
         if r.secrets:
             lines.append(f"secrets    {', '.join(r.secrets)} (values passed at launch, never written)")

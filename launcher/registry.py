@@ -36,6 +36,7 @@ class RunRecord:
     ended: Optional[float] = None
     log: Optional[str] = None
     project: str = ""  # the project directory it was launched from (its registry, its working copy)
+    recipe_document: str = ""  # the resolved recipe the latest launch shipped: a resume reuses it
 
 
 class Registry:

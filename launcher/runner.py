@@ -20,6 +20,7 @@ from launcher.targets import RunStatus, get_target
 from spottrain_contract.errors import UserError
 from spottrain_contract.job import RunState, mlflow_tracking_uri
 from spottrain_contract.lookup import StoredRun
+from spottrain_contract.recipe import LoadedRecipe, from_shipped
 from spottrain_contract.store import open_store
 
 
@@ -61,6 +62,15 @@ def _refuse_a_second_live_attempt(registry: Registry, run_id: str) -> None:
                           f"(launch stop {run_id}) or follow it (launch logs {run_id} --follow)")
 
 
+def launched_recipe(project_dir: Path, run_id: Optional[str]) -> Optional[LoadedRecipe]:
+    """The recipe an earlier launch of `run_id` from this project shipped, or None (a new run)."""
+    registry = Registry(project_dir)
+    if not run_id or not registry.exists(run_id):
+        return None
+    record = registry.get(run_id)
+    return from_shipped(record.recipe_document, f"runs/registry/{run_id}.json") if record.recipe_document else None
+
+
 def completed_here(plan: LaunchPlan, project_dir: Path) -> Optional[int]:
     """For a run on this machine that was completed before: its final step (read from its store here, before
     any worker starts); None otherwise, and for platform runs, whose store may need the node's credentials."""
@@ -82,7 +92,8 @@ def _new_record(plan: LaunchPlan, target, project_dir: Path, registry: Registry)
         tracking = mlflow_tracking_uri(mlflow.tracking_uri, local_dir)
     return RunRecord(run_id=plan.run_id, recipe=plan.loaded.name, target=plan.target, state=RunState.LAUNCHING,
                      started=time.time(), store=store, local_dir=local_dir, tracking_uri=tracking,
-                     log=str(registry.log_path(plan.run_id)) if target.RUNS_HERE else None, project=str(project_dir))
+                     log=str(registry.log_path(plan.run_id)) if target.RUNS_HERE else None, project=str(project_dir),
+                     recipe_document=plan.loaded.shipped())
 
 
 def refresh(registry: Registry, record: RunRecord) -> RunStatus:

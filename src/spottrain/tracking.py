@@ -28,16 +28,6 @@ class TrackingAuthError(RuntimeError):
     pass
 
 
-def flatten(value, prefix: str = "") -> dict[str, str]:
-    """Nested recipe → dotted params, as a user would write an override."""
-    if isinstance(value, dict):
-        flat = {}
-        for key, child in value.items():
-            flat.update(flatten(child, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: str(value)}
-
-
 class Tracker:
     def __init__(self, *, uri: str, experiment: str, run_name: str, run_id: str, params: dict[str, str],
                  tags: dict[str, str], mlflow_run_id: Optional[str] = None, system_metrics: bool = True,
@@ -155,6 +145,16 @@ class Tracker:
         stamp = int(time.time() * 1000)
         with self._lock:
             self._queue.extend((key, float(value), stamp, step) for key, value in metrics.items())
+
+    def tag(self, key: str, value: str) -> None:
+        """A tag on the MLflow run now (a settings change at a resume); a server that is down only costs the tag."""
+        try:
+            self._ensure_run()
+            self.client.set_tag(self.mlflow_run_id, key, value[:5000])
+        except TrackingAuthError:
+            raise
+        except Exception as exc:
+            log.warning("MLflow: could not tag %s: %s", key, exc)
 
     def state_dict(self) -> dict:
         """Saved in every checkpoint: the MLflow run and what it has not yet confirmed receiving."""

@@ -24,13 +24,13 @@ from spottrain.engine import build_engine, consolidated_state_dict
 from spottrain.preemption import PreemptionNotice, report_exit_code
 from spottrain.sampler import StepSampler
 from spottrain.tasks import CheckpointExtras, Task, create_task
-from spottrain.tracking import Tracker, flatten
+from spottrain.tracking import Tracker
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE,
                                     RESOLVED_RECIPE_FILE, RUN_ID_ENV, mlflow_tracking_uri, progress_path)
 from spottrain_contract.lookup import StoredRun
-from spottrain_contract.recipe import LoadedRecipe
+from spottrain_contract.recipe import LoadedRecipe, from_shipped, setting_changes, settings_of
 from spottrain_contract.store import is_permanent, open_store, store_failure
 
 log = logging.getLogger("spottrain")
@@ -84,6 +84,7 @@ def _train(loaded: LoadedRecipe) -> int:
         report_exit_code(0)
         return 0
     probe_store(store, run_id, ranks.rank)
+    changes = _settings_as_launched(store, run_id, loaded) if ranks.is_main else []
     runtime.seed_everything(cfg.seed)
 
     task = create_task(loaded.recipe, ranks)
@@ -98,6 +99,10 @@ def _train(loaded: LoadedRecipe) -> int:
                          **({"tracker": tracker} if tracker else {}))
     if checkpoints.resume(engine):  # from the final checkpoint too: then only what follows it is left to do
         log.info("resumed run %s at step %d from %s", run_id, position.step, checkpoints.store.uri)
+    if changes:
+        log.warning("settings changed at step %d: %s", position.step, "; ".join(changes))
+        if tracker:
+            tracker.tag(f"spottrain.change.step-{position.step:08d}", "; ".join(changes))
 
     progress = _Progress(progress_path(cfg.checkpoint.local_dir, run_id), position.step, total_steps, ranks)
     while position.step < total_steps:
@@ -135,6 +140,22 @@ def _train(loaded: LoadedRecipe) -> int:
     progress.close()
     _finish(engine, task, checkpoints, tracker, ranks, position.step)
     return 0
+
+
+def _settings_as_launched(store, run_id: str, loaded: LoadedRecipe) -> list[str]:
+    """A run trains the settings it was launched with: the first attempt keeps them in the store, a later one
+    must match them, unless its launch allowed changes (then they are the run's settings from here on). Returns
+    the changes this attempt makes, to be logged at the step it resumes from."""
+    key = f"{run_id}/{layout.LAUNCHED_RECIPE}"
+    stored = store.get_bytes(key)
+    changes = setting_changes(from_shipped(stored.decode(), key).recipe, loaded.recipe) if stored else []
+    if changes and not loaded.changes:
+        raise ConfigurationError(
+            f"run {run_id} was launched with other settings ({'; '.join(changes)}): resume it with `launch recipe "
+            f"{loaded.name} --run-id {run_id}` (the launch's own settings), or pass --allow-changes")
+    if stored is None or changes:
+        store.put_bytes(loaded.shipped().encode(), key)
+    return changes
 
 
 def _train_step(engine, task: Task, micro_batches) -> dict[str, torch.Tensor]:
@@ -194,7 +215,7 @@ def _tracker(loaded: LoadedRecipe, run_id: str, ranks) -> Tracker:
     """MLflow from rank 0: the resolved recipe as params and as an artifact, each user override once, the
     commit the launch came from as a tag."""
     recipe = loaded.recipe
-    params = flatten({k: v for k, v in recipe.model_dump(mode="json").items() if k != "profiles"})
+    params = settings_of(recipe)
     params.update({"launch.recipe": loaded.relpath, "launch.profile": str(loaded.profile),
                    "launch.world_size": str(ranks.world_size)})
     params.update({f"launch.override.{key}": value for key, _, value in (o.partition("=") for o in loaded.overrides)})

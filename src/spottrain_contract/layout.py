@@ -6,6 +6,7 @@
     <run id>/BEST.json                              which complete step holds the best metric
     <run id>/final-hf/                              the final weights as a from_pretrained directory
     <run id>/COMPLETE.json                          written last of all: export published, metrics sent
+    <run id>/recipe.resolved.yaml                   the settings the run was launched with (a resume must match)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ PARTS = "_parts"
 BEST_POINTER = "BEST.json"
 FINAL_EXPORT = "final-hf"
 RUN_COMPLETE = "COMPLETE.json"
+LAUNCHED_RECIPE = "recipe.resolved.yaml"
 TRAINER_STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _RANK_FILE = re.compile(r"(?:zero_pp_rank_|rank-)(\d+)")

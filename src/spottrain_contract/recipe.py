@@ -47,11 +47,14 @@ class LoadedRecipe:
     profile: Optional[str] = None
     overrides: tuple[str, ...] = ()
     resolved: dict[str, Any] = field(default_factory=dict, repr=False)  # the merged document, profiles applied
+    changes: tuple[str, ...] = ()  # a resume allowed to change settings: `key: old → new`, each
 
     def shipped(self) -> str:
         """The resolved document as YAML text, with where it came from: what a launch hands to the job."""
         document = {key: value for key, value in self.resolved.items() if key != "profiles"}
         origin = {"name": self.name, "file": self.relpath, "profile": self.profile, "overrides": list(self.overrides)}
+        if self.changes:
+            origin["changes"] = list(self.changes)
         return yaml.safe_dump({SHIPPED_ORIGIN: origin, **document}, sort_keys=False, allow_unicode=False,
                               width=10**6)
 
@@ -71,7 +74,30 @@ def from_shipped(text: str, source: str) -> LoadedRecipe:
     origin = document.pop(SHIPPED_ORIGIN)
     recipe = _validate(document, {}, source)
     return LoadedRecipe(recipe=recipe, name=origin["name"], relpath=origin["file"], profile=origin.get("profile"),
-                        overrides=tuple(origin.get("overrides") or ()), resolved=document)
+                        overrides=tuple(origin.get("overrides") or ()), resolved=document,
+                        changes=tuple(origin.get("changes") or ()))
+
+
+def flatten(value, prefix: str = "") -> dict[str, str]:
+    """Nested settings → dotted keys, as a user writes an override (`train.optim.lr`)."""
+    if isinstance(value, dict):
+        flat = {}
+        for key, child in value.items():
+            flat.update(flatten(child, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: str(value)}
+
+
+def settings_of(recipe: Recipe) -> dict[str, str]:
+    """Every setting of a validated recipe, flattened (defaults filled in; profiles are not settings)."""
+    return flatten(recipe.model_dump(mode="json", exclude={"profiles"}))
+
+
+def setting_changes(before: Recipe, after: Recipe) -> list[str]:
+    """`key: old → new` for each setting that differs between two recipes, sorted by key."""
+    old, new = settings_of(before), settings_of(after)
+    return [f"{key}: {old.get(key, '-')} → {new.get(key, '-')}" for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key)]
 
 
 def find_project_dir(start: Optional[Path] = None) -> Path:

@@ -272,3 +272,59 @@ def test_a_second_attempt_of_a_live_run_is_refused_naming_the_live_one(tmp_path)
     assert str(refused.value) == ("run busy is live on local (running): stop it first (launch stop busy) or follow "
                                   "it (launch logs busy --follow)")
     assert Registry(project).get("busy") == live
+
+
+# --- a resume trains the settings the run was launched with ---------------------------------------------------------
+
+@pytest.fixture
+def launched_run(tmp_path):
+    """A project whose registry holds run `r1` of baseline, launched here with train.max_steps=200."""
+    from launcher.plan import plan_launch
+    from launcher.registry import Registry, RunRecord
+    from spottrain_contract.job import RunState
+
+    project = copy_real_recipes(tmp_path / "project", names=("baseline",))
+    plan = plan_launch("baseline", target="local", project_dir=project, profile="local", run_id="r1",
+                       overrides=["train.max_steps=200"])
+    Registry(project).save(RunRecord(run_id="r1", recipe="baseline", target="local", state=RunState.STOPPED,
+                                     started=0.0, store="s", local_dir=str(tmp_path), tracking_uri="",
+                                     project=str(project), recipe_document=plan.loaded.shipped()))
+    return project
+
+
+def test_a_plain_resume_reuses_the_overrides_it_was_launched_with(launched_run, private_home):
+    done = run_launch("recipe", "baseline", "--target", "local", "--run-id", "r1", "--dry-run", home=private_home,
+                      cwd=launched_run)
+    assert done.returncode == 0, done.stderr
+    assert "overrides  train.max_steps=200" in done.stdout.splitlines()
+
+
+def test_a_resume_with_changed_settings_is_refused_listing_each_difference(launched_run, private_home):
+    done = run_launch("recipe", "baseline", "--target", "local", "--run-id", "r1", "--override",
+                      "train.max_steps=200", "--override", "train.optim.lr=0.5", "--dry-run", home=private_home,
+                      cwd=launched_run)
+    assert (done.returncode, error_lines(done)) == (2, [
+        "error: run r1 was launched with other settings (train.optim.lr: 0.001 → 0.5): resume without changing them "
+        "(`launch recipe baseline --run-id r1` reuses the launch's overrides), or pass --allow-changes to train on "
+        "with these"])
+
+
+def test_an_allowed_change_travels_to_the_job_to_be_logged_at_the_resume(launched_run, private_home):
+    from spottrain_contract.job import RECIPE_ENV
+    from spottrain_contract.recipe import from_shipped
+
+    done = run_launch("recipe", "baseline", "--target", "local", "--run-id", "r1", "--override",
+                      "train.max_steps=200", "--override", "train.optim.lr=0.5", "--allow-changes", "--dry-run",
+                      home=private_home, cwd=launched_run)
+    assert done.returncode == 0, done.stderr
+    summary, script = done.stdout.split("\n---\n", 1)
+    assert "changes    train.optim.lr: 0.001 → 0.5 (since the launch; logged at the resume step)" in summary
+    shipped = from_shipped(_exported(script, RECIPE_ENV), RECIPE_ENV)
+    assert (shipped.changes, shipped.recipe.train.optim.lr) == (("train.optim.lr: 0.001 → 0.5",), 0.5)
+
+
+def _exported(script: str, name: str) -> str:
+    """The value a run script exports for `name`, as bash would set it."""
+    done = subprocess.run(["bash", "-c", script.split("\nif [", 1)[0] + f'\nprintf %s "${name}"'],
+                          capture_output=True, text=True, timeout=30)
+    return done.stdout

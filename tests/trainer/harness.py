@@ -6,6 +6,7 @@ compared file by file and metric by metric.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ class TrainingRun:
     root: Path
     overrides: tuple[str, ...]
     recipe: str = "baseline"
+    changes: tuple[str, ...] = ()  # settings a resume was allowed to change (launch --allow-changes)
 
     @property
     def store(self) -> Path:
@@ -54,6 +56,7 @@ class TrainingRun:
         plan = plan_launch(self.recipe, target="local", project_dir=PROJECT, profile="local",
                            overrides=[f"train.checkpoint.uri={self.store}", f"train.checkpoint.local_dir={self.local}",
                                       *self.overrides], run_id=self.run_id)
+        plan = dataclasses.replace(plan, loaded=dataclasses.replace(plan.loaded, changes=self.changes))
         return local.render(plan, None)
 
     def start(self) -> subprocess.Popen:

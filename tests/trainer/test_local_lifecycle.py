@@ -116,20 +116,13 @@ def test_a_stopped_run_resumes_where_it_stopped_and_once_finished_is_not_started
     assert launch(project, "stop", "again").stdout.strip() == "run again stopped"
     stopped_at = int(status_row(project, "again")[4].split("/")[0])
 
-    # on fewer GPUs (until resuming on another world size lands): one line, no restart, nothing changed
-    fewer = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "again", "--gpus", "1",
-                   *overrides)
-    assert fewer.returncode == 1
-    assert len(re.findall(r"\[supervisor\] attempt \d+", fewer.stdout)) == 1 and "exit code 78" in fewer.stdout
-    assert fewer.stdout.count("was written by 2 ranks, this job has 1") == 1
-    assert (record(project, "again")["state"], record(project, "again")["restarts"]) == ("failed", 0)
-
-    resumed = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "again", *overrides)
+    # a plain resume continues with the launch's own overrides (max_steps=30, not the recipe's 40)
+    resumed = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "again")
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert f"steps {stopped_at}→30" in resumed.stdout
     assert "run again finished: 30 steps, " + f"{30 - stopped_at} computed (0 recomputed)" in resumed.stdout
 
-    again = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "again", *overrides)
+    again = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "again")
     assert again.stdout.splitlines()[-1] == ("run again already finished at step 30: nothing to resume "
                                              "(launch status again; final weights in its store's final-hf/)")
     assert "launched" not in again.stdout

@@ -73,3 +73,23 @@ def test_a_kill_after_the_final_checkpoint_is_finished_by_the_next_attempt(refer
     assert exported == expected
     _, mlflow_run = run._mlflow_run()
     assert mlflow_run.info.status == "FINISHED"
+
+
+def test_the_node_refuses_a_resume_with_other_settings_unless_allowed_and_then_tags_the_change(tmp_path):
+    from spottrain_contract.job import DO_NOT_RESTART_EXIT_CODE
+
+    launched = TrainingRun("drift", tmp_path, resume_overrides(2))
+    launched.run_until(lambda r: 4 in r.complete_steps(), signal.SIGKILL)
+    resumed_at = launched.complete_steps()[-1]
+    other_lr = (*resume_overrides(2), "train.optim.lr=0.5")
+
+    refused = TrainingRun("drift", tmp_path, other_lr)
+    assert refused.run() == DO_NOT_RESTART_EXIT_CODE, refused.last_log()
+    assert "run drift was launched with other settings (train.optim.lr: 0.001 → 0.5)" in refused.last_log()
+    assert launched.complete_steps()[-1] == resumed_at  # nothing trained
+
+    allowed = TrainingRun("drift", tmp_path, other_lr, changes=("train.optim.lr: 0.001 → 0.5",))
+    assert allowed.run() == 0, allowed.last_log()
+    _, mlflow_run = allowed._mlflow_run()
+    changes = {k: v for k, v in mlflow_run.data.tags.items() if k.startswith("spottrain.change.")}
+    assert changes == {f"spottrain.change.step-{resumed_at:08d}": "train.optim.lr: 0.001 → 0.5"}
