@@ -165,6 +165,7 @@ def _summary(plan) -> str:
 def _submit(plan, project_dir: Path, *, detach: bool = False) -> None:
     """Submit; a run here is followed in the foreground (Ctrl-C stops it gracefully) unless detached."""
     from launcher import runner
+    from launcher.console import for_console
     from launcher.registry import Registry
     from launcher.targets import get_target
     from spottrain_contract.job import RunState
@@ -186,19 +187,23 @@ def _submit(plan, project_dir: Path, *, detach: bool = False) -> None:
         return
     registry = Registry(project_dir)
     try:
-        for line in runner.logs(record, follow=True):
+        for line in for_console(runner.logs(record, follow=True)):
             click.echo(line, nl=False)
     except KeyboardInterrupt:
         click.echo(f"stopping {record.run_id}: the job checkpoints first", err=True)
         click.echo(f"run {record.run_id} {runner.stop(registry, registry.get(record.run_id))}", err=True)
         sys.exit(130)
     final = runner.refresh(registry, registry.get(record.run_id))
-    click.echo(f"run {record.run_id} {final.state} at step {final.step}")
-    click.echo(f"  checkpoints  {record.store}/{record.run_id}  (final weights in final-hf/)")
-    click.echo(f"  metrics      mlflow ui --backend-store-uri {record.tracking_uri}")
-    click.echo(f"  resume       launch recipe {record.recipe} --target {record.target} --run-id {record.run_id}")
-    if final.state is RunState.FAILED:
+    if final.state is RunState.FAILED:  # why, and where to read more; no hints about results it never made
+        reason = registry.get(record.run_id).handle.get("failure", "no error reported")
+        click.echo(f"run {record.run_id} failed at step {final.step}: {reason} (log {record.log})")
         sys.exit(1)
+    finished = final.state is RunState.FINISHED
+    click.echo(f"run {record.run_id} {final.state} at step {final.step}")
+    click.echo(f"  checkpoints  {record.store}/{record.run_id}" + ("  (final weights in final-hf/)" if finished else ""))
+    click.echo(f"  metrics      mlflow ui --backend-store-uri {record.tracking_uri}")
+    if not finished:
+        click.echo(f"  resume       launch recipe {record.recipe} --target {record.target} --run-id {record.run_id}")
 
 
 @cli.command()
@@ -235,12 +240,15 @@ def status(run_id):
 @cli.command()
 @click.argument("run_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends.")
-def logs(run_id, follow):
+@click.option("--raw", is_flag=True, help="Every line, third-party banners and repeated tracebacks included.")
+def logs(run_id, follow, raw):
     """Print the log of a launched run."""
     from launcher import runner
+    from launcher.console import for_console
     from launcher.registry import Registry
 
-    for line in runner.logs(Registry(_project_dir()).get(run_id), follow):
+    lines = runner.logs(Registry(_project_dir()).get(run_id), follow)
+    for line in lines if raw else for_console(lines):
         click.echo(line, nl=False)
 
 

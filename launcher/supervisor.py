@@ -28,7 +28,7 @@ from launcher import processes
 from launcher.errors import LaunchError
 from launcher.registry import Registry
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, EXIT_FILE_ENV, PREEMPTED_EXIT_CODE, RunState,
-                                    exit_file_path, progress_path)
+                                    exit_file_path, failure_path, progress_path)
 
 GRACE_SECONDS = 120.0
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}
@@ -95,6 +95,7 @@ class Supervisor:
         exit_file = exit_file_path(self.record.local_dir, self.run_id)
         exit_file.parent.mkdir(parents=True, exist_ok=True)
         exit_file.unlink(missing_ok=True)
+        failure_path(self.record.local_dir, self.run_id).unlink(missing_ok=True)
         self.marker = processes.new_marker()
         env = {**os.environ, EXIT_FILE_ENV: str(exit_file), processes.ATTEMPT_ENV: self.marker}
         self.process = subprocess.Popen(["bash", "-c", self.record.handle["script"]], cwd=self.registry.project_dir,
@@ -165,12 +166,22 @@ class Supervisor:
             path.write_text(json.dumps(progress))
         self._final_step = progress.get("step", 0)
 
+    def _failure(self, code: int) -> str:
+        """Why the last attempt failed: the first error of the first rank that failed, else what the exit says."""
+        try:
+            return failure_path(self.record.local_dir, self.run_id).read_text().strip()
+        except OSError:
+            if code < 0:
+                return f"killed by {signal.Signals(-code).name}"
+            return f"exit code {code}, no error reported"
+
     def _end(self, state: RunState, code: int) -> int:
         final = self._final_step
         recomputed = self.steps_computed - (final - (self._start_step or 0))  # computed beyond the useful steps
+        failure = {"failure": self._failure(code)} if state is RunState.FAILED else {}
         self.registry.update(self.run_id, state=state, ended=time.time(),
                              handle={"exit_code": code, "chaos_kills": self.kills_done,
-                                     "steps_computed": self.steps_computed, "final_step": final})
+                                     "steps_computed": self.steps_computed, "final_step": final, **failure})
         print(f"[supervisor] run {self.run_id} {state}: {final} steps, {self.steps_computed} computed "
               f"({recomputed} recomputed), {self.record.restarts} restarts, "
               f"{self.kills_done} chaos kills", file=sys.stderr, flush=True)

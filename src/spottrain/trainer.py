@@ -28,7 +28,8 @@ from spottrain.tracking import Tracker
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE,
-                                    RESOLVED_RECIPE_FILE, RUN_ID_ENV, mlflow_tracking_uri, progress_path)
+                                    RESOLVED_RECIPE_FILE, RUN_ID_ENV, failure_path, mlflow_tracking_uri,
+                                    progress_path)
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe, from_shipped, setting_changes, settings_of
 from spottrain_contract.store import is_permanent, open_store, store_failure
@@ -57,13 +58,30 @@ def train(loaded: LoadedRecipe) -> int:
         return _train(loaded)
     except Exception as exc:
         healable = isinstance(exc, StoreUnavailable)
-        if not (healable or isinstance(exc, ConfigurationError) or is_permanent(exc)):
-            raise  # a bug or a crash: its traceback, and the supervisor's restart budget
-        message = str(exc) if not is_permanent(exc) or isinstance(exc, ConfigurationError) else store_failure(exc)
-        log.error("%s", message)
+        known = healable or isinstance(exc, ConfigurationError) or is_permanent(exc)
+        message = store_failure(exc) if is_permanent(exc) and not isinstance(exc, ConfigurationError) else str(exc)
+        first = _record_failure(loaded, f"{type(exc).__name__}: {message}" if not known else message)
+        if not known:
+            raise  # a bug or a crash: its traceback (the console shows it once), and the restart budget
+        if first:
+            log.error("%s", message)
         code = 1 if healable else DO_NOT_RESTART_EXIT_CODE
         report_exit_code(code)
         return code
+
+
+def _record_failure(loaded: LoadedRecipe, reason: str) -> bool:
+    """Why this attempt ended, for the supervisor and `launch`: the first failing rank's error, one line. True
+    for that first rank (the others only add to the log)."""
+    path = failure_path(loaded.recipe.train.checkpoint.local_dir, os.environ.get(RUN_ID_ENV, ""))
+    line = f"[rank {os.environ.get('RANK', '0')}] {reason.splitlines()[0] if reason else 'failed'}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x") as out:  # exclusive: the first rank to fail writes it
+            out.write(line + "\n")
+        return True
+    except FileExistsError:
+        return False
 
 
 def _train(loaded: LoadedRecipe) -> int:

@@ -23,6 +23,7 @@ DO_NOT_RESTART_EXIT_CODE = 78  # EX_CONFIG: a fault no restart heals (bad settin
 MLFLOW_RUN_ID_TAG = "spottrain.run_id"  # on the MLflow run of a training run: its run id
 PROGRESS_FILE = "progress.json"  # {"step", "total", "attempt_start"}, written by rank 0
 EXIT_FILE = ".exit-code"  # where the local supervisor asks the trainer to write its exit code
+FAILURE_FILE = "failure.txt"  # the first error of the first rank that failed, one line: why the attempt ended
 RESOLVED_RECIPE_FILE = "recipe.resolved.yaml"  # the shipped recipe, as an MLflow artifact of the run
 
 
@@ -62,6 +63,10 @@ def progress_path(local_dir: str | Path, run_id: str) -> Path:
 
 def exit_file_path(local_dir: str | Path, run_id: str) -> Path:
     return run_dir(local_dir, run_id) / EXIT_FILE
+
+
+def failure_path(local_dir: str | Path, run_id: str) -> Path:
+    return run_dir(local_dir, run_id) / FAILURE_FILE
 
 
 def mlflow_tracking_uri(configured: Optional[str], local_dir: str) -> str:

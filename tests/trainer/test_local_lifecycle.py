@@ -77,6 +77,9 @@ def test_launch_status_logs_and_graceful_stop(project):
     assert stopped.stdout.strip() == "run lifecycle stopped", stopped.stderr
     followed, _ = follower.communicate(timeout=60)  # --follow ends by itself once the run has ended
     assert "preemption notice: checkpointed step" in followed
+    log = (project / "runs" / "logs" / "lifecycle.log").read_text()
+    for noise in ("SignalException", "Setting accelerator to CPU", "Setting OMP_NUM_THREADS"):  # the log keeps it
+        assert noise in log and noise not in followed, noise
     stopped_at = int(re.search(r"checkpointed step (\d+)", followed).group(1))
 
     row = status_row(project, "lifecycle")
@@ -133,6 +136,9 @@ def test_a_store_that_refuses_writes_fails_the_run_at_once_without_restarts(proj
                   "--override", "train.checkpoint.uri=/sys/spottrain-store")  # EPERM, even for root
     assert done.returncode == 1, done.stdout[-3000:]
     assert re.findall(r"\[supervisor\] attempt \d+: [^\n]*", done.stdout) == ["[supervisor] attempt 1: no step, exit code 78"]
-    assert "train.checkpoint.uri: cannot write to the checkpoint store /sys/spottrain-store (PermissionError: " \
-        in done.stdout
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith("run refused failed at step -: [rank 0] train.checkpoint.uri: cannot write to the "
+                           "checkpoint store /sys/spottrain-store (PermissionError: "), last
+    assert last.endswith(f"(log {project / 'runs' / 'logs' / 'refused.log'})")
+    assert done.stdout.count("cannot write to the checkpoint store") == 2  # the first failing rank's line, the last
     assert (record(project, "refused")["state"], record(project, "refused")["restarts"]) == ("failed", 0)
