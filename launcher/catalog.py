@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from launcher.tables import table_lines
+from launcher.tables import render_table
 from spottrain_contract.errors import UserError
 from spottrain_contract.recipe import load_recipe, recipe_names
 
@@ -68,4 +68,4 @@ def recipe_table(project_dir: Path) -> str:
                      "yes" if r.resources.spot else "no", r.resources.accelerator, ",".join(runs_on),
                      ",".join(r.profiles) or "-"))
     header = ("RECIPE", "TASK", "GPUS", "NODES", "SPOT", "ACCELERATOR", "TARGETS", "PROFILES")
-    return "\n".join(table_lines(header, rows))
+    return render_table(header, rows)

@@ -30,7 +30,22 @@ def _sizing_options(command):
     return command
 
 
+def _print_version(ctx, _param, value) -> None:
+    """`launch --version`: the installed package's version and the commit of the checkout it runs from."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    from launcher.plan import code_version
+
+    code = code_version(Path(__file__).resolve().parent.parent)
+    click.echo(f"launch {version('spottrain')} (" + (f"commit {code}" if code else "not run from a git checkout") + ")")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print the version and the commit it was built from, then exit.")
 def cli():
     """Launch training recipes on SkyPilot, VESSL or this machine."""
 
@@ -212,7 +227,7 @@ def status(run_id):
     """Table of launched runs (or one): recipe, target, state, step, restarts, age."""
     from launcher import runner
     from launcher.registry import Registry, age
-    from launcher.tables import table_lines
+    from launcher.tables import render_table
     from launcher.targets import RunStatus
     from spottrain_contract.job import RunState
 
@@ -232,7 +247,7 @@ def status(run_id):
         rows.append((record.run_id, record.recipe, record.target, str(now.state), now.step, str(restarts),
                      age(record.started)))
     header = ("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")
-    click.echo("\n".join(table_lines(header, rows)))
+    click.echo(render_table(header, rows, state_column=3))
     for line in [*(f"warning: {skip}" for skip in registry.skipped), *unreachable]:
         click.echo(line, err=True)
 

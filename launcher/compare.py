@@ -12,7 +12,7 @@ from typing import Optional
 
 from launcher.errors import LaunchError
 from launcher.registry import Registry
-from launcher.tables import table_lines
+from launcher.tables import render_table
 from spottrain_contract.job import MLFLOW_RUN_ID_TAG
 CURVES = ("train/loss", "val/loss", "train/value_loss", "train/weighted_ce_loss")
 
@@ -37,11 +37,11 @@ def compare(registry: Registry, run_a: str, run_b: str, plot: Optional[Path] = N
     changed = sorted(k for k in set(a.data.params) | set(b.data.params)
                      if a.data.params.get(k) != b.data.params.get(k) and not k.startswith("launch.run"))
     metrics = sorted(k for k in set(a.data.metrics) | set(b.data.metrics) if not k.startswith("system/"))
-    lines = table_lines(["PARAM", run_a, run_b],
-                   [[k, a.data.params.get(k, "-"), b.data.params.get(k, "-")] for k in changed]) if changed else [
-        "same configuration"]
-    lines += [""] + table_lines(["METRIC (final)", run_a, run_b],
-                           [[k, _fmt(a.data.metrics.get(k)), _fmt(b.data.metrics.get(k))] for k in metrics])
+    lines = [render_table(["PARAM", run_a, run_b],
+                          [[k, a.data.params.get(k, "-"), b.data.params.get(k, "-")] for k in changed])
+             if changed else "same configuration"]
+    lines += ["", render_table(["METRIC (final)", run_a, run_b],
+                               [[k, _fmt(a.data.metrics.get(k)), _fmt(b.data.metrics.get(k))] for k in metrics])]
     if plot is not None:
         curves = [k for k in CURVES if k in a.data.metrics or k in b.data.metrics]
         written = _plot(plot, curves, {run_a: (client_a, a.info.run_id), run_b: (client_b, b.info.run_id)})

@@ -328,3 +328,12 @@ def _exported(script: str, name: str) -> str:
     done = subprocess.run(["bash", "-c", script.split("\nif [", 1)[0] + f'\nprintf %s "${name}"'],
                           capture_output=True, text=True, timeout=30)
     return done.stdout
+
+
+def test_version_names_the_package_version_and_the_commit(private_home):
+    from importlib.metadata import version
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True)
+    done = run_launch("--version", home=private_home)
+    assert done.returncode == 0
+    assert done.stdout.startswith(f"launch {version('spottrain')} (commit {head.stdout.strip()}")
