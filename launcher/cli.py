@@ -114,7 +114,8 @@ def check(targets):
                    "kills=5,signals=KILL+TERM,every=1:4,seed=1 (every: seconds of training before each kill).")
 @click.option("--allow-changes", is_flag=True,
               help="With --run-id: resume with settings that differ from the launch's (logged at the resume step).")
-def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detach, chaos, allow_changes):
+@click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
+def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detach, chaos, allow_changes, yes):
     """Launch the recipe NAME on a target (with --run-id: resume that run with the settings it was launched
     with, unless others are given)."""
     from launcher import runner
@@ -137,6 +138,7 @@ def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detac
         click.echo("---")
         click.echo(document, nl=False)
         return
+    _confirm_spending(target, yes, "Launch?")
     _submit(plan, project_dir, detach=detach)
 
 
@@ -144,7 +146,8 @@ def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detac
 @click.argument("name")
 @_target_option
 @_sizing_options
-def pipeline(name, target, gpus, nodes, profile, overrides):
+@click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
+def pipeline(name, target, gpus, nodes, profile, overrides, yes):
     """Launch every stage of the pipeline NAME (recipes/_pipelines.yaml) in order, each after the last."""
     from launcher import runner
     from launcher.display import render_for_display
@@ -152,8 +155,10 @@ def pipeline(name, target, gpus, nodes, profile, overrides):
     from launcher.stages import pipeline_stages
 
     project_dir = _project_dir()
+    stages = pipeline_stages(project_dir, name)
+    _confirm_spending(target, yes, f"Launch {len(stages)} jobs on {target}, one after another ({', '.join(stages)})?")
     stage_runs: dict[str, str] = {}
-    for stage in pipeline_stages(project_dir, name):
+    for stage in stages:
         plan, _ = render_for_display(stage, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
                                      profile=_profile_for(target, profile), overrides=overrides, stages="require",
                                      stage_runs=stage_runs)
@@ -162,6 +167,20 @@ def pipeline(name, target, gpus, nodes, profile, overrides):
         _submit(plan, project_dir)
         runner.wait_until_finished(Registry(project_dir), plan.run_id)
         stage_runs[stage] = plan.run_id
+
+
+def _confirm_spending(target: str, yes: bool, question: str) -> None:
+    """A launch on a paid target asks first on a terminal; without one it needs --yes, so a script never hangs
+    on a prompt and never launches by accident."""
+    from launcher.targets import get_target
+
+    if yes or get_target(target).RUNS_HERE:
+        return
+    if not sys.stdin.isatty():
+        raise UserError(f"a launch on {target} spends money: answer its prompt on a terminal, or pass --yes")
+    if not click.confirm(question, default=False):
+        click.echo("nothing launched")
+        sys.exit(1)
 
 
 def _profile_for(target: str, profile):

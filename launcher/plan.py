@@ -51,6 +51,7 @@ class LaunchPlan:
             f"batch      {batch.per_gpu}/GPU × grad-accum {batch.grad_accum} × {r.world_size} GPUs "
             f"= {r.effective_batch} effective",
             f"run id     {self.run_id}",
+            f"store      {r.train.checkpoint.uri}",
         ]
         if self.code:
             lines.append(f"code       {self.code.commit[:12]}" + (

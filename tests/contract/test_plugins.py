@@ -107,7 +107,7 @@ def test_an_unknown_target_lists_the_plugged_ones(plugged):
 
 
 def test_a_plugged_target_launches_reports_and_stops_through_the_runner(plugged):
-    launched = launch(plugged, "recipe", "toy", "--target", "toy", "--run-id", "toy-1")
+    launched = launch(plugged, "recipe", "toy", "--target", "toy", "--run-id", "toy-1", "--yes")
     assert launched.returncode == 0, launched.stderr
     assert json.loads((plugged["platform"] / "toy-1.json").read_text())["name"] == "toy-regression"
     assert launch(plugged, "status", "toy-1").stdout.splitlines()[1].split()[3] == "pending"

@@ -5,8 +5,12 @@ secret values exist only in that body, and status, logs --follow and stop reach 
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,8 +53,33 @@ def vessl_env(home: Path, api: VesslApi, **changes) -> dict:
 
 
 def run_vessl(*args, api, project, home, **changes) -> subprocess.CompletedProcess:
-    return subprocess.run([launch_executable(), *args], cwd=project, env=vessl_env(home, api, **changes),
+    """`launch ARGS` as a script runs it: no terminal, so launches say --yes."""
+    confirmed = ["--yes"] if args[0] in ("recipe", "pipeline") else []
+    return subprocess.run([launch_executable(), *args, *confirmed], cwd=project, env=vessl_env(home, api, **changes),
                           capture_output=True, text=True, timeout=120)
+
+
+def on_a_terminal(args: list[str], answer: str, *, api, project, home) -> tuple[int, str]:
+    """`launch ARGS` on a pseudo-terminal, answering `answer` to its question: (exit code, what it showed)."""
+    master, terminal = pty.openpty()
+    process = subprocess.Popen([launch_executable(), *args], cwd=project, env=vessl_env(home, api), stdin=terminal,
+                               stdout=terminal, stderr=terminal, close_fds=True)
+    os.close(terminal)
+    shown, answered, deadline = b"", False, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the other end closed: the command is done
+                break
+            shown += chunk
+            if not answered and b"? [y/N]" in shown:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+        elif process.poll() is not None:
+            break
+    os.close(master)
+    return process.wait(timeout=60), shown.decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +283,40 @@ def test_a_second_attempt_of_a_run_live_on_vessl_is_refused(launched, api, proje
                                                          f"stop it first (launch stop {record.run_id}) or follow it "
                                                          f"(launch logs {record.run_id} --follow)")
     assert len(api.created_specs) == sent
+
+
+# --- a launch on a paid platform asks first --------------------------------------------------------------------
+
+def test_answering_no_at_the_prompt_submits_nothing(api, project, private_home):
+    sent = len(api.created_specs)
+    code, shown = on_a_terminal(["recipe", "rho1", "--target", "vessl", "--override", REPO, "--run-id", "asked-no"],
+                                "n", api=api, project=project, home=private_home)
+    assert "store      s3://weighted-mtp-checkpoints/runs" in shown and "Launch? [y/N]" in shown
+    assert (code, len(api.created_specs)) == (1, sent)
+    assert "nothing launched" in shown
+
+
+def test_answering_yes_at_the_prompt_submits_the_run(api, project, private_home):
+    sent = len(api.created_specs)
+    code, shown = on_a_terminal(["recipe", "rho1", "--target", "vessl", "--override", REPO, "--run-id", "asked-yes"],
+                                "y", api=api, project=project, home=private_home)
+    assert (code, len(api.created_specs)) == (0, sent + 1), shown
+    assert yaml.safe_load(api.created_specs[-1])["env"][RUN_ID_ENV] == "asked-yes"
+
+
+def test_without_a_terminal_and_without_yes_nothing_is_submitted(api, project, private_home):
+    sent = len(api.created_specs)
+    done = subprocess.run([launch_executable(), "recipe", "rho1", "--target", "vessl", "--override", REPO],
+                          cwd=project, env=vessl_env(private_home, api), capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stderr.strip()) == (
+        2, "error: a launch on vessl spends money: answer its prompt on a terminal, or pass --yes")
+    assert len(api.created_specs) == sent
+
+
+def test_a_pipeline_asks_once_for_all_its_jobs(api, project, private_home):
+    sent = len(api.created_specs)
+    code, shown = on_a_terminal(["pipeline", "wmtp", "--target", "vessl", "--override", REPO], "n", api=api,
+                                project=project, home=private_home)
+    assert "Launch 4 jobs on vessl, one after another (critic, verifiable, baseline, rho1)? [y/N]" in shown
+    assert (code, len(api.created_specs)) == (1, sent)
