@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from launcher.tables import render_table
+from launcher.views import RecipeView
 from spottrain_contract.errors import UserError
 from spottrain_contract.recipe import load_recipe, recipe_names
 
@@ -51,21 +52,28 @@ def check_all(project_dir: Path, targets: Iterable[str]) -> list[CheckResult]:
     return results
 
 
-def recipe_table(project_dir: Path) -> str:
+def recipe_views(project_dir: Path) -> list[RecipeView]:
     """Every recipe with the targets it runs on as written (profiles may add more, e.g. local)."""
     from launcher.targets import get_target, target_names
 
     targets = {name: get_target(name) for name in target_names()}
-    rows = []
+    views = []
     for name in recipe_names(project_dir):
         try:
             r = load_recipe(name, project_dir=project_dir).recipe
         except UserError as exc:
-            rows.append((name, f"invalid: {exc}", "", "", "", "", "", ""))
+            views.append(RecipeView(name=name, error=str(exc)))
             continue
         runs_on = [t for t, module in targets.items() if not module.RUNS_HERE and module.unsupported(r) is None]
-        rows.append((name, r.task, str(r.resources.gpus), str(r.resources.nodes),
-                     "yes" if r.resources.spot else "no", r.resources.accelerator, ",".join(runs_on),
-                     ",".join(r.profiles) or "-"))
+        views.append(RecipeView(name=name, task=r.task, gpus=r.resources.gpus, nodes=r.resources.nodes,
+                                spot=r.resources.spot, accelerator=r.resources.accelerator, targets=runs_on,
+                                profiles=list(r.profiles)))
+    return views
+
+
+def recipe_table(views: list[RecipeView]) -> str:
     header = ("RECIPE", "TASK", "GPUS", "NODES", "SPOT", "ACCELERATOR", "TARGETS", "PROFILES")
+    rows = [(v.name, f"invalid: {v.error}", "", "", "", "", "", "") if v.error else
+            (v.name, v.task, v.gpus, v.nodes, "yes" if v.spot else "no", v.accelerator, ",".join(v.targets),
+             ",".join(v.profiles) or "-") for v in views]
     return render_table(header, rows)

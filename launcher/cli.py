@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -54,12 +55,28 @@ def _target_option(command):
     return click.option("--target", default=DEFAULT_TARGET, show_default=True, help=TARGET_HELP)(command)
 
 
-@cli.command("list")
-def list_recipes():
-    """Table of the recipes: task, GPUs, nodes, spot, targets they render for."""
-    from launcher.catalog import recipe_table
+def _json_option(command):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON (the models in launcher/views.py) instead of a table.")(command)
 
-    click.echo(recipe_table(_project_dir()))
+
+def _echo_json(value) -> None:
+    """A model or a list of models as JSON, the same documents the hub's API returns."""
+    from pydantic import BaseModel, TypeAdapter
+
+    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else TypeAdapter(type(value)).dump_python(
+        value, mode="json")
+    click.echo(json.dumps(data, indent=1, ensure_ascii=False))
+
+
+@cli.command("list")
+@_json_option
+def list_recipes(as_json):
+    """Table of the recipes: task, GPUs, nodes, spot, targets they render for."""
+    from launcher.catalog import recipe_table, recipe_views
+
+    views = recipe_views(_project_dir())
+    _echo_json(views) if as_json else click.echo(recipe_table(views))
 
 
 @cli.command()
@@ -115,7 +132,9 @@ def check(targets):
 @click.option("--allow-changes", is_flag=True,
               help="With --run-id: resume with settings that differ from the launch's (logged at the resume step).")
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
-def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detach, chaos, allow_changes, yes):
+@_json_option
+def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detach, chaos, allow_changes, yes,
+           as_json):
     """Launch the recipe NAME on a target (with --run-id: resume that run with the settings it was launched
     with, unless others are given)."""
     from launcher import runner
@@ -133,6 +152,11 @@ def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detac
                                         profile=_profile_for(target, profile), overrides=overrides, run_id=run_id,
                                         stages="resolve" if dry_run else "require", chaos=chaos,
                                         resuming=launched, allow_changes=allow_changes)
+    if as_json and not dry_run:
+        raise UserError("--json: only with --dry-run (a launch prints its progress)")
+    if as_json:
+        _echo_json(_plan_view(plan, document))
+        return
     click.echo(_summary(plan))
     if dry_run:
         click.echo("---")
@@ -190,6 +214,17 @@ def _profile_for(target: str, profile):
     return profile or get_target(target).DEFAULT_PROFILE
 
 
+def _plan_view(plan, document: str):
+    from launcher.views import PlanView
+
+    r = plan.recipe
+    return PlanView(recipe=plan.loaded.name, file=plan.loaded.relpath, profile=plan.loaded.profile, target=plan.target,
+                    run_id=plan.run_id, task=r.task, accelerator=r.resources.accelerator, gpus=r.resources.gpus,
+                    nodes=r.resources.nodes, spot=r.resources.spot, effective_batch=r.effective_batch,
+                    max_steps=r.train.max_steps, epochs=r.train.epochs, store=r.train.checkpoint.uri,
+                    overrides=list(plan.loaded.overrides), changes=list(plan.loaded.changes), document=document)
+
+
 def _summary(plan) -> str:
     from launcher.targets import get_target
 
@@ -242,31 +277,31 @@ def _submit(plan, project_dir: Path, *, detach: bool = False) -> None:
 
 @cli.command()
 @click.argument("run_id", required=False)
-def status(run_id):
+@_json_option
+def status(run_id, as_json):
     """Table of launched runs (or one): recipe, target, state, step, restarts, age."""
     from launcher import runner
     from launcher.registry import Registry, age
     from launcher.tables import render_table
-    from launcher.targets import RunStatus
-    from spottrain_contract.job import RunState
 
     registry = Registry(_project_dir())
     records = [registry.get(run_id)] if run_id else registry.all()
-    rows, unreachable = [], []
+    views, unreachable = [], []
     for record in records:
         try:
-            now = runner.refresh(registry, record)
+            views.append(runner.run_view(registry, record))
         except UserError as exc:
             if run_id:
                 raise
             # one platform out of reach (no credentials, no network) must not hide the runs of the others
-            now = RunStatus(state=RunState.UNKNOWN)
+            views.append(runner.run_view(registry, record, reachable=False))
             unreachable.append(f"warning: {record.run_id}: {exc}")
-        restarts = now.restarts if now.restarts is not None else record.restarts
-        rows.append((record.run_id, record.recipe, record.target, str(now.state), now.step, str(restarts),
-                     age(record.started)))
-    header = ("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")
-    click.echo(render_table(header, rows, state_column=3))
+    if as_json:
+        _echo_json(views)
+    else:
+        header = ("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")
+        click.echo(render_table(header, [(v.id, v.recipe, v.target, str(v.state), v.step, v.restarts,
+                                          age(v.started)) for v in views], state_column=3))
     for line in [*(f"warning: {skip}" for skip in registry.skipped), *unreachable]:
         click.echo(line, err=True)
 
@@ -301,12 +336,17 @@ def stop(run_id):
 @click.argument("run_a")
 @click.argument("run_b")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Overlay their loss curves in FILE.png.")
-def compare(run_a, run_b, plot):
+@_json_option
+def compare(run_a, run_b, plot, as_json):
     """Config diff (flattened params from MLflow) and final metrics of two runs, side by side."""
-    from launcher.compare import compare as compare_runs
+    from launcher.compare import compare as compare_runs, compare_view
     from launcher.registry import Registry
 
-    click.echo(compare_runs(Registry(_project_dir()), run_a, run_b, Path(plot) if plot else None))
+    registry = Registry(_project_dir())
+    if as_json:
+        _echo_json(compare_view(registry, run_a, run_b)[0])
+    else:
+        click.echo(compare_runs(registry, run_a, run_b, Path(plot) if plot else None))
 
 
 def main():

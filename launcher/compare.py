@@ -13,6 +13,7 @@ from typing import Optional
 from launcher.errors import LaunchError
 from launcher.registry import Registry
 from launcher.tables import render_table
+from launcher.views import CompareView
 from spottrain_contract.job import MLFLOW_RUN_ID_TAG
 CURVES = ("train/loss", "val/loss", "train/value_loss", "train/weighted_ce_loss")
 
@@ -33,20 +34,31 @@ def _mlflow_run(registry: Registry, run_id: str):
 
 
 def compare(registry: Registry, run_a: str, run_b: str, plot: Optional[Path] = None) -> str:
-    (client_a, a), (client_b, b) = _mlflow_run(registry, run_a), _mlflow_run(registry, run_b)
-    changed = sorted(k for k in set(a.data.params) | set(b.data.params)
-                     if a.data.params.get(k) != b.data.params.get(k) and not k.startswith("launch.run"))
-    metrics = sorted(k for k in set(a.data.metrics) | set(b.data.metrics) if not k.startswith("system/"))
-    lines = [render_table(["PARAM", run_a, run_b],
-                          [[k, a.data.params.get(k, "-"), b.data.params.get(k, "-")] for k in changed])
-             if changed else "same configuration"]
+    """The comparison as text (two tables; `--plot` also draws the curves)."""
+    view, runs = compare_view(registry, run_a, run_b)
+    lines = [render_table(["PARAM", run_a, run_b], [[k, *(v if v is not None else "-" for v in values)]
+                                                    for k, values in view.config_diff.items()])
+             if view.config_diff else "same configuration"]
     lines += ["", render_table(["METRIC (final)", run_a, run_b],
-                               [[k, _fmt(a.data.metrics.get(k)), _fmt(b.data.metrics.get(k))] for k in metrics])]
+                               [[k, *map(_fmt, values)] for k, values in view.metrics.items()])]
     if plot is not None:
+        (client_a, a), (client_b, b) = runs
         curves = [k for k in CURVES if k in a.data.metrics or k in b.data.metrics]
         written = _plot(plot, curves, {run_a: (client_a, a.info.run_id), run_b: (client_b, b.info.run_id)})
         lines += ["", f"wrote {written} ({', '.join(curves)})"]
     return "\n".join(lines)
+
+
+def compare_view(registry: Registry, run_a: str, run_b: str):
+    """(what differs and where the metrics ended, the two MLflow runs)."""
+    (client_a, a), (client_b, b) = runs = _mlflow_run(registry, run_a), _mlflow_run(registry, run_b)
+    changed = sorted(k for k in set(a.data.params) | set(b.data.params)
+                     if a.data.params.get(k) != b.data.params.get(k) and not k.startswith("launch.run"))
+    metrics = sorted(k for k in set(a.data.metrics) | set(b.data.metrics) if not k.startswith("system/"))
+    view = CompareView(runs=[run_a, run_b],
+                       config_diff={k: [a.data.params.get(k), b.data.params.get(k)] for k in changed},
+                       metrics={k: [a.data.metrics.get(k), b.data.metrics.get(k)] for k in metrics})
+    return view, runs
 
 
 def _plot(path: Path, curves: list[str], runs: dict) -> Path:

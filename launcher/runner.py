@@ -17,6 +17,7 @@ from launcher.plan import LaunchPlan
 from launcher.registry import Registry, RunRecord
 from launcher.secrets import resolve_secrets
 from launcher.targets import RunStatus, get_target
+from launcher.views import RunView
 from spottrain_contract.errors import UserError
 from spottrain_contract.job import RunState, mlflow_tracking_uri
 from spottrain_contract.lookup import StoredRun
@@ -109,6 +110,17 @@ def refresh(registry: Registry, record: RunRecord) -> RunStatus:
     if changes:
         registry.update(record.run_id, **changes)
     return now
+
+
+def run_view(registry: Registry, record: RunRecord, *, reachable: bool = True) -> RunView:
+    """The run as `launch status` and the hub show it, its state asked of its target (unless it cannot be)."""
+    now = refresh(registry, record) if reachable else RunStatus(state=RunState.UNKNOWN)
+    launched = from_shipped(record.recipe_document, record.run_id) if record.recipe_document else None
+    return RunView(id=record.run_id, name=launched.recipe.name if launched else record.recipe, recipe=record.recipe,
+                   target=record.target, state=now.state, step=now.step,
+                   restarts=now.restarts if now.restarts is not None else record.restarts, started=record.started,
+                   ended=record.ended, overrides=list(launched.overrides) if launched else [],
+                   failure=record.handle.get("failure"))
 
 
 def logs(record: RunRecord, follow: bool) -> Iterator[str]:

@@ -337,3 +337,40 @@ def test_version_names_the_package_version_and_the_commit(private_home):
     done = run_launch("--version", home=private_home)
     assert done.returncode == 0
     assert done.stdout.startswith(f"launch {version('spottrain')} (commit {head.stdout.strip()}")
+
+
+# --- --json: the models the hub's API returns -------------------------------------------------------------------------
+
+def test_list_json_is_a_list_of_recipe_views(private_home):
+    from pydantic import TypeAdapter
+
+    from launcher.views import RecipeView
+
+    done = run_launch("list", "--json", home=private_home)
+    views = TypeAdapter(list[RecipeView]).validate_json(done.stdout)
+    assert [(v.name, v.task, v.gpus, v.error) for v in views] == [
+        ("baseline", "baseline", 4, None), ("critic", "critic", 4, None), ("rho1", "rho1", 4, None),
+        ("verifiable", "verifiable", 4, None)]
+
+
+def test_status_json_is_a_list_of_run_views(launched_run, private_home):
+    from pydantic import TypeAdapter
+
+    from launcher.views import RunView
+    from spottrain_contract.job import RunState
+
+    done = run_launch("status", "--json", home=private_home, cwd=launched_run)
+    (view,) = TypeAdapter(list[RunView]).validate_json(done.stdout)
+    assert (view.id, view.name, view.target, view.state, view.overrides) == (
+        "r1", "baseline-mtp", "local", RunState.STOPPED, ["train.max_steps=200"])
+
+
+def test_dry_run_json_is_a_plan_view_holding_the_same_document(private_home):
+    from launcher.views import PlanView
+
+    as_json = run_launch("recipe", "baseline", "--target", "vessl", "--dry-run", "--json", "--run-id", "j1",
+                         home=private_home)
+    as_text = run_launch("recipe", "baseline", "--target", "vessl", "--dry-run", "--run-id", "j1", home=private_home)
+    view = PlanView.model_validate_json(as_json.stdout)
+    assert (view.recipe, view.target, view.run_id, view.gpus, view.effective_batch) == ("baseline", "vessl", "j1", 4, 64)
+    assert view.document == as_text.stdout.split("\n---\n", 1)[1]

@@ -68,3 +68,13 @@ def test_a_plot_into_a_missing_directory_is_a_one_line_error(two_runs, tmp_path)
     with pytest.raises(LaunchError) as caught:
         compare(two_runs, "run-a", "run-b", target)
     assert str(caught.value) == f"--plot: cannot write {target}: No such file or directory"
+
+
+def test_the_compare_view_holds_the_diff_and_the_final_metrics(two_runs):
+    from launcher.compare import compare_view
+    from launcher.views import CompareView
+
+    view, _ = compare_view(two_runs, "run-a", "run-b")
+    assert CompareView.model_validate_json(view.model_dump_json()) == view
+    assert view.config_diff == {"train.optim.lr": ["1e-05", "5e-05"]}
+    assert view.metrics == {"train/loss": [2.0, 1.5], "val/loss": [2.1, 1.6]}

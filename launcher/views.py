@@ -1,0 +1,63 @@
+"""What the CLI shows, as data: `--json` prints these models, the tables are drawn from them, and the hub's JSON
+API is to return the same ones (one schema for scripts and pages)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, Field
+
+from spottrain_contract.job import RunState
+
+
+class RecipeView(BaseModel):
+    name: str = Field(description="Recipe name (recipes/NAME.yaml).")
+    task: Optional[str] = Field(None, description="What the stage trains; None when the recipe is invalid.")
+    gpus: Optional[int] = None
+    nodes: Optional[int] = None
+    spot: Optional[bool] = None
+    accelerator: Optional[str] = None
+    targets: list[str] = Field(default_factory=list, description="Platforms it renders for as written.")
+    profiles: list[str] = Field(default_factory=list)
+    error: Optional[str] = Field(None, description="Why the recipe does not load, if it does not.")
+
+
+class RunView(BaseModel):
+    id: str = Field(description="The run id, stable across restarts.")
+    name: str = Field(description="The job name on the platform (the recipe's `name`).")
+    recipe: str
+    target: str
+    state: RunState
+    step: str = Field(description="`step/total` where the target reports progress, else `-`.")
+    restarts: int
+    started: float = Field(description="Launch time, seconds since the epoch.")
+    ended: Optional[float] = None
+    overrides: list[str] = Field(default_factory=list, description="The launch's dotted overrides.")
+    failure: Optional[str] = Field(None, description="Why a failed run failed, one line.")
+
+
+class CompareView(BaseModel):
+    runs: list[str]
+    config_diff: dict[str, list[Optional[str]]] = Field(
+        description="Each parameter that differs: its value in each run (None where a run lacks it).")
+    metrics: dict[str, list[Optional[float]]] = Field(description="Each metric's final value in each run.")
+
+
+class PlanView(BaseModel):
+    recipe: str
+    file: str
+    profile: Optional[str] = None
+    target: str
+    run_id: str
+    task: str
+    accelerator: str
+    gpus: int
+    nodes: int
+    spot: bool
+    effective_batch: int
+    max_steps: Optional[int] = None
+    epochs: float
+    store: str
+    overrides: list[str]
+    changes: list[str] = Field(default_factory=list, description="Settings a resume changes (--allow-changes).")
+    document: str = Field(description="Exactly what the target receives, secrets masked.")
