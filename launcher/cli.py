@@ -51,8 +51,49 @@ def cli():
     """Launch training recipes on SkyPilot, VESSL or this machine."""
 
 
+def _complete_recipes(ctx, param, incomplete: str) -> list[str]:
+    """Shell completion of recipe names (bash, zsh, fish: see the README)."""
+    from spottrain_contract.recipe import find_project_dir, recipe_names
+
+    try:
+        return [name for name in recipe_names(find_project_dir()) if name.startswith(incomplete)]
+    except UserError:
+        return []
+
+
+def _complete_pipelines(ctx, param, incomplete: str) -> list[str]:
+    import yaml
+
+    from spottrain_contract.recipe import find_project_dir
+    from launcher.stages import PIPELINES_FILE
+
+    try:
+        path = find_project_dir() / PIPELINES_FILE
+    except UserError:
+        return []
+    pipelines = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return [name for name in (pipelines if isinstance(pipelines, dict) else {}) if name.startswith(incomplete)]
+
+
+def _complete_targets(ctx, param, incomplete: str) -> list[str]:
+    from launcher.targets import target_names
+
+    return [name for name in target_names() if name.startswith(incomplete)]
+
+
+def _complete_runs(ctx, param, incomplete: str) -> list[str]:
+    from launcher.registry import Registry
+    from spottrain_contract.recipe import find_project_dir
+
+    try:
+        return [r.run_id for r in Registry(find_project_dir()).all() if r.run_id.startswith(incomplete)]
+    except UserError:
+        return []
+
+
 def _target_option(command):
-    return click.option("--target", default=DEFAULT_TARGET, show_default=True, help=TARGET_HELP)(command)
+    return click.option("--target", default=DEFAULT_TARGET, show_default=True, help=TARGET_HELP,
+                        shell_complete=_complete_targets)(command)
 
 
 def _json_option(command):
@@ -80,7 +121,7 @@ def list_recipes(as_json):
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_recipes)
 @_target_option
 @_sizing_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
@@ -120,7 +161,7 @@ def check(targets):
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_recipes)
 @_target_option
 @_sizing_options
 @click.option("--run-id", default=None, help="Continue this run (default: a new run id).")
@@ -167,7 +208,7 @@ def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detac
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_pipelines)
 @_target_option
 @_sizing_options
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
@@ -276,7 +317,7 @@ def _submit(plan, project_dir: Path, *, detach: bool = False) -> None:
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@click.argument("run_id", required=False, shell_complete=_complete_runs)
 @_json_option
 def status(run_id, as_json):
     """Table of launched runs (or one): recipe, target, state, step, restarts, age."""
@@ -307,7 +348,7 @@ def status(run_id, as_json):
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=_complete_runs)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends.")
 @click.option("--raw", is_flag=True, help="Every line, third-party banners and repeated tracebacks included.")
 def logs(run_id, follow, raw):
@@ -322,7 +363,7 @@ def logs(run_id, follow, raw):
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=_complete_runs)
 def stop(run_id):
     """Stop a run gracefully: it checkpoints, then exits (killed only after a grace period)."""
     from launcher import runner
@@ -333,8 +374,8 @@ def stop(run_id):
 
 
 @cli.command()
-@click.argument("run_a")
-@click.argument("run_b")
+@click.argument("run_a", shell_complete=_complete_runs)
+@click.argument("run_b", shell_complete=_complete_runs)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Overlay their loss curves in FILE.png.")
 @_json_option
 def compare(run_a, run_b, plot, as_json):

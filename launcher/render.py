@@ -47,6 +47,7 @@ def job_env(plan: LaunchPlan) -> dict[str, str]:
     trains (exactly what the dry run shows) and the commit it was launched from."""
     env = dict(plan.recipe.env)
     env[job.RUN_ID_ENV] = plan.run_id
+    env[job.TARGET_ENV] = plan.target
     if plan.code:
         env[job.GIT_COMMIT_ENV] = str(plan.code)
     env[job.RECIPE_ENV] = plan.loaded.shipped()

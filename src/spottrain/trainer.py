@@ -28,7 +28,7 @@ from spottrain.tracking import Tracker
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE,
-                                    RESOLVED_RECIPE_FILE, RUN_ID_ENV, failure_path, mlflow_tracking_uri,
+                                    RESOLVED_RECIPE_FILE, RUN_ID_ENV, TARGET_ENV, failure_path, mlflow_tracking_uri,
                                     progress_path)
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe, from_shipped, setting_changes, settings_of
@@ -230,15 +230,17 @@ def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step:
 
 
 def _tracker(loaded: LoadedRecipe, run_id: str, ranks) -> Tracker:
-    """MLflow from rank 0: the resolved recipe as params and as an artifact, each user override once, the
-    commit the launch came from as a tag."""
+    """MLflow from rank 0: the resolved recipe as params and as an artifact, each user override once; tags say
+    how it really ran (target, the device and how many, `cpu` here) and the commit the launch came from."""
     recipe = loaded.recipe
     params = settings_of(recipe)
     params.update({"launch.recipe": loaded.relpath, "launch.profile": str(loaded.profile),
                    "launch.world_size": str(ranks.world_size)})
     params.update({f"launch.override.{key}": value for key, _, value in (o.partition("=") for o in loaded.overrides)})
-    tags = {"task": recipe.task, "gpu": recipe.resources.accelerator, "gpus": str(recipe.resources.gpus),
-            "nodes": str(recipe.resources.nodes), "recipe": loaded.relpath,
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size))
+    tags = {"task": recipe.task, "target": os.environ.get(TARGET_ENV, "unknown"), "gpu": runtime.device_name(),
+            "gpus": str(per_node if runtime.device().type == "cuda" else 0), "ranks": str(ranks.world_size),
+            "nodes": str(max(1, ranks.world_size // per_node)), "recipe": loaded.relpath,
             "git_commit": os.environ.get(GIT_COMMIT_ENV, "unknown"), **recipe.mlflow.tags}
     Path(recipe.train.checkpoint.local_dir).mkdir(parents=True, exist_ok=True)
     return Tracker(uri=mlflow_tracking_uri(recipe.mlflow.tracking_uri, recipe.train.checkpoint.local_dir),

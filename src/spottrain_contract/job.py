@@ -14,6 +14,7 @@ from typing import Optional
 
 TRAINER_MODULE = "spottrain"
 RUN_ID_ENV = "SPOTTRAIN_RUN_ID"  # stable across restarts and recoveries: the trainer resumes by it
+TARGET_ENV = "SPOTTRAIN_TARGET"  # where the launch sent the job (skypilot, vessl, local, ...)
 RECIPE_ENV = "SPOTTRAIN_RECIPE"  # the recipe the launch resolved (YAML text): what the node trains
 GIT_COMMIT_ENV = "SPOTTRAIN_GIT_COMMIT"  # the commit the launch came from, `+dirty` with uncommitted changes
 EXIT_FILE_ENV = "SPOTTRAIN_EXIT_FILE"  # torchrun reports any worker failure as 1; the trainer writes its code here

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -374,3 +376,24 @@ def test_dry_run_json_is_a_plan_view_holding_the_same_document(private_home):
     view = PlanView.model_validate_json(as_json.stdout)
     assert (view.recipe, view.target, view.run_id, view.gpus, view.effective_batch) == ("baseline", "vessl", "j1", 4, 64)
     assert view.document == as_text.stdout.split("\n---\n", 1)[1]
+
+
+# --- shell completion (bash) ----------------------------------------------------------------------------------------
+
+def bash_completes(words: list[str], private_home) -> list[str]:
+    """What bash offers after `words` (the last one being completed), through the script the README sources."""
+    script = ('source <(_LAUNCH_COMPLETE=bash_source launch)\n'
+              f'COMP_WORDS=({" ".join(words)}); COMP_CWORD={len(words) - 1}\n'
+              '_launch_completion launch; printf "%s\\n" "${COMPREPLY[@]}"\n')
+    env = {**launch_env(private_home), "PATH": f"{Path(launch_executable()).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", script], cwd=PROJECT_DIR, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if line]
+
+
+def test_bash_completes_commands_recipes_targets_and_pipelines(private_home):
+    assert bash_completes(["launch", "rec"], private_home) == ["recipe"]
+    assert bash_completes(["launch", "recipe", "ver"], private_home) == ["verifiable"]
+    assert bash_completes(["launch", "render", "baseline", "--target", "v"], private_home) == ["vessl"]
+    assert bash_completes(["launch", "pipeline", "w"], private_home) == ["wmtp"]

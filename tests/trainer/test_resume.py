@@ -93,3 +93,10 @@ def test_the_node_refuses_a_resume_with_other_settings_unless_allowed_and_then_t
     _, mlflow_run = allowed._mlflow_run()
     changes = {k: v for k, v in mlflow_run.data.tags.items() if k.startswith("spottrain.change.")}
     assert changes == {f"spottrain.change.step-{resumed_at:08d}": "train.optim.lr: 0.001 → 0.5"}
+
+
+def test_mlflow_tags_say_how_the_run_really_ran(reference):
+    _, mlflow_run = reference(2)._mlflow_run()
+    tags = mlflow_run.data.tags
+    assert {k: tags[k] for k in ("target", "gpu", "gpus", "ranks", "nodes")} == {
+        "target": "local", "gpu": "cpu", "gpus": "0", "ranks": "2", "nodes": "1"}  # not the recipe's 4× A100-80GB
