@@ -317,6 +317,29 @@ def _submit(plan, project_dir: Path, *, detach: bool = False) -> None:
 
 
 @cli.command()
+@click.argument("name", required=False, shell_complete=_complete_recipes)
+@_target_option
+@_sizing_options
+def doctor(name, target, gpus, nodes, profile, overrides):
+    """Check online what launching NAME on a target needs: secrets, checkpoint store, MLflow, the platform."""
+    from launcher.doctor import run_checks
+    from launcher.plan import plan_launch
+    from launcher.tables import render_table
+
+    from spottrain_contract.recipe import recipe_names
+
+    project_dir = _project_dir()
+    names = recipe_names(project_dir)
+    if name is None and len(names) != 1:
+        raise UserError(f"doctor: name the recipe to check (one of: {', '.join(names)})")
+    plan = plan_launch(name or names[0], target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
+                       overrides=overrides, profile=_profile_for(target, profile))
+    checks = run_checks(plan, project_dir)
+    click.echo(render_table(("CHECK", "", "DETAIL"), [(c.name, "✓" if c.ok else "✗", c.detail) for c in checks]))
+    sys.exit(0 if all(c.ok for c in checks) else 1)
+
+
+@cli.command()
 @click.argument("run_id", required=False, shell_complete=_complete_runs)
 @_json_option
 def status(run_id, as_json):

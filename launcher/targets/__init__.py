@@ -41,6 +41,9 @@ class Target(Protocol):
     def secret_names(self, recipe: Recipe) -> list[str]:
         """The secrets whose values this target passes at launch."""
 
+    def preflight(self, recipe: Recipe, project_dir) -> list:
+        """`launch doctor`'s checks of this platform (doctor.Check rows): signed in, able to provision."""
+
     def render(self, plan, secrets) -> str:
         """Pure: the exact document the platform receives (masked secrets for display, real ones to launch)."""
 

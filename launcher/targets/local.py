@@ -43,6 +43,11 @@ def secret_names(recipe) -> list[str]:
     return list(recipe.secrets)
 
 
+def preflight(recipe, project_dir) -> list:
+    """Nothing to sign in to here: torchrun comes with the trainer's environment."""
+    return []
+
+
 def render(plan: LaunchPlan, secrets) -> str:
     """The exact script the supervisor runs with bash: the job's environment (run id, the shipped recipe) is
     exported in it; secrets travel in the supervisor's environment, never in the script."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional
 
 import yaml
@@ -34,6 +35,29 @@ def describe(recipe) -> str:
 
 def secret_names(recipe) -> list[str]:
     return list(recipe.secrets)
+
+
+def preflight(recipe, project_dir) -> list:
+    """SkyPilot's own `sky check`, in a subprocess (the CLI never imports sky for it): some infra enabled."""
+    import re
+    import subprocess
+    import sys
+
+    from launcher.doctor import Check
+
+    sky = [str(Path(sys.executable).with_name("sky"))] if Path(sys.executable).with_name("sky").exists() else ["sky"]
+    try:
+        done = subprocess.run([*sky, "check"], capture_output=True, text=True, timeout=180,
+                              env={**os.environ, "SKYPILOT_DISABLE_USAGE_COLLECTION": "1"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Check("SkyPilot", False, f"`sky check` did not run ({type(exc).__name__}): is skypilot installed?")]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+    enabled = text.split("Enabled infra", 1)[1].strip().splitlines()[1:] if "Enabled infra" in text else []
+    enabled = [line.strip() for line in enabled if line.startswith("  ") and line.strip()]
+    if done.returncode != 0 or not enabled or enabled[0].startswith("No infra"):
+        return [Check("SkyPilot", False, "no cloud enabled: run `sky check` and follow its hint for the cloud "
+                                         "that should run this recipe")]
+    return [Check("SkyPilot", True, f"enabled: {', '.join(enabled)}")]
 
 
 def render(plan: LaunchPlan, secrets) -> str:

@@ -56,6 +56,19 @@ def secret_names(recipe) -> list[str]:
     return list(recipe.secrets) if recipe.secrets_mode == "inline" else []
 
 
+def preflight(recipe, project_dir) -> list:
+    """Signed in with the token, into an organization and project that exist."""
+    from launcher.doctor import Check
+
+    try:
+        vessl, config = _signed_in(Path(project_dir))
+        where = _launch_location(vessl, config)
+    except LaunchError as exc:
+        return [Check("VESSL", False, str(exc))]
+    return [Check("VESSL", True, f"signed in: organization {where['organization_name']}, "
+                                 f"project {where['project_name']}")]
+
+
 def render(plan: LaunchPlan, secrets) -> str:
     r = plan.recipe
     where = plan.loaded.relpath

@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 from spottrain import runtime
-from spottrain.checkpoint.checkpointer import (Checkpointer, SavePolicy, Stateful, StoreUnavailable,
-                                               probe_store)
+from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful
 from spottrain.engine import build_engine, consolidated_state_dict
 from spottrain.preemption import PreemptionNotice, report_exit_code
 from spottrain.sampler import StepSampler
@@ -32,7 +31,7 @@ from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, PR
                                     progress_path)
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe, from_shipped, setting_changes, settings_of
-from spottrain_contract.store import is_permanent, open_store, store_failure
+from spottrain_contract.store import StoreUnavailable, is_permanent, open_store, probe_store, store_failure
 
 log = logging.getLogger("spottrain")
 

@@ -89,6 +89,25 @@ def store_failure(exc: BaseException) -> str:
     return f"{type(shown).__name__}: {said[0]}" if said else type(shown).__name__
 
 
+class StoreUnavailable(RuntimeError):
+    """The store could not be reached (a timeout, a refused connection); a new attempt may succeed."""
+
+
+def probe_store(store: CheckpointStore, run_id: str, rank: int) -> None:
+    """Write and delete a small object before anything is built: a store that refuses writes (read-only, full,
+    no such bucket, bad credentials) stops the run now, not after hours of training without one durable
+    checkpoint. Every rank probes: each uploads its own shards."""
+    key = f"{run_id}/.probe-rank-{rank:05d}"
+    try:
+        with_retries(lambda: store.put_bytes(b"probe", key), what=f"probe {store.uri}", attempts=3)
+        with_retries(lambda: store.delete([key]), what=f"probe {store.uri}", attempts=3)
+    except Exception as exc:  # boto3 and the filesystem raise many types; classified below
+        what = f"cannot write to the checkpoint store {store.uri} ({store_failure(exc)})"
+        if is_permanent(exc):
+            raise ConfigurationError(f"train.checkpoint.uri: {what}") from None
+        raise StoreUnavailable(what) from exc
+
+
 def with_retries(action: Callable[[], T], *, what: str, attempts: int = 5, base_delay: float = 0.5,
                  on_retry: Optional[Callable[[str], None]] = None) -> T:
     """Run `action`, retrying with exponential backoff; a permanent failure (`is_permanent`) and the last one

@@ -10,10 +10,10 @@ import time
 import boto3
 import pytest
 
-from spottrain.checkpoint.checkpointer import StoreUnavailable, probe_store
 from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.job import DO_NOT_RESTART_EXIT_CODE, progress_path
-from spottrain_contract.store import LocalDirStore, S3Store, is_permanent, store_failure, with_retries
+from spottrain_contract.store import (LocalDirStore, S3Store, StoreUnavailable, is_permanent, probe_store,
+                                     store_failure, with_retries)
 from tests.trainer.harness import TrainingRun
 
 REFUSING_DIR = "/sys/spottrain-store"  # sysfs refuses new files even to root: EPERM, like a read-only mount

@@ -42,10 +42,6 @@ class UploadFailed(RuntimeError):
     """A checkpoint could not be made durable after the store's retries; a new attempt may succeed."""
 
 
-class StoreUnavailable(RuntimeError):
-    """The store could not be reached at start (a timeout, a refused connection); a new attempt may succeed."""
-
-
 @runtime_checkable
 class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
@@ -68,21 +64,6 @@ class SavePolicy:
             return True
         value = metrics[self.best_metric]
         return value < best["value"] if self.best_mode == "min" else value > best["value"]
-
-
-def probe_store(store: CheckpointStore, run_id: str, rank: int) -> None:
-    """Write and delete a small object before anything is built: a store that refuses writes (read-only, full,
-    no such bucket, bad credentials) stops the run now, not after hours of training without one durable
-    checkpoint. Every rank probes: each uploads its own shards."""
-    key = f"{run_id}/.probe-rank-{rank:05d}"
-    try:
-        with_retries(lambda: store.put_bytes(b"probe", key), what=f"probe {store.uri}", attempts=3)
-        with_retries(lambda: store.delete([key]), what=f"probe {store.uri}", attempts=3)
-    except Exception as exc:  # boto3 and the filesystem raise many types; classified below
-        what = f"cannot write to the checkpoint store {store.uri} ({store_failure(exc)})"
-        if is_permanent(exc):
-            raise ConfigurationError(f"train.checkpoint.uri: {what}") from None
-        raise StoreUnavailable(what) from exc
 
 
 class Checkpointer:
