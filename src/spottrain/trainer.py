@@ -135,7 +135,8 @@ def _train(loaded: LoadedRecipe) -> int:
                       "train/epoch": sampler.epoch_of(step)}
             if tracker:
                 tracker.log({**logged, "perf/step_seconds": time.perf_counter() - step_started,
-                             "checkpoint/upload_retries": checkpoints.upload_retries}, step)
+                             "checkpoint/upload_retries": checkpoints.upload_retries,
+                             **dict(checkpoints.transfers)}, step)
             progress.show(logged)
         evaluated = _evaluate(engine, task) if step % cfg.eval.every_steps == 0 or final else {}
         if tracker and evaluated:

@@ -25,14 +25,16 @@ from typing import Callable, Optional, Protocol, TypeVar
 from spottrain_contract.errors import ConfigurationError
 
 T = TypeVar("T")
+Progress = Callable[[int], None]  # called with each count of bytes moved, from any thread
+_CHUNK = 8 * 2**20
 
 
 class CheckpointStore(Protocol):
     uri: str
 
-    def put_file(self, local: Path, key: str) -> None: ...
+    def put_file(self, local: Path, key: str, progress: Optional[Progress] = None) -> None: ...
     def put_bytes(self, data: bytes, key: str) -> None: ...
-    def get_file(self, key: str, local: Path) -> None: ...
+    def get_file(self, key: str, local: Path, progress: Optional[Progress] = None) -> None: ...
     def get_bytes(self, key: str) -> Optional[bytes]: ...
     def size(self, key: str) -> Optional[int]: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -108,20 +110,36 @@ def probe_store(store: CheckpointStore, run_id: str, rank: int) -> None:
         raise StoreUnavailable(what) from exc
 
 
+def _retried_by_botocore(exc: BaseException) -> bool:
+    """An S3 request's failure: botocore already retried it (timeouts, throttling, 5xx) as S3Store configures."""
+    return any(type(cause).__module__.startswith(("botocore", "boto3", "s3transfer")) for cause in _causes(exc))
+
+
 def with_retries(action: Callable[[], T], *, what: str, attempts: int = 5, base_delay: float = 0.5,
                  on_retry: Optional[Callable[[str], None]] = None) -> T:
-    """Run `action`, retrying with exponential backoff; a permanent failure (`is_permanent`) and the last one
-    propagate at once."""
+    """Run `action`, retrying with exponential backoff what nothing below retries: a local filesystem's
+    transient error, a checksum that did not match. One retry layer only: an S3 request's failure has been
+    through botocore's own retries already, and a permanent failure (`is_permanent`) is never retried."""
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except Exception as exc:  # boto3, OSError, ...: a transfer failure is worth a retry unless permanent
-            if attempt == attempts or is_permanent(exc):
+        except Exception as exc:  # OSError, ChecksumMismatch, boto3's: classified here
+            if attempt == attempts or is_permanent(exc) or _retried_by_botocore(exc):
                 raise
             if on_retry:
                 on_retry(f"{what}: attempt {attempt} failed ({type(exc).__name__}: {exc}); retrying")
             time.sleep(base_delay * 2 ** (attempt - 1))
     raise AssertionError("unreachable")
+
+
+def _copy(source: Path, target: Path, progress: Optional[Progress]) -> None:
+    if progress is None:
+        shutil.copyfile(source, target)
+        return
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        while block := reader.read(_CHUNK):
+            writer.write(block)
+            progress(len(block))
 
 
 class LocalDirStore:
@@ -132,11 +150,11 @@ class LocalDirStore:
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def put_file(self, local: Path, key: str) -> None:
+    def put_file(self, local: Path, key: str, progress: Optional[Progress] = None) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        shutil.copyfile(local, partial)
+        _copy(local, partial, progress)
         os.replace(partial, target)
 
     def put_bytes(self, data: bytes, key: str) -> None:
@@ -146,10 +164,10 @@ class LocalDirStore:
         partial.write_bytes(data)
         os.replace(partial, target)
 
-    def get_file(self, key: str, local: Path) -> None:
+    def get_file(self, key: str, local: Path, progress: Optional[Progress] = None) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         partial = local.with_name(f".{local.name}.partial-{os.getpid()}")
-        shutil.copyfile(self._path(key), partial)
+        _copy(self._path(key), partial, progress)
         os.replace(partial, local)
 
     def get_bytes(self, key: str) -> Optional[bytes]:
@@ -183,6 +201,7 @@ class LocalDirStore:
                 pass
 
 
+S3_ATTEMPTS = 10
 FAULTS_ENV = "SPOTTRAIN_S3_FAULTS"
 _FAULTS_FORMAT = "error=P,delay=LO:HI,seed=N (each optional), e.g. error=0.2,delay=0.05:0.3,seed=7"
 _INTERNAL_ERROR = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
@@ -278,8 +297,9 @@ class S3Store:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         spec = os.environ.get(FAULTS_ENV, "").strip()
         self.faults: Optional[S3Faults] = S3Faults.parse(spec) if spec else None
-        config = Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=60,
-                        max_pool_connections=32)
+        # The one retry layer of S3 requests (with_retries leaves them alone): adaptive backoff, ten attempts.
+        config = Config(retries={"max_attempts": S3_ATTEMPTS, "mode": "adaptive"}, connect_timeout=10,
+                        read_timeout=60, max_pool_connections=32)
         self.client = boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3"),
                                    config=config)
         self.transfer = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20,
@@ -290,16 +310,16 @@ class S3Store:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def put_file(self, local: Path, key: str) -> None:
-        self.client.upload_file(str(local), self.bucket, self._key(key), Config=self.transfer)
+    def put_file(self, local: Path, key: str, progress: Optional[Progress] = None) -> None:
+        self.client.upload_file(str(local), self.bucket, self._key(key), Config=self.transfer, Callback=progress)
 
     def put_bytes(self, data: bytes, key: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
-    def get_file(self, key: str, local: Path) -> None:
+    def get_file(self, key: str, local: Path, progress: Optional[Progress] = None) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         partial = local.with_name(f".{local.name}.partial-{os.getpid()}")
-        self.client.download_file(self.bucket, self._key(key), str(partial), Config=self.transfer)
+        self.client.download_file(self.bucket, self._key(key), str(partial), Config=self.transfer, Callback=progress)
         os.replace(partial, local)
 
     def get_bytes(self, key: str) -> Optional[bytes]:

@@ -82,9 +82,9 @@ class Recording:
         super().__init__(*args, **kwargs)
         self.calls: list[tuple[str, str]] = []
 
-    def put_file(self, local, key):
+    def put_file(self, local, key, progress=None):
         self.calls.append(("put", key))
-        super().put_file(local, key)
+        super().put_file(local, key, progress)
         self.calls.append(("stored", key))
 
     def put_bytes(self, data, key):
@@ -92,9 +92,9 @@ class Recording:
         super().put_bytes(data, key)
         self.calls.append(("stored", key))
 
-    def get_file(self, key, local):
+    def get_file(self, key, local, progress=None):
         self.calls.append(("get", key))
-        super().get_file(key, local)
+        super().get_file(key, local, progress)
 
     def downloads(self) -> list[str]:
         return [key for what, key in self.calls if what == "get"]
@@ -534,3 +534,46 @@ def test_resume_without_a_checkpoint_starts_at_step_zero(store, checkpointer, en
     checkpoints = _policy_checkpointer(checkpointer, store)
     checkpoints.register(loop=Counter(7))
     assert checkpoints.resume(engine) == 0
+
+
+# --- transfers a person can watch, retried only where nothing below retries ----------------------------------------
+
+def test_a_resume_from_s3_logs_download_progress_and_totals(s3_bucket, checkpointer, engine, caplog):
+    import logging
+
+    _save(checkpointer(S3Store(s3_bucket.uri, endpoint_url=s3_bucket.endpoint_url)), engine, [1])
+    restarted = checkpointer(S3Store(s3_bucket.uri, endpoint_url=s3_bucket.endpoint_url))
+    restarted.progress_every = 0.0  # every callback: the figures, not the pace, are under test
+    with caplog.at_level(logging.INFO, logger="spottrain.transfers"):
+        restarted.restore(engine, restarted.manifest(1))
+    lines = [r.getMessage() for r in caplog.records if r.name == "spottrain.transfers"]
+    total = sum(e.size for e in restarted.manifest(1).files)
+    assert lines and all(line.startswith("checkpoint download step-00000001 (rank 0): ") for line in lines)
+    assert any(" of " in line and "/s, ETA " in line for line in lines[:-1])
+    assert " in " in lines[-1] and restarted.transfers["transfer/download_bytes"] == total
+
+
+class CorruptsFirstDownload(LocalDirStore):
+    """A real directory store whose first download arrives damaged, as a flaky disk or network might deliver."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.downloads = []
+
+    def get_file(self, key, local, progress=None):
+        super().get_file(key, local, progress)
+        self.downloads.append(key)
+        if len(self.downloads) == 1:
+            local.write_bytes(b"damaged" + local.read_bytes()[7:])
+
+
+def test_a_download_that_arrives_damaged_is_fetched_again(tmp_dirs, checkpointer, engine):
+    root = str(tmp_dirs("store"))
+    _save(checkpointer(LocalDirStore(root)), engine, [1], train=True)
+    saved = _weights(engine)
+    _train_step(engine)
+    store = CorruptsFirstDownload(root)
+    restarted = checkpointer(store)
+    restarted.restore(engine, restarted.manifest(1))
+    assert store.downloads[0] == store.downloads[1]  # the damaged file, fetched once more
+    assert all(torch.equal(saved[k], v) for k, v in _weights(engine).items())

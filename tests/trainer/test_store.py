@@ -222,5 +222,6 @@ def test_with_retries_raises_the_stores_error_after_every_attempt_failed(store, 
     with pytest.raises(Exception) as raised:
         with_retries(fetch_missing, what="download", attempts=3, base_delay=0)
 
-    assert len(calls) == 3
+    # one retry layer: a local filesystem's error is retried here, an S3 request's by botocore alone
+    assert len(calls) == (3 if isinstance(store, LocalDirStore) else 1)
     assert isinstance(raised.value, FileNotFoundError) or "404" in str(raised.value)

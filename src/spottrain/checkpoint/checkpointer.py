@@ -28,6 +28,7 @@ import torch
 
 from spottrain import runtime
 from spottrain.checkpoint.retention import checkpoints_to_delete
+from spottrain.checkpoint.transfers import TransferMeter
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.layout import FileEntry, Manifest
@@ -36,6 +37,10 @@ from spottrain_contract.store import CheckpointStore, is_permanent, store_failur
 
 log = logging.getLogger(__name__)
 PARTS_TIMEOUT_S = 3600.0
+
+
+class ChecksumMismatch(RuntimeError):
+    """A downloaded file differs from its manifest: fetched again (nothing below retries this)."""
 
 
 class UploadFailed(RuntimeError):
@@ -69,7 +74,7 @@ class SavePolicy:
 class Checkpointer:
     def __init__(self, *, store: CheckpointStore, local_root: Path, run_id: str, ranks: runtime.Ranks,
                  keep: int, on_retry: Optional[Callable[[str], None]] = None, policy: Optional[SavePolicy] = None,
-                 extra_tensors: Callable[[], dict[str, Optional[dict]]] = dict):
+                 extra_tensors: Callable[[], dict[str, Optional[dict]]] = dict, progress_every: float = 10.0):
         """`extra_tensors` is asked at every save (on every rank) for small modules to store beside the
         checkpoint as safetensors (name → state dict on rank 0)."""
         self.store, self.run_id, self.ranks, self.keep = store, run_id, ranks, keep
@@ -86,6 +91,9 @@ class Checkpointer:
         self.attempt = runtime.shared_token()  # the same on every rank, new at every (re)start
         self.stored = StoredRun(store, run_id)
         self.failure: Optional[BaseException] = None  # the first upload that failed after its retries
+        self.progress_every = progress_every
+        self.transfers = {f"transfer/{way}_{what}": 0.0 for way in ("upload", "download")
+                          for what in ("bytes", "seconds")}  # this rank's totals, sent to MLflow by rank 0
 
     # --- faults ----------------------------------------------------------------------------------------------
 
@@ -174,10 +182,13 @@ class Checkpointer:
                      metrics: dict) -> None:
         prefix = layout.step_prefix(self.run_id, step)
         entries = []
+        meter = self._meter("upload", step, sum(path.stat().st_size for path in files))
         for path in files:
             relative = str(path.relative_to(step_dir))
-            self._retry(lambda: self.store.put_file(path, prefix + relative), f"upload {prefix}{relative}")
+            self._retry(lambda: self.store.put_file(path, prefix + relative, progress=meter),
+                        f"upload {prefix}{relative}")
             entries.append(FileEntry(relative, path.stat().st_size, layout.sha256_of(path)))
+        self._count("upload", meter)
         part = json.dumps({"attempt": self.attempt, "files": [asdict(e) for e in entries]}).encode()
         self._retry(lambda: self.store.put_bytes(part, f"{prefix}{layout.PARTS}/rank-{self.ranks.rank:05d}.json"),
                     f"upload part list of {prefix}")
@@ -311,20 +322,34 @@ class Checkpointer:
         prefix = layout.step_prefix(self.run_id, manifest.step)
         shared = [e for e in manifest.files if layout.owner_rank(e.path) is None]
         own = [e for e in manifest.files if layout.owner_rank(e.path) == self.ranks.rank]
-        if self.ranks.local_rank == 0:
-            self._download(shared, prefix, step_dir)
-        self._download(own, prefix, step_dir)
+        mine = (shared if self.ranks.local_rank == 0 else []) + own
+        missing = [e for e in mine if not self._verified_copy(step_dir / e.path, e)]  # others are reused
+        meter = self._meter("download", manifest.step, sum(e.size for e in missing))
+        for entry in missing:
+            self._retry(lambda: self._download(prefix, entry, step_dir / entry.path, meter),
+                        f"download {prefix}{entry.path}")
+        self._count("download", meter)
         runtime.barrier()
         return step_dir
 
-    def _download(self, entries: list[FileEntry], prefix: str, step_dir: Path) -> None:
-        for entry in entries:
-            local = step_dir / entry.path
-            if local.is_file() and local.stat().st_size == entry.size and layout.sha256_of(local) == entry.sha256:
-                continue
-            self._retry(lambda: self.store.get_file(prefix + entry.path, local), f"download {prefix}{entry.path}")
-            if layout.sha256_of(local) != entry.sha256:
-                raise RuntimeError(f"{prefix}{entry.path}: checksum differs from the manifest")
+    @staticmethod
+    def _verified_copy(local: Path, entry: FileEntry) -> bool:
+        return local.is_file() and local.stat().st_size == entry.size and layout.sha256_of(local) == entry.sha256
+
+    def _download(self, prefix: str, entry: FileEntry, local: Path, meter) -> None:
+        self.store.get_file(prefix + entry.path, local, progress=meter)
+        if layout.sha256_of(local) != entry.sha256:
+            raise ChecksumMismatch(f"{prefix}{entry.path}: checksum differs from the manifest")
+
+    def _meter(self, way: str, step: int, total: int) -> TransferMeter:
+        return TransferMeter(f"checkpoint {way} {layout.step_tag(step)} (rank {self.ranks.rank})", total,
+                             self.progress_every)
+
+    def _count(self, way: str, meter: TransferMeter) -> None:
+        moved, seconds = meter.finish()
+        with self._lock:
+            self.transfers[f"transfer/{way}_bytes"] += moved
+            self.transfers[f"transfer/{way}_seconds"] += seconds
 
     def restore(self, engine, manifest: Manifest) -> dict:
         """Weights, optimizer, scheduler, this rank's RNG; returns the trainer state saved with them."""
