@@ -7,11 +7,11 @@ environment and `.env`, as a launch takes them; nothing is written but the store
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
+from unittest import mock
 
 from launcher.plan import LaunchPlan
 from launcher.secrets import resolve_secrets
@@ -31,7 +31,7 @@ def run_checks(plan: LaunchPlan, project_dir: Path) -> list[Check]:
     recipe, target = plan.recipe, get_target(plan.target)
     found = resolve_secrets(recipe.secrets, project_dir, required=False)
     checks = [_secrets(recipe.secrets, found.names, needed=not target.RUNS_HERE)]
-    with _environment(found.as_dict()):  # the credentials a launch would pass, for this process's clients
+    with mock.patch.dict(os.environ, found.as_dict()):  # the credentials a launch passes, for this process's clients
         checks.append(_guarded("checkpoint store", lambda: _store(plan, project_dir)))
         checks.append(_guarded("MLflow", lambda: _mlflow(plan)))
         checks += target.preflight(recipe, project_dir)
@@ -84,17 +84,3 @@ def _guarded(name: str, check: Callable[[], Check]) -> Check:
         return check()
     except (UserError, StoreUnavailable) as exc:
         return Check(name, False, str(exc))
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
