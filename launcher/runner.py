@@ -27,7 +27,7 @@ from spottrain_contract.store import open_store
 
 def submit(plan: LaunchPlan, project_dir: Path) -> RunRecord:
     """Render with the real secrets, validate, record the run, hand it to its target. A refused submission
-    leaves no record."""
+    leaves the registry as it was (no record, or the run's record from its earlier launch)."""
     target = get_target(plan.target)
     if plan.chaos and not target.RUNS_HERE:
         raise LaunchError(f"--chaos: only for runs on this machine, not --target {plan.target}")
@@ -36,12 +36,13 @@ def submit(plan: LaunchPlan, project_dir: Path) -> RunRecord:
     secrets = resolve_secrets(target.secret_names(plan.recipe), project_dir, required=not target.RUNS_HERE)
     document = target.render(plan, secrets)
     target.validate(document)
+    earlier = registry.get(plan.run_id) if registry.exists(plan.run_id) else None
     record = _new_record(plan, target, project_dir, registry)
     registry.save(record)
     try:
         handle = target.launch(plan, document, secrets, record)
     except BaseException:
-        registry.delete(record.run_id)
+        registry.save(earlier) if earlier else registry.delete(record.run_id)
         raise
     return registry.update(record.run_id, handle=handle)
 

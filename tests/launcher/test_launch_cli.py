@@ -397,3 +397,21 @@ def test_bash_completes_commands_recipes_targets_and_pipelines(private_home):
     assert bash_completes(["launch", "recipe", "ver"], private_home) == ["verifiable"]
     assert bash_completes(["launch", "render", "baseline", "--target", "v"], private_home) == ["vessl"]
     assert bash_completes(["launch", "pipeline", "w"], private_home) == ["wmtp"]
+
+
+def test_a_refused_resume_leaves_the_runs_earlier_record(launched_run, monkeypatch):
+    from launcher import runner
+    from launcher.plan import plan_launch
+    from launcher.registry import Registry
+    from launcher.targets import local
+
+    def refuse(*args):
+        raise OSError("no torchrun here")
+
+    monkeypatch.setattr(local, "launch", refuse)  # the platform refuses the submission
+    before = Registry(launched_run).get("r1")
+    plan = plan_launch("baseline", target="local", project_dir=launched_run, profile="local", run_id="r1",
+                       overrides=["train.max_steps=200"])
+    with pytest.raises(OSError):
+        runner.submit(plan, launched_run)
+    assert Registry(launched_run).get("r1") == before
