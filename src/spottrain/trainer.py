@@ -31,7 +31,8 @@ from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, PR
                                     progress_path)
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe, from_shipped, setting_changes, settings_of
-from spottrain_contract.store import StoreUnavailable, is_permanent, open_store, probe_store, store_failure
+from spottrain_contract.store import (StoreUnavailable, is_permanent, open_store, probe_store, store_failure,
+                                     with_retries)
 
 log = logging.getLogger("spottrain")
 
@@ -165,14 +166,14 @@ def _settings_as_launched(store, run_id: str, loaded: LoadedRecipe) -> list[str]
     must match them, unless its launch allowed changes (then they are the run's settings from here on). Returns
     the changes this attempt makes, to be logged at the step it resumes from."""
     key = f"{run_id}/{layout.LAUNCHED_RECIPE}"
-    stored = store.get_bytes(key)
+    stored = with_retries(lambda: store.get_bytes(key), what=f"read {key}")
     changes = setting_changes(from_shipped(stored.decode(), key).recipe, loaded.recipe) if stored else []
     if changes and not loaded.changes:
         raise ConfigurationError(
             f"run {run_id} was launched with other settings ({'; '.join(changes)}): resume it with `launch recipe "
             f"{loaded.name} --run-id {run_id}` (the launch's own settings), or pass --allow-changes")
     if stored is None or changes:
-        store.put_bytes(loaded.shipped().encode(), key)
+        with_retries(lambda: store.put_bytes(loaded.shipped().encode(), key), what=f"write {key}")
     return changes
 
 

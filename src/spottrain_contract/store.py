@@ -188,12 +188,14 @@ class LocalDirStore:
         return sorted(key for key in keys if key.startswith(prefix))
 
     def delete(self, keys: list[str]) -> None:
-        """Delete the files, then every directory they leave empty (as S3 keeps no empty prefixes)."""
+        """Delete the files, then the directories inside a run they leave empty (a deleted step's `_parts/`, as S3
+        keeps no empty prefixes). A run's own directory stays: another rank may be about to write into it."""
         parents = set()
         for key in keys:
             path = self._path(key)
             path.unlink(missing_ok=True)
-            parents.update(p for p in path.parents if self.root in p.parents)
+            parents.update(p for p in path.parents
+                           if self.root in p.parents and len(p.relative_to(self.root).parts) >= 2)
         for directory in sorted(parents, key=lambda p: len(p.parts), reverse=True):
             try:
                 directory.rmdir()

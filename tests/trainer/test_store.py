@@ -131,6 +131,15 @@ def test_a_local_store_keeps_no_directory_its_deletes_emptied(tmp_dirs):
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["run", "run/BEST.json"]
 
 
+def test_a_local_store_keeps_a_runs_directory_when_its_last_file_goes(tmp_dirs):
+    """Ranks share the store: a probe deleted by one rank must not take the run directory another is writing into."""
+    root = tmp_dirs("store")
+    store = LocalDirStore(str(root))
+    store.put_bytes(b"probe", "run/.probe-rank-00001")
+    store.delete(["run/.probe-rank-00001"])
+    assert (root / "run").is_dir()
+
+
 @pytest.fixture(scope="module")
 def big_file(tmp_path_factory) -> Path:
     """70 MiB: above S3Store's 64 MiB multipart threshold."""
