@@ -23,19 +23,14 @@ from spottrain_contract.schema import Recipe, Train
 @dataclass(frozen=True)
 class TaskSpec:
     options: str  # module:Class of the options model, merged into `train`
-    implementation: str  # module:callable(train settings, TaskContext) -> the trainer's Task
-    summary: str = ""
+    implementation: str  # module:callable(train settings, ranks) -> the trainer's Task
 
 
 TASKS: PluginTable[TaskSpec] = PluginTable("task", "spottrain.tasks", {
-    "baseline": TaskSpec("spottrain_contract.wmtp:BaselineStage", "spottrain.tasks.wmtp.baseline:BaselineTask",
-                         "multi-token prediction, uniform token weights"),
-    "critic": TaskSpec("spottrain_contract.wmtp:CriticStage", "spottrain.tasks.wmtp.critic:CriticTask",
-                       "value-head pretraining for the verifiable stage"),
-    "verifiable": TaskSpec("spottrain_contract.wmtp:VerifiableStage",
-                           "spottrain.tasks.wmtp.verifiable:VerifiableTask", "MTP weighted by the critic's TD errors"),
-    "rho1": TaskSpec("spottrain_contract.wmtp:Rho1Stage", "spottrain.tasks.wmtp.rho1:Rho1Task",
-                     "MTP on the tokens a reference model finds hardest"),
+    "baseline": TaskSpec("spottrain_contract.wmtp:BaselineStage", "spottrain.tasks.wmtp.baseline:BaselineTask"),
+    "critic": TaskSpec("spottrain_contract.wmtp:CriticStage", "spottrain.tasks.wmtp.critic:CriticTask"),
+    "verifiable": TaskSpec("spottrain_contract.wmtp:VerifiableStage", "spottrain.tasks.wmtp.verifiable:VerifiableTask"),
+    "rho1": TaskSpec("spottrain_contract.wmtp:Rho1Stage", "spottrain.tasks.wmtp.rho1:Rho1Task"),
 })
 
 

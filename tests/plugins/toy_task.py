@@ -17,7 +17,7 @@ from pydantic import Field
 from spottrain_contract.schema import PositiveInt, Strict
 from spottrain_contract.tasks import TaskSpec
 
-SPEC = TaskSpec(options="toy_task:ToyOptions", implementation="toy_task:ToyTask", summary="linear regression")
+SPEC = TaskSpec(options="toy_task:ToyOptions", implementation="toy_task:ToyTask")
 
 
 class ToyOptions(Strict):
