@@ -285,9 +285,10 @@ class _Body:
 class S3Store:
     """boto3 with its TransferManager (multipart, parallel parts), adaptive retries and timeouts.
 
-    `faults` is the S3Faults parsed from $SPOTTRAIN_S3_FAULTS, None when it is unset or empty."""
+    `faults` is the S3Faults parsed from $SPOTTRAIN_S3_FAULTS, None when it is unset or empty; `attempts` is
+    botocore's retry budget per request (fewer only where a test wants a failure fast)."""
 
-    def __init__(self, uri: str, endpoint_url: Optional[str] = None):
+    def __init__(self, uri: str, endpoint_url: Optional[str] = None, attempts: int = S3_ATTEMPTS):
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -300,7 +301,7 @@ class S3Store:
         spec = os.environ.get(FAULTS_ENV, "").strip()
         self.faults: Optional[S3Faults] = S3Faults.parse(spec) if spec else None
         # The one retry layer of S3 requests (with_retries leaves them alone): adaptive backoff, ten attempts.
-        config = Config(retries={"max_attempts": S3_ATTEMPTS, "mode": "adaptive"}, connect_timeout=10,
+        config = Config(retries={"max_attempts": attempts, "mode": "adaptive"}, connect_timeout=10,
                         read_timeout=60, max_pool_connections=32)
         self.client = boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3"),
                                    config=config)

@@ -8,14 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from spottrain_contract.store import FAULTS_ENV, S3Faults, S3Store, with_retries
+from spottrain_contract.store import FAULTS_ENV, S3_ATTEMPTS, S3Faults, S3Store, with_retries
 
 MiB = 2**20
 
 
-def _faulty_store(monkeypatch, bucket, spec: str) -> S3Store:
+def _faulty_store(monkeypatch, bucket, spec: str, attempts: int = S3_ATTEMPTS) -> S3Store:
     monkeypatch.setenv(FAULTS_ENV, spec)
-    return S3Store(bucket.uri, endpoint_url=bucket.endpoint_url)
+    return S3Store(bucket.uri, endpoint_url=bucket.endpoint_url, attempts=attempts)
 
 
 def test_a_fault_spec_sets_error_rate_delay_range_and_seed(monkeypatch, s3_bucket):
@@ -57,7 +57,7 @@ def test_injected_delay_slows_every_request(monkeypatch, s3_bucket):
 def test_an_error_on_every_request_reaches_the_caller_as_internal_error(monkeypatch, s3_bucket):
     from botocore.exceptions import ClientError
 
-    store = _faulty_store(monkeypatch, s3_bucket, "error=1")
+    store = _faulty_store(monkeypatch, s3_bucket, "error=1", attempts=3)  # fails fast: every attempt is a 500
 
     with pytest.raises(ClientError) as raised:
         store.put_bytes(b"x", "run/a")

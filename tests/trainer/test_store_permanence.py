@@ -12,10 +12,11 @@ import pytest
 
 from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.job import DO_NOT_RESTART_EXIT_CODE, progress_path
-from spottrain_contract.store import (S3_ATTEMPTS, LocalDirStore, S3Store, StoreUnavailable, is_permanent,
-                                     probe_store, store_failure, with_retries)
+from spottrain_contract.store import (LocalDirStore, S3Store, StoreUnavailable, is_permanent, probe_store,
+                                     store_failure, with_retries)
 from tests.trainer.harness import TrainingRun
 
+BOTOCORE_ATTEMPTS = 3  # fewer than production's, so a failure that must exhaust them arrives fast
 REFUSING_DIR = "/sys/spottrain-store"  # sysfs refuses new files even to root: EPERM, like a read-only mount
 
 
@@ -49,13 +50,13 @@ def test_a_directory_that_refuses_writes_is_permanent():
 
 def test_a_server_error_is_transient_and_retried_by_botocore_alone(monkeypatch, s3_bucket):
     monkeypatch.setenv("SPOTTRAIN_S3_FAULTS", "error=1.0,seed=1")
-    store = S3Store(s3_bucket.uri, endpoint_url=s3_bucket.endpoint_url)
+    store = S3Store(s3_bucket.uri, endpoint_url=s3_bucket.endpoint_url, attempts=BOTOCORE_ATTEMPTS)
     attempts = []
     with pytest.raises(Exception) as raised:
         with_retries(lambda: attempts.append(1) or store.put_bytes(b"x", "k"), what="put", attempts=3,
                      base_delay=0.01)
     assert (is_permanent(raised.value), len(attempts)) == (False, 1)
-    assert store.faults.errors_injected >= S3_ATTEMPTS  # botocore's attempts, each answered 500
+    assert store.faults.errors_injected >= BOTOCORE_ATTEMPTS  # botocore's attempts, each answered 500
 
 
 def test_the_probe_stops_a_run_whose_store_refuses_writes():
@@ -66,8 +67,7 @@ def test_the_probe_stops_a_run_whose_store_refuses_writes():
 
 
 def test_the_probe_of_an_unreachable_endpoint_is_healable():
-    store = S3Store("s3://bucket/checkpoints", endpoint_url="http://127.0.0.1:9")
-    store.client.meta.config.retries = {"max_attempts": 1}
+    store = S3Store("s3://bucket/checkpoints", endpoint_url="http://127.0.0.1:9", attempts=1)
     with pytest.raises(StoreUnavailable, match=r"^cannot write to the checkpoint store s3://bucket/checkpoints "
                                                r"\(EndpointConnectionError: "):
         probe_store(store, "run", rank=0)
