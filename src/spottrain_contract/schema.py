@@ -197,6 +197,24 @@ class DeepSpeedSettings(Strict):
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
 
 
+class Performance(Strict):
+    """How fast the same training runs on a GPU; none of these changes what is trained. Measured on an H100 in
+    the README's benchmarks (`bench/gpu.py`)."""
+
+    attention: Literal["sdpa", "flash_attention_2", "flash_attention_3", "eager"] = Field(
+        "sdpa", description="Attention kernel (transformers' attn_implementation); flash_attention_* needs the "
+                            "flash-attn package on the node.")
+    fused_optimizer: bool = Field(True, description="torch's fused AdamW kernel on a GPU (the CPU keeps the "
+                                                    "default implementation).")
+    activation_checkpointing: bool = Field(False, description="Recompute each decoder layer in the backward "
+                                                              "pass: less memory for longer sequences or "
+                                                              "larger micro-batches, ~30% more compute.")
+    compile: bool = Field(False, description="torch.compile each decoder layer (off until measured for your "
+                                             "model: the first steps pay the compilation).")
+    prefetch_steps: Annotated[int, between(0, 8)] = Field(
+        1, description="Steps of micro-batches prepared ahead on a background thread (pinned memory on a GPU).")
+
+
 class Evaluation(Strict):
     every_steps: PositiveInt = Field(500, description="Evaluate every N optimizer steps (and at the end).")
 
@@ -214,6 +232,7 @@ class Train(Strict):
     schedule: Schedule = Field(default_factory=Schedule)
     checkpoint: Checkpoint
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
+    performance: Performance = Field(default_factory=Performance)
     eval: Evaluation = Field(default_factory=Evaluation)
 
 

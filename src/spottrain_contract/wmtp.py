@@ -19,6 +19,9 @@ class MtpModel(Strict):
 
     path: str = Field(description="Local path of a Hugging Face causal LM, or 'micro' for the tiny in-code model.")
     n_future_tokens: Annotated[int, between(1, 8)] = Field(4, description="Number of MTP heads.")
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained", description="'random' trains from scratch: weights initialised from `seed` with the "
+                                  "architecture of path/config.json (benchmarks, pretraining).")
 
 
 class CodeData(Strict):

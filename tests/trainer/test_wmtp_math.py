@@ -10,7 +10,7 @@ from torch import nn
 
 from spottrain.tasks.wmtp.model import MultiTokenLM, ValueHead, ValueModel, load_causal_lm
 from spottrain.tasks.wmtp.data import Batch
-from spottrain.tasks.wmtp.losses import (per_head_cross_entropy, per_token_weights_for_heads, target_aligned,
+from spottrain.tasks.wmtp.losses import (per_head_targets, per_token_weights_for_heads, target_aligned,
                                       weighted_mtp_loss)
 from spottrain.tasks.wmtp.critic import pairwise_loss
 from spottrain.tasks.wmtp.rho1 import select_tokens
@@ -35,9 +35,9 @@ def test_head_k_at_position_t_predicts_token_t_plus_k_plus_1():
 
 def test_cross_entropy_mask_drops_prompt_padding_and_targets_past_the_end():
     ids = torch.tensor([[1, 2, 3, 4, 5, 0]])
-    logits = torch.zeros(1, 6, 2, 8)  # uniform: every CE is log 8
-    ce, mask = per_head_cross_entropy(logits, ids, MASK)
-    close(ce[0, :5, 0], [math.log(8)] * 5)
+    targets, mask = per_head_targets(ids, MASK, 2)
+    close(targets[0, :, 0].float(), [2, 3, 4, 5, 0, 0])
+    close(targets[0, :, 1].float(), [3, 4, 5, 0, 0, 0])
     # head 0 at t predicts t+1: response targets are positions 2..4, so t = 1, 2, 3
     close(mask[0, :, 0], [0, 1, 1, 1, 0, 0])
     # head 1 at t predicts t+2: t = 0, 1, 2

@@ -22,11 +22,11 @@ class BaselineTask:
         return self.work.train_set.batch(indices)
 
     def loss(self, model, batch):
-        loss = mtp_loss(model(batch.input_ids).logits, batch)
+        loss = mtp_loss(model(batch.input_ids), batch)
         return loss, {"train/loss": loss.detach()}
 
     def evaluate(self, model) -> dict[str, float]:
-        return self.work.evaluate(lambda batch: mtp_loss(model(batch.input_ids).logits, batch))
+        return self.work.evaluate(lambda batch: mtp_loss(model(batch.input_ids), batch))
 
     def export(self, model, out_dir: Path) -> None:
         self.work.export(model, out_dir)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def shift_left(values: torch.Tensor, n: int) -> torch.Tensor:
@@ -26,17 +25,21 @@ def per_token_weights_for_heads(token_weights: torch.Tensor, n_future: int) -> t
     return torch.stack([target_aligned(token_weights, k) for k in range(n_future)], dim=2)
 
 
-def per_head_cross_entropy(logits: torch.Tensor, input_ids: torch.Tensor,
+def per_head_targets(input_ids: torch.Tensor, response_mask: torch.Tensor,
+                     n_future: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets and mask m_{t,k}, both [B, S, n]: head k at t predicts token t + k + 1; m is 0 on prompt and
+    padding targets and past the end."""
+    targets = torch.stack([target_aligned(input_ids, k) for k in range(n_future)], dim=2)
+    mask = torch.stack([target_aligned(response_mask, k) for k in range(n_future)], dim=2)
+    return targets, mask
+
+
+def per_head_cross_entropy(out, input_ids: torch.Tensor,
                            response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CE_{t,k} and mask m_{t,k}, both [B, S, n]. m is 0 on prompt and padding targets and past the end."""
-    n_future = logits.shape[2]
-    ces, masks = [], []
-    for k in range(n_future):
-        targets = target_aligned(input_ids, k)
-        ce = F.cross_entropy(logits[:, :, k].float().transpose(1, 2), targets, reduction="none")
-        ces.append(ce)
-        masks.append(target_aligned(response_mask, k))
-    return torch.stack(ces, dim=2), torch.stack(masks, dim=2)
+    """CE_{t,k} (fp32) and mask m_{t,k}, both [B, S, n], from a multi-token output (`MTPOutput`): the logits
+    are computed a chunk of rows at a time and never held whole."""
+    targets, mask = per_head_targets(input_ids, response_mask, out.hidden.shape[2])
+    return out.cross_entropy(targets), mask
 
 
 def weighted_mtp_loss(ce: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -45,8 +48,8 @@ def weighted_mtp_loss(ce: torch.Tensor, mask: torch.Tensor, weights: torch.Tenso
     return per_head.mean()
 
 
-def mtp_loss(logits: torch.Tensor, batch) -> torch.Tensor:
-    """Unweighted multi-token CE: the baseline's loss and every stage's validation loss (comparable across
-    stages, and it updates no running statistics)."""
-    ce, mask = per_head_cross_entropy(logits, batch.input_ids, batch.response_mask)
+def mtp_loss(out, batch) -> torch.Tensor:
+    """Unweighted multi-token CE of an `MTPOutput`: the baseline's loss and every stage's validation loss
+    (comparable across stages, and it updates no running statistics)."""
+    ce, mask = per_head_cross_entropy(out, batch.input_ids, batch.response_mask)
     return weighted_mtp_loss(ce, mask, torch.ones_like(ce))

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from spottrain.linear_cross_entropy import LinearWithCrossEntropy
+from spottrain.model_setup import CPU_FP32, ModelSetup
 from spottrain.tasks.wmtp.micro import MICRO, micro_config, micro_tokenizer
 from spottrain_contract.errors import ConfigurationError
 
@@ -23,14 +25,28 @@ EXTRA_HEADS_FILE = "mtp_heads.safetensors"
 
 @dataclass
 class MTPOutput:
-    logits: torch.Tensor  # [B, S, n_future, V]
+    """What the heads computed, before the output projection: the loss asks for the cross-entropy of its targets
+    (computed a chunk at a time, see spottrain.linear_cross_entropy), never for the whole `[B, S, n, V]` logits."""
+
+    hidden: torch.Tensor  # [B, S, n_future, H], each head's output after the final norm
     trunk: torch.Tensor  # [B, S, H], the shared trunk output every head reads
+    projection: LinearWithCrossEntropy
+
+    def cross_entropy(self, targets: torch.Tensor) -> torch.Tensor:
+        """[B, S, n] CE of `targets` [B, S, n] (head k's target at position t), fp32."""
+        return self.projection(self.hidden, targets)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """[B, S, n, V]: for inspection and generation, not for the loss."""
+        return self.projection(self.hidden)
 
 
 class MultiTokenLM(nn.Module):
     def __init__(self, causal_lm: nn.Module, n_future: int):
         super().__init__()
         self.lm = causal_lm
+        self.lm.lm_head = LinearWithCrossEntropy.replacing(causal_lm.lm_head)
         last = causal_lm.model.layers[-1]
         self.extra_heads = nn.ModuleList(copy.deepcopy(last) for _ in range(n_future - 1))
         self.n_future = n_future
@@ -56,10 +72,9 @@ class MultiTokenLM(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> MTPOutput:
         hidden, positions, rotary = self.trunk(input_ids)
         base = self.lm.model
-        logits = [self.lm.lm_head(base.norm(head(hidden, attention_mask=None, position_ids=positions,
-                                                  position_embeddings=rotary)))
-                  for head in self.heads()]
-        return MTPOutput(logits=torch.stack(logits, dim=2), trunk=hidden)
+        heads = [base.norm(head(hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary))
+                 for head in self.heads()]
+        return MTPOutput(hidden=torch.stack(heads, dim=2), trunk=hidden, projection=self.lm.lm_head)
 
 
 class ValueHead(nn.Module):
@@ -85,26 +100,34 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_causal_lm(path: str, vocab_size: int, seed: int) -> nn.Module:
-    """A local Hugging Face model, or the micro model initialised from `seed` (same weights on every rank)."""
-    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+def load_causal_lm(path: str, vocab_size: int, seed: int, setup: ModelSetup = CPU_FP32,
+                   init: str = "pretrained") -> nn.Module:
+    """A local Hugging Face model, built on the setup's device in its dtype: its pretrained weights, or weights
+    initialised from `seed` (the same on every rank) for the micro model and `init: random` (its config.json)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    if path == MICRO:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            return LlamaForCausalLM._from_config(micro_config(vocab_size), attn_implementation="sdpa")
-    if not Path(path).is_dir():
-        raise ConfigurationError(f"train.model.path: no model directory at {path}")
-    return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa", torch_dtype=torch.float32)
+    if path != MICRO and not (Path(path) / "config.json").is_file():
+        raise ConfigurationError(f"train.model.path: no Hugging Face model directory (config.json) at {path}")
+    if path == MICRO or init == "random":
+        config = micro_config(vocab_size) if path == MICRO else AutoConfig.from_pretrained(path)
+        with setup.building(seed):
+            return AutoModelForCausalLM.from_config(config, attn_implementation=setup.attention, dtype=setup.dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=setup.attention, dtype=setup.dtype)
+    return model.to(setup.device)
 
 
-def build_mtp_model(path: str, n_future: int, vocab_size: int, seed: int) -> MultiTokenLM:
-    model = MultiTokenLM(load_causal_lm(path, vocab_size, seed), n_future)
+def build_mtp_model(path: str, n_future: int, vocab_size: int, seed: int, setup: ModelSetup = CPU_FP32,
+                    init: str = "pretrained") -> MultiTokenLM:
+    lm = load_causal_lm(path, vocab_size, seed, setup, init)
+    if setup.activation_checkpointing:  # before the extra heads are copied from the last layer: they inherit it
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = MultiTokenLM(lm, n_future)
     heads_file = Path(path) / EXTRA_HEADS_FILE
-    if path != MICRO and heads_file.is_file():
+    if path != MICRO and init == "pretrained" and heads_file.is_file():
         from safetensors.torch import load_file
 
         model.extra_heads.load_state_dict(load_file(str(heads_file)))
+    setup.finish([*lm.model.layers, *model.extra_heads])
     return model
 
 

@@ -15,7 +15,8 @@ import torch
 
 from spottrain import runtime
 from spottrain.tasks.wmtp.data import Batch
-from spottrain.tasks.wmtp.losses import mtp_loss, per_head_cross_entropy, shift_left
+from spottrain.linear_cross_entropy import linear_cross_entropy
+from spottrain.tasks.wmtp.losses import mtp_loss, per_head_cross_entropy, shift_left, target_aligned
 from spottrain.tasks.wmtp.micro import MICRO
 from spottrain.tasks.wmtp.model import load_causal_lm
 from spottrain.tasks.wmtp.workload import CodeMtpWorkload
@@ -24,7 +25,7 @@ from spottrain.tasks.wmtp.workload import CodeMtpWorkload
 class Rho1Task:
     def __init__(self, train, ranks):
         self.work = CodeMtpWorkload(train, ranks)
-        self.options, self.seed, self.precision = train.rho1, train.seed, train.deepspeed.precision
+        self.options, self.seed = train.rho1, train.seed
         self.reference = None
 
     def training_indices(self) -> list[int]:
@@ -34,7 +35,7 @@ class Rho1Task:
         return self.work.train_set.batch(indices)
 
     def evaluate(self, model) -> dict[str, float]:
-        return self.work.evaluate(lambda batch: mtp_loss(model(batch.input_ids).logits, batch))
+        return self.work.evaluate(lambda batch: mtp_loss(model(batch.input_ids), batch))
 
     def export(self, model, out_dir: Path) -> None:
         self.work.export(model, out_dir)
@@ -43,15 +44,14 @@ class Rho1Task:
         mtp_model = self.work.build_mtp_model()
         path = self.options.reference_model
         # The micro reference differs from the micro policy (another seed), as a real reference model would.
-        reference = load_causal_lm(path, mtp_model.lm.config.vocab_size, self.seed + 1 if path == MICRO else self.seed)
-        if torch.cuda.is_available() and self.precision == "bf16":
-            reference = reference.to(torch.bfloat16)
-        self.reference = reference.to(runtime.device()).eval().requires_grad_(False)
+        reference = load_causal_lm(path, mtp_model.lm.config.vocab_size, self.seed + 1 if path == MICRO else self.seed,
+                                   self.work.setup)
+        self.reference = reference.eval().requires_grad_(False)
         return mtp_model
 
     def loss(self, model, batch: Batch):
         o = self.options
-        ce, mask = per_head_cross_entropy(model(batch.input_ids).logits, batch.input_ids, batch.response_mask)
+        ce, mask = per_head_cross_entropy(model(batch.input_ids), batch.input_ids, batch.response_mask)
         excess = ce.detach() - self.reference_ce(batch, ce.shape[2])
         weights = select_tokens(excess, mask, o.k_percent, o.selection, o.temperature,
                                 gather=runtime.gather_across_ranks)
@@ -67,9 +67,10 @@ class Rho1Task:
     @torch.no_grad()
     def reference_ce(self, batch: Batch, n_future: int) -> torch.Tensor:
         """[B, S, n]: the reference's next-token CE of the token head k predicts from position t (t + k + 1)."""
-        logits = self.reference(input_ids=batch.input_ids).logits.unsqueeze(2)
-        next_token_ce, _ = per_head_cross_entropy(logits, batch.input_ids, batch.response_mask)
-        next_token_ce = next_token_ce[:, :, 0]  # CE at t of token t + 1
+        hidden = self.reference.model(input_ids=batch.input_ids).last_hidden_state
+        # CE at t of token t + 1, a chunk of rows at a time (the reference's [B, S, V] logits are never held)
+        next_token_ce = linear_cross_entropy(hidden, self.reference.lm_head.weight, target_aligned(batch.input_ids, 0),
+                                             self.reference.lm_head.bias)
         return torch.stack([shift_left(next_token_ce, k) for k in range(n_future)], dim=2)
 
 

@@ -46,7 +46,7 @@ class VerifiableTask:
         return self.work.train_set.batch(indices)
 
     def evaluate(self, model) -> dict[str, float]:
-        return self.work.evaluate(lambda batch: mtp_loss(model(batch.input_ids)[0].logits, batch))
+        return self.work.evaluate(lambda batch: mtp_loss(model(batch.input_ids)[0], batch))
 
     def export(self, model, out_dir: Path) -> None:
         self.work.export(model.mtp, out_dir)
@@ -81,7 +81,7 @@ class TdWeightedLoss:
         token_weights = exponential_weights(advantages, self.whitening, o.beta, *o.weight_clip)
         token_weights = torch.where(mask > 0, token_weights, torch.ones_like(token_weights))
 
-        ce, ce_mask = per_head_cross_entropy(out.logits, batch.input_ids, mask)
+        ce, ce_mask = per_head_cross_entropy(out, batch.input_ids, mask)
         ce_loss = weighted_mtp_loss(ce, ce_mask, per_token_weights_for_heads(token_weights, ce.shape[2]))
         targets = lambda_returns(detached, mask, reward, o.gamma, o.lam)
         count = mask.sum().clamp_min(1.0)

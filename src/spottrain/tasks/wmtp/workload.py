@@ -10,6 +10,7 @@ import torch
 
 from spottrain import runtime
 from spottrain.engine import consolidated_state_dict
+from spottrain.model_setup import ModelSetup
 from spottrain.runtime import Ranks
 from spottrain.tasks.wmtp.data import GENERATED, Batch, EncodedDataset, load_records
 from spottrain.tasks.wmtp.model import MultiTokenLM, build_mtp_model, export_pretrained, load_tokenizer
@@ -18,6 +19,7 @@ from spottrain.tasks.wmtp.model import MultiTokenLM, build_mtp_model, export_pre
 class CodeMtpWorkload:
     def __init__(self, train, ranks: Ranks):
         self.train, self.ranks = train, ranks
+        self.setup = ModelSetup.of(train)
         self.tokenizer = load_tokenizer(train.model.path)
         self.records, val_records = _records(train)
         self.train_set = EncodedDataset(self.records, self.tokenizer, train.data.max_length)
@@ -28,7 +30,8 @@ class CodeMtpWorkload:
 
     def build_mtp_model(self) -> MultiTokenLM:
         model = self.train.model
-        return build_mtp_model(model.path, model.n_future_tokens, len(self.tokenizer), self.train.seed)
+        return build_mtp_model(model.path, model.n_future_tokens, len(self.tokenizer), self.train.seed,
+                               self.setup, model.init)
 
     @torch.no_grad()
     def evaluate(self, validation_loss: Callable[[Batch], torch.Tensor],
