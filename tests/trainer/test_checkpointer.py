@@ -577,3 +577,83 @@ def test_a_download_that_arrives_damaged_is_fetched_again(tmp_dirs, checkpointer
     restarted.restore(engine, restarted.manifest(1))
     assert store.downloads[0] == store.downloads[1]  # the damaged file, fetched once more
     assert all(torch.equal(saved[k], v) for k, v in _weights(engine).items())
+
+
+# --- asynchronous saves ----------------------------------------------------------------------------------------
+
+def _contents(directory: Path) -> dict[str, list]:
+    """Every checkpoint file as DeepSpeed would load it: each value in order (tensors by dtype, shape, stride,
+    type, requires_grad and data) and which tensors share a storage. Not the bytes: DeepSpeed's default
+    (legacy) torch.save format names storages by their memory address, so no two saves are byte-equal."""
+    from torch.utils._pytree import tree_flatten
+
+    contents = {}
+    for path in sorted(directory.rglob("*.pt")):
+        leaves, spec = tree_flatten(torch.load(path, weights_only=False, map_location="cpu"))
+        storages: dict[int, int] = {}
+        described = [(type(x).__name__, x.dtype, tuple(x.shape), x.stride(), x.storage_offset(), x.requires_grad,
+                      x.tolist(), storages.setdefault(x.untyped_storage().data_ptr(), len(storages)))
+                     if torch.is_tensor(x) else (type(x).__name__, repr(x)) for x in leaves]
+        contents[str(path.relative_to(directory))] = [str(spec), *described]
+    return contents
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1, 2, 3])
+def test_a_snapshot_written_after_more_training_holds_what_a_synchronous_save_holds(ranks, tmp_dirs, zero_stage):
+    """The loop trains on while the files are written: they still hold the state of the step saved, exactly
+    what DeepSpeed's own synchronous save writes (so resume reads them as it always did)."""
+    from spottrain.checkpoint.snapshot import snapshotting
+    from spottrain.engine import build_engine
+    from spottrain_contract.recipe import load_recipe
+
+    cfg = load_recipe("baseline", project_dir=PROJECT, profile="local",
+                      overrides=[f"train.deepspeed.zero_stage={zero_stage}", "train.deepspeed.precision=fp32"])
+    torch.manual_seed(0)
+    engine = build_engine(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 8)), cfg.recipe.train,
+                          ranks.world_size, total_steps=100)
+    writer = snapshotting(engine)
+
+    def synchronous_save() -> dict[str, list]:
+        directory = tmp_dirs("synchronous")
+        engine.checkpoint_engine = writer.inner  # DeepSpeed's own engine: torch.save in the loop
+        engine.save_checkpoint(str(directory), tag="step", save_latest=False)
+        engine.checkpoint_engine = writer
+        return _contents(directory)
+
+    for _ in range(2):  # the second save reuses the first one's host buffers
+        _train_step(engine)
+        expected = synchronous_save()
+        directory = tmp_dirs("snapshot")
+        writer.begin()
+        engine.save_checkpoint(str(directory), tag="step", save_latest=False)
+        write_files = writer.take_writes()
+        assert not list(directory.rglob("*.pt"))  # the loop only copied the state
+        _train_step(engine)  # weights and optimizer state change before the files are written
+        write_files()
+        assert _contents(directory) == expected
+
+
+def test_a_save_waits_for_the_one_in_flight_before_taking_its_snapshot(checkpointer, engine, tmp_dirs):
+    import threading
+
+    gate, uploading = threading.Event(), threading.Event()
+
+    class HeldStore(LocalDirStore):
+        """A local store whose first file upload waits until the test lets it go."""
+
+        def put_file(self, path, key, progress=None):
+            uploading.set()
+            gate.wait(timeout=60)
+            return super().put_file(path, key, progress=progress)
+
+    checkpoints = checkpointer(HeldStore(str(tmp_dirs("held"))))
+    checkpoints.save(engine, 1, {"step": 1, "best": None})  # returns with its upload held
+    assert uploading.wait(timeout=60)
+    second = threading.Thread(target=checkpoints.save, args=(engine, 2, {"step": 2, "best": None}))
+    second.start()
+    second.join(timeout=1.0)
+    assert second.is_alive(), "the second save went ahead while the first was still uploading"
+    gate.set()
+    second.join(timeout=60)
+    checkpoints.wait()
+    assert checkpoints.complete_steps() == [1, 2]

@@ -5,10 +5,11 @@ of the best metric, at the final step, and whenever forced (a preemption notice)
 run (loop position, the task's state, the tracker's unsent metrics) are registered once and saved and restored
 through their `state_dict`/`load_state_dict`, as torchtitan's CheckpointManager does.
 
-Save (every rank, in the loop): DeepSpeed writes this rank's shards to local disk, the trainer adds the rank's
-RNG state (and, on rank 0, the trainer state); then the upload is queued and the loop goes on.
-Upload (background, in order): each rank uploads the files it owns and a part list of them; rank 0 waits for
-every part, writes MANIFEST.json last, points BEST.json at it if it is the best so far, then applies retention.
+Save (every rank, in the loop): DeepSpeed's state for this rank is copied to host memory (`snapshot`), the
+trainer writes the rank's RNG state (and, on rank 0, the trainer state); the loop goes on.
+Write and upload (background, one save at a time): the snapshot's files go to local disk, then each rank uploads
+the files it owns and a part list of them; rank 0 waits for every part, writes MANIFEST.json last, points
+BEST.json at it if it is the best so far, then applies retention.
 Restore: newest complete manifest; each rank fetches only the files it reads, reusing verified local copies.
 """
 
@@ -19,6 +20,7 @@ import logging
 import shutil
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ import torch
 
 from spottrain import runtime
 from spottrain.checkpoint.retention import checkpoints_to_delete
+from spottrain.checkpoint.snapshot import snapshotting
 from spottrain.checkpoint.transfers import TransferMeter
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
@@ -145,12 +148,18 @@ class Checkpointer:
 
     def save(self, engine, step: int, trainer_state: dict, *, final: bool = False, best: bool = False,
              metrics: Optional[dict] = None, extra_tensors: Optional[dict[str, Optional[dict]]] = None) -> Future:
-        """Write this rank's part locally (all ranks call this) and queue its upload; returns at once.
+        """Snapshot this rank's part (all ranks call this) and queue the writing of its files and their upload;
+        returns once the snapshot is in host memory. A save waits for the one before it to be written and
+        uploaded first: never two in flight per rank (nor two snapshots in memory).
 
         `extra_tensors` (name → state dict, filled on rank 0) are written beside it as NAME.safetensors."""
         tag = layout.step_tag(step)
         step_dir = self.local_dir / tag
+        futures.wait(self._in_flight())
+        writer = snapshotting(engine)
+        writer.begin()
         engine.save_checkpoint(str(self.local_dir), tag=tag, client_state={}, save_latest=False)
+        write_files = writer.take_writes()
         torch.save(runtime.rng_state(), step_dir / f"rng-rank-{self.ranks.rank:05d}.pt")
         if self.ranks.is_main:
             from safetensors.torch import save_file
@@ -158,20 +167,28 @@ class Checkpointer:
             (step_dir / layout.TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1, sort_keys=True))
             for name, tensors in (extra_tensors or {}).items():
                 save_file({k: v.contiguous() for k, v in tensors.items()}, str(step_dir / f"{name}.safetensors"))
-        runtime.barrier()  # every rank's files are on disk before anyone lists the directory
-        owned = [p for p in sorted(step_dir.rglob("*")) if p.is_file() and self._owns(p.relative_to(step_dir))]
-        future = self._pool.submit(self._upload, step, step_dir, owned, final, best, dict(metrics or {}))
+        runtime.barrier()  # every rank has its snapshot before any rank trains on
+        future = self._pool.submit(self._write_and_upload, write_files, step, step_dir, final, best,
+                                   dict(metrics or {}))
         with self._lock:
             self._pending.append(future)
         return future
+
+    def _in_flight(self) -> list[Future]:
+        with self._lock:
+            return list(self._pending)
 
     def _owns(self, relative: Path) -> bool:
         owner = layout.owner_rank(str(relative))
         return owner == self.ranks.rank if owner is not None else self.ranks.is_main
 
-    def _upload(self, step: int, step_dir: Path, files: list[Path], final: bool, best: bool,
-                metrics: dict) -> None:
+    def _write_and_upload(self, write_files: Callable[[], None], step: int, step_dir: Path, final: bool,
+                          best: bool, metrics: dict) -> None:
+        """On the upload thread: the snapshot's files to local disk (a rank writes only files it owns), then
+        to the store."""
         try:
+            write_files()
+            files = [p for p in sorted(step_dir.rglob("*")) if p.is_file() and self._owns(p.relative_to(step_dir))]
             self._upload_step(step, step_dir, files, final, best, metrics)
         except Exception as exc:
             if self.failure is None:  # read by the loop at the next step, without waiting for the upload

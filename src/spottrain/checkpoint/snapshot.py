@@ -1,0 +1,110 @@
+"""Asynchronous checkpoint writes through DeepSpeed's own extension point, its checkpoint engine.
+
+DeepSpeed's `save_checkpoint` hands each file's state to `checkpoint_engine.save(state, path)`. This engine copies
+every tensor into host memory there (device → pinned buffers, reused from one save to the next) and returns: the
+loop stalls for that copy only. The files are written later, by `take_writes()`'s callable on the checkpointer's
+upload thread, with the engine DeepSpeed chose (torch.save and its serialisation setting), so they hold exactly
+the bytes a synchronous save writes and resume loads them unchanged.
+
+Why not DeepSpeed's FastCheckpointEngine/DecoupledCheckpointEngine: they need the compiled async_io op (libaio),
+and the decoupled one commits from another process, out of the manifest-last order the checkpointer keeps; and
+not torch.distributed.checkpoint's async_save: it writes another format, which DeepSpeed's load does not read.
+
+Storage sharing is kept: each tensor storage is copied once and every view of it is rebuilt over the copy with
+its own offset, size and stride, so torch.save sees the same sharing it would have seen.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import torch
+
+
+class SnapshotCheckpointEngine:
+    """Wraps the engine DeepSpeed created: saves become snapshots, everything else (create, load, commit, its
+    settings) is the wrapped engine's."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self._writes: list[tuple[Any, str]] = []
+        self._buffers: list[torch.UntypedStorage] = []  # the previous save's host copies, free again
+        self._in_use: list[torch.UntypedStorage] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def save(self, state_dict, path: str) -> None:
+        copies: dict[tuple[int, int], torch.UntypedStorage] = {}
+        snapshot = _map_tensors(state_dict, lambda tensor: self._copy(tensor, copies))
+        if torch.cuda.is_available():
+            torch.cuda.current_stream().synchronize()  # the copies are done before the next step changes a weight
+        self._writes.append((snapshot, path))
+
+    def take_writes(self) -> Callable[[], None]:
+        """The writes of the saves so far, as one callable (run it off the loop); the buffers they use are
+        reused by the save after next `begin()`."""
+        writes, self._writes = self._writes, []
+
+        def write() -> None:
+            for state, path in writes:
+                self.inner.save(state, path)
+
+        return write
+
+    def begin(self) -> None:
+        """A new checkpoint starts: the last one's files are written (the checkpointer waited), so its host
+        buffers are free for this one's copies."""
+        self._buffers, self._in_use = self._buffers + self._in_use, []
+
+    def _copy(self, tensor: torch.Tensor, copies: dict) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        host = copies.get(key)
+        if host is None:
+            host = copies[key] = self._buffer(storage.nbytes())
+            host.copy_(storage, non_blocking=storage.device.type == "cuda")
+        view = torch.empty(0, dtype=tensor.dtype).set_(host, tensor.storage_offset(), tensor.size(), tensor.stride())
+        if isinstance(tensor, torch.nn.Parameter):
+            return torch.nn.Parameter(view, requires_grad=tensor.requires_grad)
+        return view.requires_grad_(tensor.requires_grad)
+
+    def _buffer(self, nbytes: int) -> torch.UntypedStorage:
+        """A free host buffer of this size from the last save, else a new one (page-locked on a GPU node, so the
+        copy runs at the link's speed)."""
+        for i, buffer in enumerate(self._buffers):
+            if buffer.nbytes() == nbytes:
+                found = self._buffers.pop(i)
+                break
+        else:
+            found = torch.empty(nbytes, dtype=torch.uint8, pin_memory=torch.cuda.is_available()).untyped_storage()
+        self._in_use.append(found)
+        return found
+
+
+def snapshotting(engine) -> SnapshotCheckpointEngine:
+    """The engine's checkpoint engine, made a snapshot one the first time."""
+    if not isinstance(engine.checkpoint_engine, SnapshotCheckpointEngine):
+        engine.checkpoint_engine = SnapshotCheckpointEngine(engine.checkpoint_engine)
+    return engine.checkpoint_engine
+
+
+def _map_tensors(value, copy_tensor: Callable[[torch.Tensor], torch.Tensor]):
+    """`value` with every tensor replaced by its copy, through the containers DeepSpeed's own
+    clone_tensors_for_torch_save walks (dicts of any kind, lists, tuples); every other value is deep-copied, so
+    nothing in the snapshot changes with the live state, and keeps its type (a torch.Size stays one)."""
+    if isinstance(value, torch.Tensor):
+        return copy_tensor(value)
+    if isinstance(value, dict):
+        copied = copy.copy(value)
+        for key, item in value.items():
+            copied[key] = _map_tensors(item, copy_tensor)
+        return copied
+    if isinstance(value, list):
+        return [_map_tensors(item, copy_tensor) for item in value]
+    if type(value) is tuple:
+        return tuple(_map_tensors(item, copy_tensor) for item in value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*(_map_tensors(item, copy_tensor) for item in value))
+    return copy.deepcopy(value)
