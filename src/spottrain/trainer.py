@@ -12,16 +12,19 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from spottrain import runtime
+from spottrain.batches import StepBatches
 from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful
 from spottrain.engine import build_engine, consolidated_state_dict
 from spottrain.preemption import PreemptionNotice, report_exit_code
 from spottrain.sampler import StepSampler
+from spottrain.startup import StartupClock
 from spottrain.tasks import CheckpointExtras, Task, create_task
 from spottrain.tracking import Tracker
 from spottrain_contract import layout
@@ -85,7 +88,7 @@ def _record_failure(loaded: LoadedRecipe, reason: str) -> bool:
 
 
 def _train(loaded: LoadedRecipe) -> int:
-    started = time.perf_counter()
+    started, clock = time.perf_counter(), StartupClock()
     cfg = loaded.recipe.train
     run_id = os.environ.get(RUN_ID_ENV)
     if not run_id:
@@ -104,33 +107,46 @@ def _train(loaded: LoadedRecipe) -> int:
     probe_store(store, run_id, ranks.rank)
     changes = _settings_as_launched(store, run_id, loaded) if ranks.is_main else []
     runtime.seed_everything(cfg.seed)
+    # MLflow (a server round trip, or a local database's migrations) is set up while the model is built.
+    tracker_setup = ThreadPoolExecutor(1).submit(_tracker, loaded, run_id, ranks) if ranks.is_main else None
+    clock.lap("setup")
 
     task = create_task(loaded.recipe, ranks)
     sampler = StepSampler(task.training_indices(), per_gpu=cfg.batch.per_gpu, grad_accum=cfg.batch.grad_accum,
                           world_size=ranks.world_size, rank=ranks.rank, seed=cfg.seed)
     total_steps = sampler.total_steps(cfg.epochs, cfg.max_steps)
-    engine = build_engine(task.build_model(), cfg, ranks.world_size, total_steps)
+    model = task.build_model()
+    clock.lap("model")
+    engine = build_engine(model, cfg, ranks.world_size, total_steps)
+    clock.lap("engine")
     checkpoints = _checkpointer(cfg, store, run_id, ranks, engine, task)
     position = LoopPosition()
-    tracker = _tracker(loaded, run_id, ranks) if ranks.is_main else None
+    tracker = tracker_setup.result() if tracker_setup else None
+    clock.lap("tracking")
     checkpoints.register(loop=position, **({"task": task} if isinstance(task, Stateful) else {}),
                          **({"tracker": tracker} if tracker else {}))
     if checkpoints.resume(engine):  # from the final checkpoint too: then only what follows it is left to do
         log.info("resumed run %s at step %d from %s", run_id, position.step, checkpoints.store.uri)
+    clock.lap("restore")
     if changes:
         log.warning("settings changed at step %d: %s", position.step, "; ".join(changes))
         if tracker:
             tracker.tag(f"spottrain.change.step-{position.step:08d}", "; ".join(changes))
 
     progress = _Progress(progress_path(cfg.checkpoint.local_dir, run_id), position.step, total_steps, ranks)
+    batches = StepBatches(task, sampler, runtime.device(), total_steps, ahead=cfg.performance.prefetch_steps)
     while position.step < total_steps:
         step_started, lr = time.perf_counter(), engine.get_lr()[0]
-        metrics = _train_step(engine, task, sampler.micro_batches(position.step))
+        metrics = _train_step(engine, task, batches.of_step(position.step))
         position.step += 1
         step, final = position.step, position.step == total_steps
         progress.advance(step)
-        if tracker and progress.first_step_of_attempt(step):
-            tracker.log({"perf/start_to_first_step_seconds": time.perf_counter() - started}, step)
+        if progress.first_step_of_attempt(step):
+            clock.lap("first_step")
+            log.info("start-up: %s", clock.summary())
+            if tracker:
+                tracker.log({**clock.metrics(), "perf/start_to_first_step_seconds": time.perf_counter() - started},
+                            step)
         if step % cfg.log_every_steps == 0 or final:
             logged = {**runtime.mean_across_ranks(metrics), "train/learning_rate": lr,
                       "train/epoch": sampler.epoch_of(step)}
@@ -152,11 +168,13 @@ def _train(loaded: LoadedRecipe) -> int:
         if preempted and not final:
             log.warning("preemption notice: checkpointed step %d, waiting for the upload", step)
             checkpoints.wait()
+            batches.close()
             if tracker:
                 tracker.close(status=None)
             report_exit_code(PREEMPTED_EXIT_CODE)
             return PREEMPTED_EXIT_CODE
     progress.close()
+    batches.close()
     _finish(engine, task, checkpoints, tracker, ranks, position.step)
     return 0
 
@@ -177,11 +195,12 @@ def _settings_as_launched(store, run_id: str, loaded: LoadedRecipe) -> list[str]
     return changes
 
 
-def _train_step(engine, task: Task, micro_batches) -> dict[str, torch.Tensor]:
-    """One optimizer step: DeepSpeed accumulates over the micro-batches and steps at the boundary."""
+def _train_step(engine, task: Task, micro_batches: list) -> dict[str, torch.Tensor]:
+    """One optimizer step: DeepSpeed accumulates over the micro-batches (on the device) and steps at the
+    boundary."""
     totals: dict[str, torch.Tensor] = {}
-    for indices in micro_batches:
-        loss, metrics = task.loss(engine, task.batch(indices).to(runtime.device()))
+    for batch in micro_batches:
+        loss, metrics = task.loss(engine, batch)
         engine.backward(loss)
         engine.step()
         for key, value in metrics.items():

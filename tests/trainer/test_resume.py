@@ -46,6 +46,22 @@ def test_sigterm_checkpoints_and_exits_preempted_then_resumes_bitwise_equal(refe
     assert 4 < stopped_at < STEPS, "the notice must produce a checkpoint of the step it interrupted"
     assert run.run() == 0, run.last_log()
     assert_runs_match(run, ref, STEPS)
+    # each attempt says where its start-up went, at its first step: the resumed one restored a checkpoint
+    restores = run.metric_history("perf/startup/restore_seconds")
+    assert [step for step, _ in restores] == [1, stopped_at + 1]
+    assert restores[1][1] > 0
+
+
+def test_the_start_up_breakdown_adds_up_and_is_logged(reference):
+    ref = reference(2)
+    phases = ("imports", "setup", "model", "engine", "tracking", "restore", "first_step")
+    seconds = {}
+    for phase in (*phases, "total"):
+        [(step, seconds[phase])] = ref.metric_history(f"perf/startup/{phase}_seconds")
+        assert step == 1 and seconds[phase] >= 0, phase
+    assert seconds["total"] == pytest.approx(sum(seconds[p] for p in phases))
+    assert seconds["imports"] > 0.5  # the interpreter, torch and DeepSpeed: never free
+    assert "start-up: imports " in "".join(log.read_text() for log in ref.root.glob("attempt-*.log"))
 
 
 def _final_manifest_written(run: TrainingRun) -> bool:

@@ -75,8 +75,12 @@ class Batch:
     response_mask: torch.Tensor  # [B, S] float, 0 on prompt and padding
     is_correct: torch.Tensor  # [B] float
 
-    def to(self, device: torch.device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.response_mask.to(device), self.is_correct.to(device))
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=non_blocking)
+                       for t in (self.input_ids, self.response_mask, self.is_correct)))
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.input_ids.pin_memory(), self.response_mask.pin_memory(), self.is_correct.pin_memory())
 
 
 def collate(examples: list[Example], pad_id: int) -> Batch:
