@@ -40,6 +40,7 @@ from spottrain_contract.store import CheckpointStore, is_permanent, store_failur
 
 log = logging.getLogger(__name__)
 PARTS_TIMEOUT_S = 3600.0
+FETCH_THREADS = 8
 
 
 class ChecksumMismatch(RuntimeError):
@@ -340,11 +341,15 @@ class Checkpointer:
         shared = [e for e in manifest.files if layout.owner_rank(e.path) is None]
         own = [e for e in manifest.files if layout.owner_rank(e.path) == self.ranks.rank]
         mine = (shared if self.ranks.local_rank == 0 else []) + own
-        missing = [e for e in mine if not self._verified_copy(step_dir / e.path, e)]  # others are reused
-        meter = self._meter("download", manifest.step, sum(e.size for e in missing))
-        for entry in missing:
-            self._retry(lambda: self._download(prefix, entry, step_dir / entry.path, meter),
-                        f"download {prefix}{entry.path}")
+        # In parallel, file by file (checksums too: hashlib and the store's transfers release the GIL); a
+        # verified local copy is reused, the rest downloads straight to its place.
+        with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="checkpoint-fetch") as pool:
+            reusable = list(pool.map(lambda e: self._verified_copy(step_dir / e.path, e), mine))
+            missing = [entry for entry, reused in zip(mine, reusable) if not reused]
+            meter = self._meter("download", manifest.step, sum(e.size for e in missing))
+            list(pool.map(lambda entry: self._retry(lambda: self._download(prefix, entry, step_dir / entry.path,
+                                                                           meter), f"download {prefix}{entry.path}"),
+                          missing))
         self._count("download", meter)
         runtime.barrier()
         return step_dir
