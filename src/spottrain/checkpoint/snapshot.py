@@ -1,8 +1,9 @@
 """Asynchronous checkpoint writes through DeepSpeed's own extension point, its checkpoint engine.
 
 DeepSpeed's `save_checkpoint` hands each file's state to `checkpoint_engine.save(state, path)`. This engine copies
-every tensor into host memory there (device → pinned buffers, reused from one save to the next) and returns: the
-loop stalls for that copy only. The files are written later, by `take_writes()`'s callable on the checkpointer's
+every tensor into host memory there and returns: the loop stalls for that copy only. Host buffers are reused from
+one save to the next; on a GPU node they are page-locked (cudaHostRegister) on the upload thread after their first
+write, so the first save pays no page-locking of tens of GB in the loop and later saves copy at the link's speed. The files are written later, by `take_writes()`'s callable on the checkpointer's
 upload thread, with the engine DeepSpeed chose (torch.save and its serialisation setting), so they hold exactly
 the bytes a synchronous save writes and resume loads them unchanged.
 
@@ -47,16 +48,22 @@ class SnapshotCheckpointEngine:
         reused by the save after next `begin()`."""
         writes, self._writes = self._writes, []
 
+        buffers = list(self._in_use)
+
         def write() -> None:
             for state, path in writes:
                 self.inner.save(state, path)
+            for buffer in buffers:
+                _pin(buffer)
 
         return write
 
     def begin(self) -> None:
         """A new checkpoint starts: the last one's files are written (the checkpointer waited), so its host
-        buffers are free for this one's copies."""
-        self._buffers, self._in_use = self._buffers + self._in_use, []
+        buffers are free for this one's copies (any older one left unused is let go)."""
+        for buffer in self._buffers:
+            _unpin(buffer)
+        self._buffers, self._in_use = self._in_use, []
 
     def _copy(self, tensor: torch.Tensor, copies: dict) -> torch.Tensor:
         storage = tensor.untyped_storage()
@@ -64,23 +71,33 @@ class SnapshotCheckpointEngine:
         host = copies.get(key)
         if host is None:
             host = copies[key] = self._buffer(storage.nbytes())
-            host.copy_(storage, non_blocking=storage.device.type == "cuda")
+            host.copy_(storage, non_blocking=storage.device.type == "cuda" and host.is_pinned())
         view = torch.empty(0, dtype=tensor.dtype).set_(host, tensor.storage_offset(), tensor.size(), tensor.stride())
         if isinstance(tensor, torch.nn.Parameter):
             return torch.nn.Parameter(view, requires_grad=tensor.requires_grad)
         return view.requires_grad_(tensor.requires_grad)
 
     def _buffer(self, nbytes: int) -> torch.UntypedStorage:
-        """A free host buffer of this size from the last save, else a new one (page-locked on a GPU node, so the
-        copy runs at the link's speed)."""
+        """A free host buffer of this size from the last save, else a new one."""
         for i, buffer in enumerate(self._buffers):
             if buffer.nbytes() == nbytes:
                 found = self._buffers.pop(i)
                 break
         else:
-            found = torch.empty(nbytes, dtype=torch.uint8, pin_memory=torch.cuda.is_available()).untyped_storage()
+            found = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()
         self._in_use.append(found)
         return found
+
+
+def _pin(buffer: torch.UntypedStorage) -> None:
+    """Page-lock a host buffer in place (once), so device copies into it run asynchronously at full speed."""
+    if torch.cuda.is_available() and buffer.nbytes() and not buffer.is_pinned():
+        torch.cuda.cudart().cudaHostRegister(buffer.data_ptr(), buffer.nbytes(), 0)
+
+
+def _unpin(buffer: torch.UntypedStorage) -> None:
+    if torch.cuda.is_available() and buffer.nbytes() and buffer.is_pinned():
+        torch.cuda.cudart().cudaHostUnregister(buffer.data_ptr())
 
 
 def snapshotting(engine) -> SnapshotCheckpointEngine:
