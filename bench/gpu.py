@@ -203,7 +203,7 @@ def main() -> None:
                         help="the stall run's checkpoint interval (two saves: the first allocates host memory)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)")
     parser.add_argument("--baseline-src", type=Path, help="another checkout whose trainer to measure alike")
-    parser.add_argument("--skip", default="", help="comma-separated: baseline, bare, stall, resume")
+    parser.add_argument("--skip", default="", help="comma-separated: baseline, trainer, bare, stall, resume")
     parser.add_argument("--work", type=Path, help="working directory (default: a new temporary one)")
     parser.add_argument("--store", type=Path, help="checkpoint store directory (default: under --work)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -243,7 +243,8 @@ def main() -> None:
                       overrides=overrides, nproc=args.nproc, mlflow_db=work / f"{name}.db", recipe=recipe,
                       source=source, worker=worker)
 
-    runs = [("trainer", PROJECT, [*common, *args.override, f"train.checkpoint.every_steps={FAR}"])]
+    runs = [] if "trainer" in skip else [("trainer", PROJECT, [*common, *args.override,
+                                                               f"train.checkpoint.every_steps={FAR}"])]
     if args.baseline_src and "baseline" not in skip:
         known = [o for o in args.override if not o.startswith(KEYS_SINCE_BASELINE)]
         runs.insert(0, ("baseline", args.baseline_src.resolve(),

@@ -109,6 +109,8 @@ def _train(loaded: LoadedRecipe) -> int:
     runtime.seed_everything(cfg.seed)
     # MLflow (a server round trip, or a local database's migrations) is set up while the model is built.
     tracker_setup = ThreadPoolExecutor(1).submit(_tracker, loaded, run_id, ranks) if ranks.is_main else None
+    checkpoints = _checkpointer(cfg, store, run_id, ranks)
+    checkpoints.prefetch()  # a resumed attempt's checkpoint downloads while the model and engine are built
     clock.lap("setup")
 
     task = create_task(loaded.recipe, ranks)
@@ -119,7 +121,7 @@ def _train(loaded: LoadedRecipe) -> int:
     clock.lap("model")
     engine = build_engine(model, cfg, ranks.world_size, total_steps)
     clock.lap("engine")
-    checkpoints = _checkpointer(cfg, store, run_id, ranks, engine, task)
+    checkpoints.extra_tensors = _extra_tensors(cfg, ranks, engine, task)
     position = LoopPosition()
     tracker = tracker_setup.result() if tracker_setup else None
     clock.lap("tracking")
@@ -143,6 +145,7 @@ def _train(loaded: LoadedRecipe) -> int:
         progress.advance(step)
         if progress.first_step_of_attempt(step):
             clock.lap("first_step")
+            checkpoints.prepare_snapshots(engine)
             log.info("start-up: %s", clock.summary())
             if tracker:
                 tracker.log({**clock.metrics(), "perf/start_to_first_step_seconds": time.perf_counter() - started},
@@ -217,15 +220,18 @@ def _evaluate(engine, task: Task) -> dict[str, float]:
         engine.train()
 
 
-def _checkpointer(cfg, store, run_id: str, ranks, engine, task: Task) -> Checkpointer:
-    """The run's checkpointer; a task's small extra modules (the critic's value head) are stored with it."""
+def _checkpointer(cfg, store, run_id: str, ranks) -> Checkpointer:
     checkpoint = cfg.checkpoint
+    return Checkpointer(store=store, local_root=Path(checkpoint.local_dir), run_id=run_id, ranks=ranks,
+                        keep=checkpoint.keep,
+                        policy=SavePolicy(checkpoint.every_steps, checkpoint.best_metric, checkpoint.best_mode))
+
+
+def _extra_tensors(cfg, ranks, engine, task: Task):
+    """What a task keeps beside every checkpoint (the critic's value head), gathered at each save."""
     extras = task.checkpoint_modules(engine.module) if isinstance(task, CheckpointExtras) else {}
-    return Checkpointer(
-        store=store, local_root=Path(checkpoint.local_dir), run_id=run_id, ranks=ranks, keep=checkpoint.keep,
-        policy=SavePolicy(checkpoint.every_steps, checkpoint.best_metric, checkpoint.best_mode),
-        extra_tensors=lambda: {name: consolidated_state_dict(module, cfg.deepspeed.zero_stage, ranks.is_main)
-                               for name, module in extras.items()})
+    return lambda: {name: consolidated_state_dict(module, cfg.deepspeed.zero_stage, ranks.is_main)
+                    for name, module in extras.items()}
 
 
 def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step: int) -> None:

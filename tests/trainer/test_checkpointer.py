@@ -660,3 +660,47 @@ def test_a_save_waits_for_the_one_in_flight_before_taking_its_snapshot(checkpoin
     second.join(timeout=60)
     checkpoints.wait()
     assert checkpoints.complete_steps() == [1, 2]
+
+
+def test_host_memory_reserved_after_the_first_step_leaves_the_save_only_a_copy(ranks, engine, tmp_dirs):
+    from spottrain.checkpoint.snapshot import snapshotting
+
+    _train_step(engine)  # the optimizer state exists
+    writer = snapshotting(engine)
+    writer.reserve(engine)()
+    writer.begin()
+    engine.save_checkpoint(str(tmp_dirs("snapshot")), tag="step", save_latest=False)
+    writer.take_writes()()
+    assert writer.allocated_in_loop == 0
+
+
+class CountsDownloads(LocalDirStore):
+    def __init__(self, root):
+        super().__init__(root)
+        self.downloads = []
+
+    def get_file(self, key, local, progress=None):
+        self.downloads.append(key)
+        return super().get_file(key, local, progress)
+
+
+def test_a_prefetched_checkpoint_restores_bitwise_and_is_fetched_and_checked_once(tmp_dirs, checkpointer, engine,
+                                                                                  monkeypatch):
+    from spottrain_contract import layout as layout_module
+
+    root = str(tmp_dirs("store"))
+    _save(checkpointer(LocalDirStore(root)), engine, [1, 2], train=True)
+    saved = _weights(engine)
+    _train_step(engine)
+    store = CountsDownloads(root)
+    restarted = checkpointer(store)
+    restarted.prefetch()
+    restarted._prefetched.result()  # the download is done before resume asks
+    hashed = []
+    original = layout_module.sha256_of
+    monkeypatch.setattr(layout_module, "sha256_of", lambda path, *a: hashed.append(path) or original(path, *a))
+    assert restarted.resume(engine) == 2
+    assert all(torch.equal(saved[k], v) for k, v in _weights(engine).items())
+    assert sorted(store.downloads) == sorted(set(store.downloads))  # each file once
+    assert all(key.startswith(f"{RUN}/step-00000002/") for key in store.downloads)
+    assert hashed == []  # verified as it arrived: not read again to resume

@@ -82,12 +82,15 @@ class Checkpointer:
         """`extra_tensors` is asked at every save (on every rank) for small modules to store beside the
         checkpoint as safetensors (name → state dict on rank 0)."""
         self.store, self.run_id, self.ranks, self.keep = store, run_id, ranks, keep
-        self.policy, self._extra_tensors = policy, extra_tensors
+        self.policy, self.extra_tensors = policy, extra_tensors
         self._states: dict[str, Stateful] = {}
         self.best: Optional[dict] = None
         self.local_dir = Path(local_root) / run_id
         self.local_dir.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload")
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-prefetch")
+        self._prefetched: Optional[Future] = None
+        self._verified: set[tuple[Path, str]] = set()  # local files checked against a manifest in this process
         self._pending: list[Future] = []
         self._lock = threading.Lock()
         self.upload_retries = 0
@@ -130,13 +133,31 @@ class Checkpointer:
             return False
         state = {name: stateful.state_dict() for name, stateful in self._states.items()}
         state.update(best=self.best, run_id=self.run_id, world_size=self.ranks.world_size)
-        self.save(engine, step, state, final=final, best=improved, metrics=metrics, extra_tensors=self._extra_tensors())
+        self.save(engine, step, state, final=final, best=improved, metrics=metrics, extra_tensors=self.extra_tensors())
         return True
+
+    def prefetch(self) -> None:
+        """Start fetching this rank's files of the newest complete checkpoint in the background: a resumed
+        attempt downloads while it builds its model and engine, and `resume` waits for the rest."""
+        def newest_fetched() -> Optional[Manifest]:
+            newest = self.stored.newest()
+            if newest is not None:
+                self._download_files(newest)
+            return newest
+
+        self._prefetched = self._prefetcher.submit(newest_fetched)
+
+    def prepare_snapshots(self, engine) -> None:
+        """Reserve the host memory of the next save's snapshot on the upload thread (after the first step, when
+        the optimizer state exists); the save waits for it as for an upload."""
+        future = self._pool.submit(snapshotting(engine).reserve(engine))
+        with self._lock:
+            self._pending.append(future)
 
     def resume(self, engine) -> int:
         """Restore the newest complete checkpoint into the engine and every registered part; the step it holds
         (0 when the run has none yet)."""
-        newest = self.stored.newest()
+        newest = self._prefetched.result() if self._prefetched else self.stored.newest()
         if newest is None:
             return 0
         state = self.restore(engine, newest)
@@ -291,6 +312,7 @@ class Checkpointer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._prefetcher.shutdown(wait=True)
 
     # --- what is in the store --------------------------------------------------------------------------------
 
@@ -331,7 +353,14 @@ class Checkpointer:
     # --- restore ---------------------------------------------------------------------------------------------
 
     def fetch(self, manifest: Manifest) -> Path:
-        """This rank's files of a complete checkpoint on local disk; verified local copies are not refetched."""
+        """This rank's files of a complete checkpoint on local disk, on every rank before any goes on."""
+        step_dir = self._download_files(manifest)
+        runtime.barrier()
+        return step_dir
+
+    def _download_files(self, manifest: Manifest) -> Path:
+        """This rank's files on local disk (no collective: it may run on a background thread); verified local
+        copies are not fetched again."""
         if manifest.world_size != self.ranks.world_size:
             raise ConfigurationError(f"checkpoint step {manifest.step} of run {self.run_id} was written by "
                                f"{manifest.world_size} ranks, this job has {self.ranks.world_size}: resume with "
@@ -351,17 +380,22 @@ class Checkpointer:
                                                                            meter), f"download {prefix}{entry.path}"),
                           missing))
         self._count("download", meter)
-        runtime.barrier()
         return step_dir
 
-    @staticmethod
-    def _verified_copy(local: Path, entry: FileEntry) -> bool:
-        return local.is_file() and local.stat().st_size == entry.size and layout.sha256_of(local) == entry.sha256
+    def _verified_copy(self, local: Path, entry: FileEntry) -> bool:
+        """A local file with the manifest's size and checksum (checked once per process: a prefetch verified it)."""
+        if (local, entry.sha256) in self._verified:
+            return local.is_file() and local.stat().st_size == entry.size
+        if local.is_file() and local.stat().st_size == entry.size and layout.sha256_of(local) == entry.sha256:
+            self._verified.add((local, entry.sha256))
+            return True
+        return False
 
     def _download(self, prefix: str, entry: FileEntry, local: Path, meter) -> None:
         self.store.get_file(prefix + entry.path, local, progress=meter)
         if layout.sha256_of(local) != entry.sha256:
             raise ChecksumMismatch(f"{prefix}{entry.path}: checksum differs from the manifest")
+        self._verified.add((local, entry.sha256))
 
     def _meter(self, way: str, step: int, total: int) -> TransferMeter:
         return TransferMeter(f"checkpoint {way} {layout.step_tag(step)} (rank {self.ranks.rank})", total,

@@ -32,6 +32,7 @@ class SnapshotCheckpointEngine:
         self._writes: list[tuple[Any, str]] = []
         self._buffers: list[torch.UntypedStorage] = []  # the previous save's host copies, free again
         self._in_use: list[torch.UntypedStorage] = []
+        self.allocated_in_loop = 0  # bytes of host memory the saves had to allocate themselves (none if reserved)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
@@ -60,10 +61,26 @@ class SnapshotCheckpointEngine:
 
     def begin(self) -> None:
         """A new checkpoint starts: the last one's files are written (the checkpointer waited), so its host
-        buffers are free for this one's copies (any older one left unused is let go)."""
-        for buffer in self._buffers:
-            _unpin(buffer)
-        self._buffers, self._in_use = self._in_use, []
+        buffers are free for this one's copies."""
+        self._buffers, self._in_use = self._buffers + self._in_use, []
+
+    def reserve(self, engine) -> Callable[[], None]:
+        """Host buffers for the engine's next save, as a callable to run off the loop (allocated and page-locked:
+        tens of GB take seconds), so the first save's stall is a copy too: one buffer per storage of the module's
+        and the optimizer's state, which DeepSpeed's save hands over as they are; a size missed here is
+        allocated at the save as before."""
+        storages = {(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+                    for state in (engine.module.state_dict(), engine.optimizer.state_dict())
+                    for t in _tensors_in(state)}
+        sizes = [nbytes for _, nbytes in storages]
+
+        def allocate() -> None:
+            for nbytes in sizes:
+                buffer = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()
+                _pin(buffer)
+                self._buffers.append(buffer)
+
+        return allocate
 
     def _copy(self, tensor: torch.Tensor, copies: dict) -> torch.Tensor:
         storage = tensor.untyped_storage()
@@ -85,6 +102,7 @@ class SnapshotCheckpointEngine:
                 break
         else:
             found = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()
+            self.allocated_in_loop += nbytes
         self._in_use.append(found)
         return found
 
@@ -95,16 +113,23 @@ def _pin(buffer: torch.UntypedStorage) -> None:
         torch.cuda.cudart().cudaHostRegister(buffer.data_ptr(), buffer.nbytes(), 0)
 
 
-def _unpin(buffer: torch.UntypedStorage) -> None:
-    if torch.cuda.is_available() and buffer.nbytes() and buffer.is_pinned():
-        torch.cuda.cudart().cudaHostUnregister(buffer.data_ptr())
-
-
 def snapshotting(engine) -> SnapshotCheckpointEngine:
     """The engine's checkpoint engine, made a snapshot one the first time."""
     if not isinstance(engine.checkpoint_engine, SnapshotCheckpointEngine):
         engine.checkpoint_engine = SnapshotCheckpointEngine(engine.checkpoint_engine)
     return engine.checkpoint_engine
+
+
+def _tensors_in(value):
+    """Every tensor in nested dicts, lists and tuples (what `_map_tensors` copies)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors_in(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors_in(item)
 
 
 def _map_tensors(value, copy_tensor: Callable[[torch.Tensor], torch.Tensor]):

@@ -112,8 +112,11 @@ def load_causal_lm(path: str, vocab_size: int, seed: int, setup: ModelSetup = CP
         config = micro_config(vocab_size) if path == MICRO else AutoConfig.from_pretrained(path)
         with setup.building(seed):
             return AutoModelForCausalLM.from_config(config, attn_implementation=setup.attention, dtype=setup.dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=setup.attention, dtype=setup.dtype)
-    return model.to(setup.device)
+    # On a GPU straight onto it: transformers builds on the meta device and loads each weight where it goes
+    # (its device_map needs accelerate, in the `node` extra).
+    on_gpu = {"device_map": str(setup.device)} if setup.device.type == "cuda" else {}
+    return AutoModelForCausalLM.from_pretrained(path, attn_implementation=setup.attention, dtype=setup.dtype,
+                                                **on_gpu)
 
 
 def build_mtp_model(path: str, n_future: int, vocab_size: int, seed: int, setup: ModelSetup = CPU_FP32,
