@@ -116,7 +116,7 @@ CASES = [
          "recipes/x.yaml: profiles.fast: expected a mapping of dotted keys to values", profile="fast"),
     Case("another task's section", {"x.yaml": stage(train="  rho1: {reference_model: micro}\n")},
          "recipes/x.yaml: train.rho1: unknown key (expected one of: model, data, batch, epochs, max_steps, seed, "
-         "log_every_steps, optim, schedule, checkpoint, deepspeed, eval)"),
+         "log_every_steps, optim, schedule, checkpoint, deepspeed, performance, eval)"),
     Case("task without its section", {"x.yaml": stage("critic")},
          "recipes/x.yaml: train.critic: required key is missing"),
     Case("invalid job name", {"x.yaml": stage().replace("name: x-stage", "name: X_Stage")},
