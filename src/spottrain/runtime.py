@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -138,3 +141,30 @@ def shared_token() -> str:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast_object_list(token, src=0)
     return token[0]
+
+
+def decided_by_rank_zero(decide: Callable[[], T]) -> T:
+    """Rank 0's `decide()`, on every rank; a ConfigurationError it raises is raised on every rank, so a check
+    only rank 0 makes (the settings a run was launched with) stops every rank at once with the same message,
+    instead of leaving the others to crash in their next collective."""
+    from spottrain_contract.errors import ConfigurationError
+
+    outcome: list = [None]
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        try:
+            outcome = [("decided", decide())]
+        except ConfigurationError as exc:
+            outcome = [("refused", str(exc))]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(outcome, src=0)
+    kind, value = outcome[0]
+    if kind == "refused":
+        raise ConfigurationError(value)
+    return value
+
+
+def leave_process_group() -> None:
+    """Tear this rank's communication down before it exits on an error every rank raised, so the ranks leave
+    cleanly instead of aborting in the communication library's threads."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -68,6 +68,7 @@ def train(loaded: LoadedRecipe) -> int:
             raise  # a bug or a crash: its traceback (the console shows it once), and the restart budget
         if first:
             log.error("%s", message)
+        runtime.leave_process_group()
         code = 1 if healable else DO_NOT_RESTART_EXIT_CODE
         report_exit_code(code)
         return code
@@ -105,7 +106,7 @@ def _train(loaded: LoadedRecipe) -> int:
         report_exit_code(0)
         return 0
     probe_store(store, run_id, ranks.rank)
-    changes = _settings_as_launched(store, run_id, loaded) if ranks.is_main else []
+    changes = runtime.decided_by_rank_zero(lambda: _settings_as_launched(store, run_id, loaded))
     runtime.seed_everything(cfg.seed)
     # MLflow (a server round trip, or a local database's migrations) is set up while the model is built.
     tracker_setup = ThreadPoolExecutor(1).submit(_tracker, loaded, run_id, ranks) if ranks.is_main else None
@@ -130,7 +131,7 @@ def _train(loaded: LoadedRecipe) -> int:
     if checkpoints.resume(engine):  # from the final checkpoint too: then only what follows it is left to do
         log.info("resumed run %s at step %d from %s", run_id, position.step, checkpoints.store.uri)
     clock.lap("restore")
-    if changes:
+    if changes and ranks.is_main:
         log.warning("settings changed at step %d: %s", position.step, "; ".join(changes))
         if tracker:
             tracker.tag(f"spottrain.change.step-{position.step:08d}", "; ".join(changes))

@@ -88,7 +88,6 @@ class Checkpointer:
         self.local_dir = Path(local_root) / run_id
         self.local_dir.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload")
-        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-prefetch")
         self._prefetched: Optional[Future] = None
         self._verified: set[tuple[Path, str]] = set()  # local files checked against a manifest in this process
         self._pending: list[Future] = []
@@ -139,13 +138,20 @@ class Checkpointer:
     def prefetch(self) -> None:
         """Start fetching this rank's files of the newest complete checkpoint in the background: a resumed
         attempt downloads while it builds its model and engine, and `resume` waits for the rest."""
-        def newest_fetched() -> Optional[Manifest]:
-            newest = self.stored.newest()
-            if newest is not None:
-                self._download_files(newest)
-            return newest
+        future: Future = Future()
 
-        self._prefetched = self._prefetcher.submit(newest_fetched)
+        def fetch_newest() -> None:
+            try:
+                newest = self.stored.newest()
+                if newest is not None:
+                    self._download_files(newest)
+                future.set_result(newest)
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        # A daemon thread: an attempt that fails before it resumes exits at once, not after the download.
+        threading.Thread(target=fetch_newest, name="checkpoint-prefetch", daemon=True).start()
+        self._prefetched = future
 
     def prepare_snapshots(self, engine) -> None:
         """Reserve the host memory of the next save's snapshot on the upload thread (after the first step, when
@@ -312,7 +318,6 @@ class Checkpointer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._prefetcher.shutdown(wait=True)
 
     # --- what is in the store --------------------------------------------------------------------------------
 
