@@ -53,7 +53,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], ctx.chunk_rows):
             rows = slice(start, start + ctx.chunk_rows)
             # d CE / d logits = softmax − one-hot(target), scaled by each row's incoming gradient
-            grad_logits = torch.exp(_logits(hidden[rows], weight, bias) - lse[rows, None])
+            grad_logits = _logits(hidden[rows], weight, bias).sub_(lse[rows, None]).exp_()
             grad_logits[torch.arange(grad_logits.shape[0], device=grad_logits.device), targets[rows]] -= 1.0
             grad_logits *= grad_ce[rows, None]
             if need_bias:
@@ -62,7 +62,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if need_hidden:
                 grad_hidden[rows] = grad_logits @ weight
             if need_weight:
-                grad_weight += (grad_logits.T @ hidden[rows]).float()
+                grad_weight.add_(grad_logits.T @ hidden[rows])  # upcast as it adds: no fp32 copy of the product
         return (grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype),
                 None if grad_bias is None else grad_bias.to(bias.dtype), None, None)
 

@@ -144,22 +144,26 @@ def shared_token() -> str:
 
 
 def decided_by_rank_zero(decide: Callable[[], T]) -> T:
-    """Rank 0's `decide()`, on every rank; a ConfigurationError it raises is raised on every rank, so a check
-    only rank 0 makes (the settings a run was launched with) stops every rank at once with the same message,
-    instead of leaving the others to crash in their next collective."""
-    from spottrain_contract.errors import ConfigurationError
+    """Rank 0's `decide()`, on every rank; what it raises is raised on every rank, so a check only rank 0 makes
+    (the settings a run was launched with, read from the store) stops every rank at once the same way, instead
+    of leaving the others in a collective until they time out."""
+    import pickle
 
     outcome: list = [None]
     if not dist.is_initialized() or dist.get_rank() == 0:
         try:
             outcome = [("decided", decide())]
-        except ConfigurationError as exc:
-            outcome = [("refused", str(exc))]
+        except Exception as exc:
+            try:
+                pickle.dumps(exc)
+                outcome = [("raised", exc)]
+            except Exception:
+                outcome = [("raised", RuntimeError(f"{type(exc).__name__}: {exc}"))]
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast_object_list(outcome, src=0)
     kind, value = outcome[0]
-    if kind == "refused":
-        raise ConfigurationError(value)
+    if kind == "raised":
+        raise value
     return value
 
 

@@ -20,7 +20,6 @@ import logging
 import shutil
 import threading
 import time
-from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -183,7 +182,7 @@ class Checkpointer:
         `extra_tensors` (name → state dict, filled on rank 0) are written beside it as NAME.safetensors."""
         tag = layout.step_tag(step)
         step_dir = self.local_dir / tag
-        futures.wait(self._in_flight())
+        self._wait_everywhere()
         writer = snapshotting(engine)
         writer.begin()
         engine.save_checkpoint(str(self.local_dir), tag=tag, client_state={}, save_latest=False)
@@ -202,9 +201,16 @@ class Checkpointer:
             self._pending.append(future)
         return future
 
-    def _in_flight(self) -> list[Future]:
-        with self._lock:
-            return list(self._pending)
+    def _wait_everywhere(self, poll: float = 0.5) -> None:
+        """Until no rank has a save in flight. Polled with a short all-reduce rather than waited for in
+        DeepSpeed's barrier: one rank's slow upload must not hold the others in a collective past its timeout."""
+        while True:
+            with self._lock:
+                busy = any(not future.done() for future in self._pending)
+            (anyone_busy,) = runtime.any_rank(busy)
+            if not anyone_busy:
+                return
+            time.sleep(poll)
 
     def _owns(self, relative: Path) -> bool:
         owner = layout.owner_rank(str(relative))

@@ -4,8 +4,9 @@ DeepSpeed's `save_checkpoint` hands each file's state to `checkpoint_engine.save
 every tensor into host memory there and returns: the loop stalls for that copy only. Host buffers are reused from
 one save to the next; on a GPU node they are page-locked (cudaHostRegister) on the upload thread after their first
 write, so the first save pays no page-locking of tens of GB in the loop and later saves copy at the link's speed. The files are written later, by `take_writes()`'s callable on the checkpointer's
-upload thread, with the engine DeepSpeed chose (torch.save and its serialisation setting), so they hold exactly
-the bytes a synchronous save writes and resume loads them unchanged.
+upload thread, with the engine DeepSpeed chose (torch.save and its serialisation setting), so they hold what a
+synchronous save writes, the tensors as host tensors (DeepSpeed loads every file onto the CPU first anyway), and
+resume loads them unchanged.
 
 Why not DeepSpeed's FastCheckpointEngine/DecoupledCheckpointEngine: they need the compiled async_io op (libaio),
 and the decoupled one commits from another process, out of the manifest-last order the checkpointer keeps; and
@@ -18,9 +19,12 @@ its own offset, size and stride, so torch.save sees the same sharing it would ha
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any, Callable
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class SnapshotCheckpointEngine:
@@ -46,16 +50,19 @@ class SnapshotCheckpointEngine:
 
     def take_writes(self) -> Callable[[], None]:
         """The writes of the saves so far, as one callable (run it off the loop); the buffers they use are
-        reused by the save after next `begin()`."""
+        page-locked after writing and reused from the next `begin()`."""
         writes, self._writes = self._writes, []
-
         buffers = list(self._in_use)
+        for unused in self._buffers:  # reserved for a storage this save did not have: let it go
+            _unpin(unused)
+        self._buffers = []
+        device = torch.cuda.current_device() if torch.cuda.is_available() else None
 
         def write() -> None:
             for state, path in writes:
                 self.inner.save(state, path)
             for buffer in buffers:
-                _pin(buffer)
+                _pin(buffer, device)
 
         return write
 
@@ -66,19 +73,28 @@ class SnapshotCheckpointEngine:
 
     def reserve(self, engine) -> Callable[[], None]:
         """Host buffers for the engine's next save, as a callable to run off the loop (allocated and page-locked:
-        tens of GB take seconds), so the first save's stall is a copy too: one buffer per storage of the module's
-        and the optimizer's state, which DeepSpeed's save hands over as they are; a size missed here is
-        allocated at the save as before."""
-        storages = {(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-                    for state in (engine.module.state_dict(), engine.optimizer.state_dict())
-                    for t in _tensors_in(state)}
-        sizes = [nbytes for _, nbytes in storages]
+        tens of GB take seconds), so the first save's stall is a copy too: one buffer per storage of the state
+        this rank writes, which DeepSpeed's save hands over as it is (the module state on the rank that writes
+        the model file; the optimizer state on each rank that writes a ZeRO file, or with the model file when
+        ZeRO is off). A size missed here is allocated at the save as before."""
+        states = []
+        if engine.save_non_zero_checkpoint:
+            states.append(engine.module.state_dict())
+        if engine.save_zero_checkpoint or (engine.save_non_zero_checkpoint and not engine.zero_optimization()):
+            states.append(engine.optimizer.state_dict())
+        sizes = [nbytes for _, nbytes in {(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+                                          for state in states for t in _tensors_in(state)}]
+        device = torch.cuda.current_device() if torch.cuda.is_available() else None
 
         def allocate() -> None:
-            for nbytes in sizes:
-                buffer = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()
-                _pin(buffer)
-                self._buffers.append(buffer)
+            try:
+                for nbytes in sizes:
+                    buffer = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()
+                    _pin(buffer, device)
+                    self._buffers.append(buffer)
+            except RuntimeError as exc:  # host memory short: the save allocates what it needs, as without this
+                log.warning("could not reserve %.1f GB of host memory for checkpoint snapshots: %s",
+                            sum(sizes) / 1e9, exc)
 
         return allocate
 
@@ -107,10 +123,22 @@ class SnapshotCheckpointEngine:
         return found
 
 
-def _pin(buffer: torch.UntypedStorage) -> None:
-    """Page-lock a host buffer in place (once), so device copies into it run asynchronously at full speed."""
-    if torch.cuda.is_available() and buffer.nbytes() and not buffer.is_pinned():
-        torch.cuda.cudart().cudaHostRegister(buffer.data_ptr(), buffer.nbytes(), 0)
+def _pin(buffer: torch.UntypedStorage, device) -> None:
+    """Page-lock a host buffer in place (once), so device copies into it run asynchronously at full speed. Runs on
+    a background thread: with this rank's device current there, so no context is made on GPU 0; a refusal
+    leaves the buffer pageable (copies into it then block, as without pinning)."""
+    if device is None or not buffer.nbytes() or buffer.is_pinned():
+        return
+    with torch.cuda.device(device):
+        code = torch.cuda.cudart().cudaHostRegister(buffer.data_ptr(), buffer.nbytes(), 0)
+    if int(code) != 0:
+        log.warning("could not page-lock %.1f GB of host memory (CUDA error %d): checkpoint snapshots copy slower",
+                    buffer.nbytes() / 1e9, int(code))
+
+
+def _unpin(buffer: torch.UntypedStorage) -> None:
+    if torch.cuda.is_available() and buffer.nbytes() and buffer.is_pinned():
+        torch.cuda.cudart().cudaHostUnregister(buffer.data_ptr())
 
 
 def snapshotting(engine) -> SnapshotCheckpointEngine:
