@@ -3,12 +3,14 @@
     python bench/gpu.py [--recipe baseline] [--hidden 2048 --layers 16 --intermediate 8192 --heads 16
                         --vocab 32000] [--warmup 3] [--steps 8] [--baseline-src DIR] [--json FILE]
                         [--work DIR] [--store DIR] [--skip stall,resume] [--override train.KEY=VALUE ...]
+                        [--variant NAME=train.KEY=VALUE[,...] ...]
 
 Writes a Llama-shaped model of the given shape with random weights (bf16 safetensors, with the in-code micro
 tokenizer) and JSONL records long enough to fill the recipe's max_length, then runs, each under torchrun on one
 GPU with the recipe's own batch, ZeRO stage, precision and heads:
   trainer   `python -m spottrain train`, no checkpoint or evaluation in the measured steps; tokens/s from the
             wall-clock period between steps (MLflow timestamps), so everything the loop does counts
+  variants  with --variant: the trainer again with more overrides (a train.performance knob, a micro-batch)
   bare      this file's --worker: the same model, task loss, batches and engine, only forward, backward and
             step (no tracking, checkpoints, progress file or preemption check)
   baseline  with --baseline-src: the trainer of another checkout on the same model and data (for "today's"
@@ -205,6 +207,9 @@ def main() -> None:
                         help="the stall run's checkpoint interval (two saves: the first allocates host memory)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)")
     parser.add_argument("--baseline-src", type=Path, help="another checkout whose trainer to measure alike")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+                        help="also measure the trainer with these overrides, e.g. "
+                             "compiled=train.performance.compile=true")
     parser.add_argument("--skip", default="", help="comma-separated: baseline, trainer, bare, stall, resume")
     parser.add_argument("--work", type=Path, help="working directory (default: a new temporary one)")
     parser.add_argument("--store", type=Path, help="checkpoint store directory (default: under --work)")
@@ -236,9 +241,12 @@ def main() -> None:
     figures: dict = {"device": _device(), "versions": _versions(), "shape": vars(args) | {"seq": seq, "heads_mtp": n_heads},
                      "tokens_per_step": tokens_per_step, "flops_per_token": flops}
 
-    def throughput(period: float) -> dict:
-        tokens = tokens_per_step / period
-        return {"step_period_s": period, "tokens_per_s": tokens, "mfu": tokens * flops / (args.peak_tflops * 1e12)}
+    def throughput(period: float, overrides: list[str]) -> dict:
+        """tokens/s and MFU of a run, from its own batch and sequence length (a variant may change them)."""
+        run_cfg = load_recipe(recipe, project_dir=PROJECT, overrides=overrides).recipe.train
+        tokens = run_cfg.batch.per_gpu * run_cfg.batch.grad_accum * args.nproc * run_cfg.data.max_length / period
+        mfu = tokens * flops_per_token(args, n_heads, run_cfg.data.max_length) / (args.peak_tflops * 1e12)
+        return {"step_period_s": period, "tokens_per_s": tokens, "mfu": mfu}
 
     def trainer_run(name: str, overrides: list[str], source: Path = PROJECT, worker: bool = False) -> GpuRun:
         return GpuRun(run_id=name, root=work / name, store=str(store), local_dir=work / name / "local",
@@ -251,10 +259,14 @@ def main() -> None:
         known = [o for o in args.override if not o.startswith(KEYS_SINCE_BASELINE)]
         runs.insert(0, ("baseline", args.baseline_src.resolve(),
                         [*common, *known, f"train.checkpoint.every_steps={FAR}"]))
+    for variant in args.variant:  # the trainer again with more overrides, e.g. a train.performance knob
+        name, _, settings = variant.partition("=")
+        runs.append((name, PROJECT, [*common, *args.override, *settings.split(","),
+                                     f"train.checkpoint.every_steps={FAR}"]))
     for name, source, overrides in runs:
         run = trainer_run(name, overrides, source)
         run_steps(run, measured_to + 1)
-        figures[name] = throughput(median(run.periods(args.warmup + 1, measured_to + 1)))
+        figures[name] = throughput(median(run.periods(args.warmup + 1, measured_to + 1)), overrides)
         figures[name]["start_to_first_step_s"] = run.metric("perf/start_to_first_step_seconds").get(1)
         print(f"{name}: {figures[name]}", flush=True)
 
@@ -264,7 +276,7 @@ def main() -> None:
         bare.run(timeout=900)
         result = json.loads((bare.root / "bare.json").read_text())
         ends = result["ends"][args.warmup:]
-        figures["bare"] = throughput(median([b - a for a, b in zip(ends, ends[1:])]))
+        figures["bare"] = throughput(median([b - a for a, b in zip(ends, ends[1:])]), bare.overrides)
         figures["bare"]["peak_memory_gb"] = result["peak_memory_gb"]
         print(f"bare: {figures['bare']}", flush=True)
 
@@ -327,7 +339,8 @@ def _versions() -> dict[str, str]:
 
 def report(figures: dict, args) -> str:
     rows = []
-    for name in ("baseline", "trainer", "bare"):
+    loops = ["baseline", "trainer", *(v.partition("=")[0] for v in args.variant), "bare"]
+    for name in loops:
         if name in figures:
             f = figures[name]
             rows.append([name, f"{f['tokens_per_s'] / 1e3:.1f} k", f"{100 * f['mfu']:.1f}%",
