@@ -20,6 +20,7 @@ import logging
 import shutil
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -206,11 +207,14 @@ class Checkpointer:
         DeepSpeed's barrier: one rank's slow upload must not hold the others in a collective past its timeout."""
         while True:
             with self._lock:
-                busy = any(not future.done() for future in self._pending)
+                pending = list(self._pending)
+            futures.wait(pending, timeout=poll)  # this rank's own: no collective while it waits
+            busy = any(not future.done() for future in pending)
             (anyone_busy,) = runtime.any_rank(busy)
             if not anyone_busy:
                 return
-            time.sleep(poll)
+            if not busy:
+                time.sleep(poll)  # another rank's upload: ask again in a moment
 
     def _owns(self, relative: Path) -> bool:
         owner = layout.owner_rank(str(relative))
@@ -287,10 +291,10 @@ class Checkpointer:
             step = layout.step_of(step_dir.name)
             if step is None or step >= before:
                 continue
-            for path in step_dir.rglob("*"):
-                if path.is_file() and self._owns(path.relative_to(step_dir)):
+            for path in _files_in(step_dir):
+                if self._owns(path.relative_to(step_dir)):
                     path.unlink(missing_ok=True)
-            if self.ranks.local_rank == 0 and not any(p.is_file() for p in step_dir.rglob("*")):
+            if self.ranks.local_rank == 0 and not _files_in(step_dir):
                 shutil.rmtree(step_dir, ignore_errors=True)
 
     def publish_directory(self, directory: Path, name: str) -> None:
@@ -437,3 +441,12 @@ class Checkpointer:
         for entry in self.manifest(step).files:
             if self.store.size(prefix + entry.path) != entry.size:
                 raise UploadFailed(f"{prefix}{entry.path}: size in the store differs from the manifest")
+
+
+def _files_in(directory: Path) -> list[Path]:
+    """The files under a local step directory; none once it is gone, also when local rank 0 removes it while this
+    rank looks (every rank prunes on its own upload thread)."""
+    try:
+        return [path for path in directory.rglob("*") if path.is_file()]
+    except FileNotFoundError:
+        return []
