@@ -238,7 +238,8 @@ def main() -> None:
     common = [f"train.model.path={model_dir}", f"train.data.train={data}", f"train.data.val={data}",
               f"train.max_steps={FAR}", "train.epochs=1000", "train.log_every_steps=1",
               f"train.eval.every_steps={FAR}"]
-    figures: dict = {"device": _device(), "versions": _versions(), "shape": vars(args) | {"seq": seq, "heads_mtp": n_heads},
+    figures: dict = {"device": _device(), "versions": _versions(),
+                     "shape": vars(args) | {"seq": seq, "heads_mtp": n_heads},
                      "tokens_per_step": tokens_per_step, "flops_per_token": flops}
 
     def throughput(period: float, overrides: list[str]) -> dict:
@@ -307,7 +308,7 @@ def main() -> None:
         if "resume" not in skip:
             shutil.rmtree(stall.local_dir)  # a new node: nothing on its local disk
             resumed = trainer_run("stall", stall.overrides)
-            train_until(resumed, lambda: resumed.progress().get("step", 0) > resumed.progress().get("attempt_start", FAR))
+            train_until(resumed, lambda: resumed.step_reached() > resumed.progress().get("attempt_start", FAR))
             figures["resume"] = {"resumed_startup": _startup(resumed, resumed.progress()["attempt_start"] + 1)}
             print(f"resume: {figures['resume']}", flush=True)
 
@@ -353,7 +354,8 @@ def report(figures: dict, args) -> str:
     if "trainer" in figures and "bare" in figures:
         lines.append(f"trainer / bare loop: {figures['trainer']['tokens_per_s'] / figures['bare']['tokens_per_s']:.3f}")
     if "trainer" in figures and "baseline" in figures:
-        lines.append(f"trainer / baseline: {figures['trainer']['tokens_per_s'] / figures['baseline']['tokens_per_s']:.2f}x")
+        ratio = figures["trainer"]["tokens_per_s"] / figures["baseline"]["tokens_per_s"]
+        lines.append(f"trainer / baseline: {ratio:.2f}x")
     if "stall" in figures:
         s = figures["stall"]
         lines.append(f"checkpoint {s['checkpoint_gb']:.2f} GB: loop stall {s['stall_first_s']:.2f} s at the first "

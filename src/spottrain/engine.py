@@ -1,5 +1,6 @@
 """The DeepSpeed engine for a recipe: ZeRO stage, precision, accumulation and clipping from `train`, a client
-torch AdamW (torch's fused kernel on a GPU; nothing for DeepSpeed to compile) and a warmup + decay schedule that DeepSpeed steps and checkpoints."""
+torch AdamW (torch's fused kernel on a GPU; nothing for DeepSpeed to compile) and a warmup + decay schedule that
+DeepSpeed steps and checkpoints."""
 
 from __future__ import annotations
 

@@ -2,11 +2,12 @@
 
 DeepSpeed's `save_checkpoint` hands each file's state to `checkpoint_engine.save(state, path)`. This engine copies
 every tensor into host memory there and returns: the loop stalls for that copy only. Host buffers are reused from
-one save to the next; on a GPU node they are page-locked (cudaHostRegister) on the upload thread after their first
-write, so the first save pays no page-locking of tens of GB in the loop and later saves copy at the link's speed. The files are written later, by `take_writes()`'s callable on the checkpointer's
-upload thread, with the engine DeepSpeed chose (torch.save and its serialisation setting), so they hold what a
-synchronous save writes, the tensors as host tensors (DeepSpeed loads every file onto the CPU first anyway), and
-resume loads them unchanged.
+one save to the next; on a GPU node they are page-locked (cudaHostRegister) off the loop, reserved after the
+first step or after their first write, so no save pays the page-locking of tens of GB and copies run at the link's
+speed. The files are written later, by `take_writes()`'s callable on the checkpointer's upload thread, with the
+engine DeepSpeed chose (torch.save and its serialisation setting), so they hold what a synchronous save writes,
+the tensors as host tensors (DeepSpeed loads every file onto the CPU first anyway), and resume loads them
+unchanged.
 
 Why not DeepSpeed's FastCheckpointEngine/DecoupledCheckpointEngine: they need the compiled async_io op (libaio),
 and the decoupled one commits from another process, out of the manifest-last order the checkpointer keeps; and
@@ -56,7 +57,7 @@ class SnapshotCheckpointEngine:
         for unused in self._buffers:  # reserved for a storage this save did not have: let it go
             _unpin(unused)
         self._buffers = []
-        device = torch.cuda.current_device() if torch.cuda.is_available() else None
+        device = _current_device()
 
         def write() -> None:
             for state, path in writes:
@@ -84,7 +85,7 @@ class SnapshotCheckpointEngine:
             states.append(engine.optimizer.state_dict())
         sizes = [nbytes for _, nbytes in {(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
                                           for state in states for t in _tensors_in(state)}]
-        device = torch.cuda.current_device() if torch.cuda.is_available() else None
+        device = _current_device()
 
         def allocate() -> None:
             try:
@@ -121,6 +122,11 @@ class SnapshotCheckpointEngine:
             self.allocated_in_loop += nbytes
         self._in_use.append(found)
         return found
+
+
+def _current_device():
+    """This rank's GPU, to page-lock with on a background thread (None without one)."""
+    return torch.cuda.current_device() if torch.cuda.is_available() else None
 
 
 def _pin(buffer: torch.UntypedStorage, device) -> None:
