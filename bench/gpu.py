@@ -165,8 +165,8 @@ def worker(out: Path, recipe: str, overrides: list[str]) -> None:
     cfg = loaded.recipe.train
     ranks = runtime.init_distributed()
     runtime.seed_everything(cfg.seed)
-    task = create_task(loaded.recipe, ranks)
-    sampler = StepSampler(task.training_indices(), per_gpu=cfg.batch.per_gpu, grad_accum=cfg.batch.grad_accum,
+    task = create_task(loaded.recipe, ranks, files=None)  # a bare loop is no run: nothing kept
+    sampler = StepSampler(task.training_indices, per_gpu=cfg.batch.per_gpu, grad_accum=cfg.batch.grad_accum,
                           world_size=ranks.world_size, rank=ranks.rank, seed=cfg.seed)
     total = min(sampler.total_steps(cfg.epochs, cfg.max_steps), int(os.environ["BENCH_STEPS"]))
     engine = build_engine(task.build_model(), cfg, ranks.world_size, total)

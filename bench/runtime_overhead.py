@@ -47,8 +47,8 @@ def worker(out: Path, overrides: list[str]) -> None:
     deepspeed.init_distributed(dist_backend="gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     runtime.seed_everything(cfg.seed)
-    task = create_task(loaded.recipe, runtime.Ranks(rank, rank, world))  # baseline: unweighted multi-token CE
-    sampler = StepSampler(task.training_indices(), per_gpu=cfg.batch.per_gpu, grad_accum=cfg.batch.grad_accum,
+    task = create_task(loaded.recipe, runtime.Ranks(rank, rank, world), files=None)  # baseline: no run files
+    sampler = StepSampler(task.training_indices, per_gpu=cfg.batch.per_gpu, grad_accum=cfg.batch.grad_accum,
                           world_size=world, rank=rank, seed=cfg.seed)
     total = sampler.total_steps(cfg.epochs, cfg.max_steps)
     engine = build_engine(task.build_model(), cfg, world, total)

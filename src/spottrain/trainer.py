@@ -21,8 +21,10 @@ import torch
 from spottrain import runtime
 from spottrain.batches import StepBatches
 from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful
+from spottrain.early_stopping import EarlyStopping
 from spottrain.engine import build_engine, consolidated_state_dict
 from spottrain.preemption import PreemptionNotice, report_exit_code
+from spottrain.run_files import RunFiles
 from spottrain.sampler import StepSampler
 from spottrain.startup import StartupClock
 from spottrain.tasks import CheckpointExtras, Task, create_task
@@ -114,10 +116,14 @@ def _train(loaded: LoadedRecipe) -> int:
     checkpoints.prefetch()  # a resumed attempt's checkpoint downloads while the model and engine are built
     clock.lap("setup")
 
-    task = create_task(loaded.recipe, ranks)
-    sampler = StepSampler(task.training_indices(), per_gpu=cfg.batch.per_gpu, grad_accum=cfg.batch.grad_accum,
+    task = create_task(loaded.recipe, ranks, RunFiles(store, run_id))
+    sampler = StepSampler(task.training_indices, per_gpu=cfg.batch.per_gpu, grad_accum=cfg.batch.grad_accum,
                           world_size=ranks.world_size, rank=ranks.rank, seed=cfg.seed)
     total_steps = sampler.total_steps(cfg.epochs, cfg.max_steps)
+    eval_every = cfg.eval.in_steps(sampler.steps_per_epoch)
+    checkpoints.policy = SavePolicy(cfg.checkpoint.in_steps(sampler.steps_per_epoch), cfg.checkpoint.best_metric,
+                                    cfg.checkpoint.best_mode)
+    stopping = EarlyStopping(cfg.early_stopping, cfg.checkpoint.best_metric, cfg.checkpoint.best_mode)
     model = task.build_model()
     clock.lap("model")
     engine = build_engine(model, cfg, ranks.world_size, total_steps)
@@ -126,7 +132,8 @@ def _train(loaded: LoadedRecipe) -> int:
     position = LoopPosition()
     tracker = tracker_setup.result() if tracker_setup else None
     clock.lap("tracking")
-    checkpoints.register(loop=position, **({"task": task} if isinstance(task, Stateful) else {}),
+    checkpoints.register(loop=position, **({"early_stopping": stopping} if cfg.early_stopping else {}),
+                         **({"task": task} if isinstance(task, Stateful) else {}),
                          **({"tracker": tracker} if tracker else {}))
     if checkpoints.resume(engine):  # from the final checkpoint too: then only what follows it is left to do
         log.info("resumed run %s at step %d from %s", run_id, position.step, checkpoints.store.uri)
@@ -138,11 +145,12 @@ def _train(loaded: LoadedRecipe) -> int:
 
     progress = _Progress(progress_path(cfg.checkpoint.local_dir, run_id), position.step, total_steps, ranks)
     batches = StepBatches(task, sampler, runtime.device(), total_steps, ahead=cfg.performance.prefetch_steps)
-    while position.step < total_steps:
+    lr_metric = getattr(task, "learning_rate_metric", "train/learning_rate")
+    while position.step < total_steps and not stopping.stopped:
         step_started, lr = time.perf_counter(), engine.get_lr()[0]
         metrics = _train_step(engine, task, batches.of_step(position.step))
         position.step += 1
-        step, final = position.step, position.step == total_steps
+        step, at_end = position.step, position.step == total_steps
         progress.advance(step)
         if progress.first_step_of_attempt(step):
             clock.lap("first_step")
@@ -151,17 +159,21 @@ def _train(loaded: LoadedRecipe) -> int:
             if tracker:
                 tracker.log({**clock.metrics(), "perf/start_to_first_step_seconds": time.perf_counter() - started},
                             step)
+        step_seconds = time.perf_counter() - step_started
+        evaluated = _evaluate(engine, task) if step % eval_every == 0 or at_end else {}
+        final = at_end or stopping.update(evaluated)  # every rank: the metrics are averaged across ranks
         if step % cfg.log_every_steps == 0 or final:
-            logged = {**runtime.mean_across_ranks(metrics), "train/learning_rate": lr,
-                      "train/epoch": sampler.epoch_of(step)}
+            logged = {**runtime.mean_across_ranks(metrics), lr_metric: lr, "train/epoch": sampler.epoch_of(step)}
             if tracker:
-                tracker.log({**logged, "perf/step_seconds": time.perf_counter() - step_started,
+                tracker.log({**logged, "perf/step_seconds": step_seconds,
                              "checkpoint/upload_retries": checkpoints.upload_retries,
                              **dict(checkpoints.transfers)}, step)
             progress.show(logged)
-        evaluated = _evaluate(engine, task) if step % cfg.eval.every_steps == 0 or final else {}
         if tracker and evaluated:
             tracker.log(evaluated, step)
+        if stopping.stopped and ranks.is_main:
+            log.info("stopped early at step %d (epoch %.4g of %s): %s best %.6g", step, sampler.epoch_of(step),
+                     cfg.epochs, stopping.metric, stopping.best)
         preempted, store_failed, permanently = runtime.any_rank(notice.received, checkpoints.failure is not None,
                                                                  checkpoints.failed_permanently)
         if store_failed:  # the first checkpoint that cannot become durable stops the run
@@ -222,10 +234,10 @@ def _evaluate(engine, task: Task) -> dict[str, float]:
 
 
 def _checkpointer(cfg, store, run_id: str, ranks) -> Checkpointer:
-    checkpoint = cfg.checkpoint
-    return Checkpointer(store=store, local_root=Path(checkpoint.local_dir), run_id=run_id, ranks=ranks,
-                        keep=checkpoint.keep,
-                        policy=SavePolicy(checkpoint.every_steps, checkpoint.best_metric, checkpoint.best_mode))
+    """Made before the task (to prefetch a resumed attempt's files); its save policy follows once the length of
+    an epoch is known."""
+    return Checkpointer(store=store, local_root=Path(cfg.checkpoint.local_dir), run_id=run_id, ranks=ranks,
+                        keep=cfg.checkpoint.keep)
 
 
 def _extra_tensors(cfg, ranks, engine, task: Task):

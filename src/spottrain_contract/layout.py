@@ -7,6 +7,8 @@
     <run id>/final-hf/                              the final weights as a from_pretrained directory
     <run id>/COMPLETE.json                          written last of all: export published, metrics sent
     <run id>/recipe.resolved.yaml                   the settings the run was launched with (a resume must match)
+    <run id>/task/<name>                            what a task keeps with its run (the ranker's data split)
+    <run id>/eval/<checkpoint>.json                 `launch eval`'s results, one file per checkpoint evaluated
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ BEST_POINTER = "BEST.json"
 FINAL_EXPORT = "final-hf"
 RUN_COMPLETE = "COMPLETE.json"
 LAUNCHED_RECIPE = "recipe.resolved.yaml"
+TASK_FILES = "task"
+EVALUATIONS = "eval"
 TRAINER_STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _RANK_FILE = re.compile(r"(?:zero_pp_rank_|rank-)(\d+)")

@@ -182,10 +182,34 @@ class Schedule(Strict):
     min_lr_ratio: Annotated[float, between(0, 1)] = 0.0
 
 
-class Checkpoint(Strict):
+class Cadence(Strict):
+    """How often something happens in the loop: every N optimizer steps, or every N epochs (a task whose epochs
+    are its natural unit, like the ranker's); one of the two, never both."""
+
+    every_steps: Optional[PositiveInt] = None
+    every_epochs: Optional[PositiveInt] = None
+
+    @model_validator(mode="after")
+    def _one_unit(self):
+        both = {"every_steps", "every_epochs"} <= self.model_fields_set
+        if both and self.every_steps is not None and self.every_epochs is not None:
+            raise FieldProblem("every_epochs", f"set every_steps or every_epochs, not both (got every_steps "
+                                               f"{self.every_steps} and every_epochs {self.every_epochs}): "
+                                               f"set the other to null")
+        if self.every_steps is None and self.every_epochs is None:
+            raise FieldProblem("every_steps", "required: how often (every_steps, or every_epochs)")
+        return self
+
+    def in_steps(self, steps_per_epoch: int) -> int:
+        """The interval in optimizer steps, for a run of `steps_per_epoch` steps an epoch."""
+        return self.every_epochs * steps_per_epoch if self.every_epochs is not None else self.every_steps
+
+
+class Checkpoint(Cadence):
     uri: str = Field(description="Durable store: s3://bucket/prefix, or a local directory.")
     local_dir: str = Field(description="Where each rank writes its shards before upload.")
-    every_steps: PositiveInt = Field(description="Save every N optimizer steps.")
+    every_steps: Optional[PositiveInt] = Field(None, description="Save every N optimizer steps.")
+    every_epochs: Optional[PositiveInt] = Field(None, description="Save every N epochs (instead of every_steps).")
     keep: PositiveInt = Field(3, description="Newest complete intermediate checkpoints kept (best and final always).")
     best_metric: str = Field("val/loss", description="Metric that picks the best checkpoint.")
     best_mode: Literal["min", "max"] = "min"
@@ -215,8 +239,19 @@ class Performance(Strict):
         1, description="Steps of micro-batches prepared ahead on a background thread (pinned memory on a GPU).")
 
 
-class Evaluation(Strict):
-    every_steps: PositiveInt = Field(500, description="Evaluate every N optimizer steps (and at the end).")
+class Evaluation(Cadence):
+    every_steps: Optional[PositiveInt] = Field(500, description="Evaluate every N optimizer steps (and at the "
+                                                                "end), unless every_epochs is set.")
+    every_epochs: Optional[PositiveInt] = Field(None, description="Evaluate every N epochs (and at the end).")
+
+
+class EarlyStopping(Strict):
+    """Stop once the run's best metric (`checkpoint.best_metric`, in `checkpoint.best_mode`) has not improved
+    for `patience` evaluations in a row; the run then ends as if at its last step (final checkpoint, export)."""
+
+    patience: PositiveInt = Field(description="Evaluations without improvement before the run stops.")
+    min_delta: Annotated[float, between(0, 1e9)] = Field(
+        0.0, description="An improvement smaller than this does not count.")
 
 
 class Train(Strict):
@@ -234,6 +269,8 @@ class Train(Strict):
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
     performance: Performance = Field(default_factory=Performance)
     eval: Evaluation = Field(default_factory=Evaluation)
+    early_stopping: Optional[EarlyStopping] = Field(None, description="Stop when the best metric stops "
+                                                                      "improving (off when unset).")
 
 
 class Recipe(Strict):

@@ -84,10 +84,11 @@ CASES = [
     Case("top level is not a mapping", {"x.yaml": "- extends: _base.yaml\n"},
          "recipes/x.yaml: expected a mapping at the top level, got list"),
     Case("missing task", {"x.yaml": stage().replace("task: baseline\n", "")},
-         "recipes/x.yaml: task: required key is missing (known tasks: baseline, critic, verifiable, rho1)"),
+         "recipes/x.yaml: task: required key is missing (known tasks: baseline, critic, verifiable, rho1, "
+         "pairwise_ranking)"),
     Case("unknown task", {"x.yaml": stage(task="rho2")},
          "recipes/x.yaml: task: unknown task 'rho2': did you mean 'rho1'? expected one of baseline, critic, "
-         "verifiable, rho1"),
+         "verifiable, rho1, pairwise_ranking"),
     Case("the old key names the new one", {"x.yaml": stage().replace("task: baseline\n", "pipeline: baseline\n")},
          "recipes/x.yaml: pipeline: renamed to `task` (what the stage trains; `launch pipeline` runs stages in "
          "sequence)"),
@@ -116,7 +117,12 @@ CASES = [
          "recipes/x.yaml: profiles.fast: expected a mapping of dotted keys to values", profile="fast"),
     Case("another task's section", {"x.yaml": stage(train="  rho1: {reference_model: micro}\n")},
          "recipes/x.yaml: train.rho1: unknown key (expected one of: model, data, batch, epochs, max_steps, seed, "
-         "log_every_steps, optim, schedule, checkpoint, deepspeed, performance, eval)"),
+         "log_every_steps, optim, schedule, checkpoint, deepspeed, performance, eval, early_stopping)"),
+    Case("evaluation cadence in steps and in epochs", {"x.yaml": stage(train="  eval: {every_epochs: 1}\n")},
+         "recipes/x.yaml: train.eval.every_epochs: set every_steps or every_epochs, not both (got every_steps 500 "
+         "and every_epochs 1): set the other to null"),
+    Case("checkpoints without a cadence", {"x.yaml": stage()}, "--override: train.checkpoint.every_steps: required: "
+         "how often (every_steps, or every_epochs)", overrides=("train.checkpoint.every_steps=null",)),
     Case("task without its section", {"x.yaml": stage("critic")},
          "recipes/x.yaml: train.critic: required key is missing"),
     Case("invalid job name", {"x.yaml": stage().replace("name: x-stage", "name: X_Stage")},

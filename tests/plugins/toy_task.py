@@ -35,7 +35,7 @@ class ToyBatch:
 
 
 class ToyTask:
-    def __init__(self, train, ranks):
+    def __init__(self, train, ranks, files=None):
         import torch
 
         self.ranks, self.zero_stage = ranks, train.deepspeed.zero_stage
@@ -51,7 +51,7 @@ class ToyTask:
 
         return torch.nn.Linear(self.x.shape[1], 1, bias=False)
 
-    def training_indices(self) -> list[int]:
+    def training_indices(self, epoch: int) -> list[int]:
         return list(range(self.train_count))
 
     def batch(self, indices):

@@ -167,7 +167,8 @@ def resume_overrides(zero_stage: int) -> tuple[str, ...]:
 RUN_SPECIFIC_STATE = ("run_id", "tracker")  # ids, and the MLflow run with what it had not yet received
 
 
-def assert_runs_match(run: TrainingRun, reference: TrainingRun, steps: int) -> None:
+def assert_runs_match(run: TrainingRun, reference: TrainingRun, steps: int,
+                      lr_metric: str = "train/learning_rate") -> None:
     """Same final checkpoint bit for bit (minus the run's own ids) and the same metrics, each step once."""
     assert run.final_step() == reference.final_step() == steps
     ours, theirs = run.checkpoint_tensors(steps), reference.checkpoint_tensors(steps)
@@ -179,7 +180,7 @@ def assert_runs_match(run: TrainingRun, reference: TrainingRun, steps: int) -> N
     assert run.training_metrics() == keys
     for key in keys:
         assert run.metric_history(key) == reference.metric_history(key), key
-    assert [step for step, _ in run.metric_history("train/learning_rate")] == list(range(1, steps + 1))
+    assert [step for step, _ in run.metric_history(lr_metric)] == list(range(1, steps + 1))
 
 
 def assert_same(a, b, path: str = "") -> None:

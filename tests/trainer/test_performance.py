@@ -33,7 +33,7 @@ class CountingTask:
 
 @pytest.mark.parametrize("ahead", [0, 1, 3])
 def test_prefetched_batches_are_the_sampler_s_in_order(ahead):
-    sampler = StepSampler(list(range(40)), per_gpu=2, grad_accum=3, world_size=1, rank=0, seed=7)
+    sampler = StepSampler(lambda epoch: range(40), per_gpu=2, grad_accum=3, world_size=1, rank=0, seed=7)
     task = CountingTask()
     batches = StepBatches(task, sampler, torch.device("cpu"), total_steps=5, ahead=ahead)
     for step in range(5):

@@ -1,20 +1,24 @@
 """Training tasks: what a stage trains, on the one runtime (loop, DeepSpeed, checkpoints, tracking, preemption).
 
 A task is looked up by the recipe's `task` in the contract's table (`spottrain_contract.tasks`), which names its
-implementation; the trainer calls it with the validated `train` settings (common keys plus the task's options)
-and the process's ranks. The loop calls only what `Task` declares; a task that keeps state between steps (running
-statistics, say) is also `Stateful` and is saved in every checkpoint; one that must keep small modules beside
-each checkpoint (the critic's value head) also implements `CheckpointExtras`. Shared math lives in plain modules
-that tasks import, not in a base class.
+implementation; the trainer calls it with the validated `train` settings (common keys plus the task's options),
+the process's ranks and the run's files (`RunFiles`: what the task keeps with the run, like a data split). The
+loop calls only what `Task` declares; a task that keeps state between steps (running statistics, say) is also
+`Stateful` and is saved in every checkpoint; one that must keep small modules beside
+each checkpoint (the critic's value head) also implements `CheckpointExtras`; one whose weights can be judged on
+test data or used to predict (the ranker) is also `Evaluable` and `Predicts`. A task may name the metric its
+learning rate is logged as (`learning_rate_metric`, default `train/learning_rate`). Shared math lives in plain
+modules that tasks import, not in a base class.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from spottrain.run_files import RunFiles
 from spottrain.runtime import Ranks
 from spottrain_contract.plugins import load_object
 from spottrain_contract.schema import Recipe
@@ -29,11 +33,13 @@ class Task(Protocol):
     def build_model(self) -> torch.nn.Module:
         """The module DeepSpeed trains (built after the global seed is set: the same weights on every rank)."""
 
-    def training_indices(self) -> list[int]:
-        """Indices of the training examples the step sampler draws global batches from."""
+    def training_indices(self, epoch: int) -> Sequence[int]:
+        """The training examples of epoch `epoch` (0-based), which the step sampler shuffles into global batches:
+        a pure function of the settings and the epoch, as many every epoch. Most tasks return the same indices
+        every epoch; one that draws its examples (the ranker's pairs) draws them here."""
 
     def batch(self, indices: list[int]) -> Batch:
-        """The training micro-batch of these examples, on the CPU."""
+        """The training micro-batch of these examples (as `training_indices` returned them), on the CPU."""
 
     def loss(self, model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to backpropagate and the metrics to log (averaged over micro-batches and ranks)."""
@@ -48,12 +54,33 @@ class Task(Protocol):
 @runtime_checkable
 class CheckpointExtras(Protocol):
     def checkpoint_modules(self, model) -> dict[str, torch.nn.Module]:
-        """Small modules stored beside every checkpoint as NAME.safetensors."""
+        """Small modules stored beside every checkpoint as NAME.safetensors (what a later stage, an evaluation
+        or a prediction loads without DeepSpeed)."""
 
 
-def create_task(recipe: Recipe, ranks: Ranks) -> Task:
+@runtime_checkable
+class Evaluable(Protocol):
+    """A task whose trained weights `launch eval` judges on its held-out test data."""
+
+    def inference_model(self) -> torch.nn.Module:
+        """The model as built for inference (weights then loaded from `checkpoint_modules`)."""
+
+    def checkpoint_modules(self, model) -> dict[str, torch.nn.Module]: ...
+
+    def test_metrics(self, model) -> dict[str, float]:
+        """Metrics on the run's test data (one process, the model in eval mode)."""
+
+
+@runtime_checkable
+class Predicts(Protocol):
+    def predict(self, model, inputs: Sequence[str], out: Optional[Path]) -> str:
+        """`launch predict`'s answer for these inputs (also written to `out` when given)."""
+
+
+def create_task(recipe: Recipe, ranks: Ranks, files: Optional[RunFiles]) -> Task:
+    """`files` is None only outside a run (a benchmark's bare loop), for tasks that keep none."""
     implementation = load_object(TASKS.get(recipe.task).implementation)
-    return implementation(recipe.train, ranks)
+    return implementation(recipe.train, ranks, files)
 
 
-__all__ = ["Batch", "CheckpointExtras", "Task", "create_task"]
+__all__ = ["Batch", "CheckpointExtras", "Evaluable", "Predicts", "Task", "create_task"]

@@ -9,13 +9,13 @@ from spottrain.tasks.wmtp.workload import CodeMtpWorkload
 
 
 class BaselineTask:
-    def __init__(self, train, ranks):
+    def __init__(self, train, ranks, files=None):
         self.work = CodeMtpWorkload(train, ranks)
 
     def build_model(self):
         return self.work.build_mtp_model()
 
-    def training_indices(self) -> list[int]:
+    def training_indices(self, epoch: int) -> list[int]:
         return self.work.correct_indices()
 
     def batch(self, indices):

@@ -22,12 +22,12 @@ VALUE_HEAD_FILE = "value_head"
 
 
 class CriticTask:
-    def __init__(self, train, ranks):
+    def __init__(self, train, ranks, files=None):
         self.work = CodeMtpWorkload(train, ranks)
         self.options = train.critic
         self.partner: dict[int, int] = {}
 
-    def training_indices(self) -> list[int]:
+    def training_indices(self, epoch: int) -> list[int]:
         return self.select(self.work.records)
 
     def select(self, records) -> list[int]:

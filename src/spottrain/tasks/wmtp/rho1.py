@@ -23,12 +23,12 @@ from spottrain.tasks.wmtp.workload import CodeMtpWorkload
 
 
 class Rho1Task:
-    def __init__(self, train, ranks):
+    def __init__(self, train, ranks, files=None):
         self.work = CodeMtpWorkload(train, ranks)
         self.options, self.seed = train.rho1, train.seed
         self.reference = None
 
-    def training_indices(self) -> list[int]:
+    def training_indices(self, epoch: int) -> list[int]:
         return self.work.correct_indices()
 
     def batch(self, indices):

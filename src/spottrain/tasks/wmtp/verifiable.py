@@ -28,12 +28,12 @@ NO_CRITIC = ("train.verifiable.critic_checkpoint: the verifiable stage starts fr
 
 
 class VerifiableTask:
-    def __init__(self, train, ranks):
+    def __init__(self, train, ranks, files=None):
         self.objective = TdWeightedLoss(train.verifiable)
         self.work = CodeMtpWorkload(train, ranks)
         self.options, self.endpoint_url = train.verifiable, train.checkpoint.endpoint_url
 
-    def training_indices(self) -> list[int]:
+    def training_indices(self, epoch: int) -> list[int]:
         return self.work.correct_indices()
 
     def build_model(self):
