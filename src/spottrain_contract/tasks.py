@@ -31,6 +31,8 @@ TASKS: PluginTable[TaskSpec] = PluginTable("task", "spottrain.tasks", {
     "critic": TaskSpec("spottrain_contract.wmtp:CriticStage", "spottrain.tasks.wmtp.critic:CriticTask"),
     "verifiable": TaskSpec("spottrain_contract.wmtp:VerifiableStage", "spottrain.tasks.wmtp.verifiable:VerifiableTask"),
     "rho1": TaskSpec("spottrain_contract.wmtp:Rho1Stage", "spottrain.tasks.wmtp.rho1:Rho1Task"),
+    "pairwise_ranking": TaskSpec("spottrain_contract.ranking:PairwiseRankingStage",
+                                 "spottrain.tasks.ranking.task:PairwiseRankingTask"),
 })
 
 
