@@ -272,8 +272,9 @@ def _summary(plan) -> str:
     return plan.summary(get_target(plan.target).describe(plan.recipe))
 
 
-def _submit(plan, project_dir: Path, *, detach: bool = False) -> None:
-    """Submit; a run here is followed in the foreground (Ctrl-C stops it gracefully) unless detached."""
+def _submit(plan, project_dir: Path, *, detach: bool = False, training: bool = True) -> None:
+    """Submit; a run here is followed in the foreground (Ctrl-C stops it gracefully) unless detached. A job
+    that does not train (eval, predict) ends with its own output, not with where checkpoints went."""
     from launcher import runner
     from launcher.console import for_console
     from launcher.registry import Registry
@@ -309,6 +310,9 @@ def _submit(plan, project_dir: Path, *, detach: bool = False) -> None:
         click.echo(f"run {record.run_id} failed at step {final.step}: {reason} (log {record.log})")
         sys.exit(1)
     finished = final.state is RunState.FINISHED
+    if not training:
+        click.echo(f"job {record.run_id} {final.state}")
+        return
     click.echo(f"run {record.run_id} {final.state} at step {final.step}")
     click.echo(f"  checkpoints  {record.store}/{record.run_id}" + ("  (final weights in final-hf/)" if finished else ""))
     click.echo(f"  metrics      mlflow ui --backend-store-uri {record.tracking_uri}")
@@ -394,6 +398,48 @@ def stop(run_id):
 
     registry = Registry(_project_dir())
     click.echo(f"run {run_id} {runner.stop(registry, registry.get(run_id))}")
+
+
+_CHECKPOINT_HELP = "Which of the run's checkpoints: best, last, or a step number (default: best)."
+
+
+@cli.command("eval")
+@click.argument("run_id", shell_complete=_complete_runs)
+@click.option("--target", default=None, shell_complete=_complete_targets,
+              help="Where the evaluation runs (default: where the run trained).")
+@click.option("--checkpoint", default="best", show_default=True, help=_CHECKPOINT_HELP)
+@click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
+def evaluate(run_id, target, checkpoint, yes):
+    """Judge RUN_ID's weights on its stored test split: accuracy, pairs, per-gap accuracy, Kendall's tau."""
+    from launcher.weights import plan_weights_job
+
+    plan = plan_weights_job(_project_dir(), run_id, "eval", ["--checkpoint", checkpoint], target)
+    click.echo(f"evaluating run {run_id} ({checkpoint} checkpoint) on {plan.target} as job {plan.run_id}")
+    _confirm_spending(plan.target, yes, "Launch the evaluation?")
+    _submit(plan, _project_dir(), training=False)
+
+
+@cli.command()
+@click.argument("run_id", shell_complete=_complete_runs)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--target", default=None, shell_complete=_complete_targets,
+              help="Where the prediction runs (default: where the run trained); inputs are paths there.")
+@click.option("--checkpoint", default="best", show_default=True, help=_CHECKPOINT_HELP)
+@click.option("-o", "--out", default=None, help="Write the results to this file (on the machine that runs it).")
+@click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
+def predict(run_id, inputs, target, checkpoint, out, yes):
+    """Use RUN_ID's weights on INPUTS: IMAGE_A IMAGE_B (the winner), a CSV of pairs (JSONL) or a folder (a
+    ranked CSV)."""
+    from launcher.weights import input_paths, plan_weights_job, trained_on
+
+    project_dir = _project_dir()
+    target = target or trained_on(project_dir, run_id, "predict")
+    arguments = ["--checkpoint", checkpoint, *(["--out", *input_paths([out], target)] if out else []),
+                 *input_paths(inputs, target)]
+    plan = plan_weights_job(project_dir, run_id, "predict", arguments, target)
+    click.echo(f"predicting with run {run_id} ({checkpoint} checkpoint) on {plan.target} as job {plan.run_id}")
+    _confirm_spending(plan.target, yes, "Launch the prediction?")
+    _submit(plan, project_dir, training=False)
 
 
 @cli.command()

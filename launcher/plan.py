@@ -32,6 +32,7 @@ class LaunchPlan:
     run_id: str
     code: Optional[CodeVersion] = None
     chaos: Optional[str] = None  # targets that run here: kill the job at random moments (launcher.supervisor)
+    command: tuple[str, ...] = ("train",)  # what the job runs: `python -m spottrain <command>` under torchrun
     notes: tuple[str, ...] = ()  # summary lines about what is settled only at launch (e.g. the critic lookup)
 
     @property

@@ -34,11 +34,12 @@ def render_template(template: str, **values) -> str:
 
 
 def run_script(plan: LaunchPlan, rendezvous: str, exports: Optional[dict[str, str]] = None) -> str:
-    """torchrun around `python -m spottrain train`, which trains the recipe shipped in the job's environment;
-    `exports` puts that environment in the script itself, for a target without an env section."""
+    """torchrun around `python -m spottrain train` (or the plan's other command: eval, predict), which reads the
+    recipe shipped in the job's environment; `exports` puts that environment in the script itself, for a target
+    without an env section."""
     return render_template(
         "torchrun.sh.j2", rendezvous=rendezvous, gpus=plan.recipe.resources.gpus,
-        master_port=job.MASTER_PORT, trainer_module=job.TRAINER_MODULE, trainer_args=["train"],
+        master_port=job.MASTER_PORT, trainer_module=job.TRAINER_MODULE, trainer_args=list(plan.command),
         exit_file_env=job.EXIT_FILE_ENV, exports=exports or {})
 
 

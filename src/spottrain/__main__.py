@@ -1,4 +1,5 @@
 """`python -m spottrain train` under torchrun: trains the recipe the launch shipped in $SPOTTRAIN_RECIPE.
+`python -m spottrain eval --run-id RUN` and `predict --run-id RUN INPUT...` use a run's trained weights (`offline`).
 
 Without a launcher (a node set up by hand), `--recipe recipes/NAME.yaml [--profile P] [--override k=v ...]`
 resolves a recipe file here instead.
@@ -21,9 +22,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spottrain")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train (or resume) the run named by $SPOTTRAIN_RUN_ID")
-    train.add_argument("--recipe", default=None, help=f"recipe file (default: the recipe shipped in ${RECIPE_ENV})")
-    train.add_argument("--profile", default=None)
-    train.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    evaluate = commands.add_parser("eval", help="a run's test metrics, from one of its checkpoints")
+    predict = commands.add_parser("predict", help="a run's predictions for INPUTS, from one of its checkpoints")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    predict.add_argument("--out", type=Path, default=None, help="write the results here (default: stdout)")
+    for command in (train, evaluate, predict):
+        command.add_argument("--recipe", default=None,
+                             help=f"recipe file (default: the recipe shipped in ${RECIPE_ENV})")
+        command.add_argument("--profile", default=None)
+        command.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    for command in (evaluate, predict):
+        command.add_argument("--run-id", dest="run", required=True, help="the training run whose weights are used")
+        command.add_argument("--checkpoint", default="best", help="best, last, or a step (default: best)")
     args = parser.parse_args(argv)
     try:
         if args.recipe:
@@ -36,9 +46,28 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         report_exit_code(DO_NOT_RESTART_EXIT_CODE)  # a recipe that does not validate never will
         return DO_NOT_RESTART_EXIT_CODE
-    from spottrain.trainer import train as run_training
+    if args.command == "train":
+        from spottrain.trainer import train as run_training
 
-    return run_training(loaded)
+        return run_training(loaded)
+    return _use_weights(args, loaded)
+
+
+def _use_weights(args, loaded) -> int:
+    """eval / predict: one process; a bad input or setting is one line and the do-not-restart code."""
+    from spottrain import offline
+
+    try:
+        if args.command == "eval":
+            offline.evaluate(loaded, args.run, args.checkpoint)
+        else:
+            offline.predict(loaded, args.run, args.checkpoint, args.inputs, args.out)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        report_exit_code(DO_NOT_RESTART_EXIT_CODE)
+        return DO_NOT_RESTART_EXIT_CODE
+    report_exit_code(0)
+    return 0
 
 
 if __name__ == "__main__":

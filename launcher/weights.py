@@ -1,0 +1,48 @@
+"""Jobs that use a run's trained weights: `launch eval RUN` (the task's test metrics) and `launch predict RUN
+INPUT...`. Each is a job like a training run, on any target and in the registry under its own id
+(`<run>-eval-<hex>`), running `python -m spottrain eval|predict --run-id RUN` on one GPU with the settings the
+run was launched with (its profile and overrides, read from the registry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets as _random
+from pathlib import Path
+from typing import Optional, Sequence
+
+from launcher import runner
+from launcher.plan import LaunchPlan, code_version, plan_launch
+from launcher.registry import Registry
+from launcher.targets import get_target
+from spottrain_contract.errors import UserError
+
+
+def trained_on(project_dir: Path, run_id: str, verb: str) -> str:
+    """The target the run trained on (the default place to use its weights)."""
+    registry = Registry(project_dir)
+    if not registry.exists(run_id):
+        raise UserError(f"run {run_id} is not in this project's registry (launch status lists them): {verb} "
+                        f"needs the settings it was launched with")
+    return registry.get(run_id).target
+
+
+def plan_weights_job(project_dir: Path, run_id: str, verb: str, arguments: Sequence[str],
+                     target: Optional[str]) -> LaunchPlan:
+    """A one-GPU job running `python -m spottrain VERB --run-id RUN ARGUMENTS` on `target` (default: the run's)."""
+    target = target or trained_on(project_dir, run_id, verb)
+    launched = runner.launched_recipe(project_dir, run_id)
+    if launched is None:
+        raise UserError(f"run {run_id}: its registry record keeps no recipe (launched by an older launch?)")
+    one_gpu = ("resources.gpus=1", "resources.nodes=1")  # after the run's own: a run on 8 GPUs is judged on 1
+    plan = plan_launch(launched.name, target=target, project_dir=project_dir, profile=launched.profile,
+                       overrides=[*launched.overrides, *one_gpu],
+                       run_id=f"{run_id}-{verb}-{_random.token_hex(2)}", code=code_version(project_dir))
+    return dataclasses.replace(plan, command=(verb, "--run-id", run_id, *arguments))
+
+
+def input_paths(paths: Sequence[str], target: str) -> list[str]:
+    """Inputs as the job sees them: absolute on this machine, as given (a node's paths, a volume's) elsewhere."""
+    if get_target(target).RUNS_HERE:
+        return [str(Path(p).resolve()) for p in paths]
+    return list(paths)

@@ -1,0 +1,53 @@
+"""`launch eval` and `launch predict` as jobs: a run's own settings on one GPU of its target, the command that
+uses its weights, and one-line refusals (the end-to-end runs are in tests/trainer/test_ranking_runs.py)."""
+
+from __future__ import annotations
+
+import time
+
+import yaml
+
+from launch_helpers import copy_real_recipes, run_launch
+from launcher.plan import plan_launch
+from launcher.registry import Registry, RunRecord
+from launcher.secrets import MaskedSecrets
+from launcher.targets import get_target
+from launcher.weights import input_paths, plan_weights_job
+from spottrain_contract.job import RunState
+
+
+def registered(project, run_id: str, target: str, overrides=()) -> None:
+    """A run of the ranking recipe as `launch recipe` records it."""
+    plan = plan_launch("pairwise_ranking", target=target, project_dir=project, overrides=overrides, run_id=run_id)
+    Registry(project).save(RunRecord(run_id=run_id, recipe="pairwise_ranking", target=target,
+                                     state=RunState.FINISHED, started=time.time(), store="s3://b/runs",
+                                     local_dir="/l", tracking_uri="", project=str(project),
+                                     recipe_document=plan.loaded.shipped()))
+
+
+def test_an_evaluation_is_a_one_gpu_job_of_the_run_with_its_settings_on_its_target(tmp_path):
+    project = copy_real_recipes(tmp_path, ("pairwise_ranking",))
+    registered(project, "ranker-1", "skypilot", overrides=("train.model.dropout=0.3", "resources.gpus=4"))
+    plan = plan_weights_job(project, "ranker-1", "eval", ["--checkpoint", "best"], None)
+    assert plan.target == "skypilot" and plan.run_id.startswith("ranker-1-eval-")
+    assert plan.recipe.resources.gpus == 1 and plan.recipe.train.model.dropout == 0.3
+    document = yaml.safe_load(get_target("skypilot").render(plan, MaskedSecrets(plan.recipe.secrets)))
+    assert document["resources"]["accelerators"] == "L4:1"
+    assert "-m spottrain eval --run-id ranker-1 --checkpoint best &" in document["run"]
+    assert document["envs"]["SPOTTRAIN_RUN_ID"] == plan.run_id
+
+
+def test_predict_inputs_are_absolute_here_and_node_paths_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert input_paths(["a.png", "/data/b.png"], "local") == [str(tmp_path / "a.png"), "/data/b.png"]
+    assert input_paths(["a.png"], "skypilot") == ["a.png"]
+
+
+def test_eval_and_predict_of_an_unknown_run_are_one_line_errors(tmp_path, private_home):
+    project = copy_real_recipes(tmp_path, ("pairwise_ranking",))
+    for args in (["eval", "nope"], ["predict", "nope", "a.png", "b.png"]):
+        done = run_launch(*args, home=private_home, cwd=project)
+        verb = args[0]
+        assert (done.returncode, done.stderr.strip()) == (
+            2, f"error: run nope is not in this project's registry (launch status lists them): {verb} needs the "
+               f"settings it was launched with")
