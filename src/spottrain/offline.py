@@ -9,7 +9,6 @@ trained it. The data split is the one the run stored (`RunFiles`, read only).
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -24,8 +23,6 @@ from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe
 from spottrain_contract.store import open_store, with_retries
-
-log = logging.getLogger("spottrain")
 
 
 def resolve_step(stored: StoredRun, checkpoint: str) -> int:
