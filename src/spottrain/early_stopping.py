@@ -7,12 +7,9 @@ evaluation an uninterrupted run stops at, and a run resumed from the checkpoint 
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 from spottrain_contract.schema import EarlyStopping as EarlyStoppingSettings
-
-log = logging.getLogger(__name__)
 
 
 class EarlyStopping:
@@ -32,9 +29,6 @@ class EarlyStopping:
         else:
             self.stale += 1
         self.stopped = self.stale >= self.settings.patience
-        if self.stopped:
-            log.info("early stopping: %s has not improved on %.6g for %d evaluations", self.metric, self.best,
-                     self.stale)
         return self.stopped
 
     def _improves(self, value: float) -> bool:

@@ -172,8 +172,8 @@ def _train(loaded: LoadedRecipe) -> int:
         if tracker and evaluated:
             tracker.log(evaluated, step)
         if stopping.stopped and ranks.is_main:
-            log.info("stopped early at step %d (epoch %.4g of %s): %s best %.6g", step, sampler.epoch_of(step),
-                     cfg.epochs, stopping.metric, stopping.best)
+            log.info("stopped early at step %d (epoch %.4g of %s): %s best %.6g, not bettered in %d evaluations",
+                     step, sampler.epoch_of(step), cfg.epochs, stopping.metric, stopping.best, stopping.stale)
         preempted, store_failed, permanently = runtime.any_rank(notice.received, checkpoints.failure is not None,
                                                                  checkpoints.failed_permanently)
         if store_failed:  # the first checkpoint that cannot become durable stops the run
