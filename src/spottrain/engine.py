@@ -27,9 +27,12 @@ class WarmupDecay:
         return self.min_ratio + (1 - self.min_ratio) * shape
 
 
-def deepspeed_config(train, world_size: int) -> dict:
+def deepspeed_config(train, world_size: int, load_universal: bool = False) -> dict:
+    """`load_universal`: the engine will resume from a checkpoint converted to DeepSpeed's universal format (one
+    written by another world size, see `elastic`)."""
     precision = train.deepspeed.precision
     return {
+        "checkpoint": {"load_universal": load_universal},
         "train_micro_batch_size_per_gpu": train.batch.per_gpu,
         "gradient_accumulation_steps": train.batch.grad_accum,
         "train_batch_size": train.batch.per_gpu * train.batch.grad_accum * world_size,
@@ -43,7 +46,7 @@ def deepspeed_config(train, world_size: int) -> dict:
     }
 
 
-def build_engine(model: torch.nn.Module, train, world_size: int, total_steps: int):
+def build_engine(model: torch.nn.Module, train, world_size: int, total_steps: int, load_universal: bool = False):
     import deepspeed
 
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -55,7 +58,7 @@ def build_engine(model: torch.nn.Module, train, world_size: int, total_steps: in
                            train.schedule.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(train, world_size))
+                                           config=deepspeed_config(train, world_size, load_universal))
     return engine
 
 

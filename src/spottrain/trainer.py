@@ -22,6 +22,7 @@ from spottrain import runtime
 from spottrain.batches import StepBatches
 from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful
 from spottrain.early_stopping import EarlyStopping
+from spottrain.elastic import fitted_to_world
 from spottrain.engine import build_engine, consolidated_state_dict
 from spottrain.preemption import PreemptionNotice, report_exit_code
 from spottrain.run_files import RunFiles
@@ -92,7 +93,6 @@ def _record_failure(loaded: LoadedRecipe, reason: str) -> bool:
 
 def _train(loaded: LoadedRecipe) -> int:
     started, clock = time.perf_counter(), StartupClock()
-    cfg = loaded.recipe.train
     run_id = os.environ.get(RUN_ID_ENV)
     if not run_id:
         raise SystemExit(f"{RUN_ID_ENV} is not set: start training with `launch recipe {loaded.name}`, "
@@ -101,6 +101,8 @@ def _train(loaded: LoadedRecipe) -> int:
     ranks = runtime.init_distributed()
     logging.basicConfig(level=logging.INFO if ranks.is_main else logging.WARNING,
                         format=f"[rank {ranks.rank}] %(asctime)s %(name)s: %(message)s")
+    # the ranks present may differ from the recipe's (spot capacity): the global batch is the recipe's
+    cfg = fitted_to_world(loaded.recipe.train, loaded.recipe.world_size, ranks.world_size)
     store = open_store(cfg.checkpoint.uri, cfg.checkpoint.endpoint_url)
     done = StoredRun(store, run_id).completed()
     if done is not None:  # before anything is built: a finished run says so in seconds
@@ -126,7 +128,7 @@ def _train(loaded: LoadedRecipe) -> int:
     stopping = EarlyStopping(cfg.early_stopping, cfg.checkpoint.best_metric, cfg.checkpoint.best_mode)
     model = task.build_model()
     clock.lap("model")
-    engine = build_engine(model, cfg, ranks.world_size, total_steps)
+    engine = build_engine(model, cfg, ranks.world_size, total_steps, load_universal=checkpoints.loads_universal())
     clock.lap("engine")
     checkpoints.extra_tensors = _extra_tensors(cfg, ranks, engine, task)
     position = LoopPosition()
@@ -237,7 +239,7 @@ def _checkpointer(cfg, store, run_id: str, ranks) -> Checkpointer:
     """Made before the task (to prefetch a resumed attempt's files); its save policy follows once the length of
     an epoch is known."""
     return Checkpointer(store=store, local_root=Path(cfg.checkpoint.local_dir), run_id=run_id, ranks=ranks,
-                        keep=cfg.checkpoint.keep)
+                        keep=cfg.checkpoint.keep, seed=cfg.seed)
 
 
 def _extra_tensors(cfg, ranks, engine, task: Task):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,7 @@ class TrainingRun:
     overrides: tuple[str, ...]
     recipe: str = "baseline"
     changes: tuple[str, ...] = ()  # settings a resume was allowed to change (launch --allow-changes)
+    ranks: Optional[int] = None  # ranks the platform gave this attempt, when not the recipe's GPUs (spot capacity)
 
     @property
     def store(self) -> Path:
@@ -57,7 +59,10 @@ class TrainingRun:
                            overrides=[f"train.checkpoint.uri={self.store}", f"train.checkpoint.local_dir={self.local}",
                                       *self.overrides], run_id=self.run_id)
         plan = dataclasses.replace(plan, loaded=dataclasses.replace(plan.loaded, changes=self.changes))
-        return local.render(plan, None)
+        script = local.render(plan, None)
+        if self.ranks is not None:  # what torchrun starts, as SkyPilot's run script takes it from the GPUs present
+            script = re.sub(r"--nproc_per_node=\d+", f"--nproc_per_node={self.ranks}", script)
+        return script
 
     def start(self) -> subprocess.Popen:
         self.marker = processes.new_marker()

@@ -435,14 +435,21 @@ def test_restore_replaces_a_corrupted_local_copy_from_the_store(new_store, check
     assert all(torch.equal(saved[k], v) for k, v in _weights(engine).items())
 
 
-def test_fetch_refuses_a_checkpoint_written_by_another_world_size(store, checkpointer, engine):
+def test_a_checkpoint_of_another_world_size_is_fetched_whole_to_be_resharded(store, checkpointer, engine):
+    """Written by 4 ranks (so the manifest says), resumed by this one: every file comes, the other ranks' shards
+    included, and the engine must load DeepSpeed's universal format (the ZeRO-2 shards are resharded)."""
     checkpoints = checkpointer(store)
     _save(checkpoints, engine, [1])
+    assert not checkpoints.loads_universal()
     key = layout.step_prefix(RUN, 1) + layout.MANIFEST
     store.put_bytes(store.get_bytes(key).replace(b'"world_size": 1', b'"world_size": 4'), key)
+    restarted = checkpointer(store)
+    manifest = restarted.manifest(1)
 
-    with pytest.raises(ConfigurationError, match="written by 4 ranks, this job has 1"):
-        checkpoints.fetch(checkpoints.manifest(1))
+    assert restarted.loads_universal()
+    step_dir = restarted.fetch(manifest)
+    assert sorted(str(p.relative_to(step_dir)) for p in step_dir.rglob("*") if p.is_file()) == sorted(
+        e.path for e in manifest.files)
 
 
 # --- under injected S3 faults ----------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ trainer writes the rank's RNG state (and, on rank 0, the trainer state); the loo
 Write and upload (background, one save at a time): the snapshot's files go to local disk, then each rank uploads
 the files it owns and a part list of them; rank 0 waits for every part, writes MANIFEST.json last, points
 BEST.json at it if it is the best so far, then applies retention.
-Restore: newest complete manifest; each rank fetches only the files it reads, reusing verified local copies.
+Restore: newest complete manifest; each rank fetches only the files it reads, reusing verified local copies. A
+checkpoint of another world size (the capacity that came back) is fetched whole by each node's local rank 0 and
+resharded (`elastic`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import torch
 
-from spottrain import runtime
+from spottrain import elastic, runtime
 from spottrain.checkpoint.retention import checkpoints_to_delete
 from spottrain.checkpoint.snapshot import snapshotting
 from spottrain.checkpoint.transfers import TransferMeter
@@ -41,6 +43,7 @@ from spottrain_contract.store import CheckpointStore, is_permanent, store_failur
 log = logging.getLogger(__name__)
 PARTS_TIMEOUT_S = 3600.0
 FETCH_THREADS = 8
+UNIVERSAL_DIR = "universal"  # under the run's local directory: checkpoints converted for another world size
 
 
 class ChecksumMismatch(RuntimeError):
@@ -78,10 +81,12 @@ class SavePolicy:
 class Checkpointer:
     def __init__(self, *, store: CheckpointStore, local_root: Path, run_id: str, ranks: runtime.Ranks,
                  keep: int, on_retry: Optional[Callable[[str], None]] = None, policy: Optional[SavePolicy] = None,
-                 extra_tensors: Callable[[], dict[str, Optional[dict]]] = dict, progress_every: float = 10.0):
+                 extra_tensors: Callable[[], dict[str, Optional[dict]]] = dict, progress_every: float = 10.0,
+                 seed: int = 0):
         """`extra_tensors` is asked at every save (on every rank) for small modules to store beside the
-        checkpoint as safetensors (name → state dict on rank 0)."""
-        self.store, self.run_id, self.ranks, self.keep = store, run_id, ranks, keep
+        checkpoint as safetensors (name → state dict on rank 0); `seed` derives the RNG of ranks resumed from a
+        checkpoint of another world size."""
+        self.store, self.run_id, self.ranks, self.keep, self.seed = store, run_id, ranks, keep, seed
         self.policy, self.extra_tensors = policy, extra_tensors
         self._states: dict[str, Stateful] = {}
         self.best: Optional[dict] = None
@@ -89,6 +94,7 @@ class Checkpointer:
         self.local_dir.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload")
         self._prefetched: Optional[Future] = None
+        self._newest: Optional[Future] = None  # the newest complete manifest, known before its files arrive
         self._verified: set[tuple[Path, str]] = set()  # local files checked against a manifest in this process
         self._pending: list[Future] = []
         self._lock = threading.Lock()
@@ -138,20 +144,29 @@ class Checkpointer:
     def prefetch(self) -> None:
         """Start fetching this rank's files of the newest complete checkpoint in the background: a resumed
         attempt downloads while it builds its model and engine, and `resume` waits for the rest."""
-        future: Future = Future()
+        future, newest_known = Future(), Future()
 
         def fetch_newest() -> None:
             try:
                 newest = self.stored.newest()
+                newest_known.set_result(newest)
                 if newest is not None:
                     self._download_files(newest)
                 future.set_result(newest)
             except BaseException as exc:
-                future.set_exception(exc)
+                for pending in (newest_known, future):
+                    if not pending.done():
+                        pending.set_exception(exc)
 
         # A daemon thread: an attempt that fails before it resumes exits at once, not after the download.
         threading.Thread(target=fetch_newest, name="checkpoint-prefetch", daemon=True).start()
-        self._prefetched = future
+        self._prefetched, self._newest = future, newest_known
+
+    def loads_universal(self) -> bool:
+        """Whether the checkpoint to resume from holds ZeRO shards of another number of ranks: the engine must
+        then be built to load DeepSpeed's universal format, into which `restore` converts it."""
+        newest = self._newest.result() if self._newest else self.stored.newest()
+        return newest is not None and _needs_universal(newest, self.ranks.world_size)
 
     def prepare_snapshots(self, engine) -> None:
         """Reserve the host memory of the next save's snapshot on the upload thread (after the first step, when
@@ -375,16 +390,15 @@ class Checkpointer:
 
     def _download_files(self, manifest: Manifest) -> Path:
         """This rank's files on local disk (no collective: it may run on a background thread); verified local
-        copies are not fetched again."""
-        if manifest.world_size != self.ranks.world_size:
-            raise ConfigurationError(f"checkpoint step {manifest.step} of run {self.run_id} was written by "
-                               f"{manifest.world_size} ranks, this job has {self.ranks.world_size}: resume with "
-                               f"the same GPUs × nodes")
+        copies are not fetched again. A checkpoint of another world size is resharded on each node from all of
+        its files: local rank 0 fetches them, the other ranks none."""
         step_dir = self.local_dir / layout.step_tag(manifest.step)
         prefix = layout.step_prefix(self.run_id, manifest.step)
         shared = [e for e in manifest.files if layout.owner_rank(e.path) is None]
         own = [e for e in manifest.files if layout.owner_rank(e.path) == self.ranks.rank]
         mine = (shared if self.ranks.local_rank == 0 else []) + own
+        if manifest.world_size != self.ranks.world_size:
+            mine = list(manifest.files) if self.ranks.local_rank == 0 else []
         # In parallel, file by file (checksums too: hashlib and the store's transfers release the GIL); a
         # verified local copy is reused, the rest downloads straight to its place.
         with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="checkpoint-fetch") as pool:
@@ -423,15 +437,36 @@ class Checkpointer:
             self.transfers[f"transfer/{way}_seconds"] += seconds
 
     def restore(self, engine, manifest: Manifest) -> dict:
-        """Weights, optimizer, scheduler, this rank's RNG; returns the trainer state saved with them."""
+        """Weights, optimizer, scheduler, this rank's RNG; returns the trainer state saved with them. From a
+        checkpoint of another world size: resharded (ZeRO 1–3 through DeepSpeed's universal format, which the
+        engine was built to load), the RNG derived from (seed, step, rank)."""
         step_dir = self.fetch(manifest)
         tag = layout.step_tag(manifest.step)
-        load_path, _ = engine.load_checkpoint(str(self.local_dir), tag=tag, load_optimizer_states=True,
+        load_dir = self.local_dir
+        resharded = manifest.world_size != self.ranks.world_size
+        if _needs_universal(manifest, self.ranks.world_size):
+            load_dir = self.local_dir / UNIVERSAL_DIR
+            if self.ranks.local_rank == 0:
+                shutil.rmtree(load_dir / tag, ignore_errors=True)
+                elastic.to_universal(step_dir, load_dir / tag)
+            runtime.barrier()
+        load_path, _ = engine.load_checkpoint(str(load_dir), tag=tag, load_optimizer_states=True,
                                               load_lr_scheduler_states=True)
         if load_path is None:
-            raise RuntimeError(f"DeepSpeed could not load {step_dir}")
-        runtime.restore_rng_state(torch.load(step_dir / f"rng-rank-{self.ranks.rank:05d}.pt", weights_only=False))
-        return json.loads((step_dir / layout.TRAINER_STATE).read_text())
+            raise RuntimeError(f"DeepSpeed could not load {load_dir / tag}")
+        state = json.loads((step_dir / layout.TRAINER_STATE).read_text())
+        if not resharded:
+            runtime.restore_rng_state(torch.load(step_dir / f"rng-rank-{self.ranks.rank:05d}.pt",
+                                                 weights_only=False))
+            return state
+        log.warning("resumed step %d written by %d ranks on %d: state resharded", manifest.step,
+                    manifest.world_size, self.ranks.world_size)
+        elastic.reseed_rank(self.seed, manifest.step, self.ranks.rank)
+        runtime.barrier()  # every rank has loaded: the node's copies of other world sizes' files can go
+        if self.ranks.local_rank == 0:
+            shutil.rmtree(step_dir, ignore_errors=True)
+            shutil.rmtree(self.local_dir / UNIVERSAL_DIR, ignore_errors=True)
+        return state
 
     def verify(self, step: int) -> None:
         """The run succeeds only if its checkpoint is complete in the store with every size as written."""
@@ -450,3 +485,7 @@ def _files_in(directory: Path) -> list[Path]:
         return [path for path in directory.rglob("*") if path.is_file()]
     except FileNotFoundError:
         return []
+
+
+def _needs_universal(manifest: Manifest, world_size: int) -> bool:
+    return manifest.world_size != world_size and elastic.has_zero_shards(e.path for e in manifest.files)
