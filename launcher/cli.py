@@ -372,6 +372,22 @@ def status(run_id, as_json):
                                           age(v.started)) for v in views], state_column=3))
     for line in [*(f"warning: {skip}" for skip in registry.skipped), *unreachable]:
         click.echo(line, err=True)
+    if run_id and not as_json:
+        _echo_ledger(records[0])
+
+
+def _echo_ledger(record) -> None:
+    """Under one run's row: its attempts and what preemption cost it (from its store, when it can be read)."""
+    from launcher.ledger_view import ledger_text, run_ledger
+
+    try:
+        text = ledger_text(run_ledger(record))
+    except Exception as exc:  # no credentials for the store here, or it is out of reach: the row still stands
+        click.echo(f"warning: ledger of {record.run_id} not read from {record.store}: {exc}", err=True)
+        return
+    if text:
+        click.echo("")
+        click.echo(text)
 
 
 @cli.command()

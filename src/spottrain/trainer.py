@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from spottrain import runtime
+from spottrain.attempt import AttemptRecorder
 from spottrain.batches import StepBatches
 from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful
 from spottrain.early_stopping import EarlyStopping
@@ -35,6 +36,7 @@ from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE,
                                     RESOLVED_RECIPE_FILE, RUN_ID_ENV, TARGET_ENV, failure_path, mlflow_tracking_uri,
                                     progress_path)
+from spottrain_contract.ledger import FAILED, FINISHED, PREEMPTED
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe, from_shipped, setting_changes, settings_of
 from spottrain_contract.store import (StoreUnavailable, is_permanent, open_store, probe_store, store_failure,
@@ -60,9 +62,11 @@ def train(loaded: LoadedRecipe) -> int:
     """Run (or continue) the training run named by $SPOTTRAIN_RUN_ID. Returns the process exit code: 0, the
     preempted code (restart me), the do-not-restart code for a fault no restart heals (one line says which),
     or 1 for one that a restart may heal (the store out of reach)."""
+    attempt = AttemptRecorder()  # this attempt's ledger entry, closed however the attempt ends
     try:
-        return _train(loaded)
+        return _train(loaded, attempt)
     except Exception as exc:
+        attempt.end(FAILED)
         healable = isinstance(exc, StoreUnavailable)
         known = healable or isinstance(exc, ConfigurationError) or is_permanent(exc)
         message = store_failure(exc) if is_permanent(exc) and not isinstance(exc, ConfigurationError) else str(exc)
@@ -91,7 +95,7 @@ def _record_failure(loaded: LoadedRecipe, reason: str) -> bool:
         return False
 
 
-def _train(loaded: LoadedRecipe) -> int:
+def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
     started, clock = time.perf_counter(), StartupClock()
     run_id = os.environ.get(RUN_ID_ENV)
     if not run_id:
@@ -140,6 +144,10 @@ def _train(loaded: LoadedRecipe) -> int:
     if checkpoints.resume(engine):  # from the final checkpoint too: then only what follows it is left to do
         log.info("resumed run %s at step %d from %s", run_id, position.step, checkpoints.store.uri)
     clock.lap("restore")
+    if ranks.is_main:
+        attempt.start(store, run_id, started=time.time() - (time.perf_counter() - started), start_step=position.step,
+                      world_size=ranks.world_size, device=runtime.device_name(),
+                      gpus=ranks.world_size if runtime.device().type == "cuda" else 0)
     if changes and ranks.is_main:
         log.warning("settings changed at step %d: %s", position.step, "; ".join(changes))
         if tracker:
@@ -158,6 +166,7 @@ def _train(loaded: LoadedRecipe) -> int:
             clock.lap("first_step")
             checkpoints.prepare_snapshots(engine)
             log.info("start-up: %s", clock.summary())
+            attempt.beat(step, startup_seconds=time.perf_counter() - started)
             if tracker:
                 tracker.log({**clock.metrics(), "perf/start_to_first_step_seconds": time.perf_counter() - started},
                             step)
@@ -171,6 +180,7 @@ def _train(loaded: LoadedRecipe) -> int:
                              "checkpoint/upload_retries": checkpoints.upload_retries,
                              **dict(checkpoints.transfers)}, step)
             progress.show(logged)
+            attempt.beat(step)
         if tracker and evaluated:
             tracker.log(evaluated, step)
         if stopping.stopped and ranks.is_main:
@@ -187,13 +197,15 @@ def _train(loaded: LoadedRecipe) -> int:
             log.warning("preemption notice: checkpointed step %d, waiting for the upload", step)
             checkpoints.wait()
             batches.close()
+            ledger = attempt.end(PREEMPTED, step)
             if tracker:
+                tracker.log(_ledger_metrics(ledger), step)
                 tracker.close(status=None)
             report_exit_code(PREEMPTED_EXIT_CODE)
             return PREEMPTED_EXIT_CODE
     progress.close()
     batches.close()
-    _finish(engine, task, checkpoints, tracker, ranks, position.step)
+    _finish(engine, task, checkpoints, tracker, ranks, position.step, attempt)
     return 0
 
 
@@ -249,7 +261,8 @@ def _extra_tensors(cfg, ranks, engine, task: Task):
                     for name, module in extras.items()}
 
 
-def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step: int) -> None:
+def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step: int,
+            attempt: AttemptRecorder) -> None:
     """The final checkpoint durable, the export published and verified, the MLflow run ended, and then the
     run marked complete. Idempotent: an attempt resumed from the final checkpoint runs it again whole."""
     checkpoints.wait()
@@ -260,7 +273,9 @@ def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step:
     runtime.barrier()
     if ranks.is_main:
         checkpoints.verify(step)
+        ledger = attempt.end(FINISHED, step)
         if tracker:
+            tracker.log(_ledger_metrics(ledger), step)
             tracker.close(status="FINISHED")
         checkpoints.mark_complete(step)
         where = f"{checkpoints.store.uri}/{checkpoints.run_id}"
@@ -268,6 +283,11 @@ def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step:
               f"{where}/{layout.FINAL_EXPORT}", file=sys.stderr)
     checkpoints.close()
     report_exit_code(0)  # a signal that reaches torchrun after this point must not turn success into failure
+
+
+def _ledger_metrics(ledger) -> dict[str, float]:
+    """The ledger's totals as `ledger/*` metrics (`launch compare` shows them beside the training metrics)."""
+    return {f"ledger/{name}": float(value) for name, value in ledger.totals().items()} if ledger else {}
 
 
 def _tracker(loaded: LoadedRecipe, run_id: str, ranks) -> Tracker:

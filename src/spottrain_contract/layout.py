@@ -9,6 +9,7 @@
     <run id>/recipe.resolved.yaml                   the settings the run was launched with (a resume must match)
     <run id>/task/<name>                            what a task keeps with its run (the ranker's data split)
     <run id>/eval/<checkpoint>.json                 `launch eval`'s results, one file per checkpoint evaluated
+    <run id>/ledger/attempt-NNNN.json               what each attempt did: the preemption ledger (`ledger`)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ RUN_COMPLETE = "COMPLETE.json"
 LAUNCHED_RECIPE = "recipe.resolved.yaml"
 TASK_FILES = "task"
 EVALUATIONS = "eval"
+LEDGER = "ledger"
 TRAINER_STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _RANK_FILE = re.compile(r"(?:zero_pp_rank_|rank-)(\d+)")

@@ -156,9 +156,9 @@ class TrainingRun:
         return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
 
     def training_metrics(self) -> set[str]:
-        """What the task logs (timings, transfers and system metrics differ between runs by nature)."""
+        """What the task logs (timings, transfers, system metrics and the ledger differ between runs by nature)."""
         _, run = self._mlflow_run()
-        return {key for key in run.data.metrics if not key.startswith(("perf/", "system/", "transfer/"))}
+        return {key for key in run.data.metrics if not key.startswith(("perf/", "system/", "transfer/", "ledger/"))}
 
 
 STEPS = 12  # the resume tests' run: long enough for three checkpoints, an eval and a kill between them

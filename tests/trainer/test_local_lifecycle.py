@@ -10,10 +10,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from spottrain_contract.ledger import read_ledger
+from spottrain_contract.store import open_store
 from tests.trainer.harness import PROJECT, TrainingRun, assert_runs_match
 
 pytestmark = pytest.mark.slow
@@ -102,10 +105,24 @@ def test_chaos_kills_lose_nothing_and_end_bitwise_equal_to_an_uninterrupted_run(
     assert len(re.findall(r"chaos: SIG(KILL|TERM) to the job [\d.]+ s into training", log)) == 5
     assert re.search(rf"run chaos finished: {CHAOS_STEPS} steps, \d+ computed \(\d+ recomputed\)", log)
 
+    # the preemption ledger adds up: an entry per attempt, each kill's cause, computed = useful + recomputed
+    ledger = read_ledger(open_store(str(project / "runs" / "store")), "chaos")
+    signals = re.findall(r"chaos: SIG(KILL|TERM) to the job", log)
+    assert len(ledger.attempts) == len(signals) + 1
+    assert Counter(view.cause for view in ledger.attempts) == +Counter(
+        {"killed": signals.count("KILL"), "preempted": signals.count("TERM"), "finished": 1})
+    assert ledger.useful == CHAOS_STEPS and ledger.computed == ledger.useful + ledger.recomputed
+    shown = launch(project, "status", "chaos").stdout
+    assert f"goodput {ledger.goodput:.1%} ({CHAOS_STEPS} useful of {ledger.computed} steps computed" in shown
+    assert "ATTEMPT" in shown and shown.count(" killed ") == signals.count("KILL")
+
     calm = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "calm", *overrides, timeout=600)
     assert calm.returncode == 0, calm.stderr[-3000:]
     as_run = lambda run_id: TrainingRun(run_id, project / "runs", ())  # noqa: E731 - store/local under runs/
     assert_runs_match(as_run("chaos"), as_run("calm"), CHAOS_STEPS)
+    [(step, goodput)] = as_run("chaos").metric_history("ledger/goodput")[-1:]
+    assert (step, goodput) == (CHAOS_STEPS, pytest.approx(ledger.goodput))  # launch compare shows it too
+    assert as_run("calm").metric_history("ledger/goodput") == [(CHAOS_STEPS, 1.0)]
 
 
 def test_a_stopped_run_resumes_where_it_stopped_and_once_finished_is_not_started_again(project):

@@ -1,0 +1,42 @@
+"""`launch status RUN`'s preemption ledger: each attempt of the run and what preemption cost it, read from the
+run's store (`spottrain_contract.ledger`)."""
+
+from __future__ import annotations
+
+import time
+
+from launcher.registry import RunRecord
+from launcher.tables import render_table
+from spottrain_contract.ledger import Ledger, read_ledger
+from spottrain_contract.recipe import from_shipped
+from spottrain_contract.store import open_store
+
+HEADER = ("ATTEMPT", "STARTED", "WALL", "ENDED AS", "RANKS", "DEVICE", "STEPS", "COMPUTED", "RECOMPUTED",
+          "START-UP")
+
+
+def run_ledger(record: RunRecord) -> Ledger:
+    endpoint = None
+    if record.recipe_document:
+        endpoint = from_shipped(record.recipe_document, record.run_id).recipe.train.checkpoint.endpoint_url
+    return read_ledger(open_store(record.store, endpoint), record.run_id)
+
+
+def ledger_text(ledger: Ledger) -> str:
+    """The attempts as a table, then one line of totals; empty when the run has no attempt yet."""
+    if not ledger.attempts:
+        return ""
+    rows = []
+    for view in ledger.attempts:
+        a = view.attempt
+        startup = f"{a.startup_seconds:.1f} s" if a.startup_seconds is not None else "-"
+        rows.append((a.number, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.started)),
+                     f"{a.wall_seconds:.0f} s", view.cause, a.world_size, a.device, f"{a.start_step}→{a.last_step}",
+                     a.computed, view.recomputed, startup))
+    gpus = any(view.attempt.gpus for view in ledger.attempts)
+    hours = "GPU-hours" if gpus else "rank-hours"
+    totals = ledger.totals()
+    line = (f"{int(totals['attempts'])} attempts, {int(totals['preemptions'])} preempted or killed; goodput "
+            f"{ledger.goodput:.1%} ({ledger.useful} useful of {ledger.computed} steps computed, {ledger.recomputed} "
+            f"recomputed); {ledger.device_hours:.3g} {hours} used, {ledger.device_hours_lost:.3g} lost")
+    return render_table(HEADER, rows) + "\n" + line
