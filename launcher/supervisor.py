@@ -6,7 +6,8 @@ A preemption exit (75) always restarts the script; a crash restarts it up to the
 `max_restarts_on_errors`; the do-not-restart exit (78: bad settings or inputs, a store that refuses writes)
 never. SIGTERM to the supervisor (`launch stop`) is passed to the job, which checkpoints and exits, and the run
 ends as stopped. Chaos mode kills the job's process group at random moments (SIGKILL and
-SIGTERM, checkpoint uploads included) a given number of times, to prove nothing is lost.
+SIGTERM, checkpoint uploads included) a given number of times, to prove nothing is lost; with `ranks=1+2` each
+restart after a kill also gets a rank count drawn from those, as spot capacity comes back in another shape.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -40,20 +42,24 @@ class Chaos:
     signals: tuple[int, ...]
     every: tuple[float, float]
     seed: int
+    ranks: tuple[int, ...] = ()  # rank counts a restart may get (empty: the recipe's)
 
     @classmethod
     def parse(cls, spec: str) -> "Chaos":
-        """`kills=5,signals=KILL+TERM,every=2:8,seed=1` (every: seconds of training before each kill, drawn
-        uniformly)."""
+        """`kills=5,signals=KILL+TERM,every=2:8,seed=1,ranks=1+2` (every: seconds of training before each kill,
+        drawn uniformly; ranks: the rank counts a restart draws from)."""
         try:
             fields = dict(item.split("=", 1) for item in spec.split(","))
             low, high = (float(x) for x in fields.get("every", "2:8").split(":"))
+            ranks = tuple(int(n) for n in fields["ranks"].split("+")) if "ranks" in fields else ()
+            if any(n < 1 for n in ranks):
+                raise ValueError("ranks must be at least 1")
             return cls(kills=int(fields["kills"]),
                        signals=tuple(_SIGNALS[s] for s in fields.get("signals", "KILL+TERM").split("+")),
-                       every=(low, high), seed=int(fields.get("seed", 0)))
+                       every=(low, high), seed=int(fields.get("seed", 0)), ranks=ranks)
         except (KeyError, ValueError) as exc:
-            raise LaunchError(f"--chaos: expected kills=N[,signals=KILL+TERM][,every=LOW:HIGH][,seed=S], got "
-                             f"{spec!r} ({exc})") from None
+            raise LaunchError(f"--chaos: expected kills=N[,signals=KILL+TERM][,every=LOW:HIGH][,seed=S]"
+                              f"[,ranks=N+M], got {spec!r} ({exc})") from None
 
 
 class Supervisor:
@@ -98,7 +104,7 @@ class Supervisor:
         failure_path(self.record.local_dir, self.run_id).unlink(missing_ok=True)
         self.marker = processes.new_marker()
         env = {**os.environ, EXIT_FILE_ENV: str(exit_file), processes.ATTEMPT_ENV: self.marker}
-        self.process = subprocess.Popen(["bash", "-c", self.record.handle["script"]], cwd=self.registry.project_dir,
+        self.process = subprocess.Popen(["bash", "-c", self._script()], cwd=self.registry.project_dir,
                                         env=env, start_new_session=True)
         self.record = self.registry.update(self.run_id, state=RunState.RUNNING, handle={"attempt": self.marker})
         if self.chaos and self.kills_done < self.chaos.kills:
@@ -118,6 +124,17 @@ class Supervisor:
         self.attempts += 1
         print(f"[supervisor] attempt {self.attempts}: {computed}, exit code {code}", file=sys.stderr, flush=True)
         return code
+
+    def _script(self) -> str:
+        """The run script; under chaos with `ranks`, a restart after a kill gets a rank count drawn from them
+        (torchrun's --nproc_per_node, as a platform's run script takes it from the GPUs present)."""
+        script = self.record.handle["script"]
+        if not (self.chaos and self.chaos.ranks and self.kills_done):
+            return script
+        ranks = self._random.choice(self.chaos.ranks)
+        print(f"[supervisor] chaos: this attempt gets {ranks} rank{'s' if ranks > 1 else ''}", file=sys.stderr,
+              flush=True)
+        return re.sub(r"--nproc_per_node=\d+", f"--nproc_per_node={ranks}", script)
 
     def _chaos_kill(self, process: subprocess.Popen, marker: str) -> None:
         """The clock starts when the attempt starts training (its `attempt_start` in the progress file): a kill

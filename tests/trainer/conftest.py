@@ -22,6 +22,17 @@ def tmp_dirs(tmp_path) -> Callable[[str], Path]:
     return make
 
 
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A project of the real recipes, for `harness.launch` (runs, registry and logs under it)."""
+    import shutil
+
+    from tests.trainer.harness import PROJECT
+
+    shutil.copytree(PROJECT / "recipes", tmp_path / "recipes")
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory) -> Callable[[int], "TrainingRun"]:
     """reference(zero_stage): the uninterrupted run of the resume tests (harness.resume_overrides) that every

@@ -25,6 +25,15 @@ from launcher.plan import plan_launch
 from launcher.targets import local
 
 PROJECT = Path(__file__).resolve().parents[2]
+LAUNCH = str(Path(os.environ.get("VIRTUAL_ENV", PROJECT / ".venv")) / "bin" / "launch")
+
+
+def launch(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The `launch` CLI as a user runs it in `project` (its own HOME, no MLflow server)."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "SKYPILOT_DISABLE_USAGE_COLLECTION": "1", "HOME": str(project)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([LAUNCH, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def attempt_env(run_id: str, marker: str) -> dict[str, str]:

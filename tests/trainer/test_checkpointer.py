@@ -16,7 +16,6 @@ import torch
 from spottrain import runtime
 from spottrain_contract import layout
 from spottrain.checkpoint.checkpointer import Checkpointer, UploadFailed
-from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.store import FAULTS_ENV, LocalDirStore, S3Store
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -8,12 +8,15 @@ run (ZeRO 2, 2 → 1 ranks); the bound asserted is 1e-5 for the weights and 1e-5
 
 from __future__ import annotations
 
+import re
 import signal
 
 import pytest
 import torch
 
-from tests.trainer.harness import STEPS, TrainingRun, resume_overrides
+from spottrain_contract.ledger import read_ledger
+from spottrain_contract.store import open_store
+from tests.trainer.harness import STEPS, TrainingRun, launch, resume_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -26,15 +29,15 @@ def final_weights(run: TrainingRun) -> dict[str, torch.Tensor]:
     return load_file(str(run.store / run.run_id / "final-hf" / "model.safetensors"))
 
 
-def assert_close_runs(run: TrainingRun, reference: TrainingRun) -> float:
+def assert_close_runs(run: TrainingRun, reference: TrainingRun, steps: int = STEPS) -> float:
     """Same final step, every step trained once, losses and final weights within the tolerance; returns the max
     abs weight difference."""
-    assert run.final_step() == reference.final_step() == STEPS
+    assert run.final_step() == reference.final_step() == steps
     ours, theirs = run.metric_history("train/loss"), reference.metric_history("train/loss")
-    assert [step for step, _ in ours] == list(range(1, STEPS + 1))  # none skipped, none twice
+    assert [step for step, _ in ours] == list(range(1, steps + 1))  # none skipped, none twice
     for (step, a), (_, b) in zip(ours, theirs):
         assert a == pytest.approx(b, rel=LOSS_TOLERANCE), f"loss at step {step}"
-    assert [s for s, _ in run.metric_history("train/learning_rate")] == list(range(1, STEPS + 1))
+    assert [s for s, _ in run.metric_history("train/learning_rate")] == list(range(1, steps + 1))
     assert run.metric_history("train/learning_rate") == reference.metric_history("train/learning_rate")
     a, b = final_weights(run), final_weights(reference)
     assert set(a) == set(b)
@@ -76,3 +79,24 @@ def test_a_global_batch_the_ranks_present_cannot_keep_is_one_line(tmp_path):
     assert run.run() == DO_NOT_RESTART_EXIT_CODE, run.last_log()
     assert ("train.batch: the global batch of 6 (per_gpu 3 × grad_accum 1 × 2 ranks) cannot be kept on the 4 ranks "
             "present with per_gpu 3: per_gpu values that can are ") in run.last_log()
+
+
+CHAOS_STEPS = 60
+
+
+def test_chaos_with_the_rank_count_changing_at_restarts_still_matches(project):
+    overrides = ["--override", f"train.max_steps={CHAOS_STEPS}", "--override", "train.epochs=10",
+                 "--override", "train.checkpoint.every_steps=5", "--override", "train.log_every_steps=1",
+                 "--override", "train.deepspeed.zero_stage=2"]
+    chaotic = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "shifting",
+                     "--chaos", "kills=4,signals=KILL+TERM,every=0.5:2,seed=5,ranks=1+2", *overrides, timeout=900)
+    assert chaotic.returncode == 0, chaotic.stdout[-3000:] + chaotic.stderr[-3000:]
+    log = (project / "runs" / "logs" / "shifting.log").read_text()
+    given = [int(n) for n in re.findall(r"chaos: this attempt gets (\d+) rank", log)]
+    ledger = read_ledger(open_store(str(project / "runs" / "store")), "shifting")
+    assert [view.attempt.world_size for view in ledger.attempts] == [2, *given]
+    assert 1 in given, "the seed is chosen so that some restart runs on one rank"
+    calm = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "steady", *overrides, timeout=600)
+    assert calm.returncode == 0, calm.stderr[-3000:]
+    as_run = lambda run_id: TrainingRun(run_id, project / "runs", ())  # noqa: E731 - store/local under runs/
+    assert_close_runs(as_run("shifting"), as_run("steady"), CHAOS_STEPS)

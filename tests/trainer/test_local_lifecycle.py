@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,25 +16,11 @@ import pytest
 
 from spottrain_contract.ledger import read_ledger
 from spottrain_contract.store import open_store
-from tests.trainer.harness import PROJECT, TrainingRun, assert_runs_match
+from tests.trainer.harness import LAUNCH, TrainingRun, assert_runs_match, launch
 
 pytestmark = pytest.mark.slow
 
 CHAOS_STEPS = 80  # ~12 s of training on 2 CPU ranks: five kills, each ≤ 2 s into an attempt, all land in it
-LAUNCH = str(Path(os.environ.get("VIRTUAL_ENV", PROJECT / ".venv")) / "bin" / "launch")
-
-
-@pytest.fixture
-def project(tmp_path) -> Path:
-    shutil.copytree(PROJECT / "recipes", tmp_path / "recipes")
-    return tmp_path
-
-
-def launch(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "SKYPILOT_DISABLE_USAGE_COLLECTION": "1", "HOME": str(project)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([LAUNCH, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def record(project: Path, run_id: str) -> dict:

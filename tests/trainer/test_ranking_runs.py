@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.harness import PROJECT, TrainingRun, assert_runs_match
-from tests.trainer.test_local_lifecycle import launch
+from tests.trainer.harness import PROJECT, TrainingRun, assert_runs_match, launch
 
 pytestmark = pytest.mark.slow
 
