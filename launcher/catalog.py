@@ -65,15 +65,16 @@ def recipe_views(project_dir: Path) -> list[RecipeView]:
             views.append(RecipeView(name=name, error=str(exc)))
             continue
         runs_on = [t for t, module in targets.items() if not module.RUNS_HERE and module.unsupported(r) is None]
-        views.append(RecipeView(name=name, task=r.task, gpus=r.resources.gpus, nodes=r.resources.nodes,
-                                spot=r.resources.spot, accelerator=r.resources.accelerator, targets=runs_on,
-                                profiles=list(r.profiles)))
+        views.append(RecipeView(name=name, task=r.task, gpus=r.resources.preferred_gpus, nodes=r.resources.nodes,
+                                spot=r.resources.spot, accelerator=r.resources.accelerators[0], targets=runs_on,
+                                profiles=list(r.profiles), capacity=[f"{a}:{g}" for a, g in r.resources.candidates]))
     return views
 
 
 def recipe_table(views: list[RecipeView]) -> str:
     header = ("RECIPE", "TASK", "GPUS", "NODES", "SPOT", "ACCELERATOR", "TARGETS", "PROFILES")
     rows = [(v.name, f"invalid: {v.error}", "", "", "", "", "", "") if v.error else
-            (v.name, v.task, v.gpus, v.nodes, "yes" if v.spot else "no", v.accelerator, ",".join(v.targets),
+            (v.name, v.task, v.gpus, v.nodes, "yes" if v.spot else "no",
+             v.accelerator if len(v.capacity) <= 1 else " ".join(v.capacity), ",".join(v.targets),
              ",".join(v.profiles) or "-") for v in views]
     return render_table(header, rows)

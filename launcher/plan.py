@@ -58,6 +58,11 @@ class LaunchPlan:
             lines.append(f"code       {self.code.commit[:12]}" + (
                 " + uncommitted changes (SkyPilot syncs the working tree as it is; VESSL clones the commit)"
                 if self.code.dirty else ""))
+        if len(r.resources.candidates) > 1:
+            kept = ", ".join(f"grad-accum {r.grad_accum_on(g)} on {g}" for g in r.resources.gpu_counts[1:])
+            lines.append(f"capacity   {', '.join(f'{a}:{g}' for a, g in r.resources.candidates)}, in this order "
+                         f"(global batch {r.effective_batch} kept: {kept})" if kept else
+                         f"capacity   {', '.join(f'{a}:{g}' for a, g in r.resources.candidates)}, in this order")
         if self.loaded.overrides:
             lines.append(f"overrides  {' '.join(self.loaded.overrides)}")
         if self.loaded.changes:
@@ -69,10 +74,11 @@ class LaunchPlan:
 
 
 def cluster_summary(recipe: Recipe) -> str:
-    """`4× A100-80GB × 1 node, spot, recovery EAGER_NEXT_REGION`: the summary line of a platform target."""
+    """`4× A100-80GB × 1 node, spot, recovery EAGER_NEXT_REGION`: the summary line of a platform target (`4 or 2×
+    A100-80GB or A100` where the recipe accepts several)."""
     res = recipe.resources
     nodes = f"{res.nodes} node{'s' if res.nodes > 1 else ''}"
-    return (f"{res.gpus}× {res.accelerator} × {nodes}, "
+    return (f"{res.shape} × {nodes}, "
             + (f"spot, recovery {res.recovery.strategy}" if res.spot else "on-demand"))
 
 

@@ -38,7 +38,7 @@ def run_script(plan: LaunchPlan, rendezvous: str, exports: Optional[dict[str, st
     recipe shipped in the job's environment; `exports` puts that environment in the script itself, for a target
     without an env section."""
     return render_template(
-        "torchrun.sh.j2", rendezvous=rendezvous, gpus=plan.recipe.resources.gpus,
+        "torchrun.sh.j2", rendezvous=rendezvous, gpus=plan.recipe.resources.preferred_gpus,
         master_port=job.MASTER_PORT, trainer_module=job.TRAINER_MODULE, trainer_args=list(plan.command),
         exit_file_env=job.EXIT_FILE_ENV, exports=exports or {})
 

@@ -6,8 +6,8 @@ A preemption exit (75) always restarts the script; a crash restarts it up to the
 `max_restarts_on_errors`; the do-not-restart exit (78: bad settings or inputs, a store that refuses writes)
 never. SIGTERM to the supervisor (`launch stop`) is passed to the job, which checkpoints and exits, and the run
 ends as stopped. Chaos mode kills the job's process group at random moments (SIGKILL and
-SIGTERM, checkpoint uploads included) a given number of times, to prove nothing is lost; with `ranks=1+2` each
-restart after a kill also gets a rank count drawn from those, as spot capacity comes back in another shape.
+SIGTERM, checkpoint uploads included) a given number of times, to prove nothing is lost; with `ranks=1+2` the
+restarts after kills get those rank counts in turn (1, 2, 1, …), as spot capacity comes back in another shape.
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ class Chaos:
     signals: tuple[int, ...]
     every: tuple[float, float]
     seed: int
-    ranks: tuple[int, ...] = ()  # rank counts a restart may get (empty: the recipe's)
+    ranks: tuple[int, ...] = ()  # rank counts the restarts get in turn (empty: the recipe's)
 
     @classmethod
     def parse(cls, spec: str) -> "Chaos":
         """`kills=5,signals=KILL+TERM,every=2:8,seed=1,ranks=1+2` (every: seconds of training before each kill,
-        drawn uniformly; ranks: the rank counts a restart draws from)."""
+        drawn uniformly; ranks: the rank counts the restarts get in turn)."""
         try:
             fields = dict(item.split("=", 1) for item in spec.split(","))
             low, high = (float(x) for x in fields.get("every", "2:8").split(":"))
@@ -126,12 +126,12 @@ class Supervisor:
         return code
 
     def _script(self) -> str:
-        """The run script; under chaos with `ranks`, a restart after a kill gets a rank count drawn from them
+        """The run script; under chaos with `ranks`, the restarts after kills get those rank counts in turn
         (torchrun's --nproc_per_node, as a platform's run script takes it from the GPUs present)."""
         script = self.record.handle["script"]
         if not (self.chaos and self.chaos.ranks and self.kills_done):
             return script
-        ranks = self._random.choice(self.chaos.ranks)
+        ranks = self.chaos.ranks[(self.kills_done - 1) % len(self.chaos.ranks)]
         print(f"[supervisor] chaos: this attempt gets {ranks} rank{'s' if ranks > 1 else ''}", file=sys.stderr,
               flush=True)
         return re.sub(r"--nproc_per_node=\d+", f"--nproc_per_node={ranks}", script)

@@ -13,10 +13,12 @@ from spottrain_contract.job import RunState
 class RecipeView(BaseModel):
     name: str = Field(description="Recipe name (recipes/NAME.yaml).")
     task: Optional[str] = Field(None, description="What the stage trains; None when the recipe is invalid.")
-    gpus: Optional[int] = None
+    gpus: Optional[int] = Field(None, description="GPUs per node, the preferred count.")
     nodes: Optional[int] = None
     spot: Optional[bool] = None
-    accelerator: Optional[str] = None
+    accelerator: Optional[str] = Field(None, description="The preferred GPU type.")
+    capacity: list[str] = Field(default_factory=list, description="`TYPE:GPUS` a platform may provision, in order "
+                                                                  "of preference.")
     targets: list[str] = Field(default_factory=list, description="Platforms it renders for as written.")
     profiles: list[str] = Field(default_factory=list)
     error: Optional[str] = Field(None, description="Why the recipe does not load, if it does not.")
@@ -50,8 +52,9 @@ class PlanView(BaseModel):
     target: str
     run_id: str
     task: str
-    accelerator: str
-    gpus: int
+    accelerator: str = Field(description="The preferred GPU type.")
+    gpus: int = Field(description="GPUs per node, the preferred count.")
+    capacity: list[str] = Field(description="`TYPE:GPUS` a platform may provision, in order of preference.")
     nodes: int
     spot: bool
     effective_batch: int

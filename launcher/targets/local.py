@@ -35,7 +35,7 @@ def unsupported(recipe) -> Optional[str]:
 
 
 def describe(recipe) -> str:
-    return f"{recipe.resources.gpus} CPU ranks (gloo), restarted after crashes and preemptions"
+    return f"{recipe.resources.preferred_gpus} CPU ranks (gloo), restarted after crashes and preemptions"
 
 
 def secret_names(recipe) -> list[str]:

@@ -70,7 +70,7 @@ def render(plan: LaunchPlan, secrets) -> str:
         TEMPLATE,
         recipe_file=plan.loaded.relpath,
         name=r.name,
-        accelerators=f"{r.resources.accelerator}:{r.resources.gpus}",
+        accelerators=_accelerators(r.resources),
         use_spot=r.resources.spot,
         disk_size=r.resources.disk_gb,
         image_id=f"docker:{r.image}",
@@ -89,6 +89,13 @@ def render(plan: LaunchPlan, secrets) -> str:
     )
 
 
+def _accelerators(resources):
+    """`A100-80GB:4`, or SkyPilot's ordered list of candidates (`[A100-80GB:4, A100:4, A100-80GB:2]`: tried in
+    order at launch and at every recovery) where the recipe accepts several types or counts."""
+    candidates = [f"{accelerator}:{gpus}" for accelerator, gpus in resources.candidates]
+    return candidates[0] if len(candidates) == 1 else candidates
+
+
 def validate(document: str) -> None:
     config = yaml.safe_load(document)
     _check_what_skypilot_does_not(config)
@@ -103,9 +110,11 @@ def validate(document: str) -> None:
 def _check_what_skypilot_does_not(config: dict) -> None:
     """SkyPilot's client-side schema accepts any accelerator string and any job_recovery key."""
     resources = config.get("resources") or {}
-    accelerator = str(resources.get("accelerators", "")).split(":")[0]
-    if accelerator not in ACCELERATORS:
-        raise LaunchError(f"skypilot task: resources.accelerators: unknown accelerator {accelerator!r}")
+    accelerators = resources.get("accelerators", "")
+    for candidate in accelerators if isinstance(accelerators, list) else [accelerators]:
+        accelerator = str(candidate).split(":")[0]
+        if accelerator not in ACCELERATORS:
+            raise LaunchError(f"skypilot task: resources.accelerators: unknown accelerator {accelerator!r}")
     recovery = resources.get("job_recovery") or {}
     unknown = set(recovery) - _JOB_RECOVERY_KEYS
     if unknown:

@@ -87,7 +87,7 @@ def render(plan: LaunchPlan, secrets) -> str:
         recipe_file=where,
         name=r.name,
         description=r.description or f"{r.task} stage from {where}",
-        tags=[r.task, r.resources.accelerator, f"gpus-{r.resources.gpus}", plan.run_id],
+        tags=[r.task, r.resources.accelerators[0], f"gpus-{r.resources.preferred_gpus}", plan.run_id],
         cluster=r.resources.vessl.cluster,
         preset=r.resources.vessl.preset,
         image=r.image,

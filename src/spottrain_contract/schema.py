@@ -9,7 +9,7 @@ everywhere except in free-form maps (env, tags, volumes, profiles).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -124,14 +124,69 @@ class VesslResources(Strict):
     preset: str = Field(description="VESSL resource preset, e.g. gpu-a100-large-spot.")
 
 
+def _one_or_more(check_one):
+    """A value or a non-empty list of values, each checked by `check_one` (capacity a platform may offer)."""
+
+    def check(value):
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("expected a value or a non-empty list of them, got []")
+        for one in values:
+            check_one(one)
+        return value
+
+    return BeforeValidator(check)
+
+
+def _accelerator(value) -> None:
+    if value not in ACCELERATORS:
+        raise ValueError(f"expected one of {', '.join(ACCELERATORS)}, got {value!r}")
+
+
+def _gpu_count(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if not 1 <= value <= 8:
+        raise ValueError(f"expected 1–8, got {value}")
+
+
 class Resources(Strict):
-    accelerator: Annotated[str, _one_of(ACCELERATORS)] = Field(description="GPU type, e.g. A100-80GB.")
-    gpus: Annotated[int, between(1, 8)] = Field(description="GPUs per node; torchrun starts one rank per GPU.")
+    """`accelerator` and `gpus` may each list acceptable values, in order of preference: a spot recovery then
+    takes whichever combination exists (more GPUs first, then the types in order), and the run resumes on it with
+    the same global batch (see `spottrain.elastic`)."""
+
+    accelerator: Annotated[Union[str, list[str]], _one_or_more(_accelerator)] = Field(
+        description="GPU type, e.g. A100-80GB, or acceptable types in order of preference.")
+    gpus: Annotated[Union[int, list[int]], _one_or_more(_gpu_count)] = Field(
+        description="GPUs per node (torchrun starts one rank per GPU present), or acceptable counts in order of "
+                    "preference, e.g. [4, 2]; the first sets the global batch.")
     nodes: Annotated[int, between(1, 64)] = Field(1, description="Number of nodes.")
     spot: bool = Field(True, description="Use spot instances (the job is recovered after a preemption).")
     disk_gb: Annotated[int, between(50, 65536)] = Field(500, description="Boot disk size per node.")
     recovery: Recovery = Field(default_factory=Recovery)
     vessl: Optional[VesslResources] = Field(None, description="Cluster and preset when launched on VESSL.")
+
+    @property
+    def gpu_counts(self) -> list[int]:
+        return self.gpus if isinstance(self.gpus, list) else [self.gpus]
+
+    @property
+    def accelerators(self) -> list[str]:
+        return self.accelerator if isinstance(self.accelerator, list) else [self.accelerator]
+
+    @property
+    def preferred_gpus(self) -> int:
+        return self.gpu_counts[0]
+
+    @property
+    def shape(self) -> str:
+        """`4× A100-80GB`, or `4 or 2× A100-80GB or A100` for capacity lists."""
+        return f"{' or '.join(map(str, self.gpu_counts))}× {' or '.join(self.accelerators)}"
+
+    @property
+    def candidates(self) -> list[tuple[str, int]]:
+        """(type, GPUs per node) a platform may provision, in order of preference: more GPUs first."""
+        return [(accelerator, gpus) for gpus in self.gpu_counts for accelerator in self.accelerators]
 
 
 class Volume(Strict):
@@ -299,8 +354,23 @@ class Recipe(Strict):
 
     @property
     def world_size(self) -> int:
-        return self.resources.gpus * self.resources.nodes
+        """The ranks the recipe asks for (its preferred GPUs × nodes): the global batch is computed with it."""
+        return self.resources.preferred_gpus * self.resources.nodes
 
     @property
     def effective_batch(self) -> int:
         return self.train.batch.per_gpu * self.train.batch.grad_accum * self.world_size
+
+    def grad_accum_on(self, gpus: int) -> Optional[int]:
+        """The gradient accumulation that keeps the global batch on `gpus` per node (None if none does)."""
+        ranks = self.train.batch.per_gpu * gpus * self.resources.nodes
+        return self.effective_batch // ranks if self.effective_batch % ranks == 0 else None
+
+    @model_validator(mode="after")
+    def _every_capacity_keeps_the_global_batch(self):
+        for gpus in self.resources.gpu_counts[1:]:
+            if self.grad_accum_on(gpus) is None:
+                raise FieldProblem("resources.gpus", f"{gpus} GPUs per node cannot keep the global batch of "
+                                                     f"{self.effective_batch} with train.batch.per_gpu "
+                                                     f"{self.train.batch.per_gpu}: drop {gpus}, or change per_gpu")
+        return self
