@@ -28,6 +28,7 @@ class AttemptRecorder:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
         self._beating: Optional[Future] = None
+        self._warned = False
 
     def start(self, store: CheckpointStore, run_id: str, *, started: float, start_step: int, world_size: int,
               device: str, gpus: int) -> None:
@@ -74,4 +75,6 @@ class AttemptRecorder:
         try:
             self._write()
         except Exception as exc:  # the checkpoints report a failing store; a missed write only blurs the ledger
-            log.warning("ledger entry not written: %s", exc)
+            if not self._warned:  # once: the checkpoints' own error is the line that matters
+                log.warning("ledger entry not written: %s", exc)
+                self._warned = True

@@ -119,9 +119,11 @@ class TrainingRun:
             process.wait()
         processes.signal_marked(self.marker, signal.SIGKILL)
 
-    def last_log(self) -> str:
+    def last_log(self, whole: bool = False) -> str:
+        """The newest attempt's log: its last 4000 characters (for assertion messages), or all of it."""
         logs = sorted(self.root.glob("attempt-*.log"))
-        return logs[-1].read_text()[-4000:] if logs else ""
+        text = logs[-1].read_text() if logs else ""
+        return text if whole else text[-4000:]
 
     # --- what the run left -----------------------------------------------------------------------------------
 

@@ -101,7 +101,7 @@ def test_the_node_refuses_a_resume_with_other_settings_unless_allowed_and_then_t
 
     refused = TrainingRun("drift", tmp_path, other_lr)
     assert refused.run() == DO_NOT_RESTART_EXIT_CODE, refused.last_log()
-    assert "run drift was launched with other settings (train.optim.lr: 0.001 → 0.5)" in refused.last_log()
+    assert "run drift was launched with other settings (train.optim.lr: 0.001 → 0.5)" in refused.last_log(whole=True)
     assert launched.complete_steps()[-1] == resumed_at  # nothing trained
 
     allowed = TrainingRun("drift", tmp_path, other_lr, changes=("train.optim.lr: 0.001 → 0.5",))

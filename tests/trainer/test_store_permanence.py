@@ -116,4 +116,5 @@ def test_the_first_checkpoint_that_cannot_become_durable_stops_the_run_at_once(s
         run._reap(process)
     step = json.loads(progress_path(run.local, "vanishing").read_text())["step"]
     assert (code, step < 400) == (DO_NOT_RESTART_EXIT_CODE, True), run.last_log()
-    assert f"train.checkpoint.uri: checkpoint upload to {s3_bucket.uri} failed: NoSuchBucket" in run.last_log()
+    assert f"train.checkpoint.uri: checkpoint upload to {s3_bucket.uri} failed: NoSuchBucket" in run.last_log(
+        whole=True)
