@@ -67,7 +67,7 @@ def recipe_views(project_dir: Path) -> list[RecipeView]:
         runs_on = [t for t, module in targets.items() if not module.RUNS_HERE and module.unsupported(r) is None]
         views.append(RecipeView(name=name, task=r.task, gpus=r.resources.preferred_gpus, nodes=r.resources.nodes,
                                 spot=r.resources.spot, accelerator=r.resources.accelerators[0], targets=runs_on,
-                                profiles=list(r.profiles), capacity=[f"{a}:{g}" for a, g in r.resources.candidates]))
+                                profiles=list(r.profiles), capacity=r.resources.candidates))
     return views
 
 

@@ -261,7 +261,7 @@ def _plan_view(plan, document: str):
     r = plan.recipe
     return PlanView(recipe=plan.loaded.name, file=plan.loaded.relpath, profile=plan.loaded.profile, target=plan.target,
                     run_id=plan.run_id, task=r.task, accelerator=r.resources.accelerators[0],
-                    gpus=r.resources.preferred_gpus, capacity=[f"{a}:{g}" for a, g in r.resources.candidates],
+                    gpus=r.resources.preferred_gpus, capacity=r.resources.candidates,
                     nodes=r.resources.nodes, spot=r.resources.spot, effective_batch=r.effective_batch,
                     max_steps=r.train.max_steps, epochs=r.train.epochs, store=r.train.checkpoint.uri,
                     overrides=list(plan.loaded.overrides), changes=list(plan.loaded.changes), document=document)

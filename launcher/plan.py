@@ -60,9 +60,8 @@ class LaunchPlan:
                 if self.code.dirty else ""))
         if len(r.resources.candidates) > 1:
             kept = ", ".join(f"grad-accum {r.grad_accum_on(g)} on {g}" for g in r.resources.gpu_counts[1:])
-            lines.append(f"capacity   {', '.join(f'{a}:{g}' for a, g in r.resources.candidates)}, in this order "
-                         f"(global batch {r.effective_batch} kept: {kept})" if kept else
-                         f"capacity   {', '.join(f'{a}:{g}' for a, g in r.resources.candidates)}, in this order")
+            lines.append(f"capacity   {', '.join(r.resources.candidates)}, in this order"
+                         + (f" (global batch {r.effective_batch} kept: {kept})" if kept else ""))
         if self.loaded.overrides:
             lines.append(f"overrides  {' '.join(self.loaded.overrides)}")
         if self.loaded.changes:

@@ -92,7 +92,7 @@ def render(plan: LaunchPlan, secrets) -> str:
 def _accelerators(resources):
     """`A100-80GB:4`, or SkyPilot's ordered list of candidates (`[A100-80GB:4, A100:4, A100-80GB:2]`: tried in
     order at launch and at every recovery) where the recipe accepts several types or counts."""
-    candidates = [f"{accelerator}:{gpus}" for accelerator, gpus in resources.candidates]
+    candidates = resources.candidates
     return candidates[0] if len(candidates) == 1 else candidates
 
 

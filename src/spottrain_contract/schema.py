@@ -184,9 +184,9 @@ class Resources(Strict):
         return f"{' or '.join(map(str, self.gpu_counts))}× {' or '.join(self.accelerators)}"
 
     @property
-    def candidates(self) -> list[tuple[str, int]]:
-        """(type, GPUs per node) a platform may provision, in order of preference: more GPUs first."""
-        return [(accelerator, gpus) for gpus in self.gpu_counts for accelerator in self.accelerators]
+    def candidates(self) -> list[str]:
+        """`TYPE:GPUS` per node a platform may provision, in order of preference: more GPUs first."""
+        return [f"{accelerator}:{gpus}" for gpus in self.gpu_counts for accelerator in self.accelerators]
 
 
 class Volume(Strict):
