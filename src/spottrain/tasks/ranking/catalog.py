@@ -27,9 +27,6 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def tier_names(self, indices) -> list[str]:
-        return [TIERS[t] for t in self.tiers[np.asarray(indices, dtype=np.int64)]]
-
 
 def read_catalog(metadata: Path, image_dir: Path) -> Catalog:
     where = f"train.data.metadata ({metadata})"
