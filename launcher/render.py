@@ -6,6 +6,7 @@ text. `yaml` makes any value a YAML node that parses back byte-identical; `shell
 
 from __future__ import annotations
 
+import re
 import shlex
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +42,12 @@ def run_script(plan: LaunchPlan, rendezvous: str, exports: Optional[dict[str, st
         "torchrun.sh.j2", rendezvous=rendezvous, gpus=plan.recipe.resources.preferred_gpus,
         master_port=job.MASTER_PORT, trainer_module=job.TRAINER_MODULE, trainer_args=list(plan.command),
         exit_file_env=job.EXIT_FILE_ENV, exports=exports or {})
+
+
+def with_ranks(script: str, ranks: int) -> str:
+    """A standalone run script (`run_script`) that starts `ranks` trainer ranks instead of the recipe's GPUs: what
+    spot capacity that came back in another shape looks like here (a platform's script reads the GPUs present)."""
+    return re.sub(r"--nproc_per_node=\d+", f"--nproc_per_node={ranks}", script)
 
 
 def job_env(plan: LaunchPlan) -> dict[str, str]:

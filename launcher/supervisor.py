@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Optional
 from launcher import processes
 from launcher.errors import LaunchError
 from launcher.registry import Registry
+from launcher.render import with_ranks
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, EXIT_FILE_ENV, PREEMPTED_EXIT_CODE, RunState,
                                     exit_file_path, failure_path, progress_path)
 
@@ -134,7 +134,7 @@ class Supervisor:
         ranks = self.chaos.ranks[(self.kills_done - 1) % len(self.chaos.ranks)]
         print(f"[supervisor] chaos: this attempt gets {ranks} rank{'s' if ranks > 1 else ''}", file=sys.stderr,
               flush=True)
-        return re.sub(r"--nproc_per_node=\d+", f"--nproc_per_node={ranks}", script)
+        return with_ranks(script, ranks)
 
     def _chaos_kill(self, process: subprocess.Popen, marker: str) -> None:
         """The clock starts when the attempt starts training (its `attempt_start` in the progress file): a kill

@@ -124,30 +124,21 @@ class VesslResources(Strict):
     preset: str = Field(description="VESSL resource preset, e.g. gpu-a100-large-spot.")
 
 
-def _one_or_more(check_one):
-    """A value or a non-empty list of values, each checked by `check_one` (capacity a platform may offer)."""
+def _one_or_more(validator: AfterValidator, integers: bool = False):
+    """A value or a non-empty list of values, each checked by `validator` (capacity a platform may offer); runs
+    before pydantic's own checks, so the integer check is made here too."""
 
     def check(value):
         values = value if isinstance(value, list) else [value]
         if not values:
             raise ValueError("expected a value or a non-empty list of them, got []")
         for one in values:
-            check_one(one)
+            if integers and (isinstance(one, bool) or not isinstance(one, int)):
+                raise ValueError(f"expected an integer, got {one!r}")
+            validator.func(one)
         return value
 
     return BeforeValidator(check)
-
-
-def _accelerator(value) -> None:
-    if value not in ACCELERATORS:
-        raise ValueError(f"expected one of {', '.join(ACCELERATORS)}, got {value!r}")
-
-
-def _gpu_count(value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected an integer, got {value!r}")
-    if not 1 <= value <= 8:
-        raise ValueError(f"expected 1–8, got {value}")
 
 
 class Resources(Strict):
@@ -155,9 +146,9 @@ class Resources(Strict):
     takes whichever combination exists (more GPUs first, then the types in order), and the run resumes on it with
     the same global batch (see `spottrain.elastic`)."""
 
-    accelerator: Annotated[Union[str, list[str]], _one_or_more(_accelerator)] = Field(
+    accelerator: Annotated[Union[str, list[str]], _one_or_more(_one_of(ACCELERATORS))] = Field(
         description="GPU type, e.g. A100-80GB, or acceptable types in order of preference.")
-    gpus: Annotated[Union[int, list[int]], _one_or_more(_gpu_count)] = Field(
+    gpus: Annotated[Union[int, list[int]], _one_or_more(between(1, 8), integers=True)] = Field(
         description="GPUs per node (torchrun starts one rank per GPU present), or acceptable counts in order of "
                     "preference, e.g. [4, 2]; the first sets the global batch.")
     nodes: Annotated[int, between(1, 64)] = Field(1, description="Number of nodes.")

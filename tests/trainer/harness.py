@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import torch
 
 from launcher import processes
 from launcher.plan import plan_launch
+from launcher.render import with_ranks
 from launcher.targets import local
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -69,9 +69,7 @@ class TrainingRun:
                                       *self.overrides], run_id=self.run_id)
         plan = dataclasses.replace(plan, loaded=dataclasses.replace(plan.loaded, changes=self.changes))
         script = local.render(plan, None)
-        if self.ranks is not None:  # what torchrun starts, as SkyPilot's run script takes it from the GPUs present
-            script = re.sub(r"--nproc_per_node=\d+", f"--nproc_per_node={self.ranks}", script)
-        return script
+        return with_ranks(script, self.ranks) if self.ranks is not None else script
 
     def start(self) -> subprocess.Popen:
         self.marker = processes.new_marker()
