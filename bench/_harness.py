@@ -28,8 +28,19 @@ T = TypeVar("T")
 PROJECT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/baseline.yaml"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
 _UNSET = ("MLFLOW_TRACKING_URI", "SPOTTRAIN_S3_FAULTS", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
           "AWS_SESSION_TOKEN")
+
+
+def _unwind_on_sigterm(signum, frame) -> None:
+    """`timeout` (or a scheduler) ending a benchmark unwinds it like Ctrl-C, so the attempt it is running is
+    killed on the way out: its processes live in sessions of their own and would otherwise train on, slowing every
+    later measurement on the machine."""
+    raise SystemExit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _unwind_on_sigterm)
 
 
 @dataclass

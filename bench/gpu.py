@@ -221,6 +221,9 @@ def main() -> None:
     from spottrain_contract.recipe import load_recipe
 
     recipe = args.recipe if args.recipe.endswith(".yaml") else f"recipes/{args.recipe}.yaml"
+    # The recipe's batch on the GPUs measured: without this the trainer would keep the recipe's global batch on
+    # fewer GPUs (grad_accum × 4 for a 4-GPU recipe on one), which the bare loop and the figures do not do.
+    args.override = [f"resources.gpus={args.nproc}", *args.override]
     cfg = load_recipe(recipe, project_dir=PROJECT, overrides=args.override).recipe.train
     seq, n_heads = cfg.data.max_length, cfg.model.n_future_tokens
     tokens_per_step = cfg.batch.per_gpu * cfg.batch.grad_accum * args.nproc * seq
