@@ -33,6 +33,7 @@ TASKS: PluginTable[TaskSpec] = PluginTable("task", "spottrain.tasks", {
     "rho1": TaskSpec("spottrain_contract.wmtp:Rho1Stage", "spottrain.tasks.wmtp.rho1:Rho1Task"),
     "pairwise_ranking": TaskSpec("spottrain_contract.ranking:PairwiseRankingStage",
                                  "spottrain.tasks.ranking.task:PairwiseRankingTask"),
+    "vlm_lora": TaskSpec("spottrain_contract.vlm:VlmLoraStage", "spottrain.tasks.vlm.task:VlmLoraTask"),
 })
 
 
