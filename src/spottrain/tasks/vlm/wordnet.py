@@ -21,6 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from spottrain_contract.errors import ConfigurationError
+
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 INSTALL = "apt-get install wordnet-base wordnet-sense-index"
 
@@ -43,8 +45,9 @@ LEXNAMES = ["adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.ani
 CATEGORIES = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 
-class WordNetMissing(RuntimeError):
-    """NLTK finds no WordNet and none can be built from Debian's files: METEOR cannot be computed."""
+class WordNetMissing(ConfigurationError):
+    """NLTK finds no WordNet and none can be built from Debian's files: METEOR cannot be computed. A node's setup
+    that no restart heals, so the run stops at once with this one line."""
 
 
 def default_data_dir() -> Path:
