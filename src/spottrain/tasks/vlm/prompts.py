@@ -70,12 +70,14 @@ def decode_new_tokens(processor, output_ids: torch.Tensor, prompt_length: int) -
 
 
 def _chat(processor, family: str) -> bool:
+    """Whether prompts are the processor's chat template (else PLAIN_PROMPT): always for the chat families, never
+    for BLIP-2, for a type of no listed family where its processor has one."""
     if family == "blip2":
         return False
     if family in CHAT_FAMILIES and not processor.chat_template:
         raise ValueError(f"train.model.id: expected a processor with a chat template for the {family} family, "
                          f"got none")
-    return bool(getattr(processor, "chat_template", None))
+    return bool(processor.chat_template)
 
 
 def _messages(prompt: str, system_message: Optional[str]) -> list[dict]:
