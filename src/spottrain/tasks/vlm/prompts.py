@@ -17,6 +17,8 @@ from typing import Optional
 
 import torch
 
+from spottrain_contract.errors import ConfigurationError
+
 IGNORE = -100  # the label cross-entropy skips
 CONFIG_FAMILIES = {"llava": "llava", "llava_next": "llava_next", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl",
                    "blip-2": "blip2"}  # a model config's model_type -> the family of train.model.type
@@ -42,7 +44,7 @@ def training_batch(processor, family: str, images: list, prompts: list[str], res
     inputs, rows = _encode(processor, images, prompt_texts)
     longest = max(len(row["input_ids"]) for row in rows)
     if longest >= max_length:
-        raise ValueError(f"train.data.max_length: expected more than the {longest} tokens of a prompt with its "
+        raise ConfigurationError(f"train.data.max_length: expected more than the {longest} tokens of a prompt with its "
                          f"image tokens, got {max_length}")
     answer_ids = processor.tokenizer(answers, add_special_tokens=False)["input_ids"]
     for row, ids in zip(rows, answer_ids):

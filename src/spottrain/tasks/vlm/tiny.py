@@ -63,7 +63,7 @@ def write_tiny_model(family: str, out_dir: Path, seed: int = 0) -> Path:
     partial.mkdir(parents=True)
     try:
         model, processor = _BUILDERS[family](seed)
-        model.save_pretrained(partial)
+        _save_model(model, partial)
         processor.save_pretrained(partial)
         os.rename(partial, out_dir)
     except OSError:
@@ -72,6 +72,18 @@ def write_tiny_model(family: str, out_dir: Path, seed: int = 0) -> Path:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out_dir
+
+
+def _save_model(model, directory: Path) -> None:
+    """Config, generation config and weights as from_pretrained reads them. Not `save_pretrained`: in a process
+    group transformers writes weights on global rank 0 only, and every node (every rank racing here) needs the
+    files on its own disk."""
+    from safetensors.torch import save_model
+
+    model.config.save_pretrained(directory)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(directory)
+    save_model(model, str(directory / "model.safetensors"))  # tied weights stored once, as from_pretrained expects
 
 
 def _tokenizer(special_tokens: tuple[str, ...], eos: str, pad: str):
