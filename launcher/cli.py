@@ -425,12 +425,27 @@ _CHECKPOINT_HELP = "Which of the run's checkpoints: best, last, or a step number
 @click.option("--target", default=None, shell_complete=_complete_targets,
               help="Where the evaluation runs (default: where the run trained).")
 @click.option("--checkpoint", default="best", show_default=True, help=_CHECKPOINT_HELP)
+@click.option("--csv", "test_csv", default=None, help="vlm_lora: judge on this CSV (url, query, annotation) instead "
+                                                      "of the run's train.data.test_csv (a path where it runs).")
+@click.option("--prompt-template", default=None, help="vlm_lora: the user turn, with {query}.")
+@click.option("--system-message", default=None, help="vlm_lora: a system turn before it.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="vlm_lora: prompts per generate().")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="vlm_lora: tokens generated at most.")
+@click.option("--override", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Any other setting of the run's recipe for this evaluation (repeatable).")
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
-def evaluate(run_id, target, checkpoint, yes):
-    """Judge RUN_ID's weights on its stored test split: accuracy, pairs, per-gap accuracy, Kendall's tau."""
-    from launcher.weights import plan_weights_job
+def evaluate(run_id, target, checkpoint, test_csv, prompt_template, system_message, batch_size, max_new_tokens,
+             overrides, yes):
+    """Judge RUN_ID's weights on its test data: the ranker's test split (accuracy, per-gap accuracy, Kendall's
+    tau), the VLM task's test CSV by generation (exact match, BLEU-4, METEOR, ROUGE-L)."""
+    from launcher.weights import evaluation_overrides, plan_weights_job, trained_on
 
-    plan = plan_weights_job(_project_dir(), run_id, "eval", ["--checkpoint", checkpoint], target)
+    project_dir = _project_dir()
+    target = target or trained_on(project_dir, run_id, "eval")
+    extra = evaluation_overrides(target, test_csv=test_csv, prompt_template=prompt_template,
+                                 system_message=system_message, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    plan = plan_weights_job(project_dir, run_id, "eval", ["--checkpoint", checkpoint], target,
+                            [*extra, *overrides])
     click.echo(f"evaluating run {run_id} ({checkpoint} checkpoint) on {plan.target} as job {plan.run_id}")
     _confirm_spending(plan.target, yes, "Launch the evaluation?")
     _submit(plan, _project_dir(), training=False)

@@ -7,6 +7,7 @@ run was launched with (its profile and overrides, read from the registry).
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets as _random
 from pathlib import Path
 from typing import Optional, Sequence
@@ -28,17 +29,30 @@ def trained_on(project_dir: Path, run_id: str, verb: str) -> str:
 
 
 def plan_weights_job(project_dir: Path, run_id: str, verb: str, arguments: Sequence[str],
-                     target: Optional[str]) -> LaunchPlan:
-    """A one-GPU job running `python -m spottrain VERB --run-id RUN ARGUMENTS` on `target` (default: the run's)."""
+                     target: Optional[str], overrides: Sequence[str] = ()) -> LaunchPlan:
+    """A one-GPU job running `python -m spottrain VERB --run-id RUN ARGUMENTS` on `target` (default: the run's),
+    with the run's settings and then `overrides` (another test CSV, other generation options)."""
     target = target or trained_on(project_dir, run_id, verb)
     launched = runner.launched_recipe(project_dir, run_id)
     if launched is None:
         raise UserError(f"run {run_id}: its registry record keeps no recipe (launched by an older launch?)")
     one_gpu = ("resources.gpus=1", "resources.nodes=1")  # after the run's own: a run on 8 GPUs is judged on 1
     plan = plan_launch(launched.name, target=target, project_dir=project_dir, profile=launched.profile,
-                       overrides=[*launched.overrides, *one_gpu],
+                       overrides=[*launched.overrides, *one_gpu, *overrides],
                        run_id=f"{run_id}-{verb}-{_random.token_hex(2)}", code=code_version(project_dir))
     return dataclasses.replace(plan, command=(verb, "--run-id", run_id, *arguments))
+
+
+def evaluation_overrides(target: str, *, test_csv: Optional[str] = None, prompt_template: Optional[str] = None,
+                         system_message: Optional[str] = None, batch_size: Optional[int] = None,
+                         max_new_tokens: Optional[int] = None) -> list[str]:
+    """`launch eval`'s options for the VLM task as overrides of the run's recipe (those given). Strings are
+    JSON-quoted: override values are typed as YAML, where "Question: {query}" would be a mapping."""
+    settings = {"train.data.test_csv": test_csv and input_paths([test_csv], target)[0],
+                "train.evaluation.prompt_template": prompt_template,
+                "train.evaluation.system_message": system_message, "train.evaluation.batch_size": batch_size,
+                "train.evaluation.generation.max_new_tokens": max_new_tokens}
+    return [f"{key}={json.dumps(value)}" for key, value in settings.items() if value is not None]
 
 
 def input_paths(paths: Sequence[str], target: str) -> list[str]:

@@ -12,7 +12,7 @@ from launcher.plan import plan_launch
 from launcher.registry import Registry, RunRecord
 from launcher.secrets import MaskedSecrets
 from launcher.targets import get_target
-from launcher.weights import input_paths, plan_weights_job
+from launcher.weights import evaluation_overrides, input_paths, plan_weights_job
 from spottrain_contract.job import RunState
 
 
@@ -51,3 +51,21 @@ def test_eval_and_predict_of_an_unknown_run_are_one_line_errors(tmp_path, privat
         assert (done.returncode, done.stderr.strip()) == (
             2, f"error: run nope is not in this project's registry (launch status lists them): {verb} needs the "
                f"settings it was launched with")
+
+
+def test_vlm_evaluation_options_become_overrides_of_the_run_s_recipe(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    project = copy_real_recipes(tmp_path, ("vlm_ablation",))
+    plan = plan_launch("vlm_ablation", target="skypilot", project_dir=project, run_id="vlm-1")
+    Registry(project).save(RunRecord(run_id="vlm-1", recipe="vlm_ablation", target="skypilot",
+                                     state=RunState.FINISHED, started=time.time(), store="s3://b/runs",
+                                     local_dir="/l", tracking_uri="", project=str(project),
+                                     recipe_document=plan.loaded.shipped()))
+    extra = evaluation_overrides("local", test_csv="test.csv", prompt_template="Question: {query}\nAnswer:",
+                                 system_message="Be brief.", max_new_tokens=32)
+    assert extra[0] == f'train.data.test_csv="{tmp_path / "test.csv"}"'  # a path here, made absolute
+    plan = plan_weights_job(project, "vlm-1", "eval", ["--checkpoint", "last"], "skypilot", extra)
+    evaluation = plan.recipe.train.evaluation
+    assert plan.recipe.train.data.test_csv == str(tmp_path / "test.csv")
+    assert evaluation.prompt_template == "Question: {query}\nAnswer:" and evaluation.system_message == "Be brief."
+    assert evaluation.generation.max_new_tokens == 32 and evaluation.batch_size == 8  # the rest as the run's
