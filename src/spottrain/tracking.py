@@ -156,6 +156,21 @@ class Tracker:
         except Exception as exc:
             log.warning("MLflow: could not tag %s: %s", key, exc)
 
+    def log_artifacts(self, paths: list[Path]) -> None:
+        """Files and directories as artifacts of the run (a task's predictions, its adapter), those that exist; a
+        server that is down only costs the artifacts: the store keeps them with the run anyway."""
+        try:
+            self._ensure_run()
+            for path in (p for p in paths if p.exists()):
+                if path.is_dir():
+                    self.client.log_artifacts(self.mlflow_run_id, str(path), artifact_path=path.name)
+                else:
+                    self.client.log_artifact(self.mlflow_run_id, str(path))
+        except TrackingAuthError:
+            raise
+        except Exception as exc:
+            log.warning("MLflow: could not log artifacts %s: %s", ", ".join(p.name for p in paths), exc)
+
     def state_dict(self) -> dict:
         """Saved in every checkpoint: the MLflow run and what it has not yet confirmed receiving."""
         return {"mlflow_run_id": self.mlflow_run_id, "pending_metrics": self.pending()}

@@ -29,7 +29,7 @@ from spottrain.preemption import PreemptionNotice, report_exit_code
 from spottrain.run_files import RunFiles
 from spottrain.sampler import StepSampler
 from spottrain.startup import StartupClock
-from spottrain.tasks import CheckpointExtras, Task, create_task
+from spottrain.tasks import CheckpointExtras, JudgedAfterTraining, Task, create_task
 from spottrain.tracking import Tracker
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
@@ -137,6 +137,8 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
     checkpoints.extra_tensors = _extra_tensors(cfg, ranks, engine, task)
     position = LoopPosition()
     tracker = tracker_setup.result() if tracker_setup else None
+    for key, value in getattr(task, "run_tags", {}).items() if tracker else ():  # e.g. LoRA's parameter count
+        tracker.tag(key, value)
     clock.lap("tracking")
     checkpoints.register(loop=position, **({"early_stopping": stopping} if cfg.early_stopping else {}),
                          **({"task": task} if isinstance(task, Stateful) else {}),
@@ -268,8 +270,12 @@ def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step:
     checkpoints.wait()
     out_dir = checkpoints.local_dir / layout.FINAL_EXPORT
     task.export(engine.module, out_dir)
+    judged = task.after_training(engine.module, out_dir) if isinstance(task, JudgedAfterTraining) else {}
     if ranks.is_main:
         checkpoints.publish_directory(out_dir, layout.FINAL_EXPORT)
+        if tracker and judged:
+            tracker.log(judged, step)
+            tracker.log_artifacts([out_dir / name for name in task.mlflow_artifacts])
     runtime.barrier()
     if ranks.is_main:
         checkpoints.verify(step)

@@ -6,7 +6,8 @@ the process's ranks and the run's files (`RunFiles`: what the task keeps with th
 loop calls only what `Task` declares; a task that keeps state between steps (running statistics, say) is also
 `Stateful` and is saved in every checkpoint; one that must keep small modules beside
 each checkpoint (the critic's value head) also implements `CheckpointExtras`; one whose weights can be judged on
-test data or used to predict (the ranker) is also `Evaluable` and `Predicts`. A task may name the metric its
+test data or used to predict (the ranker) is also `Evaluable` and `Predicts`; one judged again once training
+ends (the VLM task's generation) is `JudgedAfterTraining`, and its `run_tags` (if any) tag the MLflow run. A task may name the metric its
 learning rate is logged as (`learning_rate_metric`, default `train/learning_rate`). Shared math lives in plain
 modules that tasks import, not in a base class.
 """
@@ -72,6 +73,18 @@ class Evaluable(Protocol):
 
 
 @runtime_checkable
+class JudgedAfterTraining(Protocol):
+    """A task whose final weights are judged once more at the end of training (the VLM task generates answers
+    to its test rows). The trainer logs the metrics, publishes what it wrote with the final export and logs the
+    files named in `mlflow_artifacts` to MLflow."""
+
+    mlflow_artifacts: tuple[str, ...]
+
+    def after_training(self, model, out_dir: Path) -> dict[str, float]:
+        """Metrics (on rank 0; every rank calls it and may generate); files it writes go into `out_dir`."""
+
+
+@runtime_checkable
 class Predicts(Protocol):
     def predict(self, model, inputs: Sequence[str], out: Optional[Path]) -> str:
         """`launch predict`'s answer for these inputs (also written to `out` when given)."""
@@ -83,4 +96,4 @@ def create_task(recipe: Recipe, ranks: Ranks, files: Optional[RunFiles]) -> Task
     return implementation(recipe.train, ranks, files)
 
 
-__all__ = ["Batch", "CheckpointExtras", "Evaluable", "Predicts", "Task", "create_task"]
+__all__ = ["Batch", "CheckpointExtras", "Evaluable", "JudgedAfterTraining", "Predicts", "Task", "create_task"]
