@@ -92,11 +92,16 @@ def test_launch_eval_judges_a_checkpoint_s_adapter_on_another_csv(trained):
 @pytest.mark.parametrize("family", ["qwen2_vl", "blip2"])
 def test_each_tiny_family_trains_exports_and_generates(tmp_path, family):
     run = TrainingRun(family, tmp_path, (f"train.model.id=tiny:{family}", "train.max_steps=6",
-                                         f"train.data.generated_dir={tmp_path / 'data'}"), recipe="vlm_ablation")
+                                         f"train.data.generated_dir={tmp_path / 'data'}",
+                                         "train.model.merge_full_model=true"), recipe="vlm_ablation")
     assert run.run() == 0, run.last_log()
     final = run.store / family / "final-hf"
     assert (final / "lora_adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((final / "generation_metrics.json").read_text())["count"] == 16
+    from transformers import AutoModelForImageTextToText
+
+    merged = AutoModelForImageTextToText.from_pretrained(final / "merged")  # a plain model: no adapter layers
+    assert not any("lora" in name for name, _ in merged.named_parameters())
 
 
 KILL_STEPS = 20
