@@ -421,7 +421,7 @@ _CHECKPOINT_HELP = "Which of the run's checkpoints: best, last, or a step number
 
 
 @cli.command("eval")
-@click.argument("run_id", shell_complete=_complete_runs)
+@click.argument("run_id", required=False, shell_complete=_complete_runs)
 @click.option("--target", default=None, shell_complete=_complete_targets,
               help="Where the evaluation runs (default: where the run trained).")
 @click.option("--checkpoint", default="best", show_default=True, help=_CHECKPOINT_HELP)
@@ -433,17 +433,37 @@ _CHECKPOINT_HELP = "Which of the run's checkpoints: best, last, or a step number
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="vlm_lora: tokens generated at most.")
 @click.option("--override", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Any other setting of the run's recipe for this evaluation (repeatable).")
+@click.option("--lora-path", default=None, help="vlm_lora without RUN_ID: judge this adapter directory (peft), "
+                                                "trained anywhere, on --model-id.")
+@click.option("--model-id", default=None, help="vlm_lora: the base model of --lora-path (hub id or path).")
+@click.option("--model-type", default=None, help="vlm_lora: its family (llava, qwen2_vl, qwen2_5_vl, blip2, …).")
+@click.option("--recipe", "recipe_name", default="vlm_ablation", show_default=True,
+              help="With --lora-path: the recipe whose resources, data and options the evaluation uses.")
+@click.option("--output-dir", default="eval_results", show_default=True,
+              help="With --lora-path: where predictions.jsonl and generation_metrics.json are written.")
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
 def evaluate(run_id, target, checkpoint, test_csv, prompt_template, system_message, batch_size, max_new_tokens,
-             overrides, yes):
+             overrides, lora_path, model_id, model_type, recipe_name, output_dir, yes):
     """Judge RUN_ID's weights on its test data: the ranker's test split (accuracy, per-gap accuracy, Kendall's
-    tau), the VLM task's test CSV by generation (exact match, BLEU-4, METEOR, ROUGE-L)."""
-    from launcher.weights import evaluation_overrides, plan_weights_job, trained_on
+    tau), the VLM task's test CSV by generation (exact match, BLEU-4, METEOR, ROUGE-L). Without RUN_ID,
+    --lora-path judges an adapter trained anywhere."""
+    from launcher.weights import evaluation_overrides, plan_adapter_evaluation, plan_weights_job, trained_on
 
     project_dir = _project_dir()
-    target = target or trained_on(project_dir, run_id, "eval")
+    if (run_id is None) == (lora_path is None):
+        raise click.UsageError("give RUN_ID, or --lora-path (with --model-id and --csv) for an adapter from anywhere")
+    target = target or (trained_on(project_dir, run_id, "eval") if run_id else "local")
     extra = evaluation_overrides(target, test_csv=test_csv, prompt_template=prompt_template,
-                                 system_message=system_message, batch_size=batch_size, max_new_tokens=max_new_tokens)
+                                 system_message=system_message, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                 model_id=model_id, model_type=model_type)
+    if lora_path:
+        plan = plan_adapter_evaluation(project_dir, recipe_name, target, _profile_for(target, None), lora_path,
+                                       output_dir, [*extra, *overrides])
+        click.echo(f"evaluating adapter {lora_path} on {plan.recipe.train.model.id} on {plan.target} as job "
+                   f"{plan.run_id}")
+        _confirm_spending(plan.target, yes, "Launch the evaluation?")
+        _submit(plan, project_dir, training=False)
+        return
     plan = plan_weights_job(project_dir, run_id, "eval", ["--checkpoint", checkpoint], target,
                             [*extra, *overrides])
     click.echo(f"evaluating run {run_id} ({checkpoint} checkpoint) on {plan.target} as job {plan.run_id}")

@@ -43,12 +43,26 @@ def plan_weights_job(project_dir: Path, run_id: str, verb: str, arguments: Seque
     return dataclasses.replace(plan, command=(verb, "--run-id", run_id, *arguments))
 
 
+def plan_adapter_evaluation(project_dir: Path, recipe: str, target: str, profile: Optional[str], adapter: str,
+                            output_dir: str, overrides: Sequence[str]) -> LaunchPlan:
+    """A one-GPU job judging an adapter trained anywhere: `recipe`'s base model and test data as `overrides`
+    change them (`--model-id`, `--model-type`, `--csv`), `python -m spottrain eval --adapter DIR` on `target`."""
+    one_gpu = ("resources.gpus=1", "resources.nodes=1")
+    plan = plan_launch(recipe, target=target, project_dir=project_dir, profile=profile,
+                       overrides=[*one_gpu, *overrides], run_id=f"adapter-eval-{_random.token_hex(3)}",
+                       code=code_version(project_dir))
+    [adapter, output_dir] = input_paths([adapter, output_dir], target)
+    return dataclasses.replace(plan, command=("eval", "--adapter", adapter, "--output-dir", output_dir))
+
+
 def evaluation_overrides(target: str, *, test_csv: Optional[str] = None, prompt_template: Optional[str] = None,
                          system_message: Optional[str] = None, batch_size: Optional[int] = None,
-                         max_new_tokens: Optional[int] = None) -> list[str]:
-    """`launch eval`'s options for the VLM task as overrides of the run's recipe (those given). Strings are
+                         max_new_tokens: Optional[int] = None, model_id: Optional[str] = None,
+                         model_type: Optional[str] = None) -> list[str]:
+    """`launch eval`'s options for the VLM task as overrides of the recipe (those given). Strings are
     JSON-quoted: override values are typed as YAML, where "Question: {query}" would be a mapping."""
-    settings = {"train.data.test_csv": test_csv and input_paths([test_csv], target)[0],
+    settings = {"train.model.id": model_id, "train.model.type": model_type,
+                "train.data.test_csv": test_csv and input_paths([test_csv], target)[0],
                 "train.evaluation.prompt_template": prompt_template,
                 "train.evaluation.system_message": system_message, "train.evaluation.batch_size": batch_size,
                 "train.evaluation.generation.max_new_tokens": max_new_tokens}

@@ -1,5 +1,6 @@
 """`python -m spottrain train` under torchrun: trains the recipe the launch shipped in $SPOTTRAIN_RECIPE.
-`python -m spottrain eval --run-id RUN` and `predict --run-id RUN INPUT...` use a run's trained weights (`offline`).
+`python -m spottrain eval --run-id RUN` and `predict --run-id RUN INPUT...` use a run's trained weights (`offline`);
+`eval --adapter DIR` judges an adapter trained anywhere on the recipe's base model and test data.
 
 Without a launcher (a node set up by hand), `--recipe recipes/NAME.yaml [--profile P] [--override k=v ...]`
 resolves a recipe file here instead.
@@ -31,8 +32,13 @@ def main(argv=None) -> int:
                              help=f"recipe file (default: the recipe shipped in ${RECIPE_ENV})")
         command.add_argument("--profile", default=None)
         command.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    predict.add_argument("--run-id", dest="run", required=True, help="the training run whose weights are used")
+    weights = evaluate.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--run-id", dest="run", help="the training run whose weights are used")
+    weights.add_argument("--adapter", help="an adapter directory (peft) trained anywhere, on the recipe's base model")
+    evaluate.add_argument("--output-dir", type=Path, default=Path("eval_results"),
+                          help="with --adapter: where predictions and metrics are written")
     for command in (evaluate, predict):
-        command.add_argument("--run-id", dest="run", required=True, help="the training run whose weights are used")
         command.add_argument("--checkpoint", default="best", help="best, last, or a step (default: best)")
     args = parser.parse_args(argv)
     try:
@@ -58,7 +64,9 @@ def _use_weights(args, loaded) -> int:
     from spottrain import offline
 
     try:
-        if args.command == "eval":
+        if args.command == "eval" and args.adapter:
+            offline.evaluate_adapter(loaded, args.adapter, args.output_dir)
+        elif args.command == "eval":
             offline.evaluate(loaded, args.run, args.checkpoint)
         else:
             offline.predict(loaded, args.run, args.checkpoint, args.inputs, args.out)

@@ -17,7 +17,7 @@ import torch
 
 from spottrain import runtime
 from spottrain.run_files import RunFiles
-from spottrain.tasks import Evaluable, Predicts, create_task
+from spottrain.tasks import Evaluable, JudgesAdapters, Predicts, create_task
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.lookup import StoredRun
@@ -86,12 +86,30 @@ def evaluate(loaded: LoadedRecipe, run_id: str, checkpoint: str) -> dict[str, fl
     key = f"{run_id}/{layout.EVALUATIONS}/{layout.step_tag(restored.step)}.json"
     record = {"run_id": run_id, "step": restored.step, "checkpoint": checkpoint, "metrics": metrics}
     with_retries(lambda: restored.store.put_bytes(json.dumps(record, indent=1).encode(), key), what=f"write {key}")
-    width = max(map(len, metrics))
-    for name, value in metrics.items():
-        shown = f"{int(value)}" if name.endswith(("total_pairs", "correct_predictions")) else f"{value:.4f}"
-        print(f"{name:<{width}}  {shown}")
+    _print_metrics(metrics)
     print(f"saved {restored.store.uri}/{key}", flush=True)
     return metrics
+
+
+def evaluate_adapter(loaded: LoadedRecipe, adapter: str, out_dir: Path) -> dict[str, float]:
+    """An adapter trained anywhere, on the recipe's base model and test data (`launch eval --lora-path`): the
+    metrics printed, and what the task writes to explain them in `out_dir`."""
+    runtime.seed_everything(loaded.recipe.train.seed)
+    task = create_task(loaded.recipe, runtime.Ranks(0, 0, 1), None)
+    if not isinstance(task, JudgesAdapters):
+        raise ConfigurationError(f"task {loaded.recipe.task} does not judge adapters (--lora-path)")
+    print(f"evaluating adapter {adapter} on {loaded.recipe.train.model.id}", flush=True)
+    metrics = task.judge(task.adapter_model(adapter), out_dir)
+    _print_metrics(metrics)
+    print(f"wrote {out_dir}", flush=True)
+    return metrics
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    width = max(map(len, metrics))
+    for name, value in metrics.items():
+        shown = f"{int(value)}" if name.endswith(("total_pairs", "correct_predictions", "count")) else f"{value:.4f}"
+        print(f"{name:<{width}}  {shown}")
 
 
 def predict(loaded: LoadedRecipe, run_id: str, checkpoint: str, inputs: Sequence[str], out: Optional[Path]) -> str:

@@ -123,3 +123,15 @@ def test_sigkill_mid_run_resumes_bitwise_equal_at_zero2(tmp_path):
     assert run.complete_steps()[-1] < KILL_STEPS
     assert run.run() == 0, run.last_log()
     assert_runs_match(run, reference, KILL_STEPS)
+
+
+def test_launch_eval_judges_an_adapter_from_anywhere_on_its_base_model(trained):
+    final = trained / "runs" / "store" / "vlm" / "final-hf"
+    [base_dir] = (trained / "runs" / "local" / "tiny-models").iterdir()
+    done = launch(trained, "eval", "--lora-path", str(final / "lora_adapter"), "--model-id", str(base_dir),
+                  "--model-type", "llava", "--csv", str(trained / "runs" / "vlm-data" / "test.csv"),
+                  "--max-new-tokens", "24", "--output-dir", "adapter-eval")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"evaluating adapter {final / 'lora_adapter'} on {base_dir} on local as job adapter-eval-" in done.stdout
+    # the same adapter, base and greedy decoding as the run's own evaluation: the same answers
+    assert (trained / "adapter-eval" / "predictions.jsonl").read_text() == (final / "predictions.jsonl").read_text()

@@ -85,6 +85,17 @@ class JudgedAfterTraining(Protocol):
 
 
 @runtime_checkable
+class JudgesAdapters(Protocol):
+    """A task that judges adapter weights trained anywhere (`launch eval --lora-path`), not only its own runs."""
+
+    def adapter_model(self, adapter: str) -> torch.nn.Module:
+        """The task's base model with the adapter at `adapter` (a path peft loads) applied, for inference."""
+
+    def judge(self, model, out_dir: Path) -> dict[str, float]:
+        """Test metrics of `model` (one process), with what explains them written into `out_dir`."""
+
+
+@runtime_checkable
 class Predicts(Protocol):
     def predict(self, model, inputs: Sequence[str], out: Optional[Path]) -> str:
         """`launch predict`'s answer for these inputs (also written to `out` when given)."""
@@ -96,4 +107,4 @@ def create_task(recipe: Recipe, ranks: Ranks, files: Optional[RunFiles]) -> Task
     return implementation(recipe.train, ranks, files)
 
 
-__all__ = ["Batch", "CheckpointExtras", "Evaluable", "JudgedAfterTraining", "Predicts", "Task", "create_task"]
+__all__ = ["Batch", "CheckpointExtras", "Evaluable", "JudgedAfterTraining", "JudgesAdapters", "Predicts", "Task", "create_task"]

@@ -27,6 +27,7 @@ from spottrain.tasks.vlm.generation import (METRICS, PREDICTIONS, evaluating, ge
                                             write_report)
 from spottrain.tasks.vlm.model import (AdapterWeights, load_base_model, load_processor, model_directory,
                                        model_family, save_adapter, save_merged, trainable_parameters, with_lora)
+from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.vlm import GENERATED
 
 log = logging.getLogger(__name__)
@@ -122,16 +123,30 @@ class VlmLoraTask:
         `out_dir`; the metrics as test/* (rank 0; empty elsewhere and when evaluation is off)."""
         if not (self.train.evaluation.enabled and self.test_set):
             return {}
-        return self._judge(model, out_dir)
+        return self.judge(model, out_dir)
 
     def test_metrics(self, model) -> dict[str, float]:
         """`launch eval RUN`: the same evaluation on one process, for any checkpoint of the run."""
         import tempfile
 
         with tempfile.TemporaryDirectory() as scratch:
-            return self._judge(model, Path(scratch))
+            return self.judge(model, Path(scratch))
 
-    def _judge(self, model, out_dir: Path) -> dict[str, float]:
+    def adapter_model(self, adapter: str):
+        """`launch eval --lora-path`: the base model with an adapter trained anywhere (its own LoRA settings)."""
+        from peft import PeftModel
+
+        with self.setup.building(self.train.seed):
+            base = load_base_model(self.directory, self.setup, self.train.seed)
+        try:
+            return PeftModel.from_pretrained(base, adapter).to(runtime.device()).eval()
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"--lora-path: no adapter peft loads at {adapter}: "
+                                     f"{str(exc).splitlines()[0]}") from None
+
+    def judge(self, model, out_dir: Path) -> dict[str, float]:
+        """Answers to the test rows by generation, scored; predictions.jsonl and generation_metrics.json in
+        `out_dir` (on rank 0, which returns the metrics as test/*)."""
         options = self.train.evaluation
         kwargs = generation_kwargs(options.generation, self.train.deepspeed.zero_stage, self.ranks.world_size)
 
