@@ -4,10 +4,11 @@ run's store (`spottrain_contract.ledger`)."""
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 from launcher.registry import RunRecord
 from launcher.tables import render_table
-from spottrain_contract.ledger import Ledger, read_ledger
+from spottrain_contract.ledger import KILLED, PREEMPTED, Ledger, read_ledger
 from spottrain_contract.recipe import from_shipped
 from spottrain_contract.store import open_store
 
@@ -22,8 +23,9 @@ def run_ledger(record: RunRecord) -> Ledger:
     return read_ledger(open_store(record.store, endpoint), record.run_id)
 
 
-def ledger_text(ledger: Ledger) -> str:
-    """The attempts as a table, then one line of totals; empty when the run has no attempt yet."""
+def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Optional[int] = None) -> str:
+    """The attempts as a table, then one line of totals, then what the platform itself counted where it says
+    (SkyPilot's job queue: its recoveries); empty when the run has no attempt yet."""
     if not ledger.attempts:
         return ""
     rows = []
@@ -39,4 +41,19 @@ def ledger_text(ledger: Ledger) -> str:
     line = (f"{int(totals['attempts'])} attempts, {int(totals['preemptions'])} preempted or killed; goodput "
             f"{ledger.goodput:.1%} ({ledger.useful} useful of {ledger.computed} steps computed, {ledger.recomputed} "
             f"recomputed); {ledger.device_hours:.3g} {hours} used, {ledger.device_hours_lost:.3g} lost")
-    return render_table(HEADER, rows) + "\n" + line
+    text = render_table(HEADER, rows) + "\n" + line
+    if platform and recoveries is not None:
+        text += "\n" + _platform_line(ledger, platform, recoveries)
+    return text
+
+
+def _platform_line(ledger: Ledger, platform: str, recoveries: int) -> str:
+    """The platform's count beside the trainer's: an attempt killed without notice is a preemption when the
+    platform recovered the job as often; a difference is named (an attempt that died before its first ledger
+    entry, or a recovery still under way, is seen by one side only)."""
+    seen = ledger.count(PREEMPTED) + ledger.count(KILLED)
+    if recoveries == seen:
+        return (f"{platform} recovered the job {recoveries} times, as the ledger counts: the {ledger.count(KILLED)} "
+                f"attempts killed without notice were preemptions")
+    return (f"{platform} recovered the job {recoveries} times; the ledger saw {seen} attempts preempted or killed "
+            f"(an attempt that died before its first entry, or a recovery under way, is seen by one side only)")

@@ -1,0 +1,31 @@
+"""`launch status RUN`'s ledger: the attempts' table, the totals, and the platform's own count beside them."""
+
+from __future__ import annotations
+
+from launcher.ledger_view import ledger_text
+from spottrain_contract.ledger import FINISHED, PREEMPTED, RUNNING, Attempt, ledger_of
+
+
+def attempt(number, start_step, last_step, started, cause=RUNNING):
+    return Attempt(number=number, started=started, start_step=start_step, world_size=4, device="NVIDIA A100",
+                   gpus=4, last_step=last_step, last_seen=started + 60, ended=started + 60 if cause != RUNNING else None,
+                   cause=cause, startup_seconds=12.0)
+
+
+LEDGER = ledger_of([attempt(1, 0, 40, 0.0), attempt(2, 30, 60, 100.0, PREEMPTED), attempt(3, 60, 90, 200.0, FINISHED)])
+
+
+def test_the_totals_follow_the_attempts_and_a_target_without_counts_adds_nothing():
+    text = ledger_text(LEDGER)
+    assert text.splitlines()[-1].startswith("3 attempts, 2 preempted or killed; goodput 90.0% (90 useful of 100 "
+                                            "steps computed, 10 recomputed)")
+    assert "killed" in text and "recovered" not in text
+
+
+def test_skypilot_s_recoveries_confirm_the_kills_as_preemptions_or_name_the_difference():
+    agreed = ledger_text(LEDGER, "SkyPilot", 2).splitlines()[-1]
+    assert agreed == ("SkyPilot recovered the job 2 times, as the ledger counts: the 1 attempts killed without "
+                      "notice were preemptions")
+    differs = ledger_text(LEDGER, "SkyPilot", 3).splitlines()[-1]
+    assert differs.startswith("SkyPilot recovered the job 3 times; the ledger saw 2 attempts preempted or killed")
+    assert ledger_text(LEDGER, "SkyPilot", None) == ledger_text(LEDGER)  # the platform could not be asked
