@@ -38,6 +38,10 @@ def unsupported(recipe) -> Optional[str]:
     if recipe.resources.vessl is None:
         return ("resources.vessl: VESSL needs a cluster and preset "
                 "(e.g. {cluster: vessl-gcp-oregon, preset: gpu-a100-large-spot})")
+    vessl = recipe.resources.vessl
+    if vessl.preset_for(recipe.resources.candidates) is None:
+        return (f"resources.vessl.preset: no preset for {', '.join(recipe.resources.candidates)} (presets for "
+                f"{', '.join(vessl.preset)}): name one for a candidate, or set a single preset")
     if recipe.resources.nodes > 1:
         return (f"resources.nodes: VESSL runs are single-node here, got {recipe.resources.nodes} "
                 f"(use --target skypilot for multi-node)")
@@ -89,7 +93,7 @@ def render(plan: LaunchPlan, secrets) -> str:
         description=r.description or f"{r.task} stage from {where}",
         tags=[r.task, r.resources.accelerators[0], f"gpus-{r.resources.preferred_gpus}", plan.run_id],
         cluster=r.resources.vessl.cluster,
-        preset=r.resources.vessl.preset,
+        preset=r.resources.vessl.preset_for(r.resources.candidates),
         image=r.image,
         imports={r.code.workdir: f"git://{r.code.repo}",
                  **{v.mount: v.vessl for v in r.volumes.values() if v.read_only}},

@@ -121,7 +121,16 @@ class Recovery(Strict):
 
 class VesslResources(Strict):
     cluster: str = Field(description="VESSL cluster name, e.g. vessl-gcp-oregon.")
-    preset: str = Field(description="VESSL resource preset, e.g. gpu-a100-large-spot.")
+    preset: Union[str, dict[str, str]] = Field(
+        description="VESSL resource preset, e.g. gpu-a100-large-spot; or one per capacity candidate "
+                    "(`{\"A100-80GB:4\": gpu-a100-large-spot, \"A100-80GB:2\": gpu-a100-medium-spot}`): a VESSL run "
+                    "takes one preset, that of the first candidate (resources.candidates, in order) that has one.")
+
+    def preset_for(self, candidates: list[str]) -> Optional[str]:
+        """The preset a run of these candidates gets (None: the mapping names none of them)."""
+        if isinstance(self.preset, str):
+            return self.preset
+        return next((self.preset[c] for c in candidates if c in self.preset), None)
 
 
 def _one_or_more(validator: AfterValidator, integers: bool = False):

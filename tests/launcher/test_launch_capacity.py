@@ -52,3 +52,25 @@ def test_a_capacity_that_cannot_be_used_is_one_line(override, expected):
     with pytest.raises(RecipeError) as caught:
         plan_launch("baseline", target="skypilot", project_dir=PROJECT_DIR, overrides=[override], run_id="r")
     assert str(caught.value).startswith(expected)
+
+
+PRESETS = 'resources.vessl.preset={"A100-80GB:4": gpu-a100-80g-4-spot, "A100-80GB:2": gpu-a100-80g-2-spot}'
+
+
+def test_vessl_gets_the_preset_of_the_first_candidate_that_has_one():
+    vessl = get_target("vessl")
+    for gpus, preset in (("[4,2]", "gpu-a100-80g-4-spot"), ("2", "gpu-a100-80g-2-spot"), ("[8,2]", "gpu-a100-80g-2-spot")):
+        plan = plan_launch("baseline", target="vessl", project_dir=PROJECT_DIR, run_id="r",
+                           overrides=(f"resources.gpus={gpus}", PRESETS))
+        assert vessl.unsupported(plan.recipe) is None
+        document = vessl.render(plan, MaskedSecrets(plan.recipe.secrets))
+        vessl.validate(document)
+        assert yaml.safe_load(document)["resources"]["preset"] == preset, gpus
+
+
+def test_vessl_without_a_preset_for_any_candidate_is_one_line():
+    plan = plan_launch("baseline", target="vessl", project_dir=PROJECT_DIR, run_id="r",
+                       overrides=("resources.gpus=8", PRESETS))
+    assert get_target("vessl").unsupported(plan.recipe) == (
+        "resources.vessl.preset: no preset for A100-80GB:8 (presets for A100-80GB:4, A100-80GB:2): name one for a "
+        "candidate, or set a single preset")
