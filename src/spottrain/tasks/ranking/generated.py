@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
+
+from spottrain.tasks.generated_files import png, write_atomically
 
 from spottrain_contract.ranking import TIERS
 
@@ -32,13 +33,13 @@ def ensure_generated(image_dir: Path, seed: int = 0) -> Path:
     for tier_index, tier in enumerate(TIERS):
         for n in range(PER_TIER):
             name = f"{tier.lower()}_{n:03d}.png"
-            _write_atomically(image_dir / name, _png(_image(seed, tier_index, n)))
+            write_atomically(image_dir / name, png(_image(seed, tier_index, n)))
             rows.append((f"{tier.lower()}-{n:03d}", name, tier))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(("image_id", "filename", "tier"))
     writer.writerows(rows)
-    _write_atomically(metadata, text.getvalue().encode())
+    write_atomically(metadata, text.getvalue().encode())
     return metadata
 
 
@@ -53,16 +54,3 @@ def _image(seed: int, tier_index: int, n: int) -> np.ndarray:
     noise = rng.normal(0, 0.05 + 0.35 * (1 - quality), (SIZE, SIZE, 3))
     return (np.clip(picture + noise, 0, 1) * 255).astype(np.uint8)
 
-
-def _png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)

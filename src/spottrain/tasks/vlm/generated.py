@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
+
+from spottrain.tasks.generated_files import png, write_atomically
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle", "triangle")
@@ -40,7 +41,7 @@ def ensure_generated(out_dir: Path, seed: int = 0) -> dict[str, Path]:
         for n in range(rows):
             colour, shape, (question, answer) = _row(n + 12 * split_index)
             name = f"{IMAGES}/{split}_{n:03d}.png"
-            _write_atomically(out_dir / name, _png(_image(seed, split_index, n, colour, shape)))
+            write_atomically(out_dir / name, png(_image(seed, split_index, n, colour, shape)))
             table.append((name, question, answer.format(colour=colour, shape=shape)))
         tables[split] = table
     for split, path in csvs.items():
@@ -48,7 +49,7 @@ def ensure_generated(out_dir: Path, seed: int = 0) -> dict[str, Path]:
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(COLUMNS[split])
         writer.writerows(tables[split])
-        _write_atomically(path, text.getvalue().encode())
+        write_atomically(path, text.getvalue().encode())
     return csvs
 
 
@@ -74,16 +75,3 @@ def _image(seed: int, split_index: int, n: int, colour: str, shape: str) -> np.n
     picture += rng.normal(0, 6, picture.shape)
     return np.clip(picture, 0, 255).astype(np.uint8)
 
-
-def _png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
