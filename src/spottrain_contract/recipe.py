@@ -1,4 +1,4 @@
-"""Load a recipe: read → merge `extends` → apply a profile → apply `--override`s → validate.
+"""Load a recipe: read → merge `extends` → apply a profile, a sweep's cell, the `--override`s → validate.
 
 Every value remembers which file (or override) set it, so a validation error names the file the user has to
 edit. The launcher ships the resolved document with the job (`shipped`); the trainer validates that document
@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from spottrain_contract.errors import RecipeError, UserError
 from spottrain_contract.schema import Recipe
+from spottrain_contract.sweep import Axes, Cell, cell_job_name, cell_named
 from spottrain_contract.tasks import TASKS, recipe_model
 from spottrain_contract.validation import describe_validation_errors
 
@@ -48,18 +49,23 @@ class LoadedRecipe:
     overrides: tuple[str, ...] = ()
     resolved: dict[str, Any] = field(default_factory=dict, repr=False)  # the merged document, profiles applied
     changes: tuple[str, ...] = ()  # a resume allowed to change settings: `key: old → new`, each
+    cell: Optional[Cell] = None  # the sweep's cell this run trains (spottrain_contract.sweep)
 
     def shipped(self) -> str:
-        """The resolved document as YAML text, with where it came from: what a launch hands to the job."""
-        document = {key: value for key, value in self.resolved.items() if key != "profiles"}
+        """The resolved document as YAML text, with where it came from: what a launch hands to the job. A job
+        trains one run: the recipe's profiles and sweep stay behind (its cell, if any, is in the origin)."""
+        document = {key: value for key, value in self.resolved.items() if key not in NOT_SHIPPED}
         origin = {"name": self.name, "file": self.relpath, "profile": self.profile, "overrides": list(self.overrides)}
+        if self.cell is not None:
+            origin["cell"] = self.cell.as_origin()
         if self.changes:
             origin["changes"] = list(self.changes)
         return yaml.safe_dump({SHIPPED_ORIGIN: origin, **document}, sort_keys=False, allow_unicode=False,
                               width=10**6)
 
 
-SHIPPED_ORIGIN = "resolved_from"  # in a shipped recipe: the file, profile and overrides it was resolved from
+SHIPPED_ORIGIN = "resolved_from"  # in a shipped recipe: the file, profile, cell and overrides it was resolved from
+NOT_SHIPPED = ("profiles", "sweep")  # ways to resolve a recipe, not settings of the one run a job trains
 
 
 def from_shipped(text: str, source: str) -> LoadedRecipe:
@@ -73,9 +79,10 @@ def from_shipped(text: str, source: str) -> LoadedRecipe:
         raise RecipeError(source, SHIPPED_ORIGIN, "expected a recipe resolved by `launch` (it names its origin)")
     origin = document.pop(SHIPPED_ORIGIN)
     recipe = _validate(document, {}, source)
+    cell = Cell.from_origin(origin["cell"]) if origin.get("cell") else None
     return LoadedRecipe(recipe=recipe, name=origin["name"], relpath=origin["file"], profile=origin.get("profile"),
                         overrides=tuple(origin.get("overrides") or ()), resolved=document,
-                        changes=tuple(origin.get("changes") or ()))
+                        changes=tuple(origin.get("changes") or ()), cell=cell)
 
 
 def flatten(value, prefix: str = "") -> dict[str, str]:
@@ -89,8 +96,8 @@ def flatten(value, prefix: str = "") -> dict[str, str]:
 
 
 def settings_of(recipe: Recipe) -> dict[str, str]:
-    """Every setting of a validated recipe, flattened (defaults filled in; profiles are not settings)."""
-    return flatten(recipe.model_dump(mode="json", exclude={"profiles"}))
+    """Every setting of a validated recipe, flattened (defaults filled in; profiles and sweeps are not settings)."""
+    return flatten(recipe.model_dump(mode="json", exclude=set(NOT_SHIPPED)))
 
 
 def setting_changes(before: Recipe, after: Recipe) -> list[str]:
@@ -134,7 +141,8 @@ def recipe_path(project_dir: Path, name: str) -> Path:
 
 
 def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
-                overrides: Iterable[str] = ()) -> LoadedRecipe:
+                overrides: Iterable[str] = (), cell: Optional[str] = None) -> LoadedRecipe:
+    """`cell`: the name of one cell of the recipe's sweep, resolved after the profile (see `sweep`)."""
     project_dir = project_dir.resolve()
     path = recipe_path(project_dir, name).resolve()
     display = _display(path, project_dir)
@@ -153,6 +161,7 @@ def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
             where = sources.get(f"profiles.{profile}.{key}") or sources.get(f"profiles.{profile}", display)
             _set_dotted(document, sources, str(key), value, f"{where} (profile {profile})")
 
+    chosen = _apply_cell(document, sources, display, cell) if cell is not None else None
     overrides = tuple(overrides)
     for text in overrides:
         key, value = parse_override(text)
@@ -160,7 +169,36 @@ def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
 
     recipe = _validate(document, sources, display)
     return LoadedRecipe(recipe=recipe, name=path.stem, relpath=_display(path, project_dir), profile=profile,
-                        overrides=overrides, resolved=document)
+                        overrides=overrides, resolved=document, cell=chosen)
+
+
+class _SweepOnly(BaseModel):
+    """The `sweep:` section alone, validated before a cell is taken from it (the rest waits for the cell)."""
+
+    model_config = ConfigDict(extra="ignore")
+    sweep: Axes = {}
+
+
+def _apply_cell(document: dict, sources: dict[str, str], display: str, name: str) -> Cell:
+    """Set the cell's overrides, each blamed on the entry that wrote it (`recipes/x.yaml (sweep.lr.lr_1e4)`); the
+    run is named for its cell: a job name of its own (`<name>-<cell>`), the cell as its MLflow run name."""
+    try:
+        axes = _SweepOnly.model_validate({"sweep": document.get("sweep") or {}}).sweep
+    except ValidationError as exc:
+        raise _recipe_error(exc, _SweepOnly, sources, display) from None
+    try:
+        cell = cell_named(axes, name)
+    except ValueError as exc:
+        raise RecipeError(display, "sweep", str(exc)) from None
+    named = f"{display} (sweep cell {cell.name})"
+    if isinstance(document.get("name"), str):  # a recipe without one is told so by the validation
+        _set_dotted(document, sources, "name", cell_job_name(document["name"], cell.name), named)
+    _set_dotted(document, sources, "mlflow.run_name", cell.name, named)
+    for axis, entry in cell.entries.items():
+        where = f"{sources.get(f'sweep.{axis}.{entry}', display)} (sweep.{axis}.{entry})"
+        for key, value in axes[axis][entry].items():
+            _set_dotted(document, sources, key, value, where)
+    return cell
 
 
 def _validate(document: dict, sources: dict[str, str], display: str) -> Recipe:
@@ -179,9 +217,14 @@ def _validate(document: dict, sources: dict[str, str], display: str) -> Recipe:
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        first, *more = [RecipeError(_blame(sources, key, display), key, reason)
-                        for key, reason in describe_validation_errors(exc, model)]
-        raise RecipeError(first.source, first.key, first.reason, also=tuple(more)) from None
+        raise _recipe_error(exc, model, sources, display) from None
+
+
+def _recipe_error(exc: ValidationError, model, sources: dict[str, str], display: str) -> RecipeError:
+    """Every problem pydantic found, each blamed on the file (or entry, or override) that set its key."""
+    first, *more = [RecipeError(_blame(sources, key, display), key, reason)
+                    for key, reason in describe_validation_errors(exc, model)]
+    return RecipeError(first.source, first.key, first.reason, also=tuple(more))
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from spottrain_contract.sweep import Axes
+
 # Accelerator names SkyPilot's catalogues use; its schema accepts any string, so a typo would only fail at
 # provisioning time, after a long wait.
 ACCELERATORS = (
@@ -351,6 +353,15 @@ class Recipe(Strict):
     train: Train
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named sets of dotted overrides, e.g. local: {train.max_steps: 40}.")
+    sweep: Axes = Field(
+        default_factory=dict,
+        description="Axes of a sweep: axis name -> entry name -> dotted overrides, e.g. lr: {lr_1e4: "
+                    "{train.optim.lr: 1.0e-4}, lr_3e4: {train.optim.lr: 3.0e-4}}. A launch runs one job per cell "
+                    "of the grid (every combination of one entry per axis, axes in the order written), named by "
+                    "its entries joined by `__` (lr_1e4__seed_1); a cell applies after the profile and before "
+                    "--override. Axis and entry names: lowercase letters and digits with single '.', '_' or '-' "
+                    "between them. The recipe as written must be valid too (what no cell changes). Empty: one "
+                    "run.")
 
     @property
     def world_size(self) -> int:
