@@ -15,10 +15,9 @@ import os
 import re
 import threading
 import time
-from pathlib import Path
 from typing import Optional
 
-from spottrain_contract.job import MLFLOW_RUN_ID_TAG
+from spottrain_contract.job import MLFLOW_PARENT_RUN_TAG, MLFLOW_RUN_ID_TAG, mlflow_experiment_id
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 2.0
@@ -31,15 +30,17 @@ class TrackingAuthError(RuntimeError):
 class Tracker:
     def __init__(self, *, uri: str, experiment: str, run_name: str, run_id: str, params: dict[str, str],
                  tags: dict[str, str], mlflow_run_id: Optional[str] = None, system_metrics: bool = True,
-                 texts: Optional[dict[str, str]] = None):
+                 texts: Optional[dict[str, str]] = None, parent_run_id: Optional[str] = None):
         """`texts` (artifact file → content, e.g. the resolved recipe) are logged with the params, once, when the
-        MLflow run is created."""
+        MLflow run is created. `parent_run_id`: the MLflow run this one is a child of (a sweep's, for each of its
+        cells), set as MLflow's `mlflow.parentRunId` tag."""
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
 
         self.uri, self.experiment, self.run_name, self.run_id = uri, experiment, run_name, run_id
-        self.params, self.tags, self.texts = params, tags, dict(texts or {})
+        self.params, self.texts = params, dict(texts or {})
+        self.tags = {**tags, **({MLFLOW_PARENT_RUN_TAG: parent_run_id} if parent_run_id else {})}
         self.client = MlflowClient(tracking_uri=uri)
         self.mlflow_run_id = mlflow_run_id
         self._logged_through: dict[str, int] = {}
@@ -79,9 +80,7 @@ class Tracker:
         self._ready = True
 
     def _find_or_create_run(self) -> None:
-        experiment = self.client.get_experiment_by_name(self.experiment)
-        experiment_id = (experiment.experiment_id if experiment else
-                         self.client.create_experiment(self.experiment, artifact_location=_artifacts_beside(self.uri)))
+        experiment_id = mlflow_experiment_id(self.client, self.experiment, self.uri)
         if self.mlflow_run_id is not None and not self._exists(self.mlflow_run_id):
             self.mlflow_run_id = None  # a checkpoint from another tracking store (e.g. a fresh local database)
         if self.mlflow_run_id is None:
@@ -95,6 +94,8 @@ class Tracker:
             self._params_pending = True  # until they are sent: a drop right after create_run must not lose them
         else:
             self.client.update_run(self.mlflow_run_id, status="RUNNING")
+            if MLFLOW_PARENT_RUN_TAG in self.tags:  # a run created before its sweep had a parent is nested now
+                self.client.set_tag(self.mlflow_run_id, MLFLOW_PARENT_RUN_TAG, self.tags[MLFLOW_PARENT_RUN_TAG])
             self._logged_through = self._already_logged()
         if self._params_pending:
             self._log_params()
@@ -261,14 +262,6 @@ class Tracker:
                 self.client.set_terminated(self.mlflow_run_id, status=status)
             except Exception as exc:
                 log.error("MLflow: could not mark run %s: %s", status, exc)
-
-
-def _artifacts_beside(uri: str) -> Optional[str]:
-    """A local SQLite store keeps its artifacts beside the database, not in `./mlruns` of whatever directory
-    the job started in; a server decides for itself (None)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
 
 
 _AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED", "UNAUTHORIZED")

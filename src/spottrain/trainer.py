@@ -33,9 +33,9 @@ from spottrain.tasks import CheckpointExtras, JudgedAfterTraining, Task, create_
 from spottrain.tracking import Tracker
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
-from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, PREEMPTED_EXIT_CODE,
-                                    RESOLVED_RECIPE_FILE, RUN_ID_ENV, TARGET_ENV, failure_path, mlflow_tracking_uri,
-                                    progress_path)
+from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, MLFLOW_CELL_TAG, MLFLOW_PARENT_RUN_ENV,
+                                    PREEMPTED_EXIT_CODE, RESOLVED_RECIPE_FILE, RUN_ID_ENV, TARGET_ENV, failure_path,
+                                    mlflow_tracking_uri, progress_path)
 from spottrain_contract.ledger import FAILED, FINISHED, PREEMPTED
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe, from_shipped, setting_changes, settings_of
@@ -298,7 +298,9 @@ def _ledger_metrics(ledger) -> dict[str, float]:
 
 def _tracker(loaded: LoadedRecipe, run_id: str, ranks) -> Tracker:
     """MLflow from rank 0: the resolved recipe as params and as an artifact, each user override once; tags say
-    how it really ran (target, the device and how many, `cpu` here) and the commit the launch came from."""
+    how it really ran (target, the device and how many, `cpu` here) and the commit the launch came from. A sweep's
+    cell also says which cell it is and what the cell changes, and nests under the sweep's parent run (made by the
+    launcher, passed in the job's environment)."""
     recipe = loaded.recipe
     params = settings_of(recipe)
     params.update({"launch.recipe": loaded.relpath, "launch.profile": str(loaded.profile),
@@ -309,10 +311,15 @@ def _tracker(loaded: LoadedRecipe, run_id: str, ranks) -> Tracker:
             "gpus": str(per_node if runtime.device().type == "cuda" else 0), "ranks": str(ranks.world_size),
             "nodes": str(max(1, ranks.world_size // per_node)), "recipe": loaded.relpath,
             "git_commit": os.environ.get(GIT_COMMIT_ENV, "unknown"), **recipe.mlflow.tags}
+    if loaded.cell is not None:  # one run of a sweep: which, and what its cell changes
+        params.update({"launch.cell": loaded.cell.name,
+                       **{f"launch.cell.{key}": str(value) for key, value in loaded.cell.overrides.items()}})
+        tags[MLFLOW_CELL_TAG] = loaded.cell.name
     Path(recipe.train.checkpoint.local_dir).mkdir(parents=True, exist_ok=True)
     return Tracker(uri=mlflow_tracking_uri(recipe.mlflow.tracking_uri, recipe.train.checkpoint.local_dir),
                    experiment=recipe.mlflow.experiment, run_name=recipe.mlflow.run_name, run_id=run_id,
-                   params=params, tags=tags, texts={RESOLVED_RECIPE_FILE: loaded.shipped()})
+                   params=params, tags=tags, texts={RESOLVED_RECIPE_FILE: loaded.shipped()},
+                   parent_run_id=os.environ.get(MLFLOW_PARENT_RUN_ENV) or None)
 
 
 class _Progress:

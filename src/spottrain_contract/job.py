@@ -18,10 +18,14 @@ TARGET_ENV = "SPOTTRAIN_TARGET"  # where the launch sent the job (skypilot, vess
 RECIPE_ENV = "SPOTTRAIN_RECIPE"  # the recipe the launch resolved (YAML text): what the node trains
 GIT_COMMIT_ENV = "SPOTTRAIN_GIT_COMMIT"  # the commit the launch came from, `+dirty` with uncommitted changes
 EXIT_FILE_ENV = "SPOTTRAIN_EXIT_FILE"  # torchrun reports any worker failure as 1; the trainer writes its code here
+MLFLOW_PARENT_RUN_ENV = "SPOTTRAIN_MLFLOW_PARENT_RUN_ID"  # a sweep's cell: the sweep's MLflow run, to nest under
 MASTER_PORT = 29500
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "checkpointed on a preemption notice, start me again and I resume"
 DO_NOT_RESTART_EXIT_CODE = 78  # EX_CONFIG: a fault no restart heals (bad settings or inputs, a refusing store)
 MLFLOW_RUN_ID_TAG = "spottrain.run_id"  # on the MLflow run of a training run: its run id
+MLFLOW_SWEEP_ID_TAG = "spottrain.sweep_id"  # on a sweep's parent MLflow run (made by the launcher): the sweep id
+MLFLOW_CELL_TAG = "spottrain.cell"  # on the MLflow run of a sweep's cell: the cell's name
+MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: its UI nests the run under that one
 PROGRESS_FILE = "progress.json"  # {"step", "total", "attempt_start"}, written by rank 0
 EXIT_FILE = ".exit-code"  # where the local supervisor asks the trainer to write its exit code
 FAILURE_FILE = "failure.txt"  # the first error of the first rank that failed, one line: why the attempt ended
@@ -77,3 +81,17 @@ def mlflow_tracking_uri(configured: Optional[str], local_dir: str) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{Path(local_dir).resolve()}/mlflow.db"
+
+
+def mlflow_experiment_id(client, experiment: str, uri: str) -> str:
+    """The id of the MLflow experiment named `experiment` at `uri`, created if missing (`client`: an
+    MlflowClient). Whichever side creates it first (the trainer, or the launcher for a sweep's parent run)
+    creates it the same: a local SQLite store keeps its artifacts beside the database, not in `./mlruns` of
+    whatever directory the job started in; a server decides for itself."""
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:///"):
+        artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(experiment, artifact_location=artifacts)

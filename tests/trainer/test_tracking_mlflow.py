@@ -309,3 +309,23 @@ def test_a_checkpoint_from_another_tracking_store_starts_a_run_in_this_one(tmp_p
     [run] = _runs_tagged(tracker.client, "r7")
     assert run.info.run_id == tracker.mlflow_run_id != "0123456789abcdef0123456789abcdef"
     assert _history(tracker.client, run.info.run_id, "train/loss") == {1: [1.0]}
+
+
+def test_a_sweeps_cell_is_a_child_of_its_parent_run_from_its_creation_or_from_its_resume(tmp_path):
+    """A cell's run names the sweep's parent run (`mlflow.parentRunId`): when it is created, and when a run created
+    without one (before its sweep had a parent) is resumed with one."""
+    from mlflow.tracking import MlflowClient
+
+    from spottrain_contract.job import MLFLOW_PARENT_RUN_TAG, mlflow_experiment_id
+
+    uri = f"sqlite:///{tmp_path}/sweep.db"
+    client = MlflowClient(uri)
+    parent = client.create_run(mlflow_experiment_id(client, EXPERIMENT, uri)).info.run_id
+    _tracker(uri, "cell-a", parent_run_id=parent).close(status="FINISHED")
+    _tracker(uri, "cell-b").close(status=None)
+    assert MLFLOW_PARENT_RUN_TAG not in _runs_tagged(client, "cell-b")[0].data.tags
+    _tracker(uri, "cell-b", parent_run_id=parent).close(status="FINISHED")
+    children = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
+                                  filter_string=f"tags.`{MLFLOW_PARENT_RUN_TAG}` = '{parent}'")
+    assert sorted(run.data.tags[RUN_ID_TAG] for run in children) == ["cell-a", "cell-b"]
+    assert all(run.data.params == PARAMS for run in children)
