@@ -10,6 +10,7 @@ from launcher.tables import render_table
 from launcher.views import RecipeView
 from spottrain_contract.errors import UserError
 from spottrain_contract.recipe import load_recipe, recipe_names
+from spottrain_contract.sweep import cells
 
 CHECK_RUN_ID = "check-run"
 
@@ -20,35 +21,39 @@ class CheckResult:
     target: str
     profile: Optional[str]
     error: Optional[str] = None
+    cell: Optional[str] = None  # a sweep's cell
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def line(self) -> str:
-        what = f"{self.recipe} × {self.target}" + (f" × {self.profile}" if self.profile else "")
+        what = (f"{self.recipe} × {self.target}" + (f" × {self.profile}" if self.profile else "")
+                + (f" × cell {self.cell}" if self.cell else ""))
         return f"ok    {what}" if self.ok else f"FAIL  {what}: {self.error}"
 
 
 def check_all(project_dir: Path, targets: Iterable[str]) -> list[CheckResult]:
-    """Render and validate each recipe for each target, bare and under each of its profiles. Offline."""
+    """Render and validate each recipe for each target, bare and under each of its profiles, and each cell of
+    its sweep under each. Offline."""
     from launcher.display import render_for_display
 
     results = []
     for name in recipe_names(project_dir):
         try:
-            profiles = [None, *load_recipe(name, project_dir=project_dir).recipe.profiles]
+            recipe = load_recipe(name, project_dir=project_dir).recipe
         except UserError as exc:
             results.append(CheckResult(name, "-", None, str(exc)))
             continue
         for target in targets:
-            for profile in profiles:
-                try:
-                    render_for_display(name, target=target, project_dir=project_dir, profile=profile,
-                                       run_id=CHECK_RUN_ID)
-                    results.append(CheckResult(name, target, profile))
-                except UserError as exc:
-                    results.append(CheckResult(name, target, profile, str(exc)))
+            for profile in [None, *recipe.profiles]:
+                for cell in [None, *(c.name for c in cells(recipe.sweep))]:
+                    try:
+                        render_for_display(name, target=target, project_dir=project_dir, profile=profile,
+                                           run_id=CHECK_RUN_ID, cell=cell)
+                        results.append(CheckResult(name, target, profile, cell=cell))
+                    except UserError as exc:
+                        results.append(CheckResult(name, target, profile, str(exc), cell=cell))
     return results
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from spottrain_contract.errors import UserError
+from spottrain_contract.job import RunState
 
 DEFAULT_TARGET = "skypilot"
 TARGET_HELP = "Where it runs: skypilot, vessl, local, or a target another package registers."
@@ -173,28 +174,47 @@ def check(targets):
 @click.option("--allow-changes", is_flag=True,
               help="With --run-id: resume with settings that differ from the launch's (logged at the resume step).")
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
+@click.option("--max-parallel", type=click.IntRange(1, 1000), default=None, metavar="N",
+              help="A sweep on a platform: at most N cells live at once (the launch waits for one to end before "
+                   "it submits the next; default: all at once).")
+@click.option("--sweep-id", default=None, help="A sweep: its id (default: <recipe>-<hash of what was asked>).")
 @_json_option
 def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detach, chaos, allow_changes, yes,
-           as_json):
+           max_parallel, sweep_id, as_json):
     """Launch the recipe NAME on a target (with --run-id: resume that run with the settings it was launched
-    with, unless others are given)."""
-    from launcher import runner
+    with, unless others are given). A recipe with a `sweep:` launches one run per cell; launched again, it skips
+    the finished cells and resumes the others."""
+    from launcher import runner, sweeps
     from launcher.display import render_for_display
 
     if chaos:
         from launcher.supervisor import Chaos
 
         Chaos.parse(chaos)  # a bad spec is a one-line error before anything is rendered or launched
+    if as_json and not dry_run:
+        raise UserError("--json: only with --dry-run (a launch prints its progress)")
     project_dir = _project_dir()
+    if run_id is None:
+        sweep = sweeps.plan_sweep(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
+                                  profile=_profile_for(target, profile), overrides=overrides, sweep_id=sweep_id,
+                                  stages="resolve" if dry_run else "require", chaos=chaos,
+                                  allow_changes=allow_changes)
+        if sweep is not None:
+            _sweep(sweep, project_dir, dry_run=dry_run, detach=detach, yes=yes, max_parallel=max_parallel,
+                   as_json=as_json)
+            return
+    if sweep_id or max_parallel:
+        raise UserError(f"--{'sweep-id' if sweep_id else 'max-parallel'}: only for a recipe with a sweep, launched "
+                        f"without --run-id")
     launched = runner.launched_recipe(project_dir, run_id)
     if launched is not None and not (overrides or profile or gpus or nodes):
         profile, overrides = launched.profile, launched.overrides  # a plain resume continues as launched
     plan, document = render_for_display(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
                                         profile=_profile_for(target, profile), overrides=overrides, run_id=run_id,
                                         stages="resolve" if dry_run else "require", chaos=chaos,
-                                        resuming=launched, allow_changes=allow_changes)
-    if as_json and not dry_run:
-        raise UserError("--json: only with --dry-run (a launch prints its progress)")
+                                        resuming=launched, allow_changes=allow_changes,
+                                        cell=launched.cell.name if launched and launched.cell else None,
+                                        sweep_id=runner.sweep_of(project_dir, run_id))
     if as_json:
         _echo_json(_plan_view(plan, document))
         return
@@ -205,6 +225,51 @@ def recipe(name, target, gpus, nodes, profile, overrides, run_id, dry_run, detac
         return
     _confirm_spending(target, yes, "Launch?")
     _submit(plan, project_dir, detach=detach)
+
+
+def _sweep(sweep, project_dir: Path, *, dry_run: bool, detach: bool, yes: bool, max_parallel,
+           as_json: bool) -> None:
+    """A sweep recipe: its cells (and each one's summary and document, for a dry run), then one run per cell:
+    here one after another in the foreground, on a platform one job each, at most `max_parallel` live."""
+    from launcher import sweeps
+    from launcher.plan import override_text
+    from launcher.sweep_parent import describe_parent
+    from launcher.tables import render_table
+    from launcher.targets import get_target
+    from launcher.views import SweepPlanView
+
+    here = get_target(sweep.target).RUNS_HERE
+    if here and (detach or max_parallel) and not dry_run:
+        raise UserError(f"--{'detach' if detach else 'max-parallel'}: a sweep's cells run here one after another, "
+                        f"in the foreground (Ctrl-C stops the cell that runs, and the sweep)")
+    if as_json:
+        _echo_json(SweepPlanView(sweep_id=sweep.sweep_id, recipe=sweep.loaded.name, target=sweep.target,
+                                 cells=[_plan_view(c.plan, c.document) for c in sweep.cells]))
+        return
+    pace = "one after another" if here else (f"at most {max_parallel} at once" if max_parallel else "all at once")
+    click.echo(f"sweep      {sweep.sweep_id}: {len(sweep.cells)} cells of {' × '.join(sweep.axes)} "
+               f"({sweep.loaded.relpath}) on {sweep.target}, {pace}")
+    click.echo(render_table(("CELL", "RUN ID", "OVERRIDES"), [
+        (c.cell.name, c.plan.run_id, " ".join(override_text(k, v) for k, v in c.cell.overrides.items()) or "-")
+        for c in sweep.cells]))
+    if dry_run:
+        click.echo(describe_parent(sweep, project_dir))
+        for cell in sweep.cells:
+            click.echo(f"\n== cell {cell.cell.name}")
+            click.echo(_summary(cell.plan))
+            click.echo("---")
+            click.echo(cell.document, nl=False)
+        return
+    _confirm_spending(sweep.target, yes, f"Launch the {len(sweep.cells)} cells of sweep {sweep.sweep_id} on "
+                                         f"{sweep.target}, {pace}?")
+    states = sweeps.launch_sweep(sweep, project_dir, max_parallel=max_parallel, say=click.echo,
+                                 submit=lambda plan: _submit(plan, project_dir, exit_on_failure=False))
+    ended = [state for state in states.values() if state is not None]
+    counts = ", ".join(f"{sum(s is state for s in ended)} {state}" for state in dict.fromkeys(ended))
+    click.echo(f"sweep {sweep.sweep_id}: " + (counts if here else f"{len(states)} cells submitted"))
+    click.echo(f"  launch status {sweep.sweep_id}    launch compare {sweep.sweep_id}")
+    if any(state is RunState.FAILED for state in ended):
+        sys.exit(1)
 
 
 @cli.command()
@@ -259,12 +324,15 @@ def _plan_view(plan, document: str):
     from launcher.views import PlanView
 
     r = plan.recipe
+    cell = plan.loaded.cell
     return PlanView(recipe=plan.loaded.name, file=plan.loaded.relpath, profile=plan.loaded.profile, target=plan.target,
                     run_id=plan.run_id, task=r.task, accelerator=r.resources.accelerators[0],
                     gpus=r.resources.preferred_gpus, capacity=r.resources.candidates,
                     nodes=r.resources.nodes, spot=r.resources.spot, effective_batch=r.effective_batch,
                     max_steps=r.train.max_steps, epochs=r.train.epochs, store=r.train.checkpoint.uri,
-                    overrides=list(plan.loaded.overrides), changes=list(plan.loaded.changes), document=document)
+                    overrides=list(plan.loaded.overrides), changes=list(plan.loaded.changes),
+                    sweep_id=plan.sweep_id, cell=cell.name if cell else None,
+                    cell_overrides=cell.overrides if cell else {}, document=document)
 
 
 def _summary(plan) -> str:
@@ -273,20 +341,21 @@ def _summary(plan) -> str:
     return plan.summary(get_target(plan.target).describe(plan.recipe))
 
 
-def _submit(plan, project_dir: Path, *, detach: bool = False, training: bool = True) -> None:
-    """Submit; a run here is followed in the foreground (Ctrl-C stops it gracefully) unless detached. A job
+def _submit(plan, project_dir: Path, *, detach: bool = False, training: bool = True,
+            exit_on_failure: bool = True):
+    """Submit; a run here is followed in the foreground (Ctrl-C stops it gracefully) unless detached, and its
+    final state returned (a failed one exits 1, unless not `exit_on_failure`); None for a run not followed. A job
     that does not train (eval, predict) ends with its own output, not with where checkpoints went."""
     from launcher import runner
     from launcher.console import for_console
     from launcher.registry import Registry
     from launcher.targets import get_target
-    from spottrain_contract.job import RunState
 
     done = runner.completed_here(plan, project_dir)
     if done is not None:
         click.echo(f"run {plan.run_id} already finished at step {done}: nothing to resume "
                    f"(launch status {plan.run_id}; final weights in its store's final-hf/)")
-        return
+        return RunState.FINISHED
     record = runner.submit(plan, project_dir)
     hints = (f"  launch status {record.run_id}    launch logs {record.run_id} --follow    "
              f"launch stop {record.run_id}")
@@ -296,7 +365,7 @@ def _submit(plan, project_dir: Path, *, detach: bool = False, training: bool = T
                + (f", log {record.log}" if record.log else ""))
     if detach or not get_target(record.target).RUNS_HERE:
         click.echo(hints)
-        return
+        return None
     registry = Registry(project_dir)
     try:
         for line in for_console(runner.logs(record, follow=True)):
@@ -309,16 +378,19 @@ def _submit(plan, project_dir: Path, *, detach: bool = False, training: bool = T
     if final.state is RunState.FAILED:  # why, and where to read more; no hints about results it never made
         reason = registry.get(record.run_id).handle.get("failure", "no error reported")
         click.echo(f"run {record.run_id} failed at step {final.step}: {reason} (log {record.log})")
-        sys.exit(1)
+        if exit_on_failure:
+            sys.exit(1)
+        return final.state
     finished = final.state is RunState.FINISHED
     if not training:
         click.echo(f"job {record.run_id} {final.state}")
-        return
+        return final.state
     click.echo(f"run {record.run_id} {final.state} at step {final.step}")
     click.echo(f"  checkpoints  {record.store}/{record.run_id}" + ("  (final weights in final-hf/)" if finished else ""))
     click.echo(f"  metrics      mlflow ui --backend-store-uri {record.tracking_uri}")
     if not finished:
         click.echo(f"  resume       launch recipe {record.recipe} --target {record.target} --run-id {record.run_id}")
+    return final.state
 
 
 @cli.command()

@@ -16,14 +16,17 @@ from spottrain_contract.recipe import LoadedRecipe, setting_changes
 
 def render_for_display(name: str, *, target: str, project_dir: Path, gpus=None, nodes=None, profile=None,
                        overrides=(), run_id=None, stages: str = "ignore", stage_runs=None, chaos=None,
-                       resuming: Optional[LoadedRecipe] = None, allow_changes: bool = False) -> tuple[LaunchPlan, str]:
+                       resuming: Optional[LoadedRecipe] = None, allow_changes: bool = False, cell=None,
+                       sweep_id=None) -> tuple[LaunchPlan, str]:
     """`stages`: "ignore" (render as written, e.g. `launch check`), "resolve" (fill in a critic checkpoint if
     one is found) or "require" (a launch: no critic checkpoint is an error); `stage_runs`: the runs of the
     earlier stages of a pipeline (stages.with_critic_checkpoint). `resuming`: the recipe the run was launched
-    with; settings that differ from it are refused, listed, unless `allow_changes` (then the job logs them)."""
+    with; settings that differ from it are refused, listed, unless `allow_changes` (then the job logs them).
+    `cell`: one cell of the recipe's sweep `sweep_id`."""
     module = get_target(target)
     plan = plan_launch(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes, profile=profile,
-                       overrides=overrides, run_id=run_id, code=code_version(project_dir), chaos=chaos)
+                       overrides=overrides, run_id=run_id, code=code_version(project_dir), chaos=chaos, cell=cell,
+                       sweep_id=sweep_id)
     if stages != "ignore":
         plan = with_critic_checkpoint(plan, project_dir, required=stages == "require", stage_runs=stage_runs)
     if resuming is not None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
+import yaml
+
 from spottrain_contract.recipe import LoadedRecipe, load_recipe
 from spottrain_contract.schema import Recipe
 
@@ -34,6 +36,8 @@ class LaunchPlan:
     chaos: Optional[str] = None  # targets that run here: kill the job at random moments (launcher.supervisor)
     command: tuple[str, ...] = ("train",)  # what the job runs: `python -m spottrain <command>` under torchrun
     notes: tuple[str, ...] = ()  # summary lines about what is settled only at launch (e.g. the critic lookup)
+    sweep_id: Optional[str] = None  # a sweep's cell (its cell is the loaded recipe's): the sweep it is a run of
+    mlflow_parent: Optional[str] = None  # the sweep's parent MLflow run, made at launch (launcher.sweep_parent)
 
     @property
     def recipe(self) -> Recipe:
@@ -54,6 +58,10 @@ class LaunchPlan:
             f"run id     {self.run_id}",
             f"store      {r.train.checkpoint.uri}",
         ]
+        if self.loaded.cell is not None:
+            cell = self.loaded.cell
+            changes = " ".join(override_text(key, value) for key, value in cell.overrides.items())
+            lines.append(f"sweep      {self.sweep_id}, cell {cell.name}: {changes or 'the recipe as written'}")
         if self.code:
             lines.append(f"code       {self.code.commit[:12]}" + (
                 " + uncommitted changes (SkyPilot syncs the working tree as it is; VESSL clones the commit)"
@@ -105,10 +113,18 @@ def code_version(project_dir: Path) -> Optional[CodeVersion]:
 def plan_launch(name: str, *, target: str, project_dir: Path, gpus: Optional[int] = None,
                 nodes: Optional[int] = None, overrides: Iterable[str] = (), profile: Optional[str] = None,
                 run_id: Optional[str] = None, code: Optional[CodeVersion] = None,
-                chaos: Optional[str] = None) -> LaunchPlan:
-    """`--gpus`/`--nodes` become overrides, so the shipped recipe records them like any other."""
+                chaos: Optional[str] = None, cell: Optional[str] = None,
+                sweep_id: Optional[str] = None) -> LaunchPlan:
+    """`--gpus`/`--nodes` become overrides, so the shipped recipe records them like any other. `cell`: one cell
+    of the recipe's sweep `sweep_id` (launcher.sweeps)."""
     sized = [f"resources.gpus={gpus}"] if gpus is not None else []
     sized += [f"resources.nodes={nodes}"] if nodes is not None else []
-    loaded = load_recipe(name, project_dir=project_dir, profile=profile, overrides=[*sized, *overrides])
+    loaded = load_recipe(name, project_dir=project_dir, profile=profile, overrides=[*sized, *overrides], cell=cell)
     return LaunchPlan(loaded=loaded, target=target, run_id=run_id or new_run_id(loaded.name), code=code,
-                      chaos=chaos)
+                      chaos=chaos, sweep_id=sweep_id)
+
+
+def override_text(key: str, value) -> str:
+    """`train.optim.lr=0.0001`: a dotted setting as `--override` takes it (the value in YAML's flow style)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return f"{key}={text.removesuffix('...').strip()}"

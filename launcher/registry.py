@@ -37,6 +37,8 @@ class RunRecord:
     log: Optional[str] = None
     project: str = ""  # the project directory it was launched from (its registry, its working copy)
     recipe_document: str = ""  # the resolved recipe the latest launch shipped: a resume reuses it
+    sweep_id: Optional[str] = None  # a sweep's cell: the sweep (`launch status SWEEP`, `launch compare SWEEP`)
+    cell: Optional[str] = None  # a sweep's cell: its name
 
 
 class Registry:
@@ -89,6 +91,10 @@ class Registry:
                 self.skipped.append(f"{path.relative_to(self.project_dir)}: not a run record "
                                     f"({type(exc).__name__}): skipped")
         return sorted(records, key=lambda r: r.started)
+
+    def cells_of(self, sweep_id: str) -> list[RunRecord]:
+        """The launched cells of a sweep, oldest first (empty: no such sweep)."""
+        return [record for record in self.all() if record.sweep_id == sweep_id]
 
     def log_path(self, run_id: str) -> Path:
         path = self.project_dir / LOG_DIR / f"{run_id}.log"

@@ -52,11 +52,14 @@ def with_ranks(script: str, ranks: int) -> str:
 
 def job_env(plan: LaunchPlan) -> dict[str, str]:
     """The recipe's env plus what the job needs: its run id (stable across restarts), the resolved recipe it
-    trains (exactly what the dry run shows) and the commit it was launched from."""
+    trains (exactly what the dry run shows) and the commit it was launched from; for a sweep's cell, the sweep's
+    parent MLflow run (made at launch: a dry run cannot show it)."""
     env = dict(plan.recipe.env)
     env[job.RUN_ID_ENV] = plan.run_id
     env[job.TARGET_ENV] = plan.target
     if plan.code:
         env[job.GIT_COMMIT_ENV] = str(plan.code)
     env[job.RECIPE_ENV] = plan.loaded.shipped()
+    if plan.mlflow_parent:
+        env[job.MLFLOW_PARENT_RUN_ENV] = plan.mlflow_parent
     return env

@@ -73,6 +73,12 @@ def launched_recipe(project_dir: Path, run_id: Optional[str]) -> Optional[Loaded
     return from_shipped(record.recipe_document, f"runs/registry/{run_id}.json") if record.recipe_document else None
 
 
+def sweep_of(project_dir: Path, run_id: Optional[str]) -> Optional[str]:
+    """The sweep a run launched from this project is a cell of, or None."""
+    registry = Registry(project_dir)
+    return registry.get(run_id).sweep_id if run_id and registry.exists(run_id) else None
+
+
 def completed_here(plan: LaunchPlan, project_dir: Path) -> Optional[int]:
     """For a run on this machine that was completed before: its final step (read from its store here, before
     any worker starts); None otherwise, and for platform runs, whose store may need the node's credentials."""
@@ -86,16 +92,27 @@ def completed_here(plan: LaunchPlan, project_dir: Path) -> Optional[int]:
 def _new_record(plan: LaunchPlan, target, project_dir: Path, registry: Registry) -> RunRecord:
     """Where the run keeps its checkpoints and metrics; paths of a run here are made absolute (status may be
     asked from anywhere), a platform's are the node's."""
-    checkpoint, mlflow = plan.recipe.train.checkpoint, plan.recipe.mlflow
-    store, local_dir, tracking = checkpoint.uri, checkpoint.local_dir, mlflow.tracking_uri or ""
+    checkpoint = plan.recipe.train.checkpoint
+    store, local_dir = checkpoint.uri, checkpoint.local_dir
     if target.RUNS_HERE:
         local_dir = str(project_dir / local_dir)
         store = store if "://" in store else str(project_dir / store)
-        tracking = mlflow_tracking_uri(mlflow.tracking_uri, local_dir)
     return RunRecord(run_id=plan.run_id, recipe=plan.loaded.name, target=plan.target, state=RunState.LAUNCHING,
-                     started=time.time(), store=store, local_dir=local_dir, tracking_uri=tracking,
+                     started=time.time(), store=store, local_dir=local_dir,
+                     tracking_uri=tracking_uri(plan, project_dir) or "",
                      log=str(registry.log_path(plan.run_id)) if target.RUNS_HERE else None, project=str(project_dir),
-                     recipe_document=plan.loaded.shipped())
+                     recipe_document=plan.loaded.shipped(), sweep_id=plan.sweep_id,
+                     cell=plan.loaded.cell.name if plan.loaded.cell else None)
+
+
+def tracking_uri(plan: LaunchPlan, project_dir: Path) -> Optional[str]:
+    """Where the run's MLflow run is, as this machine reaches it: a run here logs to the recipe's server or the
+    SQLite store beside its checkpoints; a platform's run to the recipe's server (`mlflow.tracking_uri`, or
+    MLFLOW_TRACKING_URI in its `env`), else to a store on its node that only the node sees (None)."""
+    mlflow = plan.recipe.mlflow
+    if get_target(plan.target).RUNS_HERE:
+        return mlflow_tracking_uri(mlflow.tracking_uri, str(project_dir / plan.recipe.train.checkpoint.local_dir))
+    return mlflow.tracking_uri or plan.recipe.env.get("MLFLOW_TRACKING_URI")
 
 
 def refresh(registry: Registry, record: RunRecord) -> RunStatus:

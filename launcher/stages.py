@@ -80,7 +80,8 @@ def with_critic_checkpoint(plan: LaunchPlan, project_dir: Path, *, required: boo
     loaded = plan.loaded
     return plan_launch(loaded.name, target=plan.target, project_dir=project_dir, profile=loaded.profile,
                        overrides=[*loaded.overrides, f"{CRITIC_OVERRIDE}={found}"], run_id=plan.run_id,
-                       code=plan.code, chaos=plan.chaos)
+                       code=plan.code, chaos=plan.chaos, cell=loaded.cell.name if loaded.cell else None,
+                       sweep_id=plan.sweep_id)
 
 
 def pipeline_stages(project_dir: Path, name: str) -> list[str]:

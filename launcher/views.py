@@ -3,7 +3,7 @@ API is to return the same ones (one schema for scripts and pages)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, Field
 
@@ -63,4 +63,16 @@ class PlanView(BaseModel):
     store: str
     overrides: list[str]
     changes: list[str] = Field(default_factory=list, description="Settings a resume changes (--allow-changes).")
+    sweep_id: Optional[str] = Field(None, description="A sweep's cell: the sweep.")
+    cell: Optional[str] = Field(None, description="A sweep's cell: its name.")
+    cell_overrides: dict[str, Any] = Field(default_factory=dict, description="What the cell's entries set.")
     document: str = Field(description="Exactly what the target receives, secrets masked.")
+
+
+class SweepPlanView(BaseModel):
+    """`launch recipe SWEEP_RECIPE --dry-run --json`: the sweep and each cell's plan."""
+
+    sweep_id: str
+    recipe: str
+    target: str
+    cells: list[PlanView] = Field(description="One per cell, in grid order (the first axis varying slowest).")

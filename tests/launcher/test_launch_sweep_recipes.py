@@ -1,16 +1,20 @@
 """Sweep recipes: the `sweep:` syntax, its one-line errors, the grid's cells and their names, each cell resolved
-like a profile."""
+like a profile, and `launch recipe SWEEP --dry-run` listing the cells with their documents."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from launch_helpers import PROJECT_DIR, copy_real_recipes
+from launch_helpers import PROJECT_DIR, copy_real_recipes, run_launch
+from launcher.sweeps import plan_sweep
+from launcher.targets import skypilot
 from spottrain_contract.errors import UserError
+from spottrain_contract.job import MLFLOW_PARENT_RUN_ENV
 from spottrain_contract.recipe import from_shipped, load_recipe, settings_of
 from spottrain_contract.sweep import cell_job_name, cells
 
@@ -122,3 +126,117 @@ def test_a_bad_sweep_is_one_line_naming_the_file_the_entry_and_the_key(sweep, ce
     with pytest.raises(UserError) as caught:
         load_recipe("x", project_dir=project, cell=cell)
     assert str(caught.value) == expected
+
+
+def test_a_sweep_with_one_bad_cell_launches_nothing(make_project):
+    project = make_project(with_sweep(ERRORS[0][1]))
+    with pytest.raises(UserError, match=r"^recipes/x.yaml \(sweep.lr.bad\): train.optim.lrr: unknown key"):
+        plan_sweep("x", target="local", project_dir=project, profile="local")
+    assert not (project / "runs").exists()
+
+
+def test_launch_check_checks_every_cell(make_project, private_home):
+    project = make_project(with_sweep(ERRORS[0][1]))
+    done = run_launch("check", "--target", "local", home=private_home, cwd=project)
+    assert done.returncode == 1
+    assert "ok    x × local × local × cell ok" in done.stdout.splitlines()
+    assert ("FAIL  x × local × local × cell bad: recipes/x.yaml (sweep.lr.bad): train.optim.lrr: unknown key "
+            "(expected one of: lr, weight_decay, betas, grad_clip)") in done.stdout.splitlines()
+
+
+# --- ids ------------------------------------------------------------------------------------------------------------
+
+
+def test_the_sweep_id_is_the_same_for_the_same_ask_and_another_for_another(project):
+    def sweep_id(**asked):
+        return plan_sweep("lr_sweep", project_dir=project, stages="ignore", **asked).sweep_id
+
+    first = sweep_id(target="local", profile="local")
+    assert first.startswith("lr_sweep-") and len(first) == len("lr_sweep-") + 8
+    assert sweep_id(target="local", profile="local") == first
+    assert sweep_id(target="local", profile="local", overrides=["train.max_steps=3"]) != first
+    assert sweep_id(target="skypilot") != first
+    assert sweep_id(target="local", profile="local", sweep_id="ablation-1") == "ablation-1"
+
+
+def test_each_cells_run_id_is_the_sweep_id_and_the_cell(project):
+    sweep = plan_sweep("lr_sweep", target="local", project_dir=project, profile="local", sweep_id="abl",
+                       stages="ignore")
+    assert [(c.cell.name, c.plan.run_id, c.plan.sweep_id) for c in sweep.cells] == [
+        (cell, f"abl-{cell}", "abl") for cell in CELLS]
+
+
+def test_a_sweep_id_a_run_id_cannot_hold_is_refused(project):
+    with pytest.raises(UserError, match=r"^--sweep-id: expected lowercase letters and digits"):
+        plan_sweep("lr_sweep", target="local", project_dir=project, sweep_id="My Sweep", stages="ignore")
+
+
+def test_a_recipe_without_a_sweep_plans_no_sweep(project):
+    assert plan_sweep("baseline", target="local", project_dir=project, stages="ignore") is None
+
+
+# --- the dry run ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dry_run(project, private_home):
+    done = run_launch("recipe", "lr_sweep", "--dry-run", home=private_home, cwd=project)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_dry_run_lists_the_cells_with_their_run_ids_and_overrides(dry_run):
+    lines = dry_run.splitlines()
+    sweep_id = lines[0].split()[1].rstrip(":")
+    assert lines[0] == (f"sweep      {sweep_id}: 4 cells of lr × seed (recipes/lr_sweep.yaml) on skypilot, "
+                        f"all at once")
+    assert [line.split() for line in lines[1:6]] == [
+        ["CELL", "RUN", "ID", "OVERRIDES"],
+        ["lr_1e3__s1", f"{sweep_id}-lr_1e3__s1", "train.optim.lr=0.001", "train.seed=1"],
+        ["lr_1e3__s2", f"{sweep_id}-lr_1e3__s2", "train.optim.lr=0.001"],
+        ["lr_3e3__s1", f"{sweep_id}-lr_3e3__s1", "train.optim.lr=0.003", "train.seed=1"],
+        ["lr_3e3__s2", f"{sweep_id}-lr_3e3__s2", "train.optim.lr=0.003"]]
+    assert lines[6] == ("mlflow     no parent run: the recipe names no MLflow server (mlflow.tracking_uri), so "
+                        "each cell logs on its own node")
+
+
+def test_the_dry_run_prints_each_cells_summary_and_the_document_it_would_submit(dry_run):
+    sections = dry_run.split("\n== cell ")[1:]
+    assert [section.splitlines()[0] for section in sections] == CELLS
+    for cell, section in zip(CELLS, sections):
+        summary, document = section.split("\n---\n", 1)
+        lr, seed = ("0.001" if "1e3" in cell else "0.003"), (" train.seed=1" if cell.endswith("s1") else "")
+        sweep_line = [line for line in summary.splitlines() if line.startswith("sweep      ")]
+        assert sweep_line == [f"sweep      {sweep_line[0].split()[1]} cell {cell}: train.optim.lr={lr}{seed}"]
+        skypilot.validate(document)
+        task = yaml.safe_load(document)
+        assert task["name"] == cell_job_name("baseline-mtp", cell)
+        shipped = from_shipped(task["envs"]["SPOTTRAIN_RECIPE"], "envs")
+        assert shipped.cell.name == cell and task["envs"]["SPOTTRAIN_RUN_ID"].endswith(f"-{cell}")
+        assert MLFLOW_PARENT_RUN_ENV not in task["envs"]  # made at launch: a dry run never touches MLflow
+        assert set(task["secrets"].values()) == {None}  # names only, as for any SkyPilot task
+
+
+def test_the_dry_run_as_json_is_the_sweep_with_each_cells_plan(project, private_home):
+    done = run_launch("recipe", "lr_sweep", "--target", "local", "--dry-run", "--json", home=private_home,
+                      cwd=project)
+    view = json.loads(done.stdout)
+    assert (view["target"], view["recipe"]) == ("local", "lr_sweep")
+    assert [(c["cell"], c["run_id"], c["sweep_id"]) for c in view["cells"]] == [
+        (cell, f"{view['sweep_id']}-{cell}", view["sweep_id"]) for cell in CELLS]
+    assert view["cells"][0]["cell_overrides"] == {"train.optim.lr": 0.001, "train.seed": 1}
+
+
+def test_a_sweep_here_is_not_detached_and_has_no_max_parallel(project, private_home):
+    for option in (["--detach"], ["--max-parallel", "2"]):
+        done = run_launch("recipe", "lr_sweep", "--target", "local", *option, home=private_home, cwd=project)
+        assert (done.returncode, done.stderr.splitlines()) == (2, [
+            f"error: {option[0]}: a sweep's cells run here one after another, in the foreground (Ctrl-C stops "
+            f"the cell that runs, and the sweep)"])
+        assert not (project / "runs").exists()
+
+
+def test_sweep_options_on_a_recipe_without_a_sweep_are_refused(project, private_home):
+    done = run_launch("recipe", "baseline", "--max-parallel", "2", "--dry-run", home=private_home, cwd=project)
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2, ["error: --max-parallel: only for a recipe with a sweep, launched without --run-id"])
