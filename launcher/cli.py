@@ -87,9 +87,11 @@ def _complete_runs(ctx, param, incomplete: str) -> list[str]:
     from spottrain_contract.recipe import find_project_dir
 
     try:
-        return [r.run_id for r in Registry(find_project_dir()).all() if r.run_id.startswith(incomplete)]
+        records = Registry(find_project_dir()).all()
     except UserError:
         return []
+    names = [r.run_id for r in records] + list(dict.fromkeys(r.sweep_id for r in records if r.sweep_id))
+    return [name for name in names if name.startswith(incomplete)]
 
 
 def _target_option(command):
@@ -420,32 +422,35 @@ def doctor(name, target, gpus, nodes, profile, overrides):
 @click.argument("run_id", required=False, shell_complete=_complete_runs)
 @_json_option
 def status(run_id, as_json):
-    """Table of launched runs (or one): recipe, target, state, step, restarts, age."""
-    from launcher import runner
-    from launcher.registry import Registry, age
+    """Table of launched runs, a sweep's cells under its own row (or one run; or a sweep's cells): recipe,
+    target, state, step, restarts, age."""
+    from launcher import runner, sweep_status
+    from launcher.registry import Registry
     from launcher.tables import render_table
 
     registry = Registry(_project_dir())
-    records = [registry.get(run_id)] if run_id else registry.all()
+    cells = registry.cells_of(run_id) if run_id and not registry.exists(run_id) else []
+    records = cells or ([registry.get(run_id)] if run_id else registry.all())
     views, unreachable = [], []
     for record in records:
         try:
             views.append(runner.run_view(registry, record))
         except UserError as exc:
-            if run_id:
+            if run_id and not cells:
                 raise
             # one platform out of reach (no credentials, no network) must not hide the runs of the others
             views.append(runner.run_view(registry, record, reachable=False))
             unreachable.append(f"warning: {record.run_id}: {exc}")
     if as_json:
         _echo_json(views)
+    elif cells:
+        click.echo(sweep_status.sweep_line(run_id, views))
+        click.echo(render_table(sweep_status.CELL_HEADER, sweep_status.cell_rows(views), state_column=2))
     else:
-        header = ("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")
-        click.echo(render_table(header, [(v.id, v.recipe, v.target, str(v.state), v.step, v.restarts,
-                                          age(v.started)) for v in views], state_column=3))
+        click.echo(render_table(sweep_status.HEADER, sweep_status.status_rows(views), state_column=3))
     for line in [*(f"warning: {skip}" for skip in registry.skipped), *unreachable]:
         click.echo(line, err=True)
-    if run_id and not as_json:
+    if run_id and not cells and not as_json:
         _echo_ledger(records[0])
 
 

@@ -138,7 +138,7 @@ def run_view(registry: Registry, record: RunRecord, *, reachable: bool = True) -
                    target=record.target, state=now.state, step=now.step,
                    restarts=now.restarts if now.restarts is not None else record.restarts, started=record.started,
                    ended=record.ended, overrides=list(launched.overrides) if launched else [],
-                   failure=record.handle.get("failure"))
+                   failure=record.handle.get("failure"), sweep_id=record.sweep_id, cell=record.cell)
 
 
 def logs(record: RunRecord, follow: bool) -> Iterator[str]:

@@ -36,6 +36,8 @@ class RunView(BaseModel):
     ended: Optional[float] = None
     overrides: list[str] = Field(default_factory=list, description="The launch's dotted overrides.")
     failure: Optional[str] = Field(None, description="Why a failed run failed, one line.")
+    sweep_id: Optional[str] = Field(None, description="The sweep this run is a cell of, if any.")
+    cell: Optional[str] = Field(None, description="Its cell's name (entries joined by `__`), if any.")
 
 
 class CompareView(BaseModel):
