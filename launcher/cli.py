@@ -575,20 +575,52 @@ def predict(run_id, inputs, target, checkpoint, out, yes):
 
 
 @cli.command()
-@click.argument("run_a", shell_complete=_complete_runs)
-@click.argument("run_b", shell_complete=_complete_runs)
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Overlay their loss curves in FILE.png.")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN_A RUN_B | SWEEP", shell_complete=_complete_runs)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Two runs: overlay their loss curves in FILE.png; a sweep: its metrics per cell.")
+@click.option("--metric", "metrics", multiple=True, metavar="KEY",
+              help="A sweep: show this MLflow metric instead of the evaluation metrics (repeatable).")
+@click.option("--out", type=click.Path(), default=None,
+              help="A sweep: where its summary goes (a file, or a directory for ablation_summary.json; "
+                   "default: ./ablation_summary.json).")
 @_json_option
-def compare(run_a, run_b, plot, as_json):
-    """Config diff (flattened params from MLflow) and final metrics of two runs, side by side."""
+def compare(runs, plot, metrics, out, as_json):
+    """Two runs: config diff (flattened params from MLflow) and final metrics side by side. A sweep: its cells ×
+    final metrics (evaluation metrics, train/loss, GPU-hours), also written to ablation_summary.json."""
     from launcher.compare import compare as compare_runs, compare_view
     from launcher.registry import Registry
 
     registry = Registry(_project_dir())
+    if len(runs) == 1:
+        _compare_sweep(registry, runs[0], plot, metrics, out, as_json)
+        return
+    if len(runs) != 2:
+        raise UserError(f"compare: name two runs or one sweep, got {len(runs)} names")
+    if metrics or out:
+        raise UserError(f"--{'metric' if metrics else 'out'}: only for a sweep (launch compare SWEEP)")
+    run_a, run_b = runs
     if as_json:
         _echo_json(compare_view(registry, run_a, run_b)[0])
     else:
         click.echo(compare_runs(registry, run_a, run_b, Path(plot) if plot else None))
+
+
+def _compare_sweep(registry, sweep_id: str, plot, metrics, out, as_json) -> None:
+    from launcher.ablation import SUMMARY_FILE, ablation_table, ablation_view, plot_metrics, write_summary
+
+    if registry.exists(sweep_id) and not registry.cells_of(sweep_id):
+        raise UserError(f"compare: {sweep_id} is a run, not a sweep: name two runs (launch compare RUN_A RUN_B)")
+    view = ablation_view(registry, sweep_id, metrics)
+    written = write_summary(view, Path(out or SUMMARY_FILE))
+    if as_json:
+        _echo_json(view)
+    else:
+        click.echo(f"sweep {sweep_id}: {len(view.cells)} cells")
+        click.echo(ablation_table(view))
+        click.echo(f"wrote {written}")
+    if plot:
+        drawn = plot_metrics(view, Path(plot))
+        click.echo(f"wrote {drawn} ({', '.join(view.metrics)})", err=as_json)
 
 
 def main():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from launcher.errors import LaunchError
-from launcher.registry import Registry
+from launcher.registry import Registry, RunRecord
 from launcher.tables import render_table
 from launcher.views import CompareView
 from spottrain_contract.job import MLFLOW_RUN_ID_TAG
@@ -19,18 +19,29 @@ CURVES = ("train/loss", "val/loss", "train/value_loss", "train/weighted_ce_loss"
 
 
 def _mlflow_run(registry: Registry, run_id: str):
-    from mlflow.tracking import MlflowClient
-
     record = registry.get(run_id)
+    found = find_mlflow_run(record)
+    if found is None:
+        raise LaunchError(f"run {run_id}: nothing logged to MLflow at {tracking_uri_of(record)} yet")
+    return found
+
+
+def tracking_uri_of(record: RunRecord) -> str:
     uri = record.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        raise LaunchError(f"run {run_id}: no MLflow tracking URI recorded; set MLFLOW_TRACKING_URI")
-    client = MlflowClient(tracking_uri=uri)
+        raise LaunchError(f"run {record.run_id}: no MLflow tracking URI recorded; set MLFLOW_TRACKING_URI")
+    return uri
+
+
+def find_mlflow_run(record: RunRecord):
+    """(an MlflowClient, the run's MLflow run), found by the trainer's run-id tag; None if nothing is logged yet."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri_of(record))
     experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, filter_string=f"tags.`{MLFLOW_RUN_ID_TAG}` = '{run_id}'", max_results=1)
-    if not runs:
-        raise LaunchError(f"run {run_id}: nothing logged to MLflow at {uri} yet")
-    return client, runs[0]
+    runs = client.search_runs(experiments, filter_string=f"tags.`{MLFLOW_RUN_ID_TAG}` = '{record.run_id}'",
+                              max_results=1)
+    return (client, runs[0]) if runs else None
 
 
 def compare(registry: Registry, run_a: str, run_b: str, plot: Optional[Path] = None) -> str:
@@ -40,7 +51,7 @@ def compare(registry: Registry, run_a: str, run_b: str, plot: Optional[Path] = N
                                                     for k, values in view.config_diff.items()])
              if view.config_diff else "same configuration"]
     lines += ["", render_table(["METRIC (final)", run_a, run_b],
-                               [[k, *map(_fmt, values)] for k, values in view.metrics.items()])]
+                               [[k, *map(fmt, values)] for k, values in view.metrics.items()])]
     if plot is not None:
         (client_a, a), (client_b, b) = runs
         curves = [k for k in CURVES if k in a.data.metrics or k in b.data.metrics]
@@ -62,7 +73,7 @@ def compare_view(registry: Registry, run_a: str, run_b: str):
 
 
 def _plot(path: Path, curves: list[str], runs: dict) -> Path:
-    """Draw the curves into `path` (`.png` added when it names no format matplotlib writes); the file written."""
+    """Draw the curves into `path`; the file written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,6 +88,14 @@ def _plot(path: Path, curves: list[str], runs: dict) -> Path:
         axis.set_title(key)
         axis.set_xlabel("step")
         axis.legend()
+    return save_figure(figure, path)
+
+
+def save_figure(figure, path: Path) -> Path:
+    """Write and close a matplotlib figure (`.png` added when `path` names no format matplotlib writes); the file
+    written."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     formats = figure.canvas.get_supported_filetypes()
     if path.suffix.lstrip(".").lower() not in formats:
@@ -90,6 +109,6 @@ def _plot(path: Path, curves: list[str], runs: dict) -> Path:
     return path
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
     return "-" if value is None else f"{value:.6g}"
 

@@ -47,6 +47,26 @@ class CompareView(BaseModel):
     metrics: dict[str, list[Optional[float]]] = Field(description="Each metric's final value in each run.")
 
 
+class AblationCell(BaseModel):
+    cell: str = Field(description="The cell's name: its entries' names joined by `__`.")
+    run_id: str
+    mlflow_run_id: Optional[str] = Field(None, description="Its MLflow run (None: nothing logged yet).")
+    entries: dict[str, str] = Field(description="Axis -> the entry this cell takes, in axis order.")
+    overrides: dict[str, Any] = Field(description="The dotted settings its entries change.")
+    metrics: dict[str, Optional[float]] = Field(description="Each column's final value (None: not logged).")
+
+
+class AblationView(BaseModel):
+    """`launch compare SWEEP` and its `ablation_summary.json`."""
+
+    sweep_id: str
+    recipe: str
+    metrics: list[str] = Field(description="The columns: MLflow metric keys (the evaluation metrics, train/loss), "
+                                           "then gpu_hours (the ledger's device-hours: GPU-hours on GPUs, "
+                                           "rank-hours on CPU).")
+    cells: list[AblationCell]
+
+
 class PlanView(BaseModel):
     recipe: str
     file: str

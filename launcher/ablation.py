@@ -1,0 +1,101 @@
+"""`launch compare SWEEP`: the sweep's cells × their final metrics, read back from MLflow, as a table, as
+`ablation_summary.json`, and with `--plot` as one bar chart per metric.
+
+The columns: the evaluation metrics the cells logged (`test/*`, then `val/*`: test/exact_match, test/bleu4, … for
+the VLM task, val/loss for the WMTP stages), or the metrics `--metric` names instead; then the final `train/loss`;
+then `gpu_hours`, the preemption ledger's device-hours (`ledger/device_hours`: wall time × ranks of every attempt,
+GPU-hours on GPUs, rank-hours on CPU). A cell's entries and overrides are the ones its run was launched with (the
+registry's shipped recipe); cells are listed by name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from launcher.compare import find_mlflow_run, fmt, save_figure
+from launcher.errors import LaunchError
+from launcher.registry import Registry
+from launcher.tables import render_table
+from launcher.views import AblationCell, AblationView
+from spottrain_contract.recipe import from_shipped
+
+SUMMARY_FILE = "ablation_summary.json"
+EVALUATION_PREFIXES = ("test/", "val/")
+TRAIN_LOSS = "train/loss"
+GPU_HOURS = "gpu_hours"
+LEDGER_DEVICE_HOURS = "ledger/device_hours"
+
+
+def ablation_view(registry: Registry, sweep_id: str, metrics: Sequence[str] = ()) -> AblationView:
+    records = sorted(registry.cells_of(sweep_id), key=lambda record: record.cell or "")
+    if not records:
+        known = sorted({r.sweep_id for r in registry.all() if r.sweep_id})
+        raise LaunchError(f"no sweep '{sweep_id}' launched from this project"
+                          + (f" (sweeps: {', '.join(known)})" if known else ""))
+    found = {record.run_id: find_mlflow_run(record) for record in records}
+    final = {run_id: dict(hit[1].data.metrics) if hit else {} for run_id, hit in found.items()}
+    columns = _columns(metrics or _evaluation_metrics(final.values()), final.values())
+    cells = []
+    for record in records:
+        cell = from_shipped(record.recipe_document, f"runs/registry/{record.run_id}.json").cell
+        hit, values = found[record.run_id], final[record.run_id]
+        cells.append(AblationCell(cell=record.cell, run_id=record.run_id,
+                                  mlflow_run_id=hit[1].info.run_id if hit else None,
+                                  entries=cell.entries if cell else {}, overrides=cell.overrides if cell else {},
+                                  metrics={column: values.get(_mlflow_key(column)) for column in columns}))
+    return AblationView(sweep_id=sweep_id, recipe=records[0].recipe, metrics=columns, cells=cells)
+
+
+def _mlflow_key(column: str) -> str:
+    return LEDGER_DEVICE_HOURS if column == GPU_HOURS else column
+
+
+def _evaluation_metrics(finals: Iterable[dict]) -> list[str]:
+    logged = set().union(*finals)
+    return [key for prefix in EVALUATION_PREFIXES for key in sorted(logged) if key.startswith(prefix)]
+
+
+def _columns(chosen: Sequence[str], finals: Iterable[dict]) -> list[str]:
+    logged = set().union(*finals)
+    columns = list(dict.fromkeys(chosen))
+    columns += [TRAIN_LOSS] if TRAIN_LOSS in logged and TRAIN_LOSS not in columns else []
+    return columns + ([GPU_HOURS] if LEDGER_DEVICE_HOURS in logged else [])
+
+
+def ablation_table(view: AblationView) -> str:
+    return render_table(["CELL", *view.metrics],
+                        [[cell.cell, *(fmt(cell.metrics[column]) for column in view.metrics)] for cell in view.cells])
+
+
+def write_summary(view: AblationView, out: Path) -> Path:
+    """`ablation_summary.json` (in `out` if it is a directory, else `out` itself); the file written."""
+    path = out / SUMMARY_FILE if out.is_dir() else out
+    try:
+        path.write_text(json.dumps(view.model_dump(mode="json"), indent=1, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise LaunchError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def plot_metrics(view: AblationView, path: Path) -> Path:
+    """One bar chart per column, a bar per cell (a cell without the metric has none); the file written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not view.metrics:
+        raise LaunchError(f"--plot: sweep {view.sweep_id} has no metrics in MLflow yet")
+    names = [cell.cell for cell in view.cells]
+    size = (max(6.0, 0.9 * len(names) + 2), 2.8 * len(view.metrics))
+    figure, axes = plt.subplots(len(view.metrics), 1, figsize=size, squeeze=False)
+    for axis, column in zip(axes[:, 0], view.metrics):
+        values = [cell.metrics[column] for cell in view.cells]
+        bars = axis.bar(range(len(names)), [v if v is not None else 0.0 for v in values],
+                        color=["tab:blue" if v is not None else "none" for v in values])
+        axis.bar_label(bars, labels=[fmt(v) if v is not None else "" for v in values], fontsize=7)
+        axis.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        axis.set_title(column)
+    return save_figure(figure, path)

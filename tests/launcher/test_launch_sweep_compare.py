@@ -1,0 +1,138 @@
+"""`launch compare SWEEP`: its cells × final metrics read back from a real (SQLite) MLflow store, the
+`ablation_summary.json` it writes, and the bars `--plot` draws."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from launch_helpers import copy_real_recipes, run_launch
+from launcher.ablation import ablation_table, ablation_view, plot_metrics
+from launcher.errors import LaunchError
+from launcher.registry import Registry, RunRecord
+from spottrain_contract.job import MLFLOW_RUN_ID_TAG, RunState
+from spottrain_contract.recipe import load_recipe
+
+SWEEP_RECIPE = Path(__file__).with_name("recipes") / "lr_sweep.yaml"
+# cell -> what its run logged last (a VLM-like task's test metrics, val/loss, train/loss, the ledger's hours)
+LOGGED = {
+    "lr_1e3__s1": {"test/exact_match": 0.25, "test/bleu4": 0.125, "val/loss": 2.5, "train/loss": 2.0,
+                   "ledger/device_hours": 1.5},
+    "lr_1e3__s2": {"test/exact_match": 0.5, "test/bleu4": 0.25, "val/loss": 2.25, "train/loss": 1.75,
+                   "ledger/device_hours": 2.0},
+    "lr_3e3__s1": {"test/exact_match": 0.75, "val/loss": 2.0, "train/loss": 1.5, "ledger/device_hours": 2.5},
+    "lr_3e3__s2": None,  # launched, nothing logged yet
+}
+
+
+@pytest.fixture
+def sweep(tmp_path) -> tuple[Path, str]:
+    """A project whose registry holds the cells of sweep `abl` of the example recipe, their MLflow runs in a
+    SQLite store (earlier train/loss values too, and metrics compare leaves out)."""
+    from mlflow.tracking import MlflowClient
+
+    project = copy_real_recipes(tmp_path / "project", names=("baseline",))
+    shutil.copy(SWEEP_RECIPE, project / "recipes")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("weighted-mtp/production")
+    registry = Registry(project)
+    for cell, logged in LOGGED.items():
+        run_id = f"abl-{cell}"
+        shipped = load_recipe("lr_sweep", project_dir=project, profile="local", cell=cell).shipped()
+        registry.save(RunRecord(run_id=run_id, recipe="lr_sweep", target="local", state=RunState.FINISHED,
+                                started=time.time(), store="s", local_dir=str(tmp_path), tracking_uri=uri,
+                                project=str(project), recipe_document=shipped, sweep_id="abl", cell=cell))
+        if logged is None:
+            continue
+        run = client.create_run(experiment, tags={MLFLOW_RUN_ID_TAG: run_id}).info.run_id
+        client.log_metric(run, "train/loss", 9.0, step=1)
+        client.log_metric(run, "system/cpu_utilization_percentage", 50.0, step=0)
+        client.log_metric(run, "perf/step_seconds", 0.1, step=1)
+        for key, value in logged.items():
+            client.log_metric(run, key, value, step=10)
+    return project, "abl"
+
+
+def test_the_columns_are_the_evaluation_metrics_then_train_loss_then_gpu_hours(sweep):
+    project, sweep_id = sweep
+    view = ablation_view(Registry(project), sweep_id)
+    assert view.metrics == ["test/bleu4", "test/exact_match", "val/loss", "train/loss", "gpu_hours"]
+
+
+def test_each_cell_has_its_final_values_and_none_where_nothing_was_logged(sweep):
+    project, sweep_id = sweep
+    view = ablation_view(Registry(project), sweep_id)
+    assert [cell.cell for cell in view.cells] == list(LOGGED)
+    for cell in view.cells:
+        logged = LOGGED[cell.cell] or {}
+        assert cell.metrics == {"test/bleu4": logged.get("test/bleu4"), "test/exact_match": logged.get(
+            "test/exact_match"), "val/loss": logged.get("val/loss"), "train/loss": logged.get("train/loss"),
+                                "gpu_hours": logged.get("ledger/device_hours")}
+        assert (cell.mlflow_run_id is None) == (LOGGED[cell.cell] is None)
+
+
+def test_each_cell_carries_its_entries_and_overrides(sweep):
+    project, sweep_id = sweep
+    cell = ablation_view(Registry(project), sweep_id).cells[2]
+    assert (cell.cell, cell.run_id) == ("lr_3e3__s1", "abl-lr_3e3__s1")
+    assert (cell.entries, cell.overrides) == ({"lr": "lr_3e3", "seed": "s1"},
+                                              {"train.optim.lr": 3e-3, "train.seed": 1})
+
+
+def test_metric_names_the_columns_instead_of_the_evaluation_metrics(sweep):
+    project, sweep_id = sweep
+    view = ablation_view(Registry(project), sweep_id, ["test/exact_match"])
+    assert view.metrics == ["test/exact_match", "train/loss", "gpu_hours"]
+
+
+def test_the_table_is_cells_by_metrics(sweep):
+    project, sweep_id = sweep
+    rows = [line.split() for line in ablation_table(ablation_view(Registry(project), sweep_id)).splitlines()]
+    assert rows == [["CELL", "test/bleu4", "test/exact_match", "val/loss", "train/loss", "gpu_hours"],
+                    ["lr_1e3__s1", "0.125", "0.25", "2.5", "2", "1.5"],
+                    ["lr_1e3__s2", "0.25", "0.5", "2.25", "1.75", "2"],
+                    ["lr_3e3__s1", "-", "0.75", "2", "1.5", "2.5"],
+                    ["lr_3e3__s2", "-", "-", "-", "-", "-"]]
+
+
+def test_the_plot_draws_a_chart_per_metric(sweep, tmp_path):
+    project, sweep_id = sweep
+    written = plot_metrics(ablation_view(Registry(project), sweep_id), tmp_path / "ablation")
+    assert written == tmp_path / "ablation.png" and written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unknown_sweep_names_the_known_ones(sweep):
+    project, _ = sweep
+    with pytest.raises(LaunchError, match=r"^no sweep 'abx' launched from this project \(sweeps: abl\)$"):
+        ablation_view(Registry(project), "abx")
+
+
+def test_launch_compare_sweep_prints_the_table_and_writes_the_summary(sweep, private_home):
+    project, sweep_id = sweep
+    done = run_launch("compare", sweep_id, "--plot", "bars.png", home=private_home, cwd=project)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "sweep abl: 4 cells"
+    assert lines[-2:] == ["wrote ablation_summary.json",
+                          "wrote bars.png (test/bleu4, test/exact_match, val/loss, train/loss, gpu_hours)"]
+    summary = json.loads((project / "ablation_summary.json").read_text())
+    assert summary == json.loads(ablation_view(Registry(project), sweep_id).model_dump_json())
+    assert (project / "bars.png").is_file()
+
+
+def test_launch_compare_sweep_out_names_where_the_summary_goes(sweep, private_home, tmp_path):
+    project, sweep_id = sweep
+    done = run_launch("compare", sweep_id, "--out", str(tmp_path), "--json", home=private_home, cwd=project)
+    assert json.loads(done.stdout) == json.loads((tmp_path / "ablation_summary.json").read_text())
+
+
+def test_launch_compare_of_one_run_says_to_name_two(sweep, private_home):
+    project, _ = sweep
+    done = run_launch("compare", "abl-lr_1e3__s1", home=private_home, cwd=project)
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2, ["error: compare: abl-lr_1e3__s1 is a run, not a sweep: name two runs (launch compare RUN_A RUN_B)"])
