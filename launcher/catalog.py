@@ -45,9 +45,10 @@ def check_all(project_dir: Path, targets: Iterable[str]) -> list[CheckResult]:
         except UserError as exc:
             results.append(CheckResult(name, "-", None, str(exc)))
             continue
+        grids = {profile: _grid(name, project_dir, profile) for profile in [None, *recipe.profiles]}
         for target in targets:
-            for profile in [None, *recipe.profiles]:
-                for cell in [None, *(c.name for c in cells(recipe.sweep))]:
+            for profile, grid in grids.items():
+                for cell in [None, *grid]:
                     try:
                         render_for_display(name, target=target, project_dir=project_dir, profile=profile,
                                            run_id=CHECK_RUN_ID, cell=cell)
@@ -55,6 +56,15 @@ def check_all(project_dir: Path, targets: Iterable[str]) -> list[CheckResult]:
                     except UserError as exc:
                         results.append(CheckResult(name, target, profile, str(exc), cell=cell))
     return results
+
+
+def _grid(name: str, project_dir: Path, profile) -> list[str]:
+    """The cells of the recipe's sweep under `profile` (a profile may bring its own grid); none when that
+    profile does not load (the render then says why)."""
+    try:
+        return [c.name for c in cells(load_recipe(name, project_dir=project_dir, profile=profile).recipe.sweep)]
+    except UserError:
+        return []
 
 
 def recipe_views(project_dir: Path) -> list[RecipeView]:

@@ -159,6 +159,8 @@ def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
                               "expected a mapping of dotted keys to values")
         for key, value in entries.items():  # an entry is blamed on the file that wrote it, maybe the parent
             where = sources.get(f"profiles.{profile}.{key}") or sources.get(f"profiles.{profile}", display)
+            if key == "sweep":  # a profile's grid replaces the recipe's (tiny models standing in for real ones)
+                document.pop("sweep", None)
             _set_dotted(document, sources, str(key), value, f"{where} (profile {profile})")
 
     chosen = _apply_cell(document, sources, display, cell) if cell is not None else None

@@ -98,7 +98,7 @@ def test_render_into_a_missing_directory_is_a_one_line_error(private_home, tmp_p
 
 def test_check_passes_every_recipe_target_and_profile(private_home):
     done = run_launch("check", "--target", "skypilot", "--target", "vessl", home=private_home)
-    assert (done.returncode, done.stdout.splitlines()[-1]) == (0, "24 passed, 0 failed")
+    assert (done.returncode, done.stdout.splitlines()[-1]) == (0, "40 passed, 0 failed")
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,20 @@ def test_a_cell_applies_after_the_profile_and_before_the_overrides(project):
     assert overridden.recipe.train.optim.lr == 5e-3
 
 
+def test_a_profile_s_sweep_replaces_the_recipe_s():
+    """vlm_ablation: the published models' grid on a platform, tiny models of the same families here."""
+    def grid(profile):
+        return [planned.cell.name for planned in plan_sweep("vlm_ablation", target="local", project_dir=PROJECT_DIR,
+                                                 profile=profile).cells]
+
+    assert grid(None) == ["qwen_vl_chat__lora_r16", "qwen_vl_chat__lora_r32", "llava_1.5_7b__lora_r16",
+                          "llava_1.5_7b__lora_r32"]
+    assert grid("local") == ["tiny_qwen2_vl__lora_r16", "tiny_qwen2_vl__lora_r32", "tiny_llava__lora_r16",
+                             "tiny_llava__lora_r32"]
+    cell = load_recipe("vlm_ablation", project_dir=PROJECT_DIR, profile="local", cell="tiny_llava__lora_r32")
+    assert (cell.recipe.train.model.id, cell.recipe.train.lora.r) == ("tiny:llava", 32)
+
+
 def test_a_cell_is_named_for_its_cell_on_the_platform_and_in_mlflow(project):
     loaded = load_recipe("lr_sweep", project_dir=project, cell="lr_1e3__s2")
     assert (loaded.recipe.name, loaded.recipe.mlflow.run_name) == ("baseline-mtp-lr-1e3-s2", "lr_1e3__s2")
