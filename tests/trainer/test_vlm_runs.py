@@ -91,9 +91,12 @@ def test_launch_eval_judges_a_checkpoint_s_adapter_on_another_csv(trained):
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "blip2"])
 def test_each_tiny_family_trains_exports_and_generates(tmp_path, family):
+    """BLIP-2 with activation checkpointing (the seed's gradient_checkpointing) through the frozen base."""
     run = TrainingRun(family, tmp_path, (f"train.model.id=tiny:{family}", "train.max_steps=6",
                                          f"train.data.generated_dir={tmp_path / 'data'}",
-                                         "train.model.merge_full_model=true"), recipe="vlm_ablation")
+                                         "train.model.merge_full_model=true",
+                                         f"train.performance.activation_checkpointing={family == 'blip2'}"),
+                      recipe="vlm_ablation")
     assert run.run() == 0, run.last_log()
     final = run.store / family / "final-hf"
     assert (final / "lora_adapter" / "adapter_model.safetensors").is_file()
