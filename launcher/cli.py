@@ -623,6 +623,30 @@ def _compare_sweep(registry, sweep_id: str, plot, metrics, out, as_json) -> None
         click.echo(f"wrote {drawn} ({', '.join(view.metrics)})", err=as_json)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any but a loopback address needs a token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", default=None, envvar="SPOTTRAIN_HUB_TOKEN", show_envvar=True,
+              help="Every request must carry it (Authorization: Bearer, or the login form's cookie).")
+def hub(host, port, token):
+    """Serve the hub: runs, new runs from a form, live curves and logs, stop, clone, compare (a browser face
+    over the same runner and registry as these commands)."""
+    from launcher.hub.auth import is_loopback
+
+    if not is_loopback(host) and not token:
+        raise UserError(f"--host {host}: the hub would be reachable from other machines: give it a token "
+                        f"(--token or SPOTTRAIN_HUB_TOKEN), or listen on 127.0.0.1")
+    project_dir = _project_dir()
+    import uvicorn
+
+    from launcher.hub.app import create_app
+
+    app = create_app(project_dir, token=token)
+    click.echo(f"hub for {project_dir} on http://{host}:{port}/" + (" (token required)" if token else ""), err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+
+
 def main():
     try:
         cli.main(standalone_mode=False)

@@ -53,6 +53,8 @@ def _refuse_a_second_live_attempt(registry: Registry, run_id: str) -> None:
     if not registry.exists(run_id):
         return
     record = registry.get(run_id)
+    if record.state is RunState.DRAFT:  # the hub's draft of this run: launching it is its first attempt
+        return
     try:
         now = refresh(registry, record)
     except UserError as exc:
@@ -116,7 +118,9 @@ def tracking_uri(plan: LaunchPlan, project_dir: Path) -> Optional[str]:
 
 
 def refresh(registry: Registry, record: RunRecord) -> RunStatus:
-    """The run's state from its target, kept in the registry when it changed."""
+    """The run's state from its target, kept in the registry when it changed. A draft has no target yet."""
+    if record.state is RunState.DRAFT:
+        return RunStatus(state=RunState.DRAFT)
     now = get_target(record.target).status(record)
     changes = {}
     if now.state != record.state and now.state is not RunState.UNKNOWN:
@@ -142,11 +146,15 @@ def run_view(registry: Registry, record: RunRecord, *, reachable: bool = True) -
 
 
 def logs(record: RunRecord, follow: bool) -> Iterator[str]:
+    if record.state is RunState.DRAFT:
+        return iter(())
     return get_target(record.target).logs(record, follow)
 
 
 def stop(registry: Registry, record: RunRecord) -> RunState:
     """Ask the target to stop the run gracefully; a state the run's own supervisor wrote meanwhile stands."""
+    if record.state is RunState.DRAFT:
+        raise LaunchError(f"run {record.run_id} is a draft: nothing to stop (launch it from the hub first)")
     state = get_target(record.target).stop(record)
     current = registry.get(record.run_id)
     if current.state.is_terminal:

@@ -98,3 +98,11 @@ class SweepPlanView(BaseModel):
     recipe: str
     target: str
     cells: list[PlanView] = Field(description="One per cell, in grid order (the first axis varying slowest).")
+
+
+class HubRunView(RunView):
+    """A run as the hub's API returns it: `launch status --json`'s row plus what the hub shows beside it."""
+
+    profile: Optional[str] = Field(None, description="The recipe profile a draft or hub launch applies.")
+    loss: Optional[float] = Field(None, description="The latest train/loss logged to MLflow, if any yet.")
+    log: bool = Field(False, description="Whether the run has a log here (runs on this machine).")

@@ -45,6 +45,7 @@ class RunState(str, enum.Enum):
     FAILED = "failed"
     STOPPED = "stopped"
     UNKNOWN = "unknown"  # the platform cannot be asked right now
+    DRAFT = "draft"  # saved in the hub, not launched yet: no target has seen it
 
     @property
     def is_terminal(self) -> bool:

@@ -1,0 +1,95 @@
+"""The hub's JSON API over a project with the real recipes: drafts, clone, compare, launch, stop."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub_helpers import TINY, client_for, hub_project, wait_for_state
+
+
+@pytest.fixture
+def project(tmp_path):
+    return hub_project(tmp_path / "project")
+
+
+@pytest.fixture
+def client(project):
+    with client_for(project) as client:
+        yield client
+
+
+def test_a_saved_draft_is_listed_and_read_back(client):
+    made = client.post("/api/runs", json={"recipe": "baseline", "target": "local", "name": "first try",
+                                          "overrides": {"train.optim.lr": "2e-3"}, "launch": False})
+    assert made.status_code == 201, made.text
+    run_id = made.json()["id"]
+    listed = client.get("/api/runs").json()
+    assert [(r["id"], r["name"], r["state"]) for r in listed] == [(run_id, "first try", "draft")]
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert (run["recipe"], run["target"], run["state"], run["step"], run["profile"]) == (
+        "baseline", "local", "draft", "-", "local")
+    assert run["overrides"] == ["train.optim.lr=2e-3"]
+
+
+def test_a_bad_override_is_the_loaders_one_line_error(client):
+    made = client.post("/api/runs", json={"recipe": "baseline", "overrides": {"train.optim.lr": "-1"}})
+    assert made.status_code == 400
+    assert made.json()["error"].startswith("--override: train.optim.lr: ")
+    assert "\n" not in made.json()["error"]
+    assert client.get("/api/runs").json() == []
+
+
+def test_an_unknown_run_is_404_with_the_clis_message(client):
+    missing = client.get("/api/runs/nope")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "no run 'nope' launched from this project"}
+
+
+def test_a_clone_with_another_lr_differs_in_exactly_that_key(client):
+    run_id = client.post("/api/runs", json={"recipe": "baseline", "name": "base"}).json()["id"]
+    cloned = client.post(f"/api/runs/{run_id}/clone", json={"overrides": {"train.optim.lr": 0.002}})
+    assert cloned.status_code == 201, cloned.text
+    copy = client.get(f"/api/runs/{cloned.json()['id']}").json()
+    assert (copy["name"], copy["state"]) == ("base (copy)", "draft")
+    compared = client.get("/api/compare", params={"run": [run_id, copy["id"]]}).json()
+    assert compared["config_diff"] == {"train.optim.lr": ["0.001", "0.002"]}
+
+
+def test_a_dry_run_shows_the_document_with_secrets_masked(client, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_very_secret_value")
+    plan = client.post("/api/dry-run", json={"recipe": "baseline", "target": "local"}).json()
+    assert "hf_very_secret_value" not in plan["document"]
+    assert "recipe     baseline" in plan["summary"]
+
+
+def test_launch_status_lists_a_draft(client, project, tmp_path):
+    from launch_helpers import run_launch
+
+    run_id = client.post("/api/runs", json={"recipe": "baseline"}).json()["id"]
+    done = run_launch("status", home=tmp_path, cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert run_id in done.stdout and "draft" in done.stdout
+
+
+def test_stopping_a_draft_is_refused(client):
+    run_id = client.post("/api/runs", json={"recipe": "baseline"}).json()["id"]
+    refused = client.post(f"/api/runs/{run_id}/stop")
+    assert refused.status_code == 400
+    assert "draft" in refused.json()["error"]
+
+
+@pytest.mark.slow
+def test_a_launched_draft_trains_to_the_end_and_a_stopped_run_is_stopped(client):
+    run_id = client.post("/api/runs", json={"recipe": "baseline", "overrides": TINY}).json()["id"]
+    launched = client.post(f"/api/runs/{run_id}/launch")
+    assert launched.status_code == 200, launched.text
+    finished = wait_for_state(client, run_id, {"finished", "failed", "stopped"})
+    assert (finished["state"], finished["step"]) == ("finished", "6/6"), finished
+    assert "train/loss" in client.get(f"/api/runs/{run_id}/metrics").json()
+
+    long = client.post("/api/runs", json={"recipe": "baseline", "launch": True,
+                                          "overrides": {"train.max_steps": 400}}).json()["id"]
+    wait_for_state(client, long, {"running"}, training=True)
+    stopped = client.post(f"/api/runs/{long}/stop")
+    assert stopped.json()["state"] == "stopped", stopped.text
+    assert client.get(f"/api/runs/{long}").json()["state"] == "stopped"
