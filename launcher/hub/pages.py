@@ -26,10 +26,10 @@ templates = Jinja2Templates(env=jinja2.Environment(
 STATES = [state.value for state in RunState]
 
 
-def _render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
+def _render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     context.setdefault("csrf", getattr(request.state, "csrf", ""))
     context.setdefault("signed_in", request.app.state.token is not None)
-    return templates.TemplateResponse(request, name, context, status_code=status_code)
+    return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
 def _error(request: Request, exc: UserError) -> HTMLResponse:

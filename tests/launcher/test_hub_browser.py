@@ -1,0 +1,126 @@
+"""The hub in a real browser (headless Chromium), the seed's scenario with a tiny local run: a new run from the
+form, its loss curve growing while it trains, Stop, Clone with another learning rate, Save & Launch, and Compare
+showing exactly that setting. Screenshots go to runs/test-artifacts/hub/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hub_helpers import hub_project
+from launch_helpers import PROJECT_DIR, launch_executable
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = PROJECT_DIR / "runs" / "test-artifacts" / "hub"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """`launch hub` serving a project with the real recipes; its URL."""
+    project = hub_project(tmp_path / "project")
+    port = free_port()
+    env = {**os.environ, "HOME": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("SPOTTRAIN_HUB_TOKEN", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    server = subprocess.Popen([launch_executable(), "hub", "--port", str(port)], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "hub.log", "w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/runs", timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None, (tmp_path / "hub.log").read_text()
+            assert time.monotonic() < deadline, "the hub did not start"
+            time.sleep(0.3)
+    yield url, project
+    from launcher import runner
+    from launcher.registry import Registry
+
+    registry = Registry(project)
+    for record in registry.all():  # nothing keeps training after the test
+        if record.state.value not in ("draft", "finished", "failed", "stopped"):
+            runner.stop(registry, record)
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def page():
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"no Chromium at {CHROMIUM}: scripts/setup installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        yield page
+        browser.close()
+
+
+def points(page) -> int:
+    return page.evaluate("Number(document.querySelector('#chart-loss').dataset.points || 0)")
+
+
+def test_new_run_stop_clone_and_compare(hub, page):
+    url, project = hub
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    page.goto(f"{url}/new")
+    page.fill("#name", "hub-e2e")
+    page.fill("[id='f-train.max_steps']", "400")
+    page.click("#dry-run")
+    page.wait_for_selector("#dry-run-output:not([hidden])")
+    assert "recipe     baseline" in page.text_content("#dry-run-output")
+    page.screenshot(path=str(ARTIFACTS / "new-run.png"), full_page=True)
+    page.click("#launch")
+    page.wait_for_url(f"{url}/runs/*")
+    first = page.url.rsplit("/", 1)[1]
+
+    page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points || 0) >= 2",
+                           timeout=180_000)
+    seen = points(page)
+    page.wait_for_function(f"Number(document.querySelector('#chart-loss').dataset.points || 0) > {seen}",
+                           timeout=120_000)
+    assert page.text_content("#run-state") == "running"
+    page.screenshot(path=str(ARTIFACTS / "run.png"), full_page=True)
+
+    page.click("#stop")
+    page.wait_for_function("document.querySelector('#run-state').textContent === 'stopped'", timeout=240_000)
+
+    page.click("#clone")
+    page.wait_for_url(f"{url}/new?draft=*")
+    assert page.input_value("[id='f-train.max_steps']") == "400"
+    page.fill("[id='f-train.optim.lr']", "0.002")
+    page.click("#launch")  # Save & Launch
+    page.wait_for_url(f"{url}/runs/*")
+    second = page.url.rsplit("/", 1)[1]
+    assert second != first
+    page.wait_for_function("!['draft', 'launching'].includes(document.querySelector('#run-state').textContent)")
+    assert page.text_content("#run-name") == "hub-e2e (copy)"
+
+    page.goto(url)
+    page.check(f"input.pick[value='{first}']")
+    page.check(f"input.pick[value='{second}']")
+    page.click("#compare")
+    page.wait_for_url(f"{url}/compare?*")
+    assert page.locator("#config-diff .diff-key").all_text_contents() == ["train.optim.lr"]
+    page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points || 0) > 0")
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
