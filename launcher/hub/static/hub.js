@@ -141,6 +141,7 @@ const GROUPS = {
 function plot(id, title, traces) {
   const node = document.getElementById(id);
   if (!node || !window.Plotly) return;
+  node.hidden = traces.length === 0;  // no empty frames for metrics this task does not log
   Plotly.react(node, traces, {title: {text: title, font: {size: 14}}, margin: {t: 36, r: 8, b: 36, l: 48},
                               xaxis: {title: {text: "step"}}, legend: {orientation: "h"}},
                {displayModeBar: false, responsive: true});
