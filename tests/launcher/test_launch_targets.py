@@ -17,7 +17,7 @@ from spottrain_contract import job as job_contract
 from launcher.display import render_for_display
 from launcher.errors import LaunchError, RecipeError
 from launcher.plan import plan_launch
-from spottrain_contract.recipe import LoadedRecipe, from_shipped, load_recipe, recipe_names
+from spottrain_contract.recipe import NOT_SHIPPED, LoadedRecipe, from_shipped, load_recipe, recipe_names
 from launcher.secrets import MaskedSecrets
 from launcher.targets import get_target, skypilot, vessl
 
@@ -53,8 +53,9 @@ def sky_config(name="baseline", **plan_args) -> dict:
 
 
 def same_settings(shipped, loaded) -> bool:
-    """Every setting equal; the shipped recipe has its profile applied and drops the profiles themselves."""
-    return shipped.model_dump(exclude={"profiles"}) == loaded.model_dump(exclude={"profiles"})
+    """Every setting equal; the shipped recipe has its profile applied and drops the profiles and the sweep (ways to
+    resolve a recipe, not settings of the one run a job trains)."""
+    return shipped.model_dump(exclude=set(NOT_SHIPPED)) == loaded.model_dump(exclude=set(NOT_SHIPPED))
 
 
 @pytest.fixture(scope="module")
