@@ -39,7 +39,7 @@ def ablation_view(registry: Registry, sweep_id: str, metrics: Sequence[str] = ()
     columns = _columns(metrics or _evaluation_metrics(final.values()), final.values())
     cells = []
     for record in records:
-        cell = from_shipped(record.recipe_document, f"runs/registry/{record.run_id}.json").cell
+        cell = from_shipped(record.recipe_document, f"run {record.run_id} in the run database").cell
         hit, values = found[record.run_id], final[record.run_id]
         cells.append(AblationCell(cell=record.cell, run_id=record.run_id,
                                   mlflow_run_id=hit[1].info.run_id if hit else None,

@@ -1,24 +1,38 @@
-"""What was launched from this project: one small JSON file per run under `runs/registry/`.
+"""What was launched: the run database (`launcher/rundb/`), one row per run, through SQLAlchemy.
 
-`launch status`, `logs`, `stop` and `compare` read it, so they work after the launching shell is gone. Each
+`launch status`, `logs`, `stop` and `compare` read it, and the hub reads and writes the same tables, so they
+work after the launching shell is gone. The database is the project's SQLite file `runs/spottrain.db` (WAL),
+or for a team the one `SPOTTRAIN_DB` names (`postgresql://…`), where every teammate's launches land. Each
 target keeps what it needs to find its run again (a process group here, a job id on SkyPilot, a run id on
 VESSL) in `handle`; the trainer's progress and the checkpoints are found through `local_dir` and `store`.
+
+Run ids name runs across the whole database (they key the checkpoint stores and MLflow tags too): `get`,
+`exists`, `update` and `delete` find a run whichever project launched it. Listings belong to a project: `all`
+and `cells_of` return the runs the registry of *this* project saved (on the default SQLite file: every run in
+it), or every project's with `Registry(..., every_project=True)` (the hub). A project's old JSON registry
+(`runs/registry/*.json`) is imported into the database once, on first use, and left in place.
+
+One live attempt per run id is the database's: `claim_attempt` inserts the run's row in `live_attempts`, whose
+primary key refuses a second one; the row goes when the run's state becomes terminal.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import socket
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from launcher.errors import LaunchError
 from spottrain_contract.job import RunState
 
-REGISTRY_DIR = "runs/registry"
+REGISTRY_DIR = "runs/registry"  # the JSON registry of old, imported once
 LOG_DIR = "runs/logs"
+LAUNCH_CLAIM_SECONDS = 900.0  # a claim still launching from another machine is trusted this long
+_TERMINAL_VALUES = frozenset(state.value for state in RunState if state.is_terminal)
 
 
 @dataclass
@@ -41,56 +55,152 @@ class RunRecord:
     cell: Optional[str] = None  # a sweep's cell: its name
 
 
+def live_message(run_id: str, target: str, state: str, step: str = "-") -> str:
+    step = f", step {step}" if step != "-" else ""
+    return (f"run {run_id} is live on {target} ({state}{step}): stop it first (launch stop {run_id}) or follow it "
+            f"(launch logs {run_id} --follow)")
+
+
 class Registry:
-    def __init__(self, project_dir: Path):
-        self.dir = project_dir / REGISTRY_DIR
-        self.project_dir = project_dir
+    def __init__(self, project_dir: Path, url: Optional[str] = None, *, every_project: bool = False):
+        self.project_dir = Path(project_dir)
+        self.dir = self.project_dir / REGISTRY_DIR
+        self.url = url  # else $SPOTTRAIN_DB, else runs/spottrain.db in the project
+        self.every_project = every_project
         self.skipped: list[str] = []  # what `all` could not read, one line each
+        self._engine = None
+        self._import_skipped: list[str] = []
+
+    # --- the database, opened on first use --------------------------------------------------------------------
+
+    @property
+    def project_key(self) -> str:
+        return str(self.project_dir.resolve())
+
+    def _db(self, create: bool = True):
+        """The engine (migrated, the JSON registry imported); None when `create` is false and the project's
+        SQLite file does not exist yet: reading an empty registry writes nothing."""
+        if self._engine is None:
+            from launcher.rundb import engine as db, import_json
+
+            url = db.database_url(self.project_dir, self.url)
+            file = db.sqlite_file(url)
+            legacy = import_json.pending(self.project_dir)
+            if not create and file is not None and not file.exists() and not legacy:
+                return None
+            self._engine = db.engine_for(url)
+            if legacy:
+                self._import_skipped = import_json.import_once(self._engine, self.project_dir, self.project_key)
+        return self._engine
+
+    def _read(self):
+        from launcher.rundb.engine import transaction
+
+        return transaction(self._db())
+
+    def _write(self):
+        from launcher.rundb.engine import transaction
+
+        return transaction(self._db(), write=True)
+
+    def _listed(self, query):
+        from launcher.rundb.models import RunRow
+
+        return query if self.every_project else query.where(RunRow.registry_project == self.project_key)
+
+    # --- the interface every caller uses ----------------------------------------------------------------------
 
     def save(self, record: RunRecord) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        partial = self.dir / f".{record.run_id}.json.partial-{os.getpid()}"
-        partial.write_text(json.dumps(asdict(record), indent=1, sort_keys=True))
-        os.replace(partial, self.dir / f"{record.run_id}.json")
+        from launcher.rundb.models import RunRow
+        from launcher.rundb.store import row_values, upsert
+
+        values = row_values(record, self.project_key)
+        with self._write() as connection:
+            connection.execute(upsert(connection, RunRow, values, "run_id"))
+            if values["state"] in _TERMINAL_VALUES:
+                _release(connection, record.run_id)
 
     def update(self, run_id: str, *, handle: Optional[dict] = None, **changes) -> RunRecord:
-        """Change fields of a record; `handle` entries are merged into the record's handle, so the launcher and
-        a supervisor each adding their own entries never erase the other's."""
-        record = self.get(run_id)
-        for key, value in changes.items():
-            setattr(record, key, value)
-        if handle:
-            record.handle = {**record.handle, **handle}
-        self.save(record)
+        """Change fields of a record in one transaction, its row locked (SELECT … FOR UPDATE; SQLite: BEGIN
+        IMMEDIATE); `handle` entries are merged into the record's handle, so the launcher and a supervisor each
+        adding their own entries never erase the other's."""
+        from sqlalchemy import select, update as sql_update
+
+        from launcher.rundb.models import RunRow
+        from launcher.rundb.store import row_values
+
+        with self._write() as connection:
+            row = connection.execute(select(RunRow.__table__).where(RunRow.run_id == run_id).with_for_update()
+                                     ).mappings().first()
+            if row is None:
+                raise self._unknown(run_id)
+            record = _record(row)
+            for key, value in changes.items():
+                setattr(record, key, value)
+            if handle:
+                record.handle = {**record.handle, **handle}
+            values = row_values(record, row["registry_project"])
+            del values["registry_project"], values["run_id"]
+            connection.execute(sql_update(RunRow).where(RunRow.run_id == run_id).values(values))
+            if values["state"] in _TERMINAL_VALUES:
+                _release(connection, run_id)
         return record
 
     def delete(self, run_id: str) -> None:
-        (self.dir / f"{run_id}.json").unlink(missing_ok=True)
+        from sqlalchemy import delete
+
+        from launcher.rundb.models import RunRow
+
+        if self._db(create=False) is None:
+            return
+        with self._write() as connection:
+            connection.execute(delete(RunRow).where(RunRow.run_id == run_id))
+            _release(connection, run_id)
 
     def exists(self, run_id: str) -> bool:
-        return (self.dir / f"{run_id}.json").is_file()
+        from sqlalchemy import select
+
+        from launcher.rundb.models import RunRow
+
+        if self._db(create=False) is None:
+            return False
+        with self._read() as connection:
+            return connection.execute(select(RunRow.run_id).where(RunRow.run_id == run_id)).first() is not None
 
     def get(self, run_id: str) -> RunRecord:
-        path = self.dir / f"{run_id}.json"
-        if not path.is_file():
-            known = [r.run_id for r in self.all()[-5:]]
-            raise LaunchError(f"no run '{run_id}' launched from this project"
-                              + (f" (recent: {', '.join(known)})" if known else ""))
-        return _record(json.loads(path.read_text()))
+        from sqlalchemy import select
+
+        from launcher.rundb.models import RunRow
+
+        row = None
+        if self._db(create=False) is not None:
+            with self._read() as connection:
+                row = connection.execute(select(RunRow.__table__).where(RunRow.run_id == run_id)).mappings().first()
+        if row is None:
+            raise self._unknown(run_id)
+        return _record(row)
 
     def all(self) -> list[RunRecord]:
-        """Every readable record, oldest first; a file that is not one (cut short, edited by hand) is skipped and
-        named in `skipped`, so one bad file never hides the other runs."""
-        if not self.dir.is_dir():
+        """Every readable record of this project (every project's with `every_project`), oldest first; a row
+        that is not one (a state this version does not know) is skipped and named in `skipped`, as are the
+        files the one-time import of the JSON registry could not read."""
+        from sqlalchemy import select
+
+        from launcher.rundb.models import RunRow
+
+        if self._db(create=False) is None:
+            self.skipped = []
             return []
-        records, self.skipped = [], []
-        for path in sorted(self.dir.glob("*.json")):
+        with self._read() as connection:
+            rows = connection.execute(self._listed(select(RunRow.__table__)).order_by(RunRow.started, RunRow.run_id)
+                                      ).mappings().all()
+        records, self.skipped = [], list(self._import_skipped)
+        for row in rows:
             try:
-                records.append(_record(json.loads(path.read_text())))
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                self.skipped.append(f"{path.relative_to(self.project_dir)}: not a run record "
-                                    f"({type(exc).__name__}): skipped")
-        return sorted(records, key=lambda r: r.started)
+                records.append(_record(row))
+            except (ValueError, TypeError, KeyError) as exc:
+                self.skipped.append(f"run {row['run_id']}: not a run record ({type(exc).__name__}): skipped")
+        return records
 
     def cells_of(self, sweep_id: str) -> list[RunRecord]:
         """The launched cells of a sweep, oldest first (empty: no such sweep)."""
@@ -101,9 +211,118 @@ class Registry:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def _unknown(self, run_id: str) -> LaunchError:
+        known = [r.run_id for r in self.all()[-5:]]
+        return LaunchError(f"no run '{run_id}' launched from this project"
+                           + (f" (recent: {', '.join(known)})" if known else ""))
 
-def _record(fields: dict) -> RunRecord:
+    # --- one live attempt per run id ------------------------------------------------------------------------
+
+    def claim_attempt(self, record: RunRecord) -> str:
+        """Save `record` (a new attempt of its run) and claim the run's one live attempt, in one transaction;
+        returns the claim's token. Refused (LaunchError, the same words as for a live run) while another attempt
+        holds the claim: one still launching from a live process, or one launched whose run is not terminal. A
+        stale claim (its launcher gone, its run terminal or deleted) is taken over, by exactly one claimant."""
+        from sqlalchemy import delete, insert, select
+        from sqlalchemy.exc import IntegrityError
+
+        from launcher.rundb.models import LiveAttempt, RunRow
+        from launcher.rundb.store import row_values, upsert
+
+        token, values = uuid.uuid4().hex, row_values(record, self.project_key)
+        for _ in range(10):
+            try:
+                with self._write() as connection:
+                    connection.execute(insert(LiveAttempt).values(run_id=record.run_id, token=token,
+                                                                  claimed=time.time(), launcher=_this_launcher()))
+                    connection.execute(upsert(connection, RunRow, values, "run_id"))
+                return token
+            except IntegrityError:
+                pass
+            with self._read() as connection:
+                claim = connection.execute(select(LiveAttempt.__table__).where(LiveAttempt.run_id == record.run_id)
+                                           ).mappings().first()
+                run = connection.execute(select(RunRow.target, RunRow.state).where(RunRow.run_id == record.run_id)
+                                         ).first()
+            if claim is None:
+                continue  # released meanwhile: claim again
+            if _claim_is_live(claim, run):
+                raise LaunchError(live_message(record.run_id, run.target, run.state))
+            with self._write() as connection:  # stale: only the claimant that still sees this token removes it
+                connection.execute(delete(LiveAttempt).where(LiveAttempt.run_id == record.run_id,
+                                                             LiveAttempt.token == claim["token"]))
+        raise LaunchError(f"run {record.run_id}: could not claim its attempt (claims kept changing): try again")
+
+    def attempt_launched(self, run_id: str, token: str) -> None:
+        """The claimed attempt was handed to its target: from now on it is live as long as its run's state is."""
+        from sqlalchemy import update
+
+        from launcher.rundb.models import LiveAttempt
+
+        with self._write() as connection:
+            connection.execute(update(LiveAttempt).where(LiveAttempt.run_id == run_id, LiveAttempt.token == token
+                                                         ).values(launcher=None))
+
+    def release_attempt(self, run_id: str, token: Optional[str] = None) -> None:
+        with self._write() as connection:
+            _release(connection, run_id, token)
+
+    def launching(self, run_id: str) -> bool:
+        """Whether an attempt of the run is being handed to its target right now by a live launch (its target
+        cannot be asked about it yet)."""
+        from sqlalchemy import select
+
+        from launcher.rundb.models import LiveAttempt
+
+        if self._db(create=False) is None:
+            return False
+        with self._read() as connection:
+            claim = connection.execute(select(LiveAttempt.__table__).where(LiveAttempt.run_id == run_id)
+                                       ).mappings().first()
+        return bool(claim and claim["launcher"] and _launcher_alive(claim["launcher"], claim["claimed"]))
+
+
+def _release(connection, run_id: str, token: Optional[str] = None) -> None:
+    from sqlalchemy import delete
+
+    from launcher.rundb.models import LiveAttempt
+
+    condition = [LiveAttempt.run_id == run_id] + ([LiveAttempt.token == token] if token else [])
+    connection.execute(delete(LiveAttempt).where(*condition))
+
+
+def _this_launcher() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _launcher_alive(launcher: str, claimed: float) -> bool:
+    host, _, pid = launcher.rpartition(":")
+    if host != socket.gethostname():
+        return time.time() - claimed < LAUNCH_CLAIM_SECONDS
+    import psutil
+
+    try:
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError):
+        return False
+
+
+def _claim_is_live(claim, run) -> bool:
+    if run is None:  # the run's record is gone
+        return False
+    if claim["launcher"]:
+        return _launcher_alive(claim["launcher"], claim["claimed"])
+    return run.state not in _TERMINAL_VALUES
+
+
+def record_from_fields(fields) -> RunRecord:
     return RunRecord(**{**fields, "state": RunState(fields["state"])})
+
+
+def _record(row) -> RunRecord:
+    values = {name: row[name] for name in RunRecord.__dataclass_fields__}
+    values["handle"] = dict(values["handle"] or {})
+    return record_from_fields(values)
 
 
 def age(seconds_since: float) -> str:

@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan
-from launcher.registry import Registry, RunRecord
+from launcher.registry import Registry, RunRecord, live_message
 from launcher.secrets import resolve_secrets
 from launcher.targets import RunStatus, get_target
 from launcher.views import RunView
@@ -38,18 +38,23 @@ def submit(plan: LaunchPlan, project_dir: Path) -> RunRecord:
     target.validate(document)
     earlier = registry.get(plan.run_id) if registry.exists(plan.run_id) else None
     record = _new_record(plan, target, project_dir, registry)
-    registry.save(record)
+    token = registry.claim_attempt(record)  # saves it; a concurrent launch of the same run id loses here
     try:
         handle = target.launch(plan, document, secrets, record)
     except BaseException:
         registry.save(earlier) if earlier else registry.delete(record.run_id)
+        registry.release_attempt(record.run_id, token)
         raise
-    return registry.update(record.run_id, handle=handle)
+    launched = registry.update(record.run_id, handle=handle)
+    registry.attempt_launched(record.run_id, token)
+    return launched
 
 
 def _refuse_a_second_live_attempt(registry: Registry, run_id: str) -> None:
     """One live attempt per run id: a run this project launched is asked of its target (its supervisor, or the
-    platform's job queue) before another attempt of it starts."""
+    platform's job queue) before another attempt of it starts, so a stale record (its supervisor died) is
+    corrected to terminal first and blocks nothing. This check gives the words; the database's claim
+    (`Registry.claim_attempt`, in `submit`) makes two concurrent launches of one run id unable to both pass."""
     if not registry.exists(run_id):
         return
     record = registry.get(run_id)
@@ -61,9 +66,7 @@ def _refuse_a_second_live_attempt(registry: Registry, run_id: str) -> None:
         raise LaunchError(f"run {run_id}: cannot tell whether its last attempt on {record.target} is still live "
                           f"({exc}): try again when {record.target} answers") from None
     if not now.state.is_terminal:
-        step = f", step {now.step}" if now.step != "-" else ""
-        raise LaunchError(f"run {run_id} is live on {record.target} ({now.state}{step}): stop it first "
-                          f"(launch stop {run_id}) or follow it (launch logs {run_id} --follow)")
+        raise LaunchError(live_message(run_id, record.target, str(now.state), now.step))
 
 
 def launched_recipe(project_dir: Path, run_id: Optional[str]) -> Optional[LoadedRecipe]:
@@ -72,7 +75,7 @@ def launched_recipe(project_dir: Path, run_id: Optional[str]) -> Optional[Loaded
     if not run_id or not registry.exists(run_id):
         return None
     record = registry.get(run_id)
-    return from_shipped(record.recipe_document, f"runs/registry/{run_id}.json") if record.recipe_document else None
+    return from_shipped(record.recipe_document, f"run {run_id} in the run database") if record.recipe_document else None
 
 
 def sweep_of(project_dir: Path, run_id: Optional[str]) -> Optional[str]:
@@ -118,9 +121,13 @@ def tracking_uri(plan: LaunchPlan, project_dir: Path) -> Optional[str]:
 
 
 def refresh(registry: Registry, record: RunRecord) -> RunStatus:
-    """The run's state from its target, kept in the registry when it changed. A draft has no target yet."""
+    """The run's state from its target, kept in the registry when it changed. A draft has no target yet; an
+    attempt a live launch is still handing to its target is launching: the target cannot know it yet (and must not
+    be taken to say it died)."""
     if record.state is RunState.DRAFT:
         return RunStatus(state=RunState.DRAFT)
+    if record.state is RunState.LAUNCHING and registry.launching(record.run_id):
+        return RunStatus(state=RunState.LAUNCHING)
     now = get_target(record.target).status(record)
     changes = {}
     if now.state != record.state and now.state is not RunState.UNKNOWN:
