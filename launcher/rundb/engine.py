@@ -47,6 +47,7 @@ def sqlite_file(url: str) -> Optional[Path]:
 
 def engine_for(url: str) -> Engine:
     """The process's engine for `url`, its schema migrated to HEAD (a fork gets its own engine)."""
+    url = database_url(None, url)
     key = (os.getpid(), url)
     with _lock:
         engine = _engines.get(key)

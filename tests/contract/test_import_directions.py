@@ -58,3 +58,4 @@ def test_light_commands_load_neither_torch_nor_boto3(args, tmp_path):
     loaded = modules_loaded_by(args, tmp_path)
     assert "launcher" in loaded  # the report was read
     assert loaded & HEAVY == set()
+    assert loaded & {"sqlalchemy", "alembic", "psycopg"} == set()  # the run database: only commands that need it

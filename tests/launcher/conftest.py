@@ -44,3 +44,29 @@ def make_project(tmp_path):
         return write_project(tmp_path / f"project{len(made)}", recipes, base_edit)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """A real PostgreSQL server for the session (see postgres.py). CI must have it: only a machine without
+    initdb and outside CI (`CI` unset) skips the PostgreSQL half of the run-database tests."""
+    import os
+
+    from postgres import postgres_server, tool
+
+    if tool("initdb") is None:
+        if os.environ.get("CI"):
+            pytest.fail("initdb not found: the run-database tests need PostgreSQL (apt-get install postgresql)")
+        pytest.skip("initdb not found (PostgreSQL not installed): PostgreSQL run-database tests skipped")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty run database: the SQLite file a project gets by default, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'spottrain.db'}"
+    from postgres import fresh_database
+
+    return fresh_database(request.getfixturevalue("postgres_admin_url"))

@@ -1,0 +1,258 @@
+"""The run database behind `Registry`, on SQLite (the default) and a real PostgreSQL: records round trip,
+listings, the one-time JSON import, migrations, many processes writing at once, one live attempt per run id."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from launcher.errors import LaunchError
+from launcher.registry import Registry, RunRecord
+from spottrain_contract.job import RunState
+
+PROCESSES = 20
+
+
+def a_record(run_id: str, started: float = 1.0, **fields) -> RunRecord:
+    return RunRecord(**{"run_id": run_id, "recipe": "baseline", "target": "local", "state": RunState.RUNNING,
+                        "started": started, "store": "s3://b/c", "local_dir": "/l", "tracking_uri": "",
+                        **fields})
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+def test_a_record_round_trips_and_updates_merge_its_handle(db_url, project):
+    registry = Registry(project, url=db_url)
+    record = a_record("r1", started=1712345678.123456, handle={"job_id": 42, "nested": {"a": [1, 2]}},
+                      log="/l/r1.log", project=str(project), recipe_document="name: x\n", sweep_id="sw", cell="c1")
+    registry.save(record)
+    assert registry.get("r1") == record and registry.exists("r1") and not registry.exists("r2")
+    updated = registry.update("r1", state=RunState.FINISHED, ended=2.5, handle={"exit_code": 0})
+    assert updated.handle == {"job_id": 42, "nested": {"a": [1, 2]}, "exit_code": 0}
+    assert registry.update("r1", handle={"final_step": 40}).handle == {**updated.handle, "final_step": 40}
+    assert registry.get("r1") == replace(updated, handle={**updated.handle, "final_step": 40})
+    assert registry.get("r1").state is RunState.FINISHED
+    registry.save(replace(record, restarts=3))  # save replaces the whole record
+    assert registry.get("r1").restarts == 3 and registry.get("r1").handle == record.handle
+    registry.delete("r1")
+    assert not registry.exists("r1") and registry.all() == []
+    with pytest.raises(LaunchError, match="no run 'r1' launched from this project"):
+        registry.get("r1")
+    with pytest.raises(LaunchError, match="no run 'nope'"):
+        registry.update("nope", state=RunState.FAILED)
+
+
+def test_all_is_oldest_first_and_cells_of_finds_a_sweeps_cells(db_url, project):
+    registry = Registry(project, url=db_url)
+    for run_id, started, cell in [("late", 30.0, "b"), ("early", 10.0, "a"), ("middle", 20.0, None)]:
+        registry.save(a_record(run_id, started, sweep_id="sw" if cell else None, cell=cell))
+    assert [r.run_id for r in registry.all()] == ["early", "middle", "late"]
+    assert [r.cell for r in registry.cells_of("sw")] == ["a", "b"]
+    assert registry.cells_of("none") == [] and registry.skipped == []
+
+
+def test_listings_are_the_projects_and_every_projects_for_the_hub(db_url, tmp_path):
+    mine, theirs = Registry(tmp_path / "mine", url=db_url), Registry(tmp_path / "theirs", url=db_url)
+    mine.save(a_record("m1", 1.0))
+    theirs.save(a_record("t1", 2.0))
+    assert [r.run_id for r in mine.all()] == ["m1"] and [r.run_id for r in theirs.all()] == ["t1"]
+    assert [r.run_id for r in Registry(tmp_path / "hub", url=db_url, every_project=True).all()] == ["m1", "t1"]
+    assert mine.get("t1").run_id == "t1"  # a run id names one run across the database
+
+
+def test_a_state_this_version_does_not_know_is_skipped_by_listings(db_url, project):
+    from sqlalchemy import update
+
+    from launcher.rundb.engine import engine_for, transaction
+    from launcher.rundb.models import RunRow
+
+    registry = Registry(project, url=db_url)
+    registry.save(a_record("ok", 1.0))
+    registry.save(a_record("drafty", 2.0))
+    with transaction(engine_for(registry.url), write=True) as connection:
+        connection.execute(update(RunRow).where(RunRow.run_id == "drafty").values(state="draft"))
+    assert [r.run_id for r in registry.all()] == ["ok"]
+    assert registry.skipped == ["run drafty: not a run record (ValueError): skipped"]
+
+
+def test_the_default_database_is_the_projects_sqlite_file_created_on_first_write(project, monkeypatch):
+    monkeypatch.delenv("SPOTTRAIN_DB", raising=False)
+    registry = Registry(project)
+    assert registry.all() == [] and not registry.exists("r1") and not (project / "runs").exists()
+    registry.save(a_record("r1"))
+    assert (project / "runs" / "spottrain.db").is_file()
+    assert Registry(project).get("r1") == a_record("r1")
+
+
+def test_spottrain_db_names_the_database(db_url, project, monkeypatch):
+    monkeypatch.setenv("SPOTTRAIN_DB", db_url)
+    Registry(project).save(a_record("r1"))
+    assert Registry(project, url=db_url).get("r1") == a_record("r1")
+    assert not (project / "runs").exists()
+
+
+def write_json_registry(project: Path) -> None:
+    directory = project / "runs" / "registry"
+    directory.mkdir(parents=True)
+    for run_id, started in [("old2", 2.0), ("old1", 1.0)]:
+        (directory / f"{run_id}.json").write_text(json.dumps({**asdict(a_record(run_id, started)),
+                                                              "state": "finished", "handle": {"job_id": 7}}))
+    (directory / "cut.json").write_text('{"run_id": "cut", "reci')
+
+
+def test_a_json_registry_is_imported_once_and_left_in_place(db_url, project):
+    write_json_registry(project)
+    registry = Registry(project, url=db_url)
+    assert [(r.run_id, r.state, r.handle) for r in registry.all()] == [
+        ("old1", RunState.FINISHED, {"job_id": 7}), ("old2", RunState.FINISHED, {"job_id": 7})]
+    assert registry.skipped == ["runs/registry/cut.json: not a run record (JSONDecodeError): skipped"]
+    registry.delete("old1")
+    registry.update("old2", handle={"more": 1})
+    again = Registry(project, url=db_url)
+    assert [(r.run_id, r.handle) for r in again.all()] == [("old2", {"job_id": 7, "more": 1})]
+    assert again.skipped == []
+    assert sorted(p.name for p in (project / "runs" / "registry").iterdir()) == ["cut.json", "old1.json", "old2.json"]
+
+
+def test_migrations_create_the_schema_from_empty_and_are_idempotent(db_url):
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine, inspect
+
+    from launcher.rundb import engine as db
+
+    url = db.database_url(None, db_url)
+    if db.sqlite_file(url):
+        db.sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    try:
+        assert db.current_revision(engine) is None
+        db.upgrade(engine)
+        db.upgrade(engine)
+        assert db.current_revision(engine) == db.HEAD
+        assert {"runs", "live_attempts", "json_imports", "alembic_version"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    config = Config()
+    config.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    assert ScriptDirectory.from_config(config).get_current_head() == db.HEAD
+
+
+# --- one live attempt per run id --------------------------------------------------------------------------------
+
+def test_a_second_claim_of_a_live_run_is_refused_and_a_terminal_run_frees_it(db_url, project):
+    registry = Registry(project, url=db_url)
+    token = registry.claim_attempt(a_record("r1", state=RunState.LAUNCHING))
+    assert registry.launching("r1")
+    with pytest.raises(LaunchError, match=r"^run r1 is live on local \(launching\): stop it first"):
+        registry.claim_attempt(a_record("r1"))
+    registry.attempt_launched("r1", token)
+    assert not registry.launching("r1")
+    registry.update("r1", state=RunState.RUNNING)
+    with pytest.raises(LaunchError, match=r"^run r1 is live on local \(running\)"):
+        registry.claim_attempt(a_record("r1"))
+    registry.update("r1", state=RunState.FAILED)  # a terminal state ends the attempt
+    registry.claim_attempt(a_record("r1", started=5.0))
+    assert registry.get("r1").started == 5.0
+
+
+def test_a_claim_whose_launcher_died_is_taken_over(db_url, project):
+    from sqlalchemy import update
+
+    from launcher.rundb.engine import engine_for, transaction
+    from launcher.rundb.models import LiveAttempt
+
+    registry = Registry(project, url=db_url)
+    registry.claim_attempt(a_record("r1", state=RunState.LAUNCHING))
+    dead = multiprocessing.get_context("fork").Process(target=os._exit, args=(0,))
+    dead.start()
+    dead.join()
+    import socket
+
+    with transaction(engine_for(registry.url), write=True) as connection:
+        connection.execute(update(LiveAttempt).values(launcher=f"{socket.gethostname()}:{dead.pid}"))
+    assert not registry.launching("r1")
+    registry.claim_attempt(a_record("r1", started=9.0))
+    assert registry.get("r1").started == 9.0
+
+
+# --- many processes at once -------------------------------------------------------------------------------------
+
+def _writer(url: str, project: str, number: int, barriers, results) -> None:
+    try:
+        registry = Registry(Path(project), url=url)
+        barriers[0].wait(60)  # every process opens the fresh database at once: one migrates, the others wait
+        registry.save(a_record(f"p{number}", float(number)))
+        if number == 0:
+            registry.save(a_record("shared", 0.5))
+        barriers[1].wait(60)
+        for step in range(3):
+            registry.update(f"p{number}", restarts=step + 1, handle={f"step{step}": step})
+            registry.update("shared", handle={f"p{number}-{step}": number})
+        results.put((number, "ok"))
+    except BaseException as exc:  # reported to the test, not lost in a child's stderr
+        results.put((number, f"{type(exc).__name__}: {exc}"))
+
+
+def _claimer(url: str, project: str, number: int, barriers, results) -> None:
+    try:
+        registry = Registry(Path(project), url=url)
+        registry.exists("contested")
+        barriers[0].wait(60)
+        try:
+            registry.claim_attempt(a_record("contested", float(number), state=RunState.LAUNCHING,
+                                            handle={"claimant": number}))
+            results.put((number, "won"))
+        except LaunchError as exc:
+            results.put((number, "refused" if "is live on local (launching)" in str(exc) else str(exc)))
+        barriers[1].wait(60)  # the winner's launch stays alive while the others try
+    except BaseException as exc:
+        results.put((number, f"{type(exc).__name__}: {exc}"))
+
+
+def _run_all(target, url: str, project: Path) -> list:
+    """PROCESSES forked processes running `target`; their (number, outcome) pairs."""
+    from launcher.rundb.engine import dispose_all
+
+    dispose_all()  # no connection of this process crosses the fork
+    context = multiprocessing.get_context("fork")
+    barriers, results = (context.Barrier(PROCESSES), context.Barrier(PROCESSES)), context.Queue()
+    processes = [context.Process(target=target, args=(url, str(project), number, barriers, results))
+                 for number in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    got = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(60)
+    return sorted(got)
+
+
+@pytest.mark.slow
+def test_twenty_processes_writing_at_once_into_a_fresh_database_lose_nothing(db_url, project):
+    got = _run_all(_writer, db_url, project)
+    assert got == [(number, "ok") for number in range(PROCESSES)]
+    registry = Registry(project, url=db_url)
+    records = {record.run_id: record for record in registry.all()}
+    assert sorted(records) == sorted([f"p{n}" for n in range(PROCESSES)] + ["shared"])
+    for number in range(PROCESSES):
+        assert (records[f"p{number}"].restarts, records[f"p{number}"].handle) == (
+            3, {"step0": 0, "step1": 1, "step2": 2})
+    assert records["shared"].handle == {f"p{n}-{step}": n for n in range(PROCESSES) for step in range(3)}
+
+
+@pytest.mark.slow
+def test_of_twenty_processes_claiming_one_run_id_exactly_one_wins(db_url, project):
+    got = _run_all(_claimer, db_url, project)
+    assert sorted(outcome for _, outcome in got) == ["refused"] * (PROCESSES - 1) + ["won"], got
+    winner = next(number for number, outcome in got if outcome == "won")
+    assert Registry(project, url=db_url).get("contested").handle == {"claimant": winner}
