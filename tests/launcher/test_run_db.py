@@ -256,3 +256,39 @@ def test_of_twenty_processes_claiming_one_run_id_exactly_one_wins(db_url, projec
     assert sorted(outcome for _, outcome in got) == ["refused"] * (PROCESSES - 1) + ["won"], got
     winner = next(number for number, outcome in got if outcome == "won")
     assert Registry(project, url=db_url).get("contested").handle == {"claimant": winner}
+
+
+# --- the runner over claims -------------------------------------------------------------------------------------
+
+def _dead_pid() -> int:
+    dead = multiprocessing.get_context("fork").Process(target=os._exit, args=(0,))
+    dead.start()
+    dead.join()
+    return dead.pid
+
+
+def test_a_launching_attempt_is_not_taken_for_dead_while_its_launch_lives(project):
+    from launcher import runner
+
+    registry = Registry(project)
+    token = registry.claim_attempt(a_record("r1", state=RunState.LAUNCHING, project=str(project)))
+    # the local target alone would call it failed: no supervisor yet
+    assert runner.refresh(registry, registry.get("r1")).state is RunState.LAUNCHING
+    with pytest.raises(LaunchError, match=r"^run r1 is live on local \(launching\)"):
+        runner._refuse_a_second_live_attempt(registry, "r1")
+    registry.attempt_launched("r1", token)  # launched, yet no supervisor pid: the target's word stands
+    assert runner.refresh(registry, registry.get("r1")).state is RunState.FAILED
+    registry.claim_attempt(a_record("r1", started=2.0))  # the failed run's claim went with its state
+
+
+def test_a_stale_live_record_whose_supervisor_died_blocks_no_new_attempt(project):
+    from launcher import runner
+
+    registry = Registry(project)
+    token = registry.claim_attempt(a_record("r1", project=str(project), handle={"supervisor_pid": _dead_pid()}))
+    registry.attempt_launched("r1", token)
+    with pytest.raises(LaunchError, match="is live"):
+        registry.claim_attempt(a_record("r1"))  # the database alone still believes the record
+    runner._refuse_a_second_live_attempt(registry, "r1")  # asks the target: failed, which frees the claim
+    assert registry.get("r1").state is RunState.FAILED
+    registry.claim_attempt(a_record("r1", started=2.0))

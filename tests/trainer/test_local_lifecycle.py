@@ -3,13 +3,13 @@ survives repeated random kills (chaos mode) ending exactly where an uninterrupte
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,11 @@ CHAOS_STEPS = 80  # ~12 s of training on 2 CPU ranks: five kills, each ≤ 2 s i
 
 
 def record(project: Path, run_id: str) -> dict:
-    return json.loads((project / "runs" / "registry" / f"{run_id}.json").read_text())
+    """The run's record in the project's run database, as a dict (the state as its value)."""
+    from launcher.registry import Registry
+
+    found = Registry(project).get(run_id)
+    return {**asdict(found), "state": found.state.value}
 
 
 def status_row(project: Path, run_id: str) -> list[str]:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,12 @@ OPTIONS = ("--target", "local", "--override", f"train.max_steps={STEPS}", "--ove
 
 
 def cell_record(project: Path, cell: str):
-    for path in (project / "runs" / "registry").glob("*.json"):
-        record = json.loads(path.read_text())
-        if record.get("cell") == cell:
-            return record
+    """The cell's record in the project's run database, as a dict (the state as its value); None before it."""
+    from launcher.registry import Registry
+
+    for found in Registry(project).all():
+        if found.cell == cell:
+            return {**asdict(found), "state": found.state.value}
     return None
 
 
