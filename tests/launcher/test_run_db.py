@@ -292,3 +292,65 @@ def test_a_stale_live_record_whose_supervisor_died_blocks_no_new_attempt(project
     runner._refuse_a_second_live_attempt(registry, "r1")  # asks the target: failed, which frees the claim
     assert registry.get("r1").state is RunState.FAILED
     registry.claim_attempt(a_record("r1", started=2.0))
+
+
+class _SlowTarget:
+    """A target whose launch takes a moment (the window two concurrent launches of one run id would share)."""
+    RUNS_HERE = False
+
+    @staticmethod
+    def secret_names(recipe):
+        return []
+
+    @staticmethod
+    def render(plan, secrets):
+        return "document"
+
+    @staticmethod
+    def validate(document):
+        pass
+
+    @staticmethod
+    def launch(plan, document, secrets, record):
+        import time
+
+        time.sleep(0.3)
+        return {"launched_by": os.getpid()}
+
+    @staticmethod
+    def status(record):
+        from launcher.targets import RunStatus
+
+        return RunStatus(state=RunState.RUNNING)
+
+
+def _submitter(url: str, project: str, number: int, barriers, results) -> None:
+    from launcher import runner
+    from launcher.plan import plan_launch
+
+    try:
+        os.environ["SPOTTRAIN_DB"] = url
+        plan = plan_launch("baseline", target="local", project_dir=Path(project), profile="local", run_id="same")
+        barriers[0].wait(60)
+        try:
+            runner.submit(plan, Path(project))
+            results.put((number, "launched"))
+        except LaunchError as exc:
+            results.put((number, "refused" if "run same is live on local" in str(exc) else str(exc)))
+        barriers[1].wait(60)
+    except BaseException as exc:
+        results.put((number, f"{type(exc).__name__}: {exc}"))
+
+
+@pytest.mark.slow
+def test_of_twenty_concurrent_launches_of_one_run_id_one_launches(db_url, tmp_path, monkeypatch):
+    from launch_helpers import copy_real_recipes
+
+    import launcher.runner
+
+    project = copy_real_recipes(tmp_path / "launching", names=("baseline",))
+    monkeypatch.setattr(launcher.runner, "get_target", lambda name: _SlowTarget)
+    got = _run_all(_submitter, db_url, project)
+    assert sorted(outcome for _, outcome in got) == ["launched"] + ["refused"] * (PROCESSES - 1), got
+    record = Registry(project, url=db_url).get("same")
+    assert set(record.handle) == {"launched_by"}
