@@ -58,4 +58,10 @@ def test_light_commands_load_neither_torch_nor_boto3(args, tmp_path):
     loaded = modules_loaded_by(args, tmp_path)
     assert "launcher" in loaded  # the report was read
     assert loaded & HEAVY == set()
-    assert loaded & {"sqlalchemy", "alembic", "psycopg"} == set()  # the run database: only commands that need it
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"]], ids=" ".join)
+def test_commands_without_runs_load_no_database_driver(args, tmp_path):
+    """The run database (SQLAlchemy, Alembic, psycopg) loads only for a command that reads or writes runs (the
+    SkyPilot commands load SQLAlchemy for SkyPilot's own state)."""
+    assert modules_loaded_by(args, tmp_path) & {"sqlalchemy", "alembic", "psycopg"} == set()

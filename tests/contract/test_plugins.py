@@ -114,8 +114,9 @@ def test_a_plugged_target_launches_reports_and_stops_through_the_runner(plugged)
     (plugged["platform"] / "toy-1.state").write_text("running")
     assert launch(plugged, "status", "toy-1").stdout.splitlines()[1].split()[3] == "running"
     assert launch(plugged, "stop", "toy-1").stdout.strip() == "run toy-1 stopped"
-    registry = json.loads((plugged["project"] / "runs" / "registry" / "toy-1.json").read_text())
-    assert RunState(registry["state"]) is RunState.STOPPED
+    from launcher.registry import Registry
+
+    assert Registry(plugged["project"]).get("toy-1").state is RunState.STOPPED
 
 
 @pytest.mark.slow
