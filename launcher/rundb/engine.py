@@ -64,7 +64,10 @@ def _create(url: str) -> Engine:
     if file is None:
         return create_engine(url, pool_pre_ping=True)
     file.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    from sqlalchemy.pool import NullPool
+
+    # a connection per transaction: no connection held open between commands (other processes write the file)
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, poolclass=NullPool)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection, _record):
