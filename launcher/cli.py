@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -629,7 +630,9 @@ def _compare_sweep(registry, sweep_id: str, plot, metrics, out, as_json) -> None
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--token", default=None, envvar="SPOTTRAIN_HUB_TOKEN", show_envvar=True,
               help="Every request must carry it (Authorization: Bearer, or the login form's cookie).")
-def hub(host, port, token):
+@click.option("--db", default=None, envvar="SPOTTRAIN_DB", show_envvar=True,
+              help="The run database (default: runs/spottrain.db here); postgresql://… for a team's.")
+def hub(host, port, token, db):
     """Serve the hub: runs, new runs from a form, live curves and logs, stop, clone, compare (a browser face
     over the same runner and registry as these commands)."""
     from launcher.hub.auth import is_loopback
@@ -638,6 +641,10 @@ def hub(host, port, token):
         raise UserError(f"--host {host}: the hub would be reachable from other machines: give it a token "
                         f"(--token or SPOTTRAIN_HUB_TOKEN), or listen on 127.0.0.1")
     project_dir = _project_dir()
+    if db:
+        from launcher.rundb.engine import DB_ENV
+
+        os.environ[DB_ENV] = db  # every registry the hub opens, and the launches it starts, use it
     import uvicorn
 
     from launcher.hub.app import create_app

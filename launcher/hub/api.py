@@ -23,7 +23,7 @@ def project_dir(request: Request) -> Path:
 
 
 def registry(request: Request) -> Registry:
-    return Registry(request.app.state.project_dir)
+    return Registry(request.app.state.project_dir, every_project=True)
 
 
 class NewRun(BaseModel):

@@ -64,7 +64,7 @@ def login(request: Request, token: str = Form(""), next: str = Form("/")):
 
 @router.get("/", response_class=HTMLResponse)
 def runs_page(request: Request, state: Optional[str] = None):
-    registry = Registry(request.app.state.project_dir)
+    registry = Registry(request.app.state.project_dir, every_project=True)
     views = [runs.hub_view(registry, record).model_dump(mode="json") for record in registry.all()]
     return _render(request, "runs.html", runs=views, states=STATES, state=state or "")
 
@@ -73,7 +73,7 @@ def runs_page(request: Request, state: Optional[str] = None):
 def new_run_page(request: Request, recipe: Optional[str] = None, target: str = "local",
                  profile: Optional[str] = None, draft: Optional[str] = None):
     project = request.app.state.project_dir
-    registry = Registry(project)
+    registry = Registry(project, every_project=True)
     names = recipe_names(project)
     name, overrides, draft_meta = None, {}, None
     try:
@@ -100,7 +100,7 @@ def new_run_page(request: Request, recipe: Optional[str] = None, target: str = "
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, run_id: str):
-    registry = Registry(request.app.state.project_dir)
+    registry = Registry(request.app.state.project_dir, every_project=True)
     try:
         view = runs.hub_view(registry, runs.get_record(registry, run_id)).model_dump(mode="json")
     except UserError as exc:
@@ -111,7 +111,7 @@ def run_page(request: Request, run_id: str):
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(request: Request, run: list[str] = Query(default_factory=list)):
     project = request.app.state.project_dir
-    registry = Registry(project)
+    registry = Registry(project, every_project=True)
     try:
         if len(run) < 2:
             raise UserError("compare: tick at least two runs on the Runs page")
