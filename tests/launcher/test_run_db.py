@@ -78,11 +78,11 @@ def test_a_state_this_version_does_not_know_is_skipped_by_listings(db_url, proje
 
     registry = Registry(project, url=db_url)
     registry.save(a_record("ok", 1.0))
-    registry.save(a_record("drafty", 2.0))
+    registry.save(a_record("newer", 2.0))
     with transaction(engine_for(registry.url), write=True) as connection:
-        connection.execute(update(RunRow).where(RunRow.run_id == "drafty").values(state="draft"))
+        connection.execute(update(RunRow).where(RunRow.run_id == "newer").values(state="hibernating"))
     assert [r.run_id for r in registry.all()] == ["ok"]
-    assert registry.skipped == ["run drafty: not a run record (ValueError): skipped"]
+    assert registry.skipped == ["run newer: not a run record (ValueError): skipped"]
 
 
 def test_the_default_database_is_the_projects_sqlite_file_created_on_first_write(project, monkeypatch):
