@@ -36,6 +36,16 @@ def launch(project: Path, *args: str, timeout: float = 300) -> subprocess.Comple
     return subprocess.run([LAUNCH, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def launched_to_the_end(project: Path, recipe: str, run_id: str) -> Path:
+    """`project` with the real recipes, and `recipe`'s local profile launched there as run `run_id`, finished."""
+    import shutil
+
+    shutil.copytree(PROJECT / "recipes", project / "recipes")
+    done = launch(project, "recipe", recipe, "--target", "local", "--run-id", run_id)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return project
+
+
 def attempt_env(run_id: str, marker: str) -> dict[str, str]:
     """What a node gives the run script here: CPU only, one thread per rank, the venv's torchrun, the attempt
     marker (to find every process of it) and no MLflow server (SQLite beside)."""

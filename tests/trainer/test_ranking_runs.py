@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.harness import PROJECT, TrainingRun, assert_runs_match, launch
+from tests.trainer.harness import TrainingRun, assert_runs_match, launch, launched_to_the_end
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +23,7 @@ SEED_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lea
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The local profile launched in a fresh project, to the end (an early stop or its last epoch)."""
-    project = tmp_path_factory.mktemp("ranking-project")
-    shutil.copytree(PROJECT / "recipes", project / "recipes")
-    done = launch(project, "recipe", "pairwise_ranking", "--target", "local", "--run-id", "ranker")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return project
+    return launched_to_the_end(tmp_path_factory.mktemp("ranking-project"), "pairwise_ranking", "ranker")
 
 
 def mlflow_history(project: Path, run_id: str, key: str) -> list[tuple[int, float]]:

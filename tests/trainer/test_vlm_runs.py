@@ -5,13 +5,12 @@ other tiny families, and a run killed mid-way that resumes bit for bit at ZeRO 2
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.trainer.harness import PROJECT, TrainingRun, assert_runs_match, launch
+from tests.trainer.harness import TrainingRun, assert_runs_match, launch, launched_to_the_end
 
 pytestmark = pytest.mark.slow
 
@@ -20,12 +19,8 @@ METRICS = ("test/exact_match", "test/bleu4", "test/meteor", "test/rouge_l")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The local profile launched in a fresh project, to the end (training, export, generation)."""
-    project = tmp_path_factory.mktemp("vlm-project")
-    shutil.copytree(PROJECT / "recipes", project / "recipes")
-    done = launch(project, "recipe", "vlm_ablation", "--target", "local", "--run-id", "vlm")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return project
+    """The recipe as written under the local profile (no sweep: one run), to the end: training, export, generation."""
+    return launched_to_the_end(tmp_path_factory.mktemp("vlm-project"), "vlm_ablation", "vlm")
 
 
 def mlflow_run(project: Path, run_id: str):
