@@ -20,7 +20,8 @@ def run_ledger(record: RunRecord) -> Ledger:
     endpoint = None
     if record.recipe_document:
         endpoint = from_shipped(record.recipe_document, record.run_id).recipe.train.checkpoint.endpoint_url
-    return read_ledger(open_store(record.store, endpoint), record.run_id)
+    # one retry, not a job's ten: `launch status` answers in seconds when the store is out of reach from here
+    return read_ledger(open_store(record.store, endpoint, attempts=2), record.run_id)
 
 
 def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Optional[int] = None) -> str:

@@ -41,9 +41,11 @@ class CheckpointStore(Protocol):
     def delete(self, keys: list[str]) -> None: ...
 
 
-def open_store(uri: str, endpoint_url: Optional[str] = None) -> CheckpointStore:
+def open_store(uri: str, endpoint_url: Optional[str] = None, attempts: int = 0) -> CheckpointStore:
+    """`attempts`: botocore's retries per S3 request where fewer than a job's should be waited for (a status
+    command's read); 0 is the default budget."""
     if uri.startswith("s3://"):
-        return S3Store(uri, endpoint_url=endpoint_url)
+        return S3Store(uri, endpoint_url=endpoint_url, attempts=attempts or S3_ATTEMPTS)
     if "://" in uri:
         raise ConfigurationError(f"train.checkpoint.uri: unsupported scheme in {uri!r} (expected s3:// or a directory)")
     return LocalDirStore(uri)

@@ -296,6 +296,7 @@ def test_answering_no_at_the_prompt_submits_nothing(api, project, private_home):
     assert "nothing launched" in shown
 
 
+@pytest.mark.slow  # a launch driven through a pseudo-terminal: ~10 s of a CLI process
 def test_answering_yes_at_the_prompt_submits_the_run(api, project, private_home):
     sent = len(api.created_specs)
     code, shown = on_a_terminal(["recipe", "rho1", "--target", "vessl", "--override", REPO, "--run-id", "asked-yes"],
