@@ -63,16 +63,15 @@ def model_family(option: str, directory: str) -> str:
     return resolve_family(option, config_type)
 
 
-def load_base_model(directory: str, setup: ModelSetup, seed: int) -> nn.Module:
-    """The pretrained model in the setup's dtype, on its GPU when there is one."""
+def load_base_model(directory: str, setup: ModelSetup) -> nn.Module:
+    """The pretrained model in the setup's dtype, on its GPU when there is one. Called inside
+    `setup.building(seed)`, so weights a checkpoint lacks (a new head) are the same on every rank."""
     from transformers import AutoModelForImageTextToText
 
     on_gpu = {"device_map": str(setup.device)} if setup.device.type == "cuda" else {}
     try:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)  # weights a checkpoint lacks (a new head) are the same on every rank
-            return AutoModelForImageTextToText.from_pretrained(directory, dtype=setup.dtype,
-                                                               attn_implementation=setup.attention, **on_gpu)
+        return AutoModelForImageTextToText.from_pretrained(directory, dtype=setup.dtype,
+                                                           attn_implementation=setup.attention, **on_gpu)
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"train.model.id: cannot load an image-text-to-text model from {directory}: "
                                  f"{str(exc).splitlines()[0]}") from None

@@ -81,7 +81,7 @@ class VlmLoraTask:
     def inference_model(self, gradient_checkpointing: bool = False):
         """The base model with freshly initialised adapters (a checkpoint's adapter is then loaded into it)."""
         with self.setup.building(self.train.seed):
-            base = load_base_model(self.directory, self.setup, self.train.seed)
+            base = load_base_model(self.directory, self.setup)
             return with_lora(base, self.train.lora, self.train.seed, gradient_checkpointing)
 
     def training_indices(self, epoch: int) -> range:
@@ -137,7 +137,7 @@ class VlmLoraTask:
         from peft import PeftModel
 
         with self.setup.building(self.train.seed):
-            base = load_base_model(self.directory, self.setup, self.train.seed)
+            base = load_base_model(self.directory, self.setup)
         try:
             return PeftModel.from_pretrained(base, adapter).to(runtime.device()).eval()
         except (OSError, ValueError) as exc:
