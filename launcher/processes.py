@@ -17,6 +17,22 @@ import psutil
 ATTEMPT_ENV = "SPOTTRAIN_ATTEMPT"
 
 
+def alive(pid) -> bool:
+    """Whether process `pid` is running. A zombie is not: a supervisor the hub started and another shell stopped
+    stays a zombie until the hub reaps it, and waiting on it would wait out the whole grace period. Our own
+    exited child is reaped here."""
+    if not pid:
+        return False
+    try:
+        os.waitpid(int(pid), os.WNOHANG)
+    except (ChildProcessError, ValueError):
+        pass
+    try:
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError):
+        return False
+
+
 def new_marker() -> str:
     return uuid.uuid4().hex
 

@@ -299,12 +299,9 @@ def _launcher_alive(launcher: str, claimed: float) -> bool:
     host, _, pid = launcher.rpartition(":")
     if host != socket.gethostname():
         return time.time() - claimed < LAUNCH_CLAIM_SECONDS
-    import psutil
+    from launcher import processes
 
-    try:
-        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
-    except (psutil.Error, ValueError):
-        return False
+    return processes.alive(pid)
 
 
 def _claim_is_live(claim, run) -> bool:

@@ -81,7 +81,7 @@ def launch(plan: LaunchPlan, document: str, secrets, record: RunRecord) -> dict:
 def status(record: RunRecord) -> RunStatus:
     """The supervisor's state (one that vanished without saying so has failed) and the trainer's step."""
     state = record.state
-    if not state.is_terminal and not _alive(record.handle.get("supervisor_pid")):
+    if not state.is_terminal and not processes.alive(record.handle.get("supervisor_pid")):
         state = RunState.FAILED
     progress = _progress(record)
     step = f"{progress['step']}/{progress['total']}" if progress else "-"
@@ -112,13 +112,13 @@ def stop(record: RunRecord, grace: float = STOP_GRACE_SECONDS) -> RunState:
     """SIGTERM to the supervisor: the job checkpoints and exits, and the supervisor records the run as stopped.
     Then, only if it is still there after the grace period, SIGKILL to everything it started."""
     pid = record.handle.get("supervisor_pid")
-    if record.state.is_terminal or not _alive(pid):
+    if record.state.is_terminal or not processes.alive(pid):
         return status(record).state
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
+    while processes.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(pid):
+    if processes.alive(pid):
         os.kill(pid, signal.SIGKILL)
         if record.handle.get("attempt"):
             processes.signal_marked(record.handle["attempt"], signal.SIGKILL)
@@ -130,19 +130,3 @@ def _progress(record: RunRecord) -> dict:
         return json.loads(progress_path(record.local_dir, record.run_id).read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)  # our own child: reap it if it has exited
-        if finished:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
