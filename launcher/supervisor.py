@@ -34,6 +34,9 @@ from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, EXIT_FILE_ENV, PRE
 
 GRACE_SECONDS = 120.0
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}
+# how an attempt asked to stop may end and still be `stopped`: checkpointed (0, 75), or dead of the SIGTERM itself
+# before the trainer set its handler (still starting: it had trained nothing a checkpoint would keep)
+_STOPPED_CODES = (0, PREEMPTED_EXIT_CODE, -signal.SIGTERM, 128 + signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class Supervisor:
         while True:
             code = self._attempt()
             if self.stop_requested.is_set():
-                return self._end(RunState.STOPPED if code in (0, PREEMPTED_EXIT_CODE) else RunState.FAILED, code)
+                return self._end(RunState.STOPPED if code in _STOPPED_CODES else RunState.FAILED, code)
             if code == 0:
                 return self._end(RunState.FINISHED, code)
             if code == DO_NOT_RESTART_EXIT_CODE:  # the job said why; a restart would only say it again
