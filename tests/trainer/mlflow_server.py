@@ -77,7 +77,9 @@ def start_mlflow_server(workdir: Path, *, port: Optional[int] = None, auth: bool
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MLFLOW_", "AWS_", "_MLFLOW_"))}
     env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1",
-                "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+                # no job runner: its 8 huey worker processes cost a start-up and CPU the tests never use
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     if s3_endpoint:
         no_config = str(workdir / "no-aws-config")
         env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
