@@ -11,19 +11,13 @@ says so.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Optional
-from unittest import mock
 
 from launcher import runner
 from launcher.errors import LaunchError
-from launcher.secrets import resolve_secrets
+from launcher.mlflow_server import one_line, server_client
 from spottrain_contract.job import MLFLOW_PARENT_RUN_ENV, MLFLOW_SWEEP_ID_TAG, mlflow_experiment_id
-
-MLFLOW_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-
 
 NO_SERVER = ("mlflow     no parent run: the recipe names no MLflow server (mlflow.tracking_uri), so each cell "
              "logs on its own node")
@@ -46,7 +40,7 @@ def open_parent_run(sweep, project_dir: Path) -> tuple[Optional[str], str]:
     experiment = first.recipe.mlflow.experiment
     if uri is None:
         return None, NO_SERVER
-    with _client(uri, project_dir) as client:
+    with server_client(uri, project_dir) as client:
         try:
             experiment_id = mlflow_experiment_id(client, experiment, uri)
             found = client.search_runs([experiment_id], max_results=1,
@@ -59,26 +53,14 @@ def open_parent_run(sweep, project_dir: Path) -> tuple[Optional[str], str]:
             for axis, entries in sweep.axes.items():
                 client.log_param(run.info.run_id, f"sweep.{axis}", ", ".join(entries))
         except Exception as exc:  # MlflowException or the transport's: said in one line
-            said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LaunchError(f"{sweep.loaded.relpath}: mlflow.tracking_uri: cannot make the sweep's parent run at "
-                              f"{uri} ({said[:160]}): nothing launched") from None
+                              f"{uri} ({one_line(exc)}): nothing launched") from None
     return run.info.run_id, f"mlflow     parent run {run.info.run_id} in experiment {experiment} ({uri})"
 
 
 def close_parent_run(sweep, project_dir: Path, parent: str, *, finished: bool) -> None:
     """Mark the parent ended once every cell has (a launch that followed them all: runs here)."""
     uri = runner.tracking_uri(sweep.cells[0].plan, project_dir)
-    with _client(uri, project_dir) as client:
+    with server_client(uri, project_dir) as client:
         client.set_terminated(parent, status="FINISHED" if finished else "FAILED")
 
-
-@contextlib.contextmanager
-def _client(uri: str, project_dir: Path):
-    """An MlflowClient for `uri` with the credentials a launch passes, in this process only while it is used."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    found = resolve_secrets(MLFLOW_CREDENTIALS, project_dir, required=False).as_dict()
-    with mock.patch.dict(os.environ, found):
-        from mlflow.tracking import MlflowClient
-
-        yield MlflowClient(tracking_uri=uri)
