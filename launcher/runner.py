@@ -22,6 +22,7 @@ from spottrain_contract.errors import UserError
 from spottrain_contract.job import RunState, mlflow_tracking_uri
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe, from_shipped
+from spottrain_contract.schema import Recipe
 from spottrain_contract.store import open_store
 
 
@@ -117,7 +118,13 @@ def tracking_uri(plan: LaunchPlan, project_dir: Path) -> Optional[str]:
     mlflow = plan.recipe.mlflow
     if get_target(plan.target).RUNS_HERE:
         return mlflow_tracking_uri(mlflow.tracking_uri, str(project_dir / plan.recipe.train.checkpoint.local_dir))
-    return mlflow.tracking_uri or plan.recipe.env.get("MLFLOW_TRACKING_URI")
+    return server_uri(plan.recipe)
+
+
+def server_uri(recipe: Recipe) -> Optional[str]:
+    """The MLflow server a platform's run of `recipe` logs to: `mlflow.tracking_uri`, or MLFLOW_TRACKING_URI in
+    its `env`; None when it names none."""
+    return recipe.mlflow.tracking_uri or recipe.env.get("MLFLOW_TRACKING_URI")
 
 
 def refresh(registry: Registry, record: RunRecord) -> RunStatus:
