@@ -10,6 +10,7 @@ run id, so the run keeps the id (and page) the draft had.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -28,6 +29,8 @@ HUB = "hub"  # the handle entry holding what the hub knows of a run
 
 class NotFound(LaunchError):
     """A run id this project does not know (the API answers 404)."""
+
+    status = 404
 
 
 def get_record(registry: Registry, run_id: str) -> RunRecord:
@@ -172,14 +175,18 @@ def _mlflow_client_and_run(record: RunRecord):
 def metric_histories(record: RunRecord) -> dict[str, list[list[float]]]:
     """Every metric's history `[[step, value], ...]` (system metrics left out), for the curves."""
     client, run = _mlflow_client_and_run(record)
-    if run is None:
-        return {}
+    return {} if run is None else run_histories(client, run)
+
+
+def run_histories(client, run) -> dict[str, list[list[float]]]:
+    """`metric_histories` of an MLflow run (`client`: an MlflowClient of its store), ours or logged elsewhere. A NaN
+    or infinite value (a diverged run) is None: JSON has neither, and the chart leaves a gap."""
     histories = {}
     for key in sorted(run.data.metrics):
         if key.startswith("system/"):
             continue
         points = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
-        histories[key] = [[step, value] for step, value in points]
+        histories[key] = [[step, value if math.isfinite(value) else None] for step, value in points]
     return histories
 
 
