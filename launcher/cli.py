@@ -632,9 +632,12 @@ def _compare_sweep(registry, sweep_id: str, plot, metrics, out, as_json) -> None
               help="Every request must carry it (Authorization: Bearer, or the login form's cookie).")
 @click.option("--db", default=None, envvar="SPOTTRAIN_DB", show_envvar=True,
               help="The run database (default: runs/spottrain.db here); postgresql://… for a team's.")
-def hub(host, port, token, db):
+@click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
+              help="The MLflow server whose runs other scripts logged into the recipes' experiments are listed "
+                   "read-only (default: the recipes' server, else MLFLOW_TRACKING_URI; none: not listed).")
+def hub(host, port, token, db, mlflow_uri):
     """Serve the hub: runs, new runs from a form, live curves and logs, stop, clone, compare (a browser face
-    over the same runner and registry as these commands)."""
+    over the same runner and registry as these commands), and MLflow runs logged elsewhere, read-only."""
     from launcher.hub.auth import is_loopback
 
     if not is_loopback(host) and not token:
@@ -649,7 +652,7 @@ def hub(host, port, token, db):
 
     from launcher.hub.app import create_app
 
-    app = create_app(project_dir, token=token)
+    app = create_app(project_dir, token=token, mlflow_uri=mlflow_uri)
     click.echo(f"hub for {project_dir} on http://{host}:{port}/" + (" (token required)" if token else ""), err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
 

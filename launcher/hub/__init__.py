@@ -2,5 +2,6 @@
 
 Modules: `app` (the factory), `api` (JSON routes), `pages` (Jinja pages), `auth` (token, CSRF, origin checks),
 `stream` (server-sent events), `runs` (drafts, launch, clone, compare: what the routes call), `form` (the New run
-form from the recipe schema). Nothing here is imported by the CLI until `launch hub` runs.
+form from the recipe schema), `external` (MLflow runs other scripts logged, listed read-only). Nothing here is
+imported by the CLI until `launch hub` runs.
 """

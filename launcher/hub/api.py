@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from launcher import runner
-from launcher.hub import runs, stream
+from launcher.hub import external, runs, stream
 from launcher.registry import Registry
 from launcher.views import HubRunView
 
@@ -105,6 +105,22 @@ def dry_run(body: DryRun, project: Path = Depends(project_dir)):
 @router.get("/runs/{run_id}/metrics")
 def run_metrics(run_id: str, reg: Registry = Depends(registry)):
     return runs.metric_histories(runs.get_record(reg, run_id))
+
+
+@router.get("/external-runs", response_model=external.ExternalRunsView)
+def external_runs(request: Request):
+    """MLflow runs other scripts logged into the recipes' experiments (read-only; see `external`)."""
+    return request.app.state.external.listing()
+
+
+@router.get("/external-runs/{mlflow_run_id}", response_model=external.ExternalRunDetail)
+def external_run(mlflow_run_id: str, request: Request):
+    return request.app.state.external.detail(mlflow_run_id)
+
+
+@router.get("/external-runs/{mlflow_run_id}/metrics")
+def external_run_metrics(mlflow_run_id: str, request: Request):
+    return request.app.state.external.histories(mlflow_run_id)
 
 
 @router.get("/compare")

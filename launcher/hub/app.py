@@ -1,7 +1,9 @@
 """`create_app(project_dir, token=None)`: the hub, a FastAPI app over the same runner and registry as the CLI.
 
 `launch hub` serves it with uvicorn; tests drive it with FastAPI's TestClient. Errors are the CLI's own one-line
-messages as `{"error": ...}` (400; 404 for an unknown run; 422 for a body that is not what the route takes).
+messages as `{"error": ...}` (400; 404 for an unknown run; 503 for an MLflow server out of reach; 422 for a body
+that is not what the route takes). `mlflow_uri`: the MLflow server whose runs logged elsewhere are listed, instead
+of the recipes' (see `external`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from launcher.hub import api, auth, pages
-from launcher.hub.runs import NotFound
+from launcher.hub.external import ExternalRuns
 from spottrain_contract.errors import UserError
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -28,16 +30,18 @@ def plotly_js() -> Path:
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
-def create_app(project_dir: Path, token: Optional[str] = None, *, poll_seconds: float = 1.0) -> FastAPI:
+def create_app(project_dir: Path, token: Optional[str] = None, *, poll_seconds: float = 1.0,
+               mlflow_uri: Optional[str] = None) -> FastAPI:
     app = FastAPI(title="spottrain hub", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.project_dir = Path(project_dir).resolve()
     app.state.token = token
     app.state.poll_seconds = poll_seconds
+    app.state.external = ExternalRuns(app.state.project_dir, mlflow_uri)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
         lines = str(exc).splitlines() or [type(exc).__name__]
-        status = 404 if isinstance(exc, NotFound) else 400
+        status = getattr(exc, "status", 400)  # an error may say its own: runs.NotFound 404, external.Unreachable 503
         return JSONResponse({"error": lines[0], **({"errors": lines} if len(lines) > 1 else {})}, status_code=status)
 
     @app.exception_handler(RequestValidationError)

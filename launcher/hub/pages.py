@@ -33,7 +33,7 @@ def _render(request: Request, template: str, status_code: int = 200, **context) 
 
 
 def _error(request: Request, exc: UserError) -> HTMLResponse:
-    status = 404 if isinstance(exc, runs.NotFound) else 400
+    status = getattr(exc, "status", 400)  # as the API's (see app)
     return _render(request, "error.html", status_code=status, message=str(exc).splitlines()[0])
 
 
@@ -106,6 +106,16 @@ def run_page(request: Request, run_id: str):
     except UserError as exc:
         return _error(request, exc)
     return _render(request, "run.html", run=view)
+
+
+@router.get("/mlflow-runs/{mlflow_run_id}", response_class=HTMLResponse)
+def external_run_page(request: Request, mlflow_run_id: str):
+    """A run logged elsewhere: read-only (no Stop, Clone or Launch)."""
+    try:
+        run = request.app.state.external.detail(mlflow_run_id).model_dump(mode="json")
+    except UserError as exc:
+        return _error(request, exc)
+    return _render(request, "external_run.html", run=run)
 
 
 @router.get("/compare", response_class=HTMLResponse)

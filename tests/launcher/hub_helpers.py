@@ -14,12 +14,13 @@ def hub_project(root: Path) -> Path:
     return copy_real_recipes(root, ("baseline",))
 
 
-def client_for(project: Path, token=None):
+def client_for(project: Path, token=None, **options):
+    """`options`: more of create_app's (mlflow_uri)."""
     from fastapi.testclient import TestClient
 
     from launcher.hub.app import create_app
 
-    client = TestClient(create_app(project, token=token, poll_seconds=0.2), base_url="http://127.0.0.1")
+    client = TestClient(create_app(project, token=token, poll_seconds=0.2, **options), base_url="http://127.0.0.1")
     client.cookies.set("spottrain_csrf", "test")  # what a page gets, and sends back in the header
     client.headers["X-Spottrain-CSRF"] = "test"
     return client
