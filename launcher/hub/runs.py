@@ -186,8 +186,13 @@ def run_histories(client, run) -> dict[str, list[list[float]]]:
         if key.startswith("system/"):
             continue
         points = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
-        histories[key] = [[step, value if math.isfinite(value) else None] for step, value in points]
+        histories[key] = [[step, finite(value)] for step, value in points]
     return histories
+
+
+def finite(value: Optional[float]) -> Optional[float]:
+    """A metric value as JSON can carry it: NaN and infinities (a diverged run) are None (no value to show)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def final_metrics(records: Iterable[RunRecord]) -> dict[str, list[Optional[float]]]:
@@ -196,7 +201,7 @@ def final_metrics(records: Iterable[RunRecord]) -> dict[str, list[Optional[float
         _, run = _mlflow_client_and_run(record)
         finals.append(dict(run.data.metrics) if run is not None else {})
     keys = sorted(k for k in set().union(*finals) if not k.startswith("system/"))
-    return {key: [f.get(key) for f in finals] for key in keys}
+    return {key: [finite(f.get(key)) for f in finals] for key in keys}
 
 
 _loss_cache: dict[tuple[str, str], Optional[float]] = {}
@@ -210,7 +215,7 @@ def latest_loss(record: RunRecord, step: str) -> Optional[float]:
             _, run = _mlflow_client_and_run(record)
         except Exception:  # an MLflow store out of reach must not break the list
             run = None
-        _loss_cache[key] = run.data.metrics.get("train/loss") if run is not None else None
+        _loss_cache[key] = finite(run.data.metrics.get("train/loss")) if run is not None else None
     return _loss_cache[key]
 
 
