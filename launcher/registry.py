@@ -18,6 +18,7 @@ primary key refuses a second one; the row goes when the run's state becomes term
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 import time
@@ -33,6 +34,18 @@ REGISTRY_DIR = "runs/registry"  # the JSON registry of old, imported once
 LOG_DIR = "runs/logs"
 LAUNCH_CLAIM_SECONDS = 900.0  # a claim still launching from another machine is trusted this long
 _TERMINAL_VALUES = frozenset(state.value for state in RunState if state.is_terminal)
+
+
+@dataclass(frozen=True)
+class LedgerSummary:
+    """A run's preemption ledger as the run lists show it, kept in its row: reading every run's ledger from its
+    store at every refresh of a list would be too slow. Refreshed whenever the launcher reads the ledger anyway
+    (`launcher.ledger_view.run_ledger`); stale by whatever the run did since `read`."""
+
+    goodput: float  # useful ÷ computed steps
+    device_hours: float  # wall time × ranks of every attempt
+    device_unit: str  # what device_hours count: "GPU" (GPU-hours) or "rank" (rank-hours, on CPU)
+    read: float  # when it was read (seconds since the epoch)
 
 
 @dataclass
@@ -53,6 +66,18 @@ class RunRecord:
     recipe_document: str = ""  # the resolved recipe the latest launch shipped: a resume reuses it
     sweep_id: Optional[str] = None  # a sweep's cell: the sweep (`launch status SWEEP`, `launch compare SWEEP`)
     cell: Optional[str] = None  # a sweep's cell: its name
+    launched_by: Optional[str] = None  # `user@host` of whoever launched it (or saved the draft); None: unknown
+    task: Optional[str] = None  # what its recipe trains (the recipe's `task`)
+    ledger: Optional[LedgerSummary] = None  # a cache only `Registry.cache_ledger` writes (`save` keeps it)
+
+
+def this_user() -> str:
+    """`user@host` of whoever runs this process: a run's `launched_by`, the Runs page's "who"."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container's uid without a passwd entry)
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 def live_message(run_id: str, target: str, state: str, step: str = "-") -> str:
@@ -145,6 +170,16 @@ class Registry:
             if values["state"] in _TERMINAL_VALUES:
                 _release(connection, run_id)
         return record
+
+    def cache_ledger(self, run_id: str, summary: LedgerSummary) -> None:
+        """Keep what was just read of the run's ledger in its row (nothing happens for a run deleted meanwhile)."""
+        from sqlalchemy import update
+
+        from launcher.rundb.models import RunRow
+        from launcher.rundb.store import ledger_values
+
+        with self._write() as connection:
+            connection.execute(update(RunRow).where(RunRow.run_id == run_id).values(ledger_values(summary)))
 
     def delete(self, run_id: str) -> None:
         from sqlalchemy import delete
@@ -317,9 +352,11 @@ def record_from_fields(fields) -> RunRecord:
 
 
 def _record(row) -> RunRecord:
-    values = {name: row[name] for name in RunRecord.__dataclass_fields__}
+    from launcher.rundb.store import ledger_summary
+
+    values = {name: row[name] for name in RunRecord.__dataclass_fields__ if name != "ledger"}
     values["handle"] = dict(values["handle"] or {})
-    return record_from_fields(values)
+    return record_from_fields({**values, "ledger": ledger_summary(row)})
 
 
 def age(seconds_since: float) -> str:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 DB_ENV = "SPOTTRAIN_DB"
 DEFAULT_DB = "runs/spottrain.db"
-HEAD = "0001"  # the newest migration in migrations/versions (a test checks it against Alembic's head)
+HEAD = "0002"  # the newest migration in migrations/versions (a test checks it against Alembic's head)
 BUSY_TIMEOUT_MS = 60_000
 _ADVISORY_LOCK = 0x5370_7454  # pg_advisory_xact_lock key around migrations ("SptT")
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 
 from launcher.rundb import engine as db
 from launcher.rundb.models import JsonImport, RunRow
-from launcher.rundb.store import insert_ignoring_existing, row_values
+from launcher.rundb.store import insert_ignoring_existing, row_values, task_of_document
 
 REGISTRY_DIR = "runs/registry"
 
@@ -36,7 +36,9 @@ def import_once(engine: Engine, project_dir: Path, project_key: str) -> list[str
     records, skipped = [], []
     for path in sorted((project_dir / REGISTRY_DIR).glob("*.json")):
         try:
-            records.append(record_from_fields(json.loads(path.read_text())))
+            record = record_from_fields(json.loads(path.read_text()))
+            record.task = record.task or task_of_document(record.recipe_document)  # as migration 0002 does
+            records.append(record)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             skipped.append(f"{path.relative_to(project_dir)}: not a run record ({type(exc).__name__}): skipped")
     with db.transaction(engine, write=True) as connection:

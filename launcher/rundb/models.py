@@ -39,6 +39,13 @@ class RunRow(Base):
     recipe_document: Mapped[str] = mapped_column(Text, default="")
     sweep_id: Mapped[Optional[str]] = mapped_column(String(255), nullable=True, index=True)
     cell: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    launched_by: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    task: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    # the run's ledger summary as last read (`LedgerSummary`): written only by `Registry.cache_ledger`
+    goodput: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    device_hours: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    device_unit: Mapped[Optional[str]] = mapped_column(String(8), nullable=True)
+    ledger_read: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
 
 
 class LiveAttempt(Base):

@@ -101,20 +101,37 @@ def test_spottrain_db_names_the_database(db_url, project, monkeypatch):
     assert not (project / "runs").exists()
 
 
+def test_a_ledger_summary_is_kept_until_the_next_read_whatever_else_is_saved(db_url, project):
+    from launcher.registry import LedgerSummary
+
+    registry = Registry(project, url=db_url)
+    registry.save(a_record("r1", launched_by="ana@box", task="ranker"))
+    assert registry.get("r1").ledger is None
+    summary = LedgerSummary(goodput=0.931, device_hours=0.42, device_unit="GPU", read=5.0)
+    registry.cache_ledger("r1", summary)
+    registry.save(a_record("r1", restarts=1, launched_by="bo@box", task="ranker"))  # a resume's fresh record
+    registry.update("r1", state=RunState.FINISHED)
+    assert registry.get("r1") == a_record("r1", restarts=1, launched_by="bo@box", task="ranker",
+                                          state=RunState.FINISHED, ledger=summary)
+    registry.cache_ledger("gone", summary)  # a run deleted meanwhile: nothing to keep it in
+    assert not registry.exists("gone")
+
+
 def write_json_registry(project: Path) -> None:
     directory = project / "runs" / "registry"
     directory.mkdir(parents=True)
     for run_id, started in [("old2", 2.0), ("old1", 1.0)]:
-        (directory / f"{run_id}.json").write_text(json.dumps({**asdict(a_record(run_id, started)),
-                                                              "state": "finished", "handle": {"job_id": 7}}))
+        (directory / f"{run_id}.json").write_text(json.dumps({
+            **asdict(a_record(run_id, started, recipe_document="resolved_from: {}\ntask: ranker\n")),
+            "state": "finished", "handle": {"job_id": 7}}))
     (directory / "cut.json").write_text('{"run_id": "cut", "reci')
 
 
 def test_a_json_registry_is_imported_once_and_left_in_place(db_url, project):
     write_json_registry(project)
     registry = Registry(project, url=db_url)
-    assert [(r.run_id, r.state, r.handle) for r in registry.all()] == [
-        ("old1", RunState.FINISHED, {"job_id": 7}), ("old2", RunState.FINISHED, {"job_id": 7})]
+    assert [(r.run_id, r.state, r.handle, r.task) for r in registry.all()] == [
+        ("old1", RunState.FINISHED, {"job_id": 7}, "ranker"), ("old2", RunState.FINISHED, {"job_id": 7}, "ranker")]
     assert registry.skipped == ["runs/registry/cut.json: not a run record (JSONDecodeError): skipped"]
     registry.delete("old1")
     registry.update("old2", handle={"more": 1})
@@ -146,6 +163,63 @@ def test_migrations_create_the_schema_from_empty_and_are_idempotent(db_url):
     config = Config()
     config.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
     assert ScriptDirectory.from_config(config).get_current_head() == db.HEAD
+
+
+def _migrate(engine, revision: str, direction: str = "upgrade") -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from launcher.rundb import engine as db
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    with db.transaction(engine, exclusive=True) as connection:
+        config.attributes["connection"] = connection
+        getattr(command, direction)(config, revision)
+
+
+SHIPPED = {"shipped": "resolved_from: {name: baseline}\ntask: ranker\nresources: {gpus: 4}\n",
+           "cut": "resolved_from: {name: x}\ntask: [ranker", "no_task": "resolved_from: {name: x}\n",
+           "odd_task": "task: {nested: 1}\n", "never_shipped": ""}
+
+
+def test_migration_0002_upgrades_a_0001_database_holding_runs(db_url, project):
+    """who and task columns, the ledger cache; each run's task read from the recipe it shipped (NULL where it
+    shipped none or it does not parse); the rows otherwise as they were, and 0001 is reached back by downgrade."""
+    from sqlalchemy import create_engine, insert, inspect, select
+
+    from launcher.rundb import engine as db
+    from launcher.rundb.models import RunRow
+    from launcher.rundb.store import row_values
+
+    url = db.database_url(None, db_url)
+    if db.sqlite_file(url):
+        db.sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    try:
+        _migrate(engine, "0001")
+        old_columns = {column["name"] for column in inspect(engine).get_columns("runs")}
+        rows = [row_values(a_record(run_id, float(n), recipe_document=document), str(project))
+                for n, (run_id, document) in enumerate(SHIPPED.items())]
+        with db.transaction(engine, write=True) as connection:
+            connection.execute(insert(RunRow).values([{k: v for k, v in row.items() if k in old_columns}
+                                                      for row in rows]))
+        db.upgrade(engine)
+        assert db.current_revision(engine) == db.HEAD == "0002"
+        with db.transaction(engine) as connection:
+            tasks = dict(connection.execute(select(RunRow.run_id, RunRow.task)).all())
+        assert tasks == {"shipped": "ranker", "cut": None, "no_task": None, "odd_task": None, "never_shipped": None}
+        registry = Registry(project, url=db_url)
+        assert [(r.run_id, r.task, r.launched_by, r.ledger) for r in registry.all()] == [
+            (run_id, tasks[run_id], None, None) for run_id in SHIPPED]
+        assert registry.get("cut").recipe_document == SHIPPED["cut"]
+        _migrate(engine, "0001", "downgrade")
+        assert {column["name"] for column in inspect(engine).get_columns("runs")} == old_columns
+        with db.transaction(engine) as connection:
+            assert connection.execute(select(RunRow.run_id).order_by(RunRow.started)).scalars().all() == list(SHIPPED)
+    finally:
+        engine.dispose()
+        db.dispose_all()
 
 
 # --- one live attempt per run id --------------------------------------------------------------------------------
