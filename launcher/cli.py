@@ -452,18 +452,18 @@ def status(run_id, as_json):
     for line in [*(f"warning: {skip}" for skip in registry.skipped), *unreachable]:
         click.echo(line, err=True)
     if run_id and not cells and not as_json:
-        _echo_ledger(records[0])
+        _echo_ledger(registry, records[0])
 
 
 PLATFORM_COUNTS = {"skypilot": "SkyPilot"}  # targets whose status counts the job's recoveries (record.restarts)
 
 
-def _echo_ledger(record) -> None:
+def _echo_ledger(registry, record) -> None:
     """Under one run's row: its attempts and what preemption cost it (from its store, when it can be read)."""
     from launcher.ledger_view import ledger_text, run_ledger
 
     try:
-        text = ledger_text(run_ledger(record), PLATFORM_COUNTS.get(record.target), record.restarts)
+        text = ledger_text(run_ledger(registry, record), PLATFORM_COUNTS.get(record.target), record.restarts)
     except Exception as exc:  # no credentials for the store here, or it is out of reach: the row still stands
         click.echo(f"warning: ledger of {record.run_id} not read from {record.store}: {exc}", err=True)
         return

@@ -1,12 +1,13 @@
 """`launch status RUN`'s preemption ledger: each attempt of the run and what preemption cost it, read from the
-run's store (`spottrain_contract.ledger`)."""
+run's store (`spottrain_contract.ledger`). Every read also refreshes the summary the run lists show (goodput,
+device-hours), cached in the run's row."""
 
 from __future__ import annotations
 
 import time
 from typing import Optional
 
-from launcher.registry import RunRecord
+from launcher.registry import LedgerSummary, Registry, RunRecord
 from launcher.tables import render_table
 from spottrain_contract.ledger import KILLED, PREEMPTED, Ledger, read_ledger
 from spottrain_contract.recipe import from_shipped
@@ -16,12 +17,27 @@ HEADER = ("ATTEMPT", "STARTED", "WALL", "ENDED AS", "RANKS", "DEVICE", "STEPS", 
           "START-UP")
 
 
-def run_ledger(record: RunRecord) -> Ledger:
+def run_ledger(registry: Registry, record: RunRecord) -> Ledger:
+    """The run's ledger from its store, its summary kept in the run's row (a run with no attempt yet: left as
+    it was)."""
     endpoint = None
     if record.recipe_document:
         endpoint = from_shipped(record.recipe_document, record.run_id).recipe.train.checkpoint.endpoint_url
     # one retry, not a job's ten: `launch status` answers in seconds when the store is out of reach from here
-    return read_ledger(open_store(record.store, endpoint, attempts=2), record.run_id)
+    ledger = read_ledger(open_store(record.store, endpoint, attempts=2), record.run_id)
+    if ledger.attempts:
+        registry.cache_ledger(record.run_id, summary(ledger))
+    return ledger
+
+
+def summary(ledger: Ledger) -> LedgerSummary:
+    return LedgerSummary(goodput=ledger.goodput, device_hours=ledger.device_hours, device_unit=device_unit(ledger),
+                         read=time.time())
+
+
+def device_unit(ledger: Ledger) -> str:
+    """What the ledger's device-hours count: GPUs where any attempt held one, else ranks (a run on CPU)."""
+    return "GPU" if any(view.attempt.gpus for view in ledger.attempts) else "rank"
 
 
 def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Optional[int] = None) -> str:
@@ -36,8 +52,7 @@ def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Opti
         rows.append((a.number, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.started)),
                      f"{a.wall_seconds:.0f} s", view.cause, a.world_size, a.device, f"{a.start_step}→{a.last_step}",
                      a.computed, view.recomputed, startup))
-    gpus = any(view.attempt.gpus for view in ledger.attempts)
-    hours = "GPU-hours" if gpus else "rank-hours"
+    hours = f"{device_unit(ledger)}-hours"
     totals = ledger.totals()
     line = (f"{int(totals['attempts'])} attempts, {int(totals['preemptions'])} preempted or killed; goodput "
             f"{ledger.goodput:.1%} ({ledger.useful} useful of {ledger.computed} steps computed, {ledger.recomputed} "

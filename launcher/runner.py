@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan
-from launcher.registry import Registry, RunRecord, live_message
+from launcher.registry import Registry, RunRecord, live_message, this_user
 from launcher.secrets import resolve_secrets
 from launcher.targets import RunStatus, get_target
 from launcher.views import RunView
@@ -108,7 +108,8 @@ def _new_record(plan: LaunchPlan, target, project_dir: Path, registry: Registry)
                      tracking_uri=tracking_uri(plan, project_dir) or "",
                      log=str(registry.log_path(plan.run_id)) if target.RUNS_HERE else None, project=str(project_dir),
                      recipe_document=plan.loaded.shipped(), sweep_id=plan.sweep_id,
-                     cell=plan.loaded.cell.name if plan.loaded.cell else None)
+                     cell=plan.loaded.cell.name if plan.loaded.cell else None, launched_by=this_user(),
+                     task=plan.recipe.task)
 
 
 def tracking_uri(plan: LaunchPlan, project_dir: Path) -> Optional[str]:
@@ -156,7 +157,17 @@ def run_view(registry: Registry, record: RunRecord, *, reachable: bool = True) -
                    target=record.target, state=now.state, step=now.step,
                    restarts=now.restarts if now.restarts is not None else record.restarts, started=record.started,
                    ended=record.ended, overrides=list(launched.overrides) if launched else [],
-                   failure=record.handle.get("failure"), sweep_id=record.sweep_id, cell=record.cell)
+                   failure=record.handle.get("failure"), sweep_id=record.sweep_id, cell=record.cell,
+                   task=record.task, launched_by=record.launched_by, project=Path(record.project).name,
+                   **ledger_fields(record))
+
+
+def ledger_fields(record: RunRecord) -> dict:
+    """The RunView fields of the run's ledger summary as last read (none where it never was)."""
+    ledger = record.ledger
+    if ledger is None:
+        return {}
+    return {"goodput": ledger.goodput, "device_hours": ledger.device_hours, "device_unit": ledger.device_unit}
 
 
 def logs(record: RunRecord, follow: bool) -> Iterator[str]:

@@ -38,6 +38,32 @@ class RunView(BaseModel):
     failure: Optional[str] = Field(None, description="Why a failed run failed, one line.")
     sweep_id: Optional[str] = Field(None, description="The sweep this run is a cell of, if any.")
     cell: Optional[str] = Field(None, description="Its cell's name (entries joined by `__`), if any.")
+    task: Optional[str] = Field(None, description="What its recipe trains (None: recorded before it was kept).")
+    launched_by: Optional[str] = Field(None, description="`user@host` that launched it (or saved the draft).")
+    project: str = Field("", description="The name of the project directory it was launched from.")
+    goodput: Optional[float] = Field(None, description="The preemption ledger's goodput (useful ÷ computed "
+                                                       "steps) as last read; None: never read.")
+    device_hours: Optional[float] = Field(None, description="The ledger's device-hours as last read.")
+    device_unit: Optional[str] = Field(None, description="What device_hours count: `GPU` or `rank` (on CPU).")
+
+
+class SweepView(BaseModel):
+    """A sweep as `launch status` shows it above its cells (and the hub's Runs page, as data)."""
+
+    sweep_id: str
+    recipe: str
+    task: Optional[str] = None
+    target: str
+    state: RunState = Field(description="The liveliest of its cells' states (see launcher/sweep_status.py).")
+    finished: int = Field(description="Cells finished.")
+    cells: list[str] = Field(description="Its launched cells' run ids, in launch order.")
+    states: dict[str, int] = Field(description="How many of its cells are in each state.")
+    restarts: int = Field(description="Its cells' restarts, summed.")
+    started: float = Field(description="When its first cell was launched.")
+    launched_by: list[str] = Field(default_factory=list, description="Who launched its cells.")
+    device_hours: Optional[float] = Field(None, description="Its cells' device-hours as last read, summed (None: "
+                                                            "none read, or cells counting different units).")
+    device_unit: Optional[str] = None
 
 
 class CompareView(BaseModel):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from launcher.ledger_view import ledger_text
+import time
+
+from launcher.ledger_view import ledger_text, run_ledger
+from launcher.registry import LedgerSummary, Registry, RunRecord
+from spottrain_contract.job import RunState
 from spottrain_contract.ledger import FINISHED, PREEMPTED, RUNNING, Attempt, ledger_of
+from spottrain_contract.store import open_store
 
 
 def attempt(number, start_step, last_step, started, cause=RUNNING):
@@ -29,3 +34,20 @@ def test_skypilot_s_recoveries_confirm_the_kills_as_preemptions_or_name_the_diff
     differs = ledger_text(LEDGER, "SkyPilot", 3).splitlines()[-1]
     assert differs.startswith("SkyPilot recovered the job 3 times; the ledger saw 2 attempts preempted or killed")
     assert ledger_text(LEDGER, "SkyPilot", None) == ledger_text(LEDGER)  # the platform could not be asked
+
+
+def test_reading_a_runs_ledger_keeps_its_summary_for_the_run_lists(tmp_path):
+    registry = Registry(tmp_path / "project")
+    store = tmp_path / "store"
+    for run_id in ("read", "unstarted"):
+        registry.save(RunRecord(run_id=run_id, recipe="baseline", target="local", state=RunState.RUNNING, started=1.0,
+                                store=str(store), local_dir="", tracking_uri=""))
+    for view in LEDGER.attempts:
+        open_store(str(store)).put_bytes(view.attempt.to_json(), f"read/ledger/{view.attempt.key_name}")
+    before = time.time()
+    assert run_ledger(registry, registry.get("read")).goodput == LEDGER.goodput
+    cached = registry.get("read").ledger
+    assert cached == LedgerSummary(goodput=0.9, device_hours=LEDGER.device_hours, device_unit="GPU", read=cached.read)
+    assert cached.read >= before
+    assert run_ledger(registry, registry.get("unstarted")).attempts == []
+    assert registry.get("unstarted").ledger is None  # no attempt yet: nothing to show
