@@ -421,15 +421,19 @@ def doctor(name, target, gpus, nodes, profile, overrides):
 
 @cli.command()
 @click.argument("run_id", required=False, shell_complete=_complete_runs)
+@click.option("--all-projects", is_flag=True,
+              help="Every project's runs in the database (SPOTTRAIN_DB: a team's), with a PROJECT column.")
 @_json_option
-def status(run_id, as_json):
+def status(run_id, all_projects, as_json):
     """Table of launched runs, a sweep's cells under its own row (or one run; or a sweep's cells): recipe,
-    target, state, step, restarts, age."""
+    target, state, step, restarts, age, and who launched each where more than one person did."""
     from launcher import runner, sweep_status
     from launcher.registry import Registry
     from launcher.tables import render_table
 
-    registry = Registry(_project_dir())
+    if run_id and all_projects:
+        raise UserError("--all-projects: only for the list of runs (launch status RUN finds a run of any project)")
+    registry = Registry(_project_dir(), every_project=all_projects)
     cells = registry.cells_of(run_id) if run_id and not registry.exists(run_id) else []
     records = cells or ([registry.get(run_id)] if run_id else registry.all())
     views, unreachable = [], []
@@ -448,7 +452,10 @@ def status(run_id, as_json):
         click.echo(sweep_status.sweep_line(run_id, views))
         click.echo(render_table(sweep_status.CELL_HEADER, sweep_status.cell_rows(views), state_column=2))
     else:
-        click.echo(render_table(sweep_status.HEADER, sweep_status.status_rows(views), state_column=3))
+        who = sweep_status.several_launchers(views)
+        click.echo(render_table(sweep_status.status_header(projects=all_projects, who=who),
+                                sweep_status.status_rows(views, projects=all_projects, who=who),
+                                state_column=3 + all_projects))
     for line in [*(f"warning: {skip}" for skip in registry.skipped), *unreachable]:
         click.echo(line, err=True)
     if run_id and not cells and not as_json:
