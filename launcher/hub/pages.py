@@ -64,9 +64,9 @@ def login(request: Request, token: str = Form(""), next: str = Form("/")):
 
 @router.get("/", response_class=HTMLResponse)
 def runs_page(request: Request, state: Optional[str] = None):
-    registry = Registry(request.app.state.project_dir, every_project=True)
-    views = [runs.hub_view(registry, record).model_dump(mode="json") for record in registry.all()]
-    return _render(request, "runs.html", runs=views, states=STATES, state=state or "")
+    """The filters (state, target, recipe, who, q) are the page's query: the script applies them to the live list."""
+    views, sweeps = runs.listing(Registry(request.app.state.project_dir, every_project=True))
+    return _render(request, "runs.html", runs=views, sweeps=sweeps, states=STATES, state=state or "")
 
 
 @router.get("/new", response_class=HTMLResponse)

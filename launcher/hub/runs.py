@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from launcher import runner
+from launcher import runner, sweep_status
 from launcher.errors import LaunchError
-from launcher.registry import Registry, RunRecord
+from launcher.hub import ledgers
+from launcher.registry import Registry, RunRecord, this_user
 from launcher.targets import get_target
 from launcher.views import HubRunView
 from spottrain_contract.errors import UserError
@@ -80,10 +81,11 @@ def save_draft(registry: Registry, project_dir: Path, *, recipe: str, target: st
         record = get_record(registry, run_id)
         if record.state is not RunState.DRAFT:
             raise LaunchError(f"run {run_id} is {record.state}, not a draft: clone it to change its settings")
-        return registry.update(run_id, recipe=loaded.name, target=target, handle={HUB: meta})
+        return registry.update(run_id, recipe=loaded.name, target=target, handle={HUB: meta},
+                               task=loaded.recipe.task)
     record = RunRecord(run_id=new_run_id(loaded.name), recipe=loaded.name, target=target, state=RunState.DRAFT,
                        started=time.time(), store="", local_dir="", tracking_uri="", handle={HUB: meta},
-                       project=str(project_dir))
+                       project=str(project_dir), launched_by=this_user(), task=loaded.recipe.task)
     registry.save(record)
     return record
 
@@ -236,7 +238,17 @@ def hub_view(registry: Registry, record: RunRecord, *, with_loss: bool = True) -
             step = f"{progress['step']}/{progress['total']}"
         except (OSError, ValueError, KeyError):
             pass
+    ledgers.refresh_soon(registry, record, view.state, step)
     return HubRunView(**{**view.model_dump(), "name": display_name(record), "overrides": overrides, "step": step},
                       profile=meta.get("profile"),
                       loss=latest_loss(record, step) if with_loss and record.state is not RunState.DRAFT else None,
                       log=record.log is not None)
+
+
+def listing(registry: Registry) -> tuple[list[dict], dict[str, dict]]:
+    """The Runs page's data, as JSON: every run of every project as the API shows it, oldest first, and each
+    sweep's summary by its id (`launch status`'s sweep row: state, cells finished, restarts)."""
+    views = [hub_view(registry, record) for record in registry.all()]
+    sweeps = sweep_status.sweep_views(views)
+    return ([view.model_dump(mode="json") for view in views],
+            {sweep_id: sweep.model_dump(mode="json") for sweep_id, sweep in sweeps.items()})

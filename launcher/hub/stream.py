@@ -101,13 +101,15 @@ def run_events(registry: Registry, run_id: str, poll_seconds: float = 1.0) -> It
 
 
 def list_events(registry: Registry, poll_seconds: float = 2.0) -> Iterator[str]:
-    from launcher.hub.runs import hub_view
+    """The list of runs whenever it changes: a `sweeps` event (each sweep's summary by its id), then `runs`."""
+    from launcher.hub.runs import listing
 
     yield f"retry: {int(poll_seconds * 1000)}\n\n"
     last, quiet_since = None, time.monotonic()
     while True:
-        views = [hub_view(registry, record).model_dump(mode="json") for record in registry.all()]
+        views, sweeps = listing(registry)
         if views != last:
+            yield _event("sweeps", sweeps)
             yield _event("runs", views)
             last, quiet_since = views, time.monotonic()
         elif time.monotonic() - quiet_since > HEARTBEAT_SECONDS:

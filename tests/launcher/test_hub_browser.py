@@ -126,3 +126,51 @@ def test_new_run_stop_clone_and_compare(hub, page):
     assert page.locator("#config-diff .diff-key").all_text_contents() == ["train.optim.lr"]
     page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points || 0) > 0")
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+
+
+def test_the_runs_page_groups_a_sweeps_cells_and_filters_them(hub, page):
+    """Every run of the database with who launched it; a sweep's cells under its collapsible row; the filters kept
+    in the URL, applied to cells; the ledger's goodput and GPU-hours where they were read."""
+    from launcher.registry import LedgerSummary, Registry, RunRecord
+    from spottrain_contract.job import RunState
+
+    url, project = hub
+    registry = Registry(project)
+    for run_id, state, who, sweep in [("solo", RunState.FINISHED, "ana@box", {}),
+                                      ("abl-x", RunState.FINISHED, "bo@lab", {"sweep_id": "abl", "cell": "x"}),
+                                      ("abl-y", RunState.FAILED, "bo@lab", {"sweep_id": "abl", "cell": "y"})]:
+        registry.save(RunRecord(run_id=run_id, recipe="baseline", target="local", state=state, started=time.time(),
+                                store="", local_dir=str(project / "none"), tracking_uri="", project=str(project),
+                                launched_by=who, task="baseline", **sweep))
+    registry.cache_ledger("abl-x", LedgerSummary(goodput=0.931, device_hours=0.42, device_unit="GPU", read=1.0))
+
+    def rows() -> list[str]:
+        return page.eval_on_selector_all("#runs tbody tr", "rows => rows.map(r => r.dataset.id || 'sweep ' + "
+                                                           "r.dataset.sweep)")
+
+    page.goto(url)
+    page.wait_for_selector("#live:text('live')")
+    assert rows() == ["sweep abl", "abl-x", "abl-y", "solo"]
+    sweep = page.text_content("tr.sweep")
+    assert "1/2 cells" in sweep and "1 finished, 1 failed" in sweep and "0.42 GPU-h" in sweep
+    assert "goodput 93.1% · 0.42 GPU-h" in page.text_content("tr[data-id='abl-x']")
+    assert page.get_attribute("a.compare-sweep", "href") == "/compare?run=abl-x&run=abl-y"
+
+    page.select_option("#filter-who", "bo@lab")
+    page.select_option("#filter-state", "failed")
+    assert rows() == ["sweep abl", "abl-y"] and "who=bo%40lab" in page.url and "state=failed" in page.url
+    page.reload()
+    page.wait_for_selector("#live:text('live')")
+    assert rows() == ["sweep abl", "abl-y"] and page.input_value("#filter-who") == "bo@lab"
+    page.click("tr.sweep button.toggle")
+    assert rows() == ["sweep abl"]
+
+    page.goto(f"{url}/?q=SOL")
+    assert rows() == ["solo"]
+    page.goto(url)
+    page.check("input.pick[value='abl-x']")
+    page.check("input.pick[value='solo']")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "runs.png"), full_page=True)
+    page.click("#compare")
+    page.wait_for_url(f"{url}/compare?run=abl-x&run=solo")

@@ -32,42 +32,138 @@ const fmtTime = (t) => t ? new Date(t * 1000).toLocaleString() : "";
 const fmtNum = (v) => v == null ? "" : Number(v).toPrecision(4);
 
 // --- Runs -----------------------------------------------------------------------------------------------
+// Every run of every project, newest first; a sweep's cells under one collapsible row of the sweep, whose summary
+// (state, cells finished, states) the server computes as `launch status` does. The filters are the page's query
+// and apply to runs and cells; a sweep shows while any of its cells matches.
+const FILTERED = {state: (r) => r.state, target: (r) => r.target, recipe: (r) => r.recipe, who: (r) => r.launched_by};
+
+function fmtLedger(goodput, hours, unit) {
+  const parts = [];
+  if (goodput != null) parts.push(`goodput ${(goodput * 100).toFixed(1)}%`);
+  if (hours != null) parts.push(`${hours.toFixed(2)} ${unit}-h`);
+  return parts.join(" · ");
+}
+
+function stateBadge(state) {
+  const badge = document.createElement("span");
+  badge.className = "state state-" + state; badge.textContent = state;
+  return badge;
+}
+
 function runsPage() {
   const table = document.getElementById("runs");
-  const filter = document.getElementById("state-filter");
   const compare = document.getElementById("compare");
-  const picked = new Set();
+  const query = new URLSearchParams(location.search);
+  const filters = {}, controls = {};
+  for (const name of [...Object.keys(FILTERED), "q"]) {
+    controls[name] = document.getElementById("filter-" + name);
+    filters[name] = query.get(name) || "";
+  }
+  const picked = new Set(), collapsed = new Set();
   let runs = JSON.parse(document.getElementById("initial-runs").textContent);
+  let sweeps = JSON.parse(document.getElementById("initial-sweeps").textContent);
+  controls.state.value = filters.state; controls.q.value = filters.q;
 
+  function matches(run) {
+    const text = filters.q.trim().toLowerCase();
+    return Object.entries(FILTERED).every(([name, of]) => !filters[name] || of(run) === filters[name])
+      && (!text || [run.name, run.id].some((value) => value.toLowerCase().includes(text)));
+  }
+  function offer() {  // each select offers the values the list has (and the one asked for), rebuilt when they change
+    for (const name of ["target", "recipe", "who"]) {
+      const values = [...new Set([...runs.map(FILTERED[name]), filters[name]].filter(Boolean))].sort();
+      const select = controls[name], key = JSON.stringify(values);
+      if (select.dataset.values !== key) {
+        select.dataset.values = key;
+        select.replaceChildren(...[["", "all"], ...values.map((v) => [v, v])].map(([value, label]) => {
+          const option = document.createElement("option");
+          option.value = value; option.textContent = label;
+          return option;
+        }));
+        select.value = filters[name];
+      }
+    }
+  }
+  function groups() {  // launch order, a sweep's cells together where its first cell was launched
+    const listed = [], cellsOf = new Map();
+    for (const run of runs) {
+      if (!run.sweep_id) listed.push([null, [run]]);
+      else if (cellsOf.has(run.sweep_id)) cellsOf.get(run.sweep_id).push(run);
+      else { cellsOf.set(run.sweep_id, [run]); listed.push([run.sweep_id, cellsOf.get(run.sweep_id)]); }
+    }
+    return listed;
+  }
+  function runRow(body, run, sweepId) {
+    const row = body.insertRow();
+    row.dataset.id = run.id; row.dataset.state = run.state;
+    if (sweepId) { row.className = "cell"; row.dataset.sweep = sweepId; }
+    const box = document.createElement("input");
+    box.type = "checkbox"; box.className = "pick"; box.value = run.id; box.checked = picked.has(run.id);
+    box.addEventListener("change", () => { box.checked ? picked.add(run.id) : picked.delete(run.id); update(); });
+    row.insertCell().append(box);
+    const link = document.createElement("a");
+    link.href = "/runs/" + encodeURIComponent(run.id); link.textContent = sweepId ? run.cell : run.name;
+    row.insertCell().append(link);
+    cell(row, run.id, "mono"); cell(row, run.recipe); cell(row, run.task); cell(row, run.target);
+    row.insertCell().append(stateBadge(run.state));
+    cell(row, run.step); cell(row, fmtNum(run.loss));
+    cell(row, fmtLedger(run.goodput, run.device_hours, run.device_unit));
+    cell(row, fmtTime(run.started), "time"); cell(row, run.launched_by);
+  }
+  function sweepRow(body, sweep) {
+    const row = body.insertRow();
+    row.className = "sweep"; row.dataset.sweep = sweep.sweep_id; row.dataset.state = sweep.state;
+    const toggle = document.createElement("button");
+    toggle.type = "button"; toggle.className = "toggle"; toggle.title = "show or hide its cells";
+    toggle.textContent = collapsed.has(sweep.sweep_id) ? "▸" : "▾";
+    toggle.addEventListener("click", () => {
+      collapsed.has(sweep.sweep_id) ? collapsed.delete(sweep.sweep_id) : collapsed.add(sweep.sweep_id); draw();
+    });
+    row.insertCell().append(toggle);
+    cell(row, sweep.sweep_id, "mono sweep-id");
+    const links = row.insertCell();
+    if (sweep.cells.length > 1) {
+      const link = document.createElement("a");
+      link.href = "/compare?" + new URLSearchParams(sweep.cells.map((id) => ["run", id]));
+      link.className = "compare-sweep"; link.textContent = "compare sweep";
+      links.append(link);
+    }
+    cell(row, sweep.recipe); cell(row, sweep.task); cell(row, sweep.target);
+    const state = row.insertCell();
+    const counts = document.createElement("span");
+    counts.className = "hint states";
+    counts.textContent = Object.entries(sweep.states).map(([name, n]) => `${n} ${name}`).join(", ");
+    state.append(stateBadge(sweep.state), " ", counts);
+    cell(row, `${sweep.finished}/${sweep.cells.length} cells`); cell(row, "");
+    cell(row, fmtLedger(null, sweep.device_hours, sweep.device_unit));
+    cell(row, fmtTime(sweep.started), "time"); cell(row, sweep.launched_by.join(", "));
+  }
   function draw() {
+    offer();
     const body = table.tBodies[0];
     body.replaceChildren();
-    for (const run of runs.slice().reverse()) {
-      if (filter.value && run.state !== filter.value) continue;
-      const row = body.insertRow();
-      row.dataset.id = run.id; row.dataset.state = run.state;
-      const box = document.createElement("input");
-      box.type = "checkbox"; box.className = "pick"; box.value = run.id; box.checked = picked.has(run.id);
-      box.addEventListener("change", () => { box.checked ? picked.add(run.id) : picked.delete(run.id); update(); });
-      row.insertCell().append(box);
-      const link = document.createElement("a");
-      link.href = "/runs/" + encodeURIComponent(run.id); link.textContent = run.name;
-      row.insertCell().append(link);
-      cell(row, run.id, "mono"); cell(row, run.recipe); cell(row, run.target);
-      const state = document.createElement("span");
-      state.className = "state state-" + run.state; state.textContent = run.state;
-      row.insertCell().append(state);
-      cell(row, run.step); cell(row, fmtNum(run.loss)); cell(row, fmtTime(run.started), "time");
+    let shown = 0;
+    for (const [sweepId, members] of groups().reverse()) {
+      const matching = members.filter(matches);
+      shown += matching.length;
+      if (!matching.length) continue;
+      if (!sweepId || !sweeps[sweepId]) { for (const run of matching) runRow(body, run, sweepId); continue; }
+      sweepRow(body, sweeps[sweepId]);
+      if (!collapsed.has(sweepId)) for (const run of matching) runRow(body, run, sweepId);
     }
-    const empty = document.getElementById("empty");
-    if (empty) empty.hidden = runs.length > 0;
+    document.getElementById("empty").hidden = runs.length > 0;
+    document.getElementById("no-match").hidden = runs.length === 0 || shown > 0;
   }
   function update() { compare.disabled = picked.size < 2; }
-  filter.addEventListener("change", () => {
-    const url = new URL(location.href);
-    filter.value ? url.searchParams.set("state", filter.value) : url.searchParams.delete("state");
-    history.replaceState(null, "", url); draw();
-  });
+  for (const [name, control] of Object.entries(controls)) {
+    control.addEventListener(name === "q" ? "input" : "change", () => {
+      filters[name] = control.value;
+      const url = new URL(location.href);
+      filters[name] ? url.searchParams.set(name, filters[name]) : url.searchParams.delete(name);
+      history.replaceState(null, "", url); draw();
+    });
+  }
+  document.getElementById("filters").addEventListener("submit", (e) => e.preventDefault());
   compare.addEventListener("click", () => {
     const query = new URLSearchParams();
     for (const id of picked) query.append("run", id);
@@ -76,6 +172,7 @@ function runsPage() {
   draw(); update();
   const live = document.getElementById("live");
   const events = new EventSource("/api/events");
+  events.addEventListener("sweeps", (e) => { sweeps = JSON.parse(e.data); });
   events.addEventListener("runs", (e) => { runs = JSON.parse(e.data); draw(); live.textContent = "live"; });
   events.onerror = () => { live.textContent = "reconnecting…"; };
 }

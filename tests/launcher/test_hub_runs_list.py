@@ -1,0 +1,127 @@
+"""The Runs page's data: who and task, each sweep's summary beside its cells, the ledger's goodput and
+device-hours cached in each run's row and refreshed in the background (once per step while live, once after the
+end; a failed read keeps the cache)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+from hub_helpers import client_for, hub_project
+from launcher import ledger_view
+from launcher.hub import ledgers, stream
+from launcher.registry import LedgerSummary, Registry, RunRecord, this_user
+from spottrain_contract.job import RunState, progress_path
+from spottrain_contract.ledger import FINISHED, Attempt
+from spottrain_contract.store import open_store
+
+
+@pytest.fixture
+def project(tmp_path):
+    return hub_project(tmp_path / "project")
+
+
+@pytest.fixture
+def client(project):
+    with client_for(project) as client:
+        yield client
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[str]:
+    """The run ids whose ledger the hub read, in order."""
+    read, seen = ledger_view.run_ledger, []
+
+    def counted(registry, record):
+        seen.append(record.run_id)
+        return read(registry, record)
+
+    monkeypatch.setattr(ledger_view, "run_ledger", counted)
+    return seen
+
+
+def save(project, run_id: str, state=RunState.FINISHED, **fields) -> RunRecord:
+    record = RunRecord(**{"run_id": run_id, "recipe": "baseline", "target": "local", "state": state,
+                          "started": time.time(), "store": str(project / "store"), "local_dir": str(project / "out"),
+                          "tracking_uri": "", "project": str(project), "ended": time.time(), **fields})
+    Registry(project).save(record)
+    return record
+
+
+def write_ledger(project, run_id: str, last_step: int, data: bytes = b"") -> None:
+    attempt = Attempt(number=1, started=0.0, start_step=0, world_size=2, device="NVIDIA A100", gpus=2,
+                      last_step=last_step, last_seen=1800.0, ended=1800.0, cause=FINISHED)
+    open_store(str(project / "store")).put_bytes(data or attempt.to_json(), f"{run_id}/ledger/{attempt.key_name}")
+
+
+def listed(client) -> dict[str, dict]:
+    return {run["id"]: run for run in client.get("/api/runs").json()}
+
+
+def test_a_draft_says_who_saved_it_and_what_its_recipe_trains(client):
+    run_id = client.post("/api/runs", json={"recipe": "baseline"}).json()["id"]
+    run = listed(client)[run_id]
+    assert (run["task"], run["launched_by"], run["project"]) == ("baseline", this_user(), "project")
+
+
+def test_the_page_carries_each_sweeps_summary_and_every_name_as_data_only(client, project):
+    for cell, state in (("x", RunState.FINISHED), ("y", RunState.FAILED), ("z", RunState.FINISHED)):
+        save(project, f"abl-{cell}", state, sweep_id="abl", cell=cell, launched_by="ana@box", task="baseline")
+    client.post("/api/runs", json={"recipe": "baseline", "name": "</script><script>alert(1)</script>"})
+    html = client.get("/").text
+    assert "<script>alert(1)" not in html
+    runs = json.loads(re.search(r'id="initial-runs">(.*?)</script>', html).group(1))
+    assert "</script><script>alert(1)</script>" in [run["name"] for run in runs]
+    sweeps = json.loads(re.search(r'id="initial-sweeps">(.*?)</script>', html).group(1))
+    assert sweeps == {"abl": {
+        "sweep_id": "abl", "recipe": "baseline", "task": "baseline", "target": "local", "state": "failed",
+        "finished": 2, "cells": ["abl-x", "abl-y", "abl-z"], "states": {"finished": 2, "failed": 1}, "restarts": 0,
+        "started": sweeps["abl"]["started"], "launched_by": ["ana@box"], "device_hours": None, "device_unit": None}}
+
+
+def test_the_list_stream_sends_the_sweeps_then_the_runs(project):
+    save(project, "abl-x", sweep_id="abl", cell="x")
+    events = stream.list_events(Registry(project, every_project=True), poll_seconds=0.01)
+    assert next(events).startswith("retry:")
+    kinds = [next(events).split("\n")[0] for _ in range(2)]
+    assert kinds == ["event: sweeps", "event: runs"]
+
+
+def test_an_ended_runs_ledger_is_read_once_in_the_background_and_shown(client, project, reads):
+    save(project, "done")
+    write_ledger(project, "done", last_step=90)
+    assert listed(client)["done"]["goodput"] is None  # the page does not wait for the store
+    ledgers.wait()
+    run = listed(client)["done"]
+    assert (run["goodput"], run["device_hours"], run["device_unit"]) == (1.0, 1.0, "GPU")
+    client.get("/")
+    ledgers.wait()
+    assert reads == ["done"]
+
+
+def test_a_live_runs_ledger_is_read_again_only_when_its_step_changes(client, project, reads):
+    record = save(project, "live", RunState.RUNNING, ended=None, handle={"supervisor_pid": os.getpid()})
+    progress = progress_path(record.local_dir, "live")
+    progress.parent.mkdir(parents=True)
+    for step in (3, 3, 4):
+        progress.write_text(json.dumps({"step": step, "total": 10}))
+        write_ledger(project, "live", last_step=step)
+        listed(client)
+        ledgers.wait()
+    assert reads == ["live", "live"]
+    assert Registry(project).get("live").ledger.goodput == 1.0
+
+
+def test_a_failed_read_keeps_the_cache_as_it_was(client, project, reads):
+    save(project, "cut")
+    kept = LedgerSummary(goodput=0.5, device_hours=2.0, device_unit="rank", read=1.0)
+    Registry(project).cache_ledger("cut", kept)
+    write_ledger(project, "cut", last_step=5, data=b'{"number": 1, "star')
+    listed(client)
+    ledgers.wait()
+    assert reads == ["cut"] and Registry(project).get("cut").ledger == kept
+    assert (listed(client)["cut"]["goodput"], listed(client)["cut"]["device_unit"]) == (0.5, "rank")
