@@ -20,8 +20,9 @@ ENDED = "ended"  # what `_asked` holds for a run whose ledger was asked for afte
 
 _queue: "queue.Queue[tuple[Registry, RunRecord]]" = queue.Queue()
 _lock = threading.Lock()
-_asked: dict[str, str] = {}  # run id → the step (or ENDED) its ledger was last asked for at
-_reading: set[str] = set()  # runs whose read is queued or under way
+# (the hub's project, run id) → the step (or ENDED) its ledger was last asked for at; a process may serve several
+_asked: dict[tuple[str, str], str] = {}
+_reading: set[tuple[str, str]] = set()  # runs whose read is queued or under way
 _workers: list[threading.Thread] = []
 
 
@@ -33,12 +34,12 @@ def refresh_soon(registry: Registry, record: RunRecord, state: RunState, step: s
     ended = state.is_terminal
     if ended and record.ledger and record.ended and record.ledger.read >= record.ended:
         return
-    mark = ENDED if ended else step
+    key, mark = (registry.project_key, record.run_id), ENDED if ended else step
     with _lock:
-        if _asked.get(record.run_id) == mark or record.run_id in _reading:
+        if _asked.get(key) == mark or key in _reading:
             return
-        _asked[record.run_id] = mark
-        _reading.add(record.run_id)
+        _asked[key] = mark
+        _reading.add(key)
         while len(_workers) < WORKERS:
             _workers.append(threading.Thread(target=_work, name="hub-ledger", daemon=True))
             _workers[-1].start()
@@ -56,7 +57,7 @@ def _work() -> None:
             pass
         finally:
             with _lock:
-                _reading.discard(record.run_id)
+                _reading.discard((registry.project_key, record.run_id))
             _queue.task_done()
 
 
