@@ -19,18 +19,16 @@ depends_on = None
 
 BATCH = 500  # documents read at a time while filling in `task`
 
-COLUMNS = (
-    sa.Column("launched_by", sa.Text(), nullable=True),
-    sa.Column("task", sa.Text(), nullable=True),
-    sa.Column("goodput", sa.Float(), nullable=True),
-    sa.Column("device_hours", sa.Float(), nullable=True),
-    sa.Column("device_unit", sa.String(8), nullable=True),
-    sa.Column("ledger_read", sa.Float(), nullable=True),
-)
+
+def _columns() -> list[sa.Column]:
+    """New each time: a Column belongs to the one table it is added to."""
+    return [sa.Column("launched_by", sa.Text(), nullable=True), sa.Column("task", sa.Text(), nullable=True),
+            sa.Column("goodput", sa.Float(), nullable=True), sa.Column("device_hours", sa.Float(), nullable=True),
+            sa.Column("device_unit", sa.String(8), nullable=True), sa.Column("ledger_read", sa.Float(), nullable=True)]
 
 
 def upgrade() -> None:
-    for column in COLUMNS:
+    for column in _columns():
         op.add_column("runs", column)
     _fill_in_tasks()
 
@@ -54,5 +52,5 @@ def _fill_in_tasks() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:  # SQLite drops a column by copying the table
-        for column in reversed(COLUMNS):
+        for column in reversed(_columns()):
             batch.drop_column(column.name)
