@@ -125,3 +125,19 @@ def test_a_failed_read_keeps_the_cache_as_it_was(client, project, reads):
     ledgers.wait()
     assert reads == ["cut"] and Registry(project).get("cut").ledger == kept
     assert (listed(client)["cut"]["goodput"], listed(client)["cut"]["device_unit"]) == (0.5, "rank")
+
+
+def test_a_diverged_runs_nan_loss_is_no_value_in_the_list_and_in_the_run_pages_data(client, project):
+    from mlflow.tracking import MlflowClient
+
+    from spottrain_contract.job import MLFLOW_RUN_ID_TAG
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    mlflow = MlflowClient(tracking_uri=uri)
+    run = mlflow.create_run(mlflow.create_experiment("diverged"), tags={MLFLOW_RUN_ID_TAG: "diverged-1"})
+    mlflow.log_metric(run.info.run_id, "train/loss", float("nan"), step=3)
+    save(project, "diverged-1", tracking_uri=uri)
+    assert listed(client)["diverged-1"]["loss"] is None
+    html = client.get("/runs/diverged-1").text
+    data = json.loads(re.search(r'id="run-data">(.*?)</script>', html).group(1))  # JSON.parse would refuse a NaN
+    assert data["loss"] is None and "NaN" not in html
