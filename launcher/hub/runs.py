@@ -22,7 +22,7 @@ from launcher.registry import Registry, RunRecord, this_user
 from launcher.targets import get_target
 from launcher.views import HubRunView
 from spottrain_contract.errors import UserError
-from spottrain_contract.job import MLFLOW_RUN_ID_TAG, RunState
+from spottrain_contract.job import MLFLOW_RUN_ID_TAG, RunState, sqlite_store_absent
 from spottrain_contract.recipe import from_shipped, load_recipe, settings_of
 
 HUB = "hub"  # the handle entry holding what the hub knows of a run
@@ -161,8 +161,8 @@ def _mlflow_client_and_run(record: RunRecord):
     uri = record.tracking_uri
     if not uri or record.state is RunState.DRAFT:
         return None, None
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        return None, None  # opening it would create an empty store beside the run's checkpoints
+    if sqlite_store_absent(uri):
+        return None, None
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)

@@ -19,6 +19,7 @@ class Ranks:
     rank: int
     local_rank: int
     world_size: int
+    node: int = 0  # the node's place in the job (torchrun's GROUP_RANK); rank 0 is on node 0
 
     @property
     def is_main(self) -> bool:
@@ -27,7 +28,7 @@ class Ranks:
     @classmethod
     def from_env(cls) -> "Ranks":
         return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-                   int(os.environ.get("WORLD_SIZE", 1)))
+                   int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("GROUP_RANK", 0)))
 
 
 def init_distributed() -> Ranks:

@@ -6,25 +6,39 @@ is unreachable they stay buffered. What is not yet confirmed sent (`pending()`) 
 and queued again on resume (`requeue`), and steps the run already has are skipped: every step is logged
 exactly once even when the process is killed before a flush. Wrong credentials are the one failure that
 stops training, at start, with a message that says so.
+
+System metrics come from MLflow's own monitor, one per node (`system/node0/...`, `system/node1/...`): rank 0's
+Tracker runs its node's, the local rank 0 of every other node a `NodeSystemMetrics` logging into the same run.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Optional
 
-from spottrain_contract.job import MLFLOW_PARENT_RUN_TAG, MLFLOW_RUN_ID_TAG, mlflow_experiment_id
+from spottrain_contract.job import (MLFLOW_PARENT_RUN_TAG, MLFLOW_RUN_ID_TAG, mlflow_experiment_id,
+                                    sqlite_store_absent)
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 2.0
+ROOT_NODE = 0  # rank 0's node: its Tracker logs that node's system metrics
 
 
 class TrackingAuthError(RuntimeError):
     pass
+
+
+def _answer_quickly() -> None:
+    """MLflow's HTTP client retries for minutes by default; training neither waits that long nor needs to (what is
+    unsent stays buffered). Settings the job's environment gives stand."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
 class Tracker:
@@ -34,8 +48,7 @@ class Tracker:
         """`texts` (artifact file → content, e.g. the resolved recipe) are logged with the params, once, when the
         MLflow run is created. `parent_run_id`: the MLflow run this one is a child of (a sweep's, for each of its
         cells), set as MLflow's `mlflow.parentRunId` tag."""
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        _answer_quickly()
         from mlflow.tracking import MlflowClient
 
         self.uri, self.experiment, self.run_name, self.run_id = uri, experiment, run_name, run_id
@@ -132,13 +145,7 @@ class Tracker:
                 for key in run.data.metrics if not key.startswith("system/")}
 
     def _start_system_metrics(self) -> None:
-        try:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-            self._monitor = SystemMetricsMonitor(self.mlflow_run_id, resume_logging=True, tracking_uri=self.uri)
-            self._monitor.start()
-        except Exception as exc:  # system metrics are a nicety, never a reason to stop
-            log.warning("system metrics disabled: %s", exc)
+        self._monitor = start_system_metrics(self.mlflow_run_id, self.uri, ROOT_NODE)
 
     # --- metrics ---------------------------------------------------------------------------------------------
 
@@ -262,6 +269,83 @@ class Tracker:
                 self.client.set_terminated(self.mlflow_run_id, status=status)
             except Exception as exc:
                 log.error("MLflow: could not mark run %s: %s", status, exc)
+
+
+# --- system metrics, one node each ----------------------------------------------------------------------------
+
+_MONITOR_MODULE = "mlflow.system_metrics.system_metrics_monitor"
+
+
+def node_id(node: int) -> str:
+    """What a node's system metrics are named under: `system/node1/gpu_0_utilization_percentage`. Rank 0's node
+    is `node0`, so a run's metrics are named alike whatever its number of nodes."""
+    return f"node{node}"
+
+
+def start_system_metrics(mlflow_run_id: str, uri: str, node: int):
+    """MLflow's monitor of this machine (CPU, RAM, disk, network, every GPU), logging into the MLflow run as
+    `system/<node id>/...` every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's default, 10 s, where
+    the job's environment does not set it), its sample count continued across resumes. None where it cannot start:
+    system metrics are a nicety, never a reason to stop."""
+    try:
+        monitor = importlib.import_module(_MONITOR_MODULE).SystemMetricsMonitor(
+            mlflow_run_id, resume_logging=True, node_id=node_id(node), tracking_uri=uri)
+        monitor.start()
+        return monitor
+    except Exception as exc:
+        log.warning("system metrics of %s disabled: %s", node_id(node), exc)
+        return None
+
+
+class NodeSystemMetrics:
+    """The system metrics of a node other than rank 0's, logged by its local rank 0 into the run's one MLflow run
+    (rank 0 shares its id). The monitor starts off the training thread: asking MLflow where the samples left off
+    may wait on a server this node reaches slowly or not at all, which must cost this node's system metrics, never
+    the run's time."""
+
+    def __init__(self, uri: str, mlflow_run_id: str, node: int):
+        self._lock = threading.Lock()
+        self._monitor = None
+        self._finished = False
+        threading.Thread(target=self._start, args=(uri, mlflow_run_id, node), name="system-metrics-start",
+                         daemon=True).start()
+
+    def _start(self, uri: str, mlflow_run_id: str, node: int) -> None:
+        monitor = start_system_metrics(mlflow_run_id, uri, node)
+        with self._lock:
+            if not self._finished:
+                self._monitor, monitor = monitor, None
+        if monitor is not None:  # the attempt ended while it started
+            monitor.finish()
+
+    def finish(self) -> None:
+        """Stop sampling and send what was sampled (the attempt ends)."""
+        with self._lock:
+            self._finished = True
+            monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.finish()
+
+
+def prepare_node_system_metrics(node: int) -> None:
+    """Called by a node's local rank 0 before the model is built: another node than rank 0's imports MLflow's
+    monitor meanwhile, on a background thread (seconds of imports), so its samples begin as soon as rank 0 shares
+    its MLflow run, not seconds into training."""
+    if node != ROOT_NODE:
+        threading.Thread(target=importlib.import_module, args=(_MONITOR_MODULE,), name="system-metrics-import",
+                         daemon=True).start()
+
+
+def node_system_metrics(uri: str, mlflow_run_id: Optional[str], node: int) -> Optional[NodeSystemMetrics]:
+    """A node's monitor (see NodeSystemMetrics), or None where it has nowhere to log: rank 0 had no MLflow run to
+    share (its server was out of reach when the attempt started), or the store is a SQLite file on rank 0's node."""
+    if node == ROOT_NODE or mlflow_run_id is None:
+        return None
+    if sqlite_store_absent(uri):
+        log.info("system metrics of %s not logged: MLflow's store %s is on rank 0's node", node_id(node), uri)
+        return None
+    _answer_quickly()
+    return NodeSystemMetrics(uri, mlflow_run_id, node)
 
 
 _AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED", "UNAUTHORIZED")

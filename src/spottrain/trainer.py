@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -30,7 +31,7 @@ from spottrain.run_files import RunFiles
 from spottrain.sampler import StepSampler
 from spottrain.startup import StartupClock
 from spottrain.tasks import CheckpointExtras, JudgedAfterTraining, Task, create_task
-from spottrain.tracking import Tracker
+from spottrain.tracking import NodeSystemMetrics, Tracker, node_system_metrics, prepare_node_system_metrics
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, MLFLOW_CELL_TAG, MLFLOW_PARENT_RUN_ENV,
@@ -118,6 +119,8 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
     runtime.seed_everything(cfg.seed)
     # MLflow (a server round trip, or a local database's migrations) is set up while the model is built.
     tracker_setup = ThreadPoolExecutor(1).submit(_tracker, loaded, run_id, ranks) if ranks.is_main else None
+    if ranks.local_rank == 0:
+        prepare_node_system_metrics(ranks.node)
     checkpoints = _checkpointer(cfg, store, run_id, ranks)
     checkpoints.prefetch()  # a resumed attempt's checkpoint downloads while the model and engine are built
     clock.lap("setup")
@@ -137,6 +140,7 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
     checkpoints.extra_tensors = _extra_tensors(cfg, ranks, engine, task)
     position = LoopPosition()
     tracker = tracker_setup.result() if tracker_setup else None
+    node_metrics = _node_system_metrics(loaded, ranks, tracker)
     for key, value in getattr(task, "run_tags", {}).items() if tracker else ():  # e.g. LoRA's parameter count
         tracker.tag(key, value)
     clock.lap("tracking")
@@ -199,6 +203,8 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
             log.warning("preemption notice: checkpointed step %d, waiting for the upload", step)
             checkpoints.wait()
             batches.close()
+            if node_metrics:
+                node_metrics.finish()
             ledger = attempt.end(PREEMPTED, step)
             if tracker:
                 tracker.log(_ledger_metrics(ledger), step)
@@ -207,7 +213,7 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
             return PREEMPTED_EXIT_CODE
     progress.close()
     batches.close()
-    _finish(engine, task, checkpoints, tracker, ranks, position.step, attempt)
+    _finish(engine, task, checkpoints, tracker, node_metrics, ranks, position.step, attempt)
     return 0
 
 
@@ -263,7 +269,7 @@ def _extra_tensors(cfg, ranks, engine, task: Task):
                     for name, module in extras.items()}
 
 
-def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step: int,
+def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, node_metrics, ranks, step: int,
             attempt: AttemptRecorder) -> None:
     """The final checkpoint durable, the export published and verified, the MLflow run ended, and then the
     run marked complete. Idempotent: an attempt resumed from the final checkpoint runs it again whole."""
@@ -276,6 +282,8 @@ def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step:
         if tracker and judged:
             tracker.log(judged, step)
             tracker.log_artifacts([out_dir / name for name in task.mlflow_artifacts])
+    if node_metrics:  # before rank 0 ends the MLflow run
+        node_metrics.finish()
     runtime.barrier()
     if ranks.is_main:
         checkpoints.verify(step)
@@ -294,6 +302,18 @@ def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, ranks, step:
 def _ledger_metrics(ledger) -> dict[str, float]:
     """The ledger's totals as `ledger/*` metrics (`launch compare` shows them beside the training metrics)."""
     return {f"ledger/{name}": float(value) for name, value in ledger.totals().items()} if ledger else {}
+
+
+def _node_system_metrics(loaded: LoadedRecipe, ranks, tracker: Optional[Tracker]) -> Optional[NodeSystemMetrics]:
+    """Every node's system metrics in the run's one MLflow run: rank 0's tracker logs its node's, the local rank 0
+    of each other node its own, into the MLflow run whose id rank 0 shares here (a collective: every rank calls
+    this). None on the ranks that log none."""
+    mlflow_run_id = runtime.decided_by_rank_zero(lambda: tracker.mlflow_run_id)
+    if ranks.local_rank != 0:
+        return None
+    recipe = loaded.recipe
+    return node_system_metrics(mlflow_tracking_uri(recipe.mlflow.tracking_uri, recipe.train.checkpoint.local_dir),
+                               mlflow_run_id, ranks.node)
 
 
 def _tracker(loaded: LoadedRecipe, run_id: str, ranks) -> Tracker:

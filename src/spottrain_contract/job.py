@@ -84,6 +84,13 @@ def mlflow_tracking_uri(configured: Optional[str], local_dir: str) -> str:
     return f"sqlite:///{Path(local_dir).resolve()}/mlflow.db"
 
 
+def sqlite_store_absent(uri: str) -> bool:
+    """A SQLite tracking store whose file is not on this machine: opening it would create an empty database
+    that nobody reads (the hub asking of a run that has logged nothing yet; a node other than rank 0's, whose
+    store lies beside rank 0's checkpoints)."""
+    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()
+
+
 def mlflow_experiment_id(client, experiment: str, uri: str) -> str:
     """The id of the MLflow experiment named `experiment` at `uri`, created if missing (`client`: an
     MlflowClient). Whichever side creates it first (the trainer, or the launcher for a sweep's parent run)

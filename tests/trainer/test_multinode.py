@@ -38,9 +38,12 @@ def test_two_nodes_form_one_job_from_the_rendered_rendezvous_and_match_one_node(
     for workdir in nodes:
         shutil.copytree(PROJECT / "recipes", workdir / "recipes")
     marker = processes.new_marker()
+    # rank 0's MLflow store, named so node 1 reaches it too (as every node reaches a server); samples every 0.5 s
+    tracking = {"MLFLOW_TRACKING_URI": f"sqlite:///{run.local}/mlflow.db",
+                "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5"}
     started = []
     for rank, workdir in enumerate(nodes):
-        env = {**attempt_env(run.run_id, marker), **{k: str(v) for k, v in task["envs"].items()},
+        env = {**attempt_env(run.run_id, marker), **{k: str(v) for k, v in task["envs"].items()}, **tracking,
                "SKYPILOT_NODE_RANK": str(rank), "SKYPILOT_NUM_NODES": str(NODES),
                "SKYPILOT_NODE_IPS": "\n".join(["127.0.0.1"] * NODES), "SKYPILOT_NUM_GPUS_PER_NODE": "1"}
         log = open(tmp_path / f"attempt-node{rank}.log", "w")
@@ -54,3 +57,6 @@ def test_two_nodes_form_one_job_from_the_rendered_rendezvous_and_match_one_node(
     assert codes == [0] * NODES, logs
     assert (tmp_path / "node1" / "local" / run.run_id).is_dir(), "node 1 kept its own local checkpoint copy"
     assert_runs_match(run, reference(2), STEPS)
+    _, logged = run._mlflow_run()
+    cpu = {key for key in logged.data.metrics if key.endswith("/cpu_utilization_percentage")}
+    assert cpu == {"system/node0/cpu_utilization_percentage", "system/node1/cpu_utilization_percentage"}, logs
