@@ -1,6 +1,6 @@
-"""`launch status RUN`'s preemption ledger: each attempt of the run and what preemption cost it, read from the
-run's store (`spottrain_contract.ledger`). Every read also refreshes the summary the run lists show (goodput,
-device-hours), cached in the run's row."""
+"""`launch status RUN`'s preemption ledger, and the hub's: each attempt of the run and what preemption cost it,
+read from the run's store (`spottrain_contract.ledger`), as a table or as data. Every read also refreshes the
+summary the run lists show (goodput, device-hours), cached in the run's row."""
 
 from __future__ import annotations
 
@@ -8,23 +8,23 @@ import time
 from typing import Optional
 
 from launcher.registry import LedgerSummary, Registry, RunRecord
+from launcher.run_store import read_from_store, run_store
 from launcher.tables import render_table
+from launcher.views import AttemptRow, LedgerView
+from spottrain_contract.job import RunState
 from spottrain_contract.ledger import KILLED, PREEMPTED, Ledger, read_ledger
-from spottrain_contract.recipe import from_shipped
-from spottrain_contract.store import open_store
 
 HEADER = ("ATTEMPT", "STARTED", "WALL", "ENDED AS", "RANKS", "DEVICE", "STEPS", "COMPUTED", "RECOMPUTED",
           "START-UP")
 
 
 def run_ledger(registry: Registry, record: RunRecord) -> Ledger:
-    """The run's ledger from its store, its summary kept in the run's row (a run with no attempt yet: left as
-    it was)."""
-    endpoint = None
-    if record.recipe_document:
-        endpoint = from_shipped(record.recipe_document, record.run_id).recipe.train.checkpoint.endpoint_url
-    # one retry, not a job's ten: `launch status` answers in seconds when the store is out of reach from here
-    ledger = read_ledger(open_store(record.store, endpoint, attempts=2), record.run_id)
+    """The run's ledger from its store, its summary kept in the run's row."""
+    return remembered(registry, record, read_ledger(run_store(record), record.run_id))
+
+
+def remembered(registry: Registry, record: RunRecord, ledger: Ledger) -> Ledger:
+    """`ledger`, its summary cached in the run's row first (a run with no attempt yet: the row left as it was)."""
     if ledger.attempts:
         registry.cache_ledger(record.run_id, summary(ledger))
     return ledger
@@ -38,6 +38,27 @@ def summary(ledger: Ledger) -> LedgerSummary:
 def device_unit(ledger: Ledger) -> str:
     """What the ledger's device-hours count: GPUs where any attempt held one, else ranks (a run on CPU)."""
     return "GPU" if any(view.attempt.gpus for view in ledger.attempts) else "rank"
+
+
+def ledger_model(ledger: Ledger) -> LedgerView:
+    """The ledger as data: the hub's Run page draws its table and totals line from this."""
+    rows = [AttemptRow(number=v.attempt.number, started=v.attempt.started, wall_seconds=v.attempt.wall_seconds,
+                       ended_as=v.cause, ranks=v.attempt.world_size, device=v.attempt.device, gpus=v.attempt.gpus,
+                       start_step=v.attempt.start_step, last_step=v.attempt.last_step, computed=v.attempt.computed,
+                       recomputed=v.recomputed, startup_seconds=v.attempt.startup_seconds)
+            for v in ledger.attempts]
+    return LedgerView(attempts=rows, preemptions=int(ledger.totals()["preemptions"]),
+                      goodput=ledger.goodput, useful=ledger.useful, computed=ledger.computed,
+                      recomputed=ledger.recomputed, device_hours=ledger.device_hours,
+                      device_hours_lost=ledger.device_hours_lost, hours=f"{device_unit(ledger)}-hours")
+
+
+def run_ledger_view(registry: Registry, record: RunRecord) -> LedgerView:
+    """The hub's: the run's ledger as data (a draft has none), a store out of reach one line of error."""
+    if record.state is RunState.DRAFT:
+        return ledger_model(Ledger())
+    ledger = read_from_store(record, "ledger", lambda store: read_ledger(store, record.run_id))
+    return ledger_model(remembered(registry, record, ledger))
 
 
 def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Optional[int] = None) -> str:

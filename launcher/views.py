@@ -132,3 +132,51 @@ class HubRunView(RunView):
     profile: Optional[str] = Field(None, description="The recipe profile a draft or hub launch applies.")
     loss: Optional[float] = Field(None, description="The latest train/loss logged to MLflow, if any yet.")
     log: bool = Field(False, description="Whether the run has a log here (runs on this machine).")
+
+
+class AttemptRow(BaseModel):
+    """One attempt of a run, a row of `launch status RUN`'s ledger table."""
+
+    number: int
+    started: float = Field(description="Seconds since the epoch.")
+    wall_seconds: float
+    ended_as: str = Field(description="finished, preempted, failed, running, or killed (it ended without a word "
+                                      "and another attempt followed: the spot VM vanished).")
+    ranks: int
+    device: str = Field(description="The accelerator's name, or `cpu`.")
+    gpus: int
+    start_step: int = Field(description="The step it resumed from (0: a fresh run).")
+    last_step: int = Field(description="The last step it finished, as of its last heartbeat.")
+    computed: int = Field(description="Steps it trained.")
+    recomputed: int = Field(description="Steps of it the next attempt trained again.")
+    startup_seconds: Optional[float] = Field(None, description="From its start to its first step.")
+
+
+class LedgerView(BaseModel):
+    """A run's preemption ledger (`spottrain_contract.ledger`): the attempts and the totals line under them."""
+
+    attempts: list[AttemptRow]
+    preemptions: int = Field(description="Attempts preempted or killed.")
+    goodput: float = Field(description="useful ÷ computed steps.")
+    useful: int = Field(description="The run's progress: the last attempt's last step.")
+    computed: int
+    recomputed: int
+    device_hours: float = Field(description="Wall time × ranks of every attempt.")
+    device_hours_lost: float = Field(description="Restarts' start-ups plus the recomputed steps' time, × ranks.")
+    hours: str = Field(description="What the device-hours count: `GPU-hours` on GPUs, `rank-hours` on CPU.")
+
+
+class CheckpointView(BaseModel):
+    step: int
+    bytes: Optional[int] = Field(None, description="Its files' sizes as its manifest lists them (None: incomplete).")
+    complete: bool = Field(description="Its manifest is written: a resume or `launch eval` may take it.")
+    best: bool = Field(description="BEST.json names it: the best evaluation so far (what a later stage starts from).")
+    final: bool = Field(description="The run's final checkpoint, the one final-hf/ is exported from.")
+
+
+class CheckpointsView(BaseModel):
+    """A run's checkpoints in its store, oldest first, and its final export."""
+
+    checkpoints: list[CheckpointView]
+    export_files: int = Field(0, description="Files under final-hf/ (the final weights); 0 before the export.")
+    completed: bool = Field(False, description="COMPLETE.json is written: export published, metrics sent.")
