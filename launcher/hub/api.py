@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from launcher import runner
-from launcher.hub import external, runs, stream
+from launcher import checkpoints_view, ledger_view, runner
+from launcher.hub import external, runs, stream, usage
 from launcher.registry import Registry
-from launcher.views import HubRunView
+from launcher.views import CheckpointsView, HubRunView, LedgerView
 
 router = APIRouter(prefix="/api")
 
@@ -90,6 +90,12 @@ def stop_run(run_id: str, reg: Registry = Depends(registry)):
     return {"id": run_id, "state": str(state)}
 
 
+@router.post("/runs/{run_id}/resume")
+def resume_run(run_id: str, reg: Registry = Depends(registry)):
+    record = runs.resume(reg, run_id)
+    return {"id": record.run_id, "state": str(record.state)}
+
+
 @router.post("/runs/{run_id}/clone", status_code=201)
 def clone_run(run_id: str, body: Optional[Clone] = None, reg: Registry = Depends(registry),
               project: Path = Depends(project_dir)):
@@ -123,13 +129,29 @@ def external_run_metrics(mlflow_run_id: str, request: Request):
     return request.app.state.external.histories(mlflow_run_id)
 
 
+@router.get("/runs/{run_id}/system")
+def run_system_metrics(run_id: str, reg: Registry = Depends(registry)):
+    return usage.system_histories(runs.get_record(reg, run_id))
+
+
+@router.get("/runs/{run_id}/checkpoints", response_model=CheckpointsView)
+def run_checkpoints(run_id: str, reg: Registry = Depends(registry)):
+    return checkpoints_view.run_checkpoints(runs.get_record(reg, run_id))
+
+
+@router.get("/runs/{run_id}/ledger", response_model=LedgerView)
+def run_ledger(run_id: str, reg: Registry = Depends(registry)):
+    return ledger_view.run_ledger_view(reg, runs.get_record(reg, run_id))
+
+
 @router.get("/compare")
 def compare(run: list[str] = Query(default_factory=list), reg: Registry = Depends(registry),
             project: Path = Depends(project_dir)):
     if len(run) < 2:
         return JSONResponse({"error": "compare: name at least two runs (?run=A&run=B)"}, status_code=400)
     records = [runs.get_record(reg, run_id) for run_id in run]
-    return {"runs": run, "config_diff": runs.config_diff(project, records), "metrics": runs.final_metrics(records)}
+    return {"runs": run, "config_diff": runs.config_diff(project, records), "metrics": runs.final_metrics(records),
+            "usage": usage.compare_usage(records)}
 
 
 @router.get("/runs/{run_id}/events")

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from launcher.hub import auth, runs
+from launcher.hub import auth, runs, usage
 from launcher.hub.form import train_fields
 from launcher.registry import Registry
 from launcher.targets import target_names
@@ -128,8 +128,9 @@ def compare_page(request: Request, run: list[str] = Query(default_factory=list))
         records = [runs.get_record(registry, run_id) for run_id in run]
         diff = runs.config_diff(project, records)
         finals = runs.final_metrics(records)
+        used = usage.compare_usage(records)
     except UserError as exc:
         return _error(request, exc)
     names = [runs.display_name(r) for r in records]
     return _render(request, "compare.html", runs=[{"id": r.run_id, "name": n} for r, n in zip(records, names)],
-                   diff=diff, finals=finals)
+                   diff=diff, finals=finals, usage=used)

@@ -102,7 +102,36 @@ def launch_draft(registry: Registry, project_dir: Path, run_id: str) -> RunRecor
     plan, _ = render_for_display(meta["recipe"], target=meta["target"], project_dir=project_dir,
                                  profile=meta["profile"], overrides=override_list(meta["overrides"]), run_id=run_id,
                                  stages="require")
+    return _submitted(registry, plan, project_dir, meta)
+
+
+def resume(registry: Registry, run_id: str) -> RunRecord:
+    """A stopped or failed run's next attempt, made as `launch recipe RECIPE --run-id RUN` makes it: the settings
+    it was launched with (its shipped recipe, which its recipe file in its project must still give), on its target,
+    in the background; the trainer resumes from the newest complete checkpoint."""
+    from launcher.display import render_for_display
+
+    record = get_record(registry, run_id)
+    if record.state not in (RunState.STOPPED, RunState.FAILED):
+        raise LaunchError(f"run {run_id} is {record.state}: only a stopped or failed run resumes")
+    project_dir = Path(record.project)
+    launched = runner.launched_recipe(project_dir, run_id)
+    if launched is None:
+        raise LaunchError(f"run {run_id}: its launch kept no recipe to resume")
+    plan, _ = render_for_display(launched.name, target=record.target, project_dir=project_dir,
+                                 profile=default_profile(record.target, launched.profile),
+                                 overrides=launched.overrides, run_id=run_id, stages="require", resuming=launched,
+                                 cell=launched.cell.name if launched.cell else None, sweep_id=record.sweep_id)
+    done = runner.completed_here(plan, project_dir)
+    if done is not None:
+        raise LaunchError(f"run {run_id} already finished at step {done}: nothing to resume")
+    return _submitted(registry, plan, project_dir, record.handle.get(HUB))
+
+
+def _submitted(registry: Registry, plan, project_dir: Path, meta: Optional[dict]) -> RunRecord:
     launched = runner.submit(plan, project_dir)
+    if meta is None:
+        return launched
     # the runner wrote a fresh record: the hub's entry (name, overrides as a mapping) goes back into its handle
     return registry.update(launched.run_id, handle={HUB: meta})
 

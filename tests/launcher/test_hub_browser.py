@@ -106,6 +106,9 @@ def test_new_run_stop_clone_and_compare(hub, page):
 
     page.click("#stop")
     page.wait_for_function("document.querySelector('#run-state').textContent === 'stopped'", timeout=240_000)
+    page.wait_for_selector("#checkpoints tbody tr")  # the checkpoint the stop made
+    page.wait_for_function("document.querySelector('#ledger-totals').textContent.startsWith('1 attempts')")
+    assert not page.is_disabled("#resume")
 
     page.click("#clone")
     page.wait_for_url(f"{url}/new?draft=*")
@@ -124,6 +127,7 @@ def test_new_run_stop_clone_and_compare(hub, page):
     page.click("#compare")
     page.wait_for_url(f"{url}/compare?*")
     assert page.locator("#config-diff .diff-key").all_text_contents() == ["train.optim.lr"]
+    assert "goodput" in page.text_content("#usage")
     page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points || 0) > 0")
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
 

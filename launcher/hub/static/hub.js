@@ -235,12 +235,12 @@ const GROUPS = {
   val: (k) => /^(val|eval)\//.test(k) && /loss/.test(k),
 };
 
-function plot(id, title, traces) {
+function plot(id, title, traces, xaxis = {title: {text: "step"}}) {
   const node = document.getElementById(id);
   if (!node || !window.Plotly) return;
   node.hidden = traces.length === 0;  // no empty frames for metrics this task does not log
   Plotly.react(node, traces, {title: {text: title, font: {size: 14}}, margin: {t: 36, r: 8, b: 36, l: 48},
-                              xaxis: {title: {text: "step"}}, legend: {orientation: "h"}},
+                              xaxis, legend: {orientation: "h"}},
                {displayModeBar: false, responsive: true});
   node.dataset.points = String(traces.reduce((n, t) => n + t.x.length, 0));
 }
@@ -254,9 +254,41 @@ function traces(metrics, group, label) {
 
 async function getJSON(url) {
   const response = await fetch(url, {credentials: "same-origin"});
-  if (!response.ok) throw new Error(`HTTP ${response.status}`);
-  return response.json();
+  const data = await response.json().catch(() => ({error: `HTTP ${response.status}`}));
+  if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+  return data;
 }
+
+// System metrics per node (`/api/runs/ID/system`): one trace per node, and per GPU, against time.
+const SYSTEM = {
+  "chart-gpu-util": ["GPU utilisation %", /^gpu_(\d+)_utilization_percentage$/],
+  "chart-gpu-memory": ["GPU memory MB", /^gpu_(\d+)_memory_usage_megabytes$/],
+  "chart-cpu": ["CPU %", /^cpu_utilization_percentage$/],
+  "chart-ram": ["RAM MB", /^system_memory_usage_megabytes$/],
+};
+
+function systemTraces(nodes, pattern) {
+  return Object.entries(nodes).flatMap(([node, metrics]) => Object.keys(metrics).sort().flatMap((key) => {
+    const gpu = pattern.exec(key);
+    if (!gpu) return [];
+    return [{x: metrics[key].map((p) => new Date(p[0] * 1000)), y: metrics[key].map((p) => p[1]),
+             mode: "lines+markers", marker: {size: 3}, name: gpu[1] === undefined ? node : `${node} gpu ${gpu[1]}`}];
+  }));
+}
+
+// One request at a time per panel (a fast run's steps outpace a slow store); a call made meanwhile runs once after.
+function coalesced(work) {
+  let running = false, again = false;
+  return async function run() {
+    if (running) { again = true; return; }
+    running = true;
+    try { do { again = false; await work(); } while (again); } finally { running = false; }
+  };
+}
+
+const fmtBytes = (n) => n == null ? "" : n < 1e3 ? `${n} B` : n < 1e6 ? `${(n / 1e3).toFixed(1)} kB`
+  : n < 1e9 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e9).toFixed(2)} GB`;
+const fmtSeconds = (s) => s == null ? "-" : s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`;
 
 // --- Run -----------------------------------------------------------------------------------------------
 function runPage() {
@@ -271,6 +303,55 @@ function runPage() {
     plot("chart-lr", "learning rate", traces(metrics, "lr"));
     plot("chart-eval", "evaluation", traces(metrics, "eval"));
   }
+  const drawSystem = coalesced(async () => {
+    const nodes = await getJSON(`/api/runs/${id}/system`).catch(() => ({}));
+    for (const [chart, [title, pattern]] of Object.entries(SYSTEM)) {
+      plot(chart, title, systemTraces(nodes, pattern), {type: "date", title: {text: "time"}});
+    }
+    document.getElementById("system-title").hidden = Object.keys(nodes).length === 0;
+  });
+  const drawCheckpoints = coalesced(async () => {
+    const table = document.getElementById("checkpoints"), note = document.getElementById("checkpoints-note");
+    let found;
+    try { found = await getJSON(`/api/runs/${id}/checkpoints`); showError("checkpoints-error", null); }
+    catch (error) { showError("checkpoints-error", error); return; }
+    const body = table.tBodies[0];
+    body.replaceChildren();
+    for (const c of found.checkpoints) {
+      const row = body.insertRow();
+      row.dataset.step = String(c.step);
+      cell(row, c.step); cell(row, fmtBytes(c.bytes)); cell(row, c.complete ? "complete" : "incomplete");
+      cell(row, [c.best ? "best" : "", c.final ? "final" : ""].filter(Boolean).join(", "));
+    }
+    table.hidden = found.checkpoints.length === 0;
+    const exported = found.export_files ? `final weights in final-hf/ (${found.export_files} files)` : "";
+    note.textContent = found.checkpoints.length === 0 ? "No checkpoint yet."
+      : exported + (exported && found.completed ? "; run complete" : "");
+  });
+  const drawLedger = coalesced(async () => {
+    const table = document.getElementById("ledger"), totals = document.getElementById("ledger-totals");
+    let ledger;
+    try { ledger = await getJSON(`/api/runs/${id}/ledger`); showError("ledger-error", null); }
+    catch (error) { showError("ledger-error", error); return; }
+    const body = table.tBodies[0];
+    body.replaceChildren();
+    for (const a of ledger.attempts) {
+      const row = body.insertRow();
+      cell(row, a.number); cell(row, fmtTime(a.started), "time"); cell(row, fmtSeconds(a.wall_seconds));
+      cell(row, a.ended_as); cell(row, a.ranks); cell(row, a.device); cell(row, `${a.start_step}→${a.last_step}`);
+      cell(row, a.computed); cell(row, a.recomputed); cell(row, fmtSeconds(a.startup_seconds));
+    }
+    table.hidden = ledger.attempts.length === 0;
+    const n = ledger.attempts.length;
+    totals.textContent = n === 0 ? "No attempt recorded yet." :
+      `${n} attempts, ${ledger.preemptions} preempted or killed; goodput ${(ledger.goodput * 100).toFixed(1)}% ` +
+      `(${ledger.useful} useful of ${ledger.computed} steps computed, ${ledger.recomputed} recomputed); ` +
+      `${fmtNum(ledger.device_hours)} ${ledger.hours} used, ${fmtNum(ledger.device_hours_lost)} lost`;
+  });
+  function drawAll() {
+    drawCurves().catch(() => {});
+    drawSystem(); drawCheckpoints(); drawLedger();
+  }
   function show(view) {
     run = view;
     const state = document.getElementById("run-state");
@@ -278,9 +359,10 @@ function runPage() {
     document.getElementById("run-step").textContent = view.step;
     document.getElementById("run-failure").textContent = view.failure || "";
     document.getElementById("stop").disabled = ["draft", "finished", "failed", "stopped"].includes(view.state);
+    document.getElementById("resume").disabled = !["failed", "stopped"].includes(view.state);
     if (view.step !== shownStep || ["finished", "failed", "stopped"].includes(view.state)) {
       shownStep = view.step;
-      drawCurves().catch(() => {});
+      drawAll();
     }
   }
   const events = new EventSource(`/api/runs/${id}/events`);
@@ -290,11 +372,16 @@ function runPage() {
     log.append(document.createTextNode(JSON.parse(e.data).lines.join("")));
     if (atEnd) log.scrollTop = log.scrollHeight;
   });
-  events.addEventListener("end", () => { events.close(); drawCurves().catch(() => {}); });
+  events.addEventListener("end", () => { events.close(); drawAll(); });
 
   document.getElementById("stop").addEventListener("click", async (e) => {
     e.target.disabled = true; showError("action-error", null);
     try { await post(`/api/runs/${id}/stop`); } catch (error) { showError("action-error", error); }
+  });
+  document.getElementById("resume").addEventListener("click", async (e) => {
+    e.target.disabled = true; showError("action-error", null);
+    try { await post(`/api/runs/${id}/resume`); location.reload(); }  // a new attempt: a new event stream
+    catch (error) { showError("action-error", error); e.target.disabled = false; }
   });
   document.getElementById("clone").addEventListener("click", async () => {
     showError("action-error", null);
@@ -308,7 +395,7 @@ function runPage() {
     showError("action-error", null);
     try { await post(`/api/runs/${id}/launch`); location.reload(); } catch (error) { showError("action-error", error); }
   });
-  drawCurves().catch(() => {});
+  drawAll();
 }
 
 // --- Compare -------------------------------------------------------------------------------------------
