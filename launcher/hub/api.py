@@ -151,7 +151,7 @@ def compare(run: list[str] = Query(default_factory=list), reg: Registry = Depend
         return JSONResponse({"error": "compare: name at least two runs (?run=A&run=B)"}, status_code=400)
     records = [runs.get_record(reg, run_id) for run_id in run]
     return {"runs": run, "config_diff": runs.config_diff(project, records), "metrics": runs.final_metrics(records),
-            "usage": usage.compare_usage(records)}
+            "usage": usage.compare_usage(reg, records)}
 
 
 @router.get("/runs/{run_id}/events")

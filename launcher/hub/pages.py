@@ -128,7 +128,7 @@ def compare_page(request: Request, run: list[str] = Query(default_factory=list))
         records = [runs.get_record(registry, run_id) for run_id in run]
         diff = runs.config_diff(project, records)
         finals = runs.final_metrics(records)
-        used = usage.compare_usage(records)
+        used = usage.compare_usage(registry, records)
     except UserError as exc:
         return _error(request, exc)
     names = [runs.display_name(r) for r in records]

@@ -185,7 +185,7 @@ def config_diff(project_dir: Path, records: list[RunRecord]) -> dict[str, list[O
             if len({s.get(key) for s in all_settings}) > 1}
 
 
-def _mlflow_client_and_run(record: RunRecord):
+def mlflow_client_and_run(record: RunRecord):
     """The MLflow run of a launched run, or (None, None) while nothing is logged (no store file yet, no run)."""
     uri = record.tracking_uri
     if not uri or record.state is RunState.DRAFT:
@@ -205,7 +205,7 @@ def _mlflow_client_and_run(record: RunRecord):
 
 def metric_histories(record: RunRecord) -> dict[str, list[list[float]]]:
     """Every metric's history `[[step, value], ...]` (system metrics left out), for the curves."""
-    client, run = _mlflow_client_and_run(record)
+    client, run = mlflow_client_and_run(record)
     return {} if run is None else run_histories(client, run)
 
 
@@ -229,7 +229,7 @@ def finite(value: Optional[float]) -> Optional[float]:
 def final_metrics(records: Iterable[RunRecord]) -> dict[str, list[Optional[float]]]:
     finals = []
     for record in records:
-        _, run = _mlflow_client_and_run(record)
+        _, run = mlflow_client_and_run(record)
         finals.append(dict(run.data.metrics) if run is not None else {})
     keys = sorted(k for k in set().union(*finals) if not k.startswith("system/"))
     return {key: [finite(f.get(key)) for f in finals] for key in keys}
@@ -243,7 +243,7 @@ def latest_loss(record: RunRecord, step: str) -> Optional[float]:
     key = (record.run_id, step)
     if key not in _loss_cache:
         try:
-            _, run = _mlflow_client_and_run(record)
+            _, run = mlflow_client_and_run(record)
         except Exception:  # an MLflow store out of reach must not break the list
             run = None
         _loss_cache[key] = finite(run.data.metrics.get("train/loss")) if run is not None else None

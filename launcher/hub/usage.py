@@ -13,9 +13,9 @@ import re
 from typing import Iterable, Optional
 
 from launcher.errors import LaunchError
-from launcher.hub.runs import _mlflow_client_and_run
+from launcher.hub.runs import mlflow_client_and_run
 from launcher.ledger_view import run_ledger_view
-from launcher.registry import RunRecord
+from launcher.registry import Registry, RunRecord
 
 PREFIX = "system/"
 OLD_NODE = "node0"  # where un-prefixed system metrics come from
@@ -42,7 +42,7 @@ def node_and_metric(key: str) -> Optional[tuple[str, str]]:
 def system_histories(record: RunRecord) -> dict[str, dict[str, list[list[float]]]]:
     """{node: {metric: [[time, value], ...]}}, time in seconds since the epoch (MLflow's timestamps: the monitor's
     steps only count its samples, and restart at every attempt's node)."""
-    client, run = _mlflow_client_and_run(record)
+    client, run = mlflow_client_and_run(record)
     if run is None:
         return {}
     nodes: dict[str, dict[str, list[list[float]]]] = {}
@@ -57,12 +57,12 @@ def system_histories(record: RunRecord) -> dict[str, dict[str, list[list[float]]
     return nodes
 
 
-def run_usage(record: RunRecord) -> dict[str, float]:
+def run_usage(registry: Registry, record: RunRecord) -> dict[str, float]:
     """A run's figures for the Compare page: goodput and GPU- or rank-hours (none where its store cannot be read
     from here), and for each shown series its mean over every node's (and GPU's) samples and its peak."""
     figures: dict[str, float] = {}
     try:
-        ledger = run_ledger_view(record)
+        ledger = run_ledger_view(registry, record)
     except LaunchError:
         ledger = None
     if ledger is not None and ledger.attempts:
@@ -81,8 +81,8 @@ def run_usage(record: RunRecord) -> dict[str, float]:
 ROWS = ("goodput", "GPU-hours", "rank-hours", *(f"{s} {stat}" for s in SERIES for stat in ("mean", "peak")))
 
 
-def compare_usage(records: Iterable[RunRecord]) -> dict[str, list[Optional[float]]]:
+def compare_usage(registry: Registry, records: Iterable[RunRecord]) -> dict[str, list[Optional[float]]]:
     """Each figure (in ROWS order) with each run's value, None where a run has none; rows no run has are left
     out."""
-    columns = [run_usage(record) for record in records]
+    columns = [run_usage(registry, record) for record in records]
     return {row: [column.get(row) for column in columns] for row in ROWS if any(row in c for c in columns)}
