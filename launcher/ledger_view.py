@@ -50,7 +50,8 @@ def ledger_model(ledger: Ledger) -> LedgerView:
     return LedgerView(attempts=rows, preemptions=int(ledger.totals()["preemptions"]),
                       goodput=ledger.goodput, useful=ledger.useful, computed=ledger.computed,
                       recomputed=ledger.recomputed, device_hours=ledger.device_hours,
-                      device_hours_lost=ledger.device_hours_lost, hours=f"{device_unit(ledger)}-hours")
+                      device_hours_lost=ledger.device_hours_lost, hours=f"{device_unit(ledger)}-hours",
+                      summary=totals_line(ledger) if ledger.attempts else "")
 
 
 def run_ledger_view(registry: Registry, record: RunRecord) -> LedgerView:
@@ -73,15 +74,20 @@ def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Opti
         rows.append((a.number, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.started)),
                      f"{a.wall_seconds:.0f} s", view.cause, a.world_size, a.device, f"{a.start_step}→{a.last_step}",
                      a.computed, view.recomputed, startup))
-    hours = f"{device_unit(ledger)}-hours"
-    totals = ledger.totals()
-    line = (f"{int(totals['attempts'])} attempts, {int(totals['preemptions'])} preempted or killed; goodput "
-            f"{ledger.goodput:.1%} ({ledger.useful} useful of {ledger.computed} steps computed, {ledger.recomputed} "
-            f"recomputed); {ledger.device_hours:.3g} {hours} used, {ledger.device_hours_lost:.3g} lost")
-    text = render_table(HEADER, rows) + "\n" + line
+    text = render_table(HEADER, rows) + "\n" + totals_line(ledger)
     if platform and recoveries is not None:
         text += "\n" + _platform_line(ledger, platform, recoveries)
     return text
+
+
+def totals_line(ledger: Ledger) -> str:
+    """The ledger in one line, under `launch status RUN`'s table and the Run page's."""
+    totals = ledger.totals()
+    attempts = int(totals["attempts"])
+    return (f"{attempts} attempt{'s' if attempts != 1 else ''}, {int(totals['preemptions'])} preempted or killed; "
+            f"goodput {ledger.goodput:.1%} ({ledger.useful} useful of {ledger.computed} steps computed, "
+            f"{ledger.recomputed} recomputed); {ledger.device_hours:.3g} {device_unit(ledger)}-hours used, "
+            f"{ledger.device_hours_lost:.3g} lost")
 
 
 def _platform_line(ledger: Ledger, platform: str, recoveries: int) -> str:
@@ -90,7 +96,9 @@ def _platform_line(ledger: Ledger, platform: str, recoveries: int) -> str:
     entry, or a recovery still under way, is seen by one side only)."""
     seen = ledger.count(PREEMPTED) + ledger.count(KILLED)
     if recoveries == seen:
-        return (f"{platform} recovered the job {recoveries} times, as the ledger counts: the {ledger.count(KILLED)} "
-                f"attempts killed without notice were preemptions")
+        killed = ledger.count(KILLED)
+        return (f"{platform} recovered the job {recoveries} times, as the ledger counts: the {killed} "
+                f"attempt{'s' if killed != 1 else ''} killed without notice {'were' if killed != 1 else 'was a'} "
+                f"preemption{'s' if killed != 1 else ''}")
     return (f"{platform} recovered the job {recoveries} times; the ledger saw {seen} attempts preempted or killed "
             f"(an attempt that died before its first entry, or a recovery under way, is seen by one side only)")

@@ -164,6 +164,8 @@ class LedgerView(BaseModel):
     device_hours: float = Field(description="Wall time × ranks of every attempt.")
     device_hours_lost: float = Field(description="Restarts' start-ups plus the recomputed steps' time, × ranks.")
     hours: str = Field(description="What the device-hours count: `GPU-hours` on GPUs, `rank-hours` on CPU.")
+    summary: str = Field(description="The totals in one line, as `launch status RUN` prints them (empty: no "
+                                     "attempt yet).")
 
 
 class CheckpointView(BaseModel):

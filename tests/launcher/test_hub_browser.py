@@ -107,7 +107,7 @@ def test_new_run_stop_clone_and_compare(hub, page):
     page.click("#stop")
     page.wait_for_function("document.querySelector('#run-state').textContent === 'stopped'", timeout=240_000)
     page.wait_for_selector("#checkpoints tbody tr")  # the checkpoint the stop made
-    page.wait_for_function("document.querySelector('#ledger-totals').textContent.startsWith('1 attempts')")
+    page.wait_for_function("document.querySelector('#ledger-totals').textContent.startsWith('1 attempt,')")
     assert not page.is_disabled("#resume")
 
     page.click("#clone")

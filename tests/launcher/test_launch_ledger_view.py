@@ -29,8 +29,8 @@ def test_the_totals_follow_the_attempts_and_a_target_without_counts_adds_nothing
 
 def test_skypilot_s_recoveries_confirm_the_kills_as_preemptions_or_name_the_difference():
     agreed = ledger_text(LEDGER, "SkyPilot", 2).splitlines()[-1]
-    assert agreed == ("SkyPilot recovered the job 2 times, as the ledger counts: the 1 attempts killed without "
-                      "notice were preemptions")
+    assert agreed == ("SkyPilot recovered the job 2 times, as the ledger counts: the 1 attempt killed without "
+                      "notice was a preemption")
     differs = ledger_text(LEDGER, "SkyPilot", 3).splitlines()[-1]
     assert differs.startswith("SkyPilot recovered the job 3 times; the ledger saw 2 attempts preempted or killed")
     assert ledger_text(LEDGER, "SkyPilot", None) == ledger_text(LEDGER)  # the platform could not be asked

@@ -342,11 +342,7 @@ function runPage() {
       cell(row, a.computed); cell(row, a.recomputed); cell(row, fmtSeconds(a.startup_seconds));
     }
     table.hidden = ledger.attempts.length === 0;
-    const n = ledger.attempts.length;
-    totals.textContent = n === 0 ? "No attempt recorded yet." :
-      `${n} attempts, ${ledger.preemptions} preempted or killed; goodput ${(ledger.goodput * 100).toFixed(1)}% ` +
-      `(${ledger.useful} useful of ${ledger.computed} steps computed, ${ledger.recomputed} recomputed); ` +
-      `${fmtNum(ledger.device_hours)} ${ledger.hours} used, ${fmtNum(ledger.device_hours_lost)} lost`;
+    totals.textContent = ledger.summary || "No attempt recorded yet.";
   });
   function drawAll() {
     drawCurves().catch(() => {});
