@@ -1,4 +1,5 @@
-"""The hub's JSON API over a project with the real recipes: drafts, clone, compare, launch, stop."""
+"""The hub's JSON API over a project with the real recipes: drafts, clone, compare, launch, stop; on the project's
+SQLite file and on a real PostgreSQL (SPOTTRAIN_DB)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ def project(tmp_path):
 
 
 @pytest.fixture
-def client(project):
+def client(project, db_url, monkeypatch):
+    if db_url.startswith("postgresql"):
+        monkeypatch.setenv("SPOTTRAIN_DB", db_url)  # else the project's own SQLite file, the default
+    with client_for(project) as client:
+        yield client
+
+
+@pytest.fixture
+def sqlite_client(project):
     with client_for(project) as client:
         yield client
 
@@ -79,7 +88,8 @@ def test_stopping_a_draft_is_refused(client):
 
 
 @pytest.mark.slow
-def test_a_launched_draft_trains_to_the_end_and_a_stopped_run_is_stopped(client):
+def test_a_launched_draft_trains_to_the_end_and_a_stopped_run_is_stopped(sqlite_client):
+    client = sqlite_client
     run_id = client.post("/api/runs", json={"recipe": "baseline", "overrides": TINY}).json()["id"]
     launched = client.post(f"/api/runs/{run_id}/launch")
     assert launched.status_code == 200, launched.text
