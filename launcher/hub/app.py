@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from launcher.hub import api, auth, pages
 from launcher.hub.external import ExternalRuns
-from spottrain_contract.errors import UserError
+from spottrain_contract.errors import RecipeError, UserError
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -42,7 +42,10 @@ def create_app(project_dir: Path, token: Optional[str] = None, *, poll_seconds: 
     async def user_error(request: Request, exc: UserError):
         lines = str(exc).splitlines() or [type(exc).__name__]
         status = getattr(exc, "status", 400)  # an error may say its own: runs.NotFound 404, external.Unreachable 503
-        return JSONResponse({"error": lines[0], **({"errors": lines} if len(lines) > 1 else {})}, status_code=status)
+        body = {"error": lines[0], **({"errors": lines} if len(lines) > 1 else {})}
+        if isinstance(exc, RecipeError):  # the form puts each reason beside its field
+            body["fields"] = {error.key: error.reason for error in (exc, *exc.also) if error.key}
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError):

@@ -45,6 +45,8 @@ def test_a_bad_override_is_the_loaders_one_line_error(client):
     assert made.status_code == 400
     assert made.json()["error"].startswith("--override: train.optim.lr: ")
     assert "\n" not in made.json()["error"]
+    reason = made.json()["fields"]["train.optim.lr"]  # what the form puts beside the field
+    assert made.json()["error"].endswith(reason)
     assert client.get("/api/runs").json() == []
 
 

@@ -88,6 +88,13 @@ def test_new_run_stop_clone_and_compare(hub, page):
     page.fill("#name", "hub-e2e")
     page.fill("[id='f-train.max_steps']", "400")
     page.fill("[id='f-train.epochs']", "100")  # the shipped data is 20 steps an epoch: train until stopped
+    lr = page.input_value("[id='f-train.optim.lr']")
+    page.fill("[id='f-train.optim.lr']", "-1")  # the loader's reason shows beside the field
+    page.click("#dry-run")
+    page.wait_for_selector("[id='f-train.optim.lr'].invalid")
+    beside = page.text_content("[id='f-train.optim.lr'] ~ .field-error")
+    assert beside == "expected > 0, got -1.0", beside
+    page.fill("[id='f-train.optim.lr']", lr)
     page.click("#dry-run")
     page.wait_for_selector("#dry-run-output:not([hidden])")
     assert "recipe     baseline" in page.text_content("#dry-run-output")

@@ -11,7 +11,7 @@ async function post(url, body) {
     body: JSON.stringify(body || {}),
   });
   const data = await response.json().catch(() => ({error: `HTTP ${response.status}`}));
-  if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+  if (!response.ok) throw Object.assign(new Error(data.error || `HTTP ${response.status}`), {fields: data.fields || {}});
   return data;
 }
 
@@ -204,26 +204,39 @@ function newRunPage() {
     return {recipe: form.dataset.recipe, target: form.dataset.target, profile: form.dataset.profile || null,
             overrides, name: document.getElementById("name").value || null, launch};
   }
+  // the loader's reasons beside the fields they name (a key not in the table: only in the line under the form)
+  function showFieldErrors(fields) {
+    for (const note of form.querySelectorAll(".field-error")) note.remove();
+    for (const field of form.querySelectorAll(".field")) {
+      const reason = (fields || {})[field.name];
+      field.classList.toggle("invalid", reason != null);
+      if (reason == null) continue;
+      const note = document.createElement("div");
+      note.className = "field-error error"; note.textContent = reason;
+      field.parentNode.append(note);
+    }
+  }
+  function fail(error) { showFieldErrors(error.fields); showError("form-error", error); }
   async function save(launch) {
-    showError("form-error", null);
+    showError("form-error", null); showFieldErrors(null);
     try {
       const draft = form.dataset.draft;
       const made = draft ? await post(`/api/runs/${encodeURIComponent(draft)}/edit`, body(launch))
                          : await post("/api/runs", body(launch));
       location.href = "/runs/" + encodeURIComponent(made.id);
-    } catch (error) { showError("form-error", error); }
+    } catch (error) { fail(error); }
   }
   document.getElementById("save").addEventListener("click", () => save(false));
   document.getElementById("launch").addEventListener("click", () => save(true));
   document.getElementById("dry-run").addEventListener("click", async () => {
-    showError("form-error", null);
+    showError("form-error", null); showFieldErrors(null);
     const out = document.getElementById("dry-run-output");
     try {
       const {launch, name, ...request} = body(false);
       const plan = await post("/api/dry-run", request);
       out.textContent = plan.summary + "\n---\n" + plan.document;
       out.hidden = false;
-    } catch (error) { out.hidden = true; showError("form-error", error); }
+    } catch (error) { out.hidden = true; fail(error); }
   });
 }
 
@@ -255,7 +268,7 @@ function traces(metrics, group, label) {
 async function getJSON(url) {
   const response = await fetch(url, {credentials: "same-origin"});
   const data = await response.json().catch(() => ({error: `HTTP ${response.status}`}));
-  if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+  if (!response.ok) throw Object.assign(new Error(data.error || `HTTP ${response.status}`), {fields: data.fields || {}});
   return data;
 }
 
