@@ -215,10 +215,11 @@ class Registry:
             raise self._unknown(run_id)
         return _record(row)
 
-    def all(self) -> list[RunRecord]:
+    def all(self, *, limit: Optional[int] = None, offset: int = 0) -> list[RunRecord]:
         """Every readable record of this project (every project's with `every_project`), oldest first; a row
         that is not one (a state this version does not know) is skipped and named in `skipped`, as are the
-        files the one-time import of the JSON registry could not read."""
+        files the one-time import of the JSON registry could not read. With `limit`, only the `limit` newest
+        after the `offset` newest (still oldest first): a listing of thousands of runs reads one window of them."""
         from sqlalchemy import select
 
         from launcher.rundb.models import RunRow
@@ -226,9 +227,15 @@ class Registry:
         if self._db(create=False) is None:
             self.skipped = []
             return []
+        query = self._listed(select(RunRow.__table__))
+        if limit is None:
+            query = query.order_by(RunRow.started, RunRow.run_id)
+        else:
+            query = query.order_by(RunRow.started.desc(), RunRow.run_id.desc()).limit(limit).offset(offset)
         with self._read() as connection:
-            rows = connection.execute(self._listed(select(RunRow.__table__)).order_by(RunRow.started, RunRow.run_id)
-                                      ).mappings().all()
+            rows = connection.execute(query).mappings().all()
+        if limit is not None:
+            rows.reverse()
         records, self.skipped = [], list(self._import_skipped)
         for row in rows:
             try:
@@ -236,6 +243,17 @@ class Registry:
             except (ValueError, TypeError, KeyError) as exc:
                 self.skipped.append(f"run {row['run_id']}: not a run record ({type(exc).__name__}): skipped")
         return records
+
+    def count(self) -> int:
+        """How many runs `all()` would list (unreadable rows included)."""
+        from sqlalchemy import func, select
+
+        from launcher.rundb.models import RunRow
+
+        if self._db(create=False) is None:
+            return 0
+        with self._read() as connection:
+            return connection.execute(self._listed(select(func.count()).select_from(RunRow))).scalar_one()
 
     def cells_of(self, sweep_id: str) -> list[RunRecord]:
         """The launched cells of a sweep, oldest first (empty: no such sweep)."""
@@ -247,7 +265,7 @@ class Registry:
         return path
 
     def _unknown(self, run_id: str) -> LaunchError:
-        known = [r.run_id for r in self.all()[-5:]]
+        known = [r.run_id for r in self.all(limit=5)]
         return LaunchError(f"no run '{run_id}' launched from this project"
                            + (f" (recent: {', '.join(known)})" if known else ""))
 

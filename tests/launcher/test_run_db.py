@@ -61,6 +61,18 @@ def test_all_is_oldest_first_and_cells_of_finds_a_sweeps_cells(db_url, project):
     assert registry.cells_of("none") == [] and registry.skipped == []
 
 
+def test_a_window_of_all_is_its_newest_runs_oldest_first_and_count_counts_them(db_url, tmp_path):
+    mine, theirs = Registry(tmp_path / "mine", url=db_url), Registry(tmp_path / "theirs", url=db_url)
+    for i in range(5):
+        mine.save(a_record(f"m{i}", 10.0 + i))
+    theirs.save(a_record("t", 100.0))
+    assert [r.run_id for r in mine.all(limit=2)] == ["m3", "m4"] and mine.count() == 5
+    assert [r.run_id for r in mine.all(limit=2, offset=3)] == ["m0", "m1"]
+    assert [r.run_id for r in Registry(tmp_path / "hub", url=db_url, every_project=True).all(limit=2)] == ["m4", "t"]
+    assert Registry(tmp_path / "hub", url=db_url, every_project=True).count() == 6
+    assert Registry(tmp_path, url=f"sqlite:///{tmp_path / 'none.db'}").count() == 0  # no database: none made
+
+
 def test_listings_are_the_projects_and_every_projects_for_the_hub(db_url, tmp_path):
     mine, theirs = Registry(tmp_path / "mine", url=db_url), Registry(tmp_path / "theirs", url=db_url)
     mine.save(a_record("m1", 1.0))
