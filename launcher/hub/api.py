@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from launcher import checkpoints_view, ledger_view, runner
@@ -47,8 +47,12 @@ class DryRun(BaseModel):
 
 
 @router.get("/runs", response_model=list[HubRunView])
-def list_runs(reg: Registry = Depends(registry)):
-    return [runs.hub_view(reg, record) for record in reg.all()]
+def list_runs(response: Response, reg: Registry = Depends(registry),
+              limit: int = Query(runs.PAGE_SIZE, ge=1, description="How many runs: the newest."),
+              offset: int = Query(0, ge=0, description="Skip this many newest runs first (the next page).")):
+    """The newest `limit` runs (after the `offset` newest), oldest first; `X-Total-Count` says how many there are."""
+    response.headers["X-Total-Count"] = str(reg.count())
+    return runs.listed_views(reg, limit, offset)
 
 
 @router.get("/runs/{run_id}", response_model=HubRunView)

@@ -26,6 +26,7 @@ from spottrain_contract.job import MLFLOW_RUN_ID_TAG, RunState, sqlite_store_abs
 from spottrain_contract.recipe import from_shipped, load_recipe, settings_of
 
 HUB = "hub"  # the handle entry holding what the hub knows of a run
+PAGE_SIZE = 200  # the runs a listing shows unless asked for more: the newest
 
 
 class NotFound(LaunchError):
@@ -235,27 +236,39 @@ def final_metrics(records: Iterable[RunRecord]) -> dict[str, list[Optional[float
     return {key: [finite(f.get(key)) for f in finals] for key in keys}
 
 
-_loss_cache: dict[tuple[str, str], Optional[float]] = {}
+_losses: dict[str, tuple[str, Optional[float]]] = {}  # run id → (step, its loss): the latest step asked only
 
 
 def latest_loss(record: RunRecord, step: str) -> Optional[float]:
-    """`train/loss` as last logged; asked of MLflow once per step the run reports."""
-    key = (record.run_id, step)
-    if key not in _loss_cache:
+    """`train/loss` as last logged; asked of MLflow once per step the run reports (never where its store is not
+    there: see `_mlflow_client_and_run`)."""
+    cached = _losses.get(record.run_id)
+    if cached is None or cached[0] != step:
         try:
             _, run = mlflow_client_and_run(record)
         except Exception:  # an MLflow store out of reach must not break the list
             run = None
-        _loss_cache[key] = finite(run.data.metrics.get("train/loss")) if run is not None else None
-    return _loss_cache[key]
+        cached = _losses[record.run_id] = (step, finite(run.data.metrics.get("train/loss")) if run is not None
+                                           else None)
+    return cached[1]
+
+
+def _settled(record: RunRecord) -> bool:
+    """Nothing about the run can change but its record: a draft, or a run whose attempt is over."""
+    return record.state is RunState.DRAFT or record.state.is_terminal
 
 
 def hub_view(registry: Registry, record: RunRecord, *, with_loss: bool = True) -> HubRunView:
-    """The run as `launch status --json` shows it, plus what the hub adds (display name, profile, loss)."""
-    try:
-        view = runner.run_view(registry, record)
-    except UserError:
-        view = runner.run_view(registry, record, reachable=False)
+    """The run as `launch status --json` shows it, plus what the hub adds (display name, profile, loss). A settled
+    run (a draft, a run whose attempt is over) is never asked of its target: its record says it all, and asking
+    costs a platform round trip per run (and fails while the platform is out of reach)."""
+    if _settled(record):
+        view = runner.run_view(registry, record, reachable=False).model_copy(update={"state": record.state})
+    else:
+        try:
+            view = runner.run_view(registry, record)
+        except UserError:
+            view = runner.run_view(registry, record, reachable=False)
     meta = record.handle.get(HUB) or {}
     overrides = override_list(meta["overrides"]) if record.state is RunState.DRAFT and meta else view.overrides
     step = view.step
@@ -268,16 +281,23 @@ def hub_view(registry: Registry, record: RunRecord, *, with_loss: bool = True) -
         except (OSError, ValueError, KeyError):
             pass
     ledgers.refresh_soon(registry, record, view.state, step)
-    return HubRunView(**{**view.model_dump(), "name": display_name(record), "overrides": overrides, "step": step},
+    # the name `display_name` gives, without parsing the shipped recipe again (`run_view` named it from there)
+    return HubRunView(**{**view.model_dump(), "name": meta.get("name") or view.name, "overrides": overrides,
+                         "step": step},
                       profile=meta.get("profile"),
                       loss=latest_loss(record, step) if with_loss and record.state is not RunState.DRAFT else None,
                       log=record.log is not None)
 
 
-def listing(registry: Registry) -> tuple[list[dict], dict[str, dict]]:
-    """The Runs page's data, as JSON: every run of every project as the API shows it, oldest first, and each
-    sweep's summary by its id (`launch status`'s sweep row: state, cells finished, restarts)."""
-    views = [hub_view(registry, record) for record in registry.all()]
+def listed_views(registry: Registry, limit: int = PAGE_SIZE, offset: int = 0) -> list[HubRunView]:
+    """`/api/runs`'s rows: the `limit` newest runs after the `offset` newest, oldest first."""
+    return [hub_view(registry, record) for record in registry.all(limit=limit, offset=offset)]
+
+
+def listing(registry: Registry, limit: int = PAGE_SIZE, offset: int = 0) -> tuple[list[dict], dict[str, dict]]:
+    """The Runs page's data, as JSON: the window of `listed_views`, and each sweep's summary by its id
+    (`launch status`'s sweep row: state, cells finished, restarts) over the cells in the window."""
+    views = listed_views(registry, limit, offset)
     sweeps = sweep_status.sweep_views(views)
     return ([view.model_dump(mode="json") for view in views],
             {sweep_id: sweep.model_dump(mode="json") for sweep_id, sweep in sweeps.items()})

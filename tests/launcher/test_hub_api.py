@@ -89,6 +89,42 @@ def test_stopping_a_draft_is_refused(client):
     assert "draft" in refused.json()["error"]
 
 
+def finished_runs(project, count: int) -> list[str]:
+    """`count` finished SkyPilot runs in the project's run database, oldest first."""
+    from launcher.registry import Registry, RunRecord
+    from spottrain_contract.job import RunState
+
+    registry, ids = Registry(project), [f"run-{i}" for i in range(count)]
+    for i, run_id in enumerate(ids):
+        registry.save(RunRecord(run_id=run_id, recipe="baseline", target="skypilot", state=RunState.FINISHED,
+                                started=1000.0 + i, store="s3://b/runs", local_dir="/workspace/local",
+                                tracking_uri="", handle={"job_id": i}, project=str(project)))
+    return ids
+
+
+def test_the_run_list_is_the_newest_page_oldest_first_and_says_the_total(client, project):
+    ids = finished_runs(project, 5)
+    everything = client.get("/api/runs")
+    assert [r["id"] for r in everything.json()] == ids and everything.headers["X-Total-Count"] == "5"
+    assert [r["id"] for r in client.get("/api/runs", params={"limit": 2}).json()] == ids[3:]
+    assert [r["id"] for r in client.get("/api/runs", params={"limit": 2, "offset": 2}).json()] == ids[1:3]
+    assert client.get("/api/runs", params={"offset": 5}).json() == []
+    assert client.get("/api/runs", params={"limit": 0}).status_code == 422
+
+
+def test_a_finished_run_is_listed_without_asking_its_platform(client, project, monkeypatch):
+    from launcher.targets import skypilot
+
+    def asked(record):
+        raise AssertionError("a finished run's platform was asked for its state")
+
+    monkeypatch.setattr(skypilot, "status", asked)
+    run_id = finished_runs(project, 1)[0]
+    assert [(r["id"], r["state"]) for r in client.get("/api/runs").json()] == [(run_id, "finished")]
+    assert client.get(f"/api/runs/{run_id}").json()["state"] == "finished"
+    assert client.get("/").status_code == 200
+
+
 @pytest.mark.slow
 def test_a_launched_draft_trains_to_the_end_and_a_stopped_run_is_stopped(sqlite_client):
     client = sqlite_client
