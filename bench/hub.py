@@ -1,8 +1,9 @@
 """The hub over a big run database: the Runs page and `/api/runs` with 10,000 runs (first byte, whole response,
 ratio to a bare SQL query of the same rows), and the delay from a metric logged to its point on a run's page.
 
-    .venv/bin/python bench/hub.py [--runs 10000] [--repeat 5] [--steps 12] [--db URL] [--baseline-src DIR]
-                                  [--targets local,skypilot,vessl] [--json bench/results/hub.json]
+    .venv/bin/python bench/hub.py [--runs 10000] [--repeat 5] [--metric-runs 5] [--steps 8] [--step-seconds 1]
+                                  [--db URL] [--baseline-src DIR] [--targets local,skypilot,vessl]
+                                  [--json bench/results/hub.json]
 
 The database is a fresh SQLite file in a scratch project (or `--db postgresql://…`, which must hold no runs), filled
 by a bulk insert of the rows `Registry.save` writes (`rundb.store.row_values` of each record; one insert per 500
@@ -20,13 +21,14 @@ closed port and HOME at a scratch directory, so no platform is ever reached: the
             `--repeat`; first byte is when the status line and headers have arrived. Beside them the bare SQL
             SELECT (through SQLAlchemy, in this process) of the same number of newest rows, and the ratio. Then the
             list's event stream (/api/events): until its first `runs` event.
-  metric    a local run whose simulated trainer writes its progress file every `--step-seconds` and commits its
-            queued `train/loss` points to the MLflow store every `--flush-seconds` (the trainer's own order: a
-            step's progress is written before its metrics are sent; `spottrain.tracking` flushes every 2 s). A
-            client does what the run page does (static/hub.js runPage): it follows /api/runs/{id}/events and
-            fetches /api/runs/{id}/metrics whenever a `run` event's step changes, and once more at `end`. The delay
-            of a point is from its commit to the store (and, second, from the step's progress write, the
-            trainer's log call) to the first metrics response holding it.
+  metric    `--metric-runs` local runs, one after another, each with a simulated trainer that writes its
+            progress file every `--step-seconds` (±50%) and commits its queued `train/loss` points to the MLflow
+            store every `--flush-seconds` (the trainer's own order: a step's progress is written before its
+            metrics are sent; `spottrain.tracking` flushes every 2 s). A client does what the run page does
+            (static/hub.js runPage): it follows /api/runs/{id}/events and fetches /api/runs/{id}/metrics whenever a
+            `run` event's step changes, and once more at `end`. The delay of a point is from its commit to the
+            store (and, second, from its step's progress write: the trainer's log call) to the first metrics
+            response holding it.
 """
 
 from __future__ import annotations
@@ -249,7 +251,7 @@ def bare_sql(url: str, rows: int, repeat: int = 21) -> float:
 
 
 def listing(address, url: str, repeat: int) -> dict:
-    figures = {}
+    figures, sql = {}, {}
     for path in ("/", "/api/runs"):
         cold = get(address, path)
         if cold["status"] != 200:
@@ -259,13 +261,14 @@ def listing(address, url: str, repeat: int) -> dict:
             continue
         warm = [get(address, path) for _ in range(repeat)]
         rows = rows_listed(path, cold["body"])
-        sql = bare_sql(url, rows)
+        if rows not in sql:  # the same rows for both requests: one measurement
+            sql[rows] = bare_sql(url, rows)
         figures[path] = {"status": 200, "rows": rows, "bytes": cold["bytes"], "cold_first_byte_s": cold["first_byte_s"],
                          "cold_total_s": cold["total_s"], "first_byte_s": median([w["first_byte_s"] for w in warm]),
-                         "total_s": median([w["total_s"] for w in warm]), "bare_sql_s": sql}
-        figures[path]["ratio"] = figures[path]["first_byte_s"] / sql
+                         "total_s": median([w["total_s"] for w in warm]), "bare_sql_s": sql[rows]}
+        figures[path]["ratio"] = figures[path]["first_byte_s"] / sql[rows]
         print(f"  GET {path}: {rows} rows, cold {cold['total_s']:.3f} s, warm first byte "
-              f"{figures[path]['first_byte_s']:.4f} s, SQL {sql:.4f} s", flush=True)
+              f"{figures[path]['first_byte_s']:.4f} s, SQL {sql[rows]:.4f} s", flush=True)
     return figures
 
 
@@ -279,7 +282,7 @@ def first_list_event(address) -> Optional[float]:
 
 
 class SimulatedTrainer(threading.Thread):
-    """A local run's trainer as the hub sees it: the progress file every `step_seconds`, the metrics logged
+    """A local run's trainer as the hub sees it: the progress file every `step_seconds` (±50%), the metrics logged
     meanwhile committed to the MLflow store every `flush_seconds` (from a random phase)."""
 
     def __init__(self, record, steps: int, step_seconds: float, flush_seconds: float):
@@ -310,7 +313,7 @@ class SimulatedTrainer(threading.Thread):
                 progress.write_text(json.dumps({"step": step, "total": self.steps, "attempt_start": 0}))
                 self.logged[step] = time.monotonic()
                 queued.append(step)
-                next_step += self.step_seconds
+                next_step += self.step_seconds * random.uniform(0.5, 1.5)  # steps vary: flushes land anywhere in one
             else:
                 stamp = int(time.time() * 1000)
                 client.log_batch(mlflow_run, metrics=[Metric("train/loss", 3.0 / s, stamp, s) for s in queued])
@@ -319,8 +322,10 @@ class SimulatedTrainer(threading.Thread):
                 next_flush += self.flush_seconds
 
 
-def metric_delay(address, project: Path, url: str, steps: int, step_seconds: float, flush_seconds: float) -> dict:
-    """Follow a live run as its page does while a simulated trainer logs `steps` loss points; the delays."""
+def metric_delay(address, project: Path, url: str, steps: int, step_seconds: float,
+                 flush_seconds: float) -> tuple[list[float], list[float]]:
+    """Follow a live run as its page does while a simulated trainer logs `steps` loss points; each point's delay
+    from its commit and from its step's progress write."""
     from launcher.registry import Registry, RunRecord
     from spottrain_contract.job import RunState
 
@@ -363,9 +368,19 @@ def metric_delay(address, project: Path, url: str, steps: int, step_seconds: flo
     missing = sorted(set(trainer.committed) - set(seen))
     if missing:
         raise RuntimeError(f"points never shown on the page: steps {missing}")
-    from_commit = [seen[s] - trainer.committed[s] for s in sorted(trainer.committed)]
-    from_log = [seen[s] - trainer.logged[s] for s in sorted(trainer.committed)]
-    return {"points": len(from_commit), "step_seconds": step_seconds, "flush_seconds": flush_seconds,
+    return ([seen[s] - trainer.committed[s] for s in sorted(trainer.committed)],
+            [seen[s] - trainer.logged[s] for s in sorted(trainer.committed)])
+
+
+def metric_delays(address, project: Path, url: str, args) -> dict:
+    """`--metric-runs` runs of `--steps` points each: within one run the hub's poll and the trainer's flushes keep
+    nearly the same phase, so the runs (each starting at a random phase) are what samples the delay."""
+    from_commit, from_log = [], []
+    for _ in range(args.metric_runs):
+        commit, log = metric_delay(address, project, url, args.steps, args.step_seconds, args.flush_seconds)
+        from_commit += commit
+        from_log += log
+    return {"points": len(from_commit), "step_seconds": args.step_seconds, "flush_seconds": args.flush_seconds,
             "from_commit_s": from_commit, "from_log_s": from_log,
             "from_commit_median_s": median(from_commit), "from_commit_max_s": max(from_commit),
             "from_log_median_s": median(from_log), "from_log_max_s": max(from_log)}
@@ -375,7 +390,7 @@ def measure(name: str, src: Path, project: Path, url: str, home: Path, args) -> 
     print(f"{name}: the hub of {src}", flush=True)
     with hub_server(src, project, url, home) as address:
         figures = {"src": str(src), "listing": listing(address, url, args.repeat)}
-        figures["metric"] = metric_delay(address, project, url, args.steps, args.step_seconds, args.flush_seconds)
+        figures["metric"] = metric_delays(address, project, url, args)
         print(f"  metric → page: median {figures['metric']['from_commit_median_s']:.2f} s, max "
               f"{figures['metric']['from_commit_max_s']:.2f} s", flush=True)
         figures["list_event_s"] = first_list_event(address)
@@ -415,7 +430,8 @@ def main() -> None:
     parser.add_argument("--db", default=None, help="an empty database URL (default: a fresh SQLite file)")
     parser.add_argument("--targets", default="local,skypilot,vessl", help="comma-separated targets of the runs")
     parser.add_argument("--mlflow-runs", type=int, default=500, help="newest local runs with an MLflow run")
-    parser.add_argument("--steps", type=int, default=12, help="loss points the simulated trainer logs")
+    parser.add_argument("--metric-runs", type=int, default=5, help="simulated live runs followed, one after another")
+    parser.add_argument("--steps", type=int, default=8, help="loss points each simulated trainer logs")
     parser.add_argument("--step-seconds", type=float, default=1.0)
     parser.add_argument("--flush-seconds", type=float, default=2.0, help="spottrain.tracking's FLUSH_SECONDS")
     parser.add_argument("--baseline-src", type=Path, help="another checkout whose hub to measure first, alike")
