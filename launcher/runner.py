@@ -132,12 +132,17 @@ def server_uri(recipe: Recipe) -> Optional[str]:
 def refresh(registry: Registry, record: RunRecord) -> RunStatus:
     """The run's state from its target, kept in the registry when it changed. A draft has no target yet; an
     attempt a live launch is still handing to its target is launching: the target cannot know it yet (and must not
-    be taken to say it died)."""
+    be taken to say it died); a platform's run that ended is not asked again."""
     if record.state is RunState.DRAFT:
         return RunStatus(state=RunState.DRAFT)
     if record.state is RunState.LAUNCHING and registry.launching(record.run_id):
         return RunStatus(state=RunState.LAUNCHING)
-    now = get_target(record.target).status(record)
+    target = get_target(record.target)
+    if record.state.is_terminal and not target.RUNS_HERE:
+        # over on its platform: asking again would cost a round trip per run listed, and fail while it is out of
+        # reach (a run here is still read, from its own files: its last step)
+        return RunStatus(state=record.state)
+    now = target.status(record)
     changes = {}
     if now.state != record.state and now.state is not RunState.UNKNOWN:
         changes["state"] = now.state

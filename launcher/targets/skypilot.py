@@ -156,7 +156,11 @@ def launch(plan: LaunchPlan, document: str, secrets, record) -> dict:
 
 def status(record) -> RunStatus:
     sky = _sky()
-    jobs = sky.get(sky.jobs.queue(refresh=False, job_ids=[record.handle["job_id"]]))
+    try:
+        jobs = sky.get(sky.jobs.queue(refresh=False, job_ids=[record.handle["job_id"]]))
+    except (sky.exceptions.ApiServerConnectionError, sky.exceptions.ApiServerAuthenticationError) as exc:
+        # one line, so a list of runs shows this one as unknown instead of failing
+        raise LaunchError(f"SkyPilot: {str(exc).splitlines()[0]}") from None
     if not jobs:
         return RunStatus(state=record.state)
     job = jobs[0]

@@ -3,6 +3,7 @@ sky.jobs.launch is checked field by field, and what the lifecycle verbs send bac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,32 @@ def test_a_launch_refuses_masked_secrets(boundary, tmp_path):
     with pytest.raises(TypeError):
         skypilot.launch(plan, "document", MaskedSecrets(plan.recipe.secrets), None)
     assert boundary.launched == []
+
+
+def test_status_with_skypilot_out_of_reach_shows_a_live_run_unknown_and_never_asks_about_an_ended_one(
+        tmp_path, monkeypatch, private_home):
+    """SkyPilot's own client against a port nothing listens on: a live run is `unknown` with one warning line, a
+    finished one is listed from its record (asking a platform about ended runs costs a round trip each)."""
+    import socket
+    import time
+
+    from click.testing import CliRunner
+
+    from launcher.cli import cli
+    from launcher.registry import RunRecord
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("SKYPILOT_API_SERVER_ENDPOINT", f"http://127.0.0.1:{closed}")
+    registry = Registry(tmp_path)
+    for run_id, state, job in (("sky-live", RunState.RUNNING, 7), ("sky-done", RunState.FINISHED, 6)):
+        registry.save(RunRecord(run_id=run_id, recipe="baseline", target="skypilot", state=state, started=time.time(),
+                                store="s3://bucket/ckpt", local_dir="/ckpt", tracking_uri="", project=str(tmp_path),
+                                handle={"job_id": job}))
+    done = CliRunner(mix_stderr=False).invoke(cli, ["status", "--json"], env={"LAUNCH_PROJECT_DIR": str(tmp_path)})
+    assert done.exit_code == 0, done.output
+    states = {view["id"]: view["state"] for view in json.loads(done.stdout)}
+    assert states == {"sky-live": "unknown", "sky-done": "finished"}
+    warnings = done.stderr.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: sky-live: SkyPilot: "), warnings
