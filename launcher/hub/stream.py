@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from launcher.console import for_console
 from launcher.registry import Registry, RunRecord
@@ -70,7 +70,35 @@ class LogTail:
         return lines
 
 
+class LatestMetrics:
+    """The latest value of each metric of the run's MLflow run (system metrics aside), read each poll: the page
+    refetches its curves when they change. The step alone would make a point wait for the next step, since the
+    trainer reports a step before that step's metrics reach MLflow (they are batched)."""
+
+    def __init__(self):
+        self.client, self.mlflow_run_id = None, None
+
+    def read(self, record: RunRecord) -> Optional[tuple]:
+        """None while the run has no MLflow run or its store is out of reach."""
+        from launcher.hub.runs import mlflow_client_and_run
+
+        try:
+            if self.mlflow_run_id is None:
+                self.client, run = mlflow_client_and_run(record)
+                if run is None:
+                    return None
+                self.mlflow_run_id = run.info.run_id
+            else:
+                run = self.client.get_run(self.mlflow_run_id)
+        except Exception:  # MLflow out of reach: the step and state still stream
+            return None
+        return tuple(sorted((key, repr(value)) for key, value in run.data.metrics.items()
+                            if not key.startswith("system/")))
+
+
 def run_events(registry: Registry, run_id: str, poll_seconds: float = 1.0) -> Iterator[str]:
+    """`run` (the run's view) when it changes, `metrics` when new metric values were logged, `log` with new log
+    lines, `end` once the run is over."""
     from launcher.hub.runs import hub_view
 
     yield f"retry: {int(poll_seconds * 2000)}\n\n"
@@ -78,12 +106,18 @@ def run_events(registry: Registry, run_id: str, poll_seconds: float = 1.0) -> It
     tail = LogTail(record.log) if record.log else None
     secrets = secret_values(record)
     last, quiet_since = None, time.monotonic()
+    latest, shown_metrics, first_poll = LatestMetrics(), None, True
     while True:
         record = registry.get(run_id)
         view = hub_view(registry, record).model_dump(mode="json")
+        metrics = latest.read(record) if record.state is not RunState.DRAFT else None
+        new_metrics = metrics is not None and metrics != shown_metrics and not first_poll  # the page drew those
+        shown_metrics, first_poll = metrics if metrics is not None else shown_metrics, False
         if view != last:
             yield _event("run", view)
             last, quiet_since = view, time.monotonic()
+        if new_metrics:
+            yield _event("metrics", {})
         if tail is None and record.log:  # a draft that was launched meanwhile
             tail, secrets = LogTail(record.log), secret_values(record)
         over = RunState(view["state"]).is_terminal

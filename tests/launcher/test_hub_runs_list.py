@@ -141,3 +141,28 @@ def test_a_diverged_runs_nan_loss_is_no_value_in_the_list_and_in_the_run_pages_d
     html = client.get("/runs/diverged-1").text
     data = json.loads(re.search(r'id="run-data">(.*?)</script>', html).group(1))  # JSON.parse would refuse a NaN
     assert data["loss"] is None and "NaN" not in html
+
+
+def test_the_run_stream_says_when_new_metrics_are_logged_without_waiting_for_the_next_step(project):
+    """The page redraws its curves on `metrics`: a step's points reach MLflow after the step was reported."""
+    from mlflow.tracking import MlflowClient
+
+    from spottrain_contract.job import MLFLOW_RUN_ID_TAG
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    mlflow = MlflowClient(tracking_uri=uri)
+    run = mlflow.create_run(mlflow.create_experiment("live"), tags={MLFLOW_RUN_ID_TAG: "live-1"})
+    mlflow.log_metric(run.info.run_id, "train/loss", 2.0, step=1)
+    # live: its supervisor is this process; the step it reports stays 1 throughout
+    save(project, "live-1", RunState.RUNNING, tracking_uri=uri, ended=None, handle={"supervisor_pid": os.getpid()})
+    progress = progress_path(str(project / "out"), "live-1")
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.write_text(json.dumps({"step": 1, "total": 9}))
+    registry = Registry(project)
+    events = stream.run_events(registry, "live-1", poll_seconds=0.01)
+    assert next(events).startswith("retry: ")
+    assert next(events).startswith("event: run")  # the first poll: the view; no metrics, which the page drew
+    mlflow.log_metric(run.info.run_id, "train/loss", 1.5, step=2)
+    assert next(events).startswith("event: metrics")
+    registry.update("live-1", state=RunState.FINISHED, ended=time.time())
+    assert [next(events).split("\n", 1)[0] for _ in range(2)] == ["event: run", "event: end"]

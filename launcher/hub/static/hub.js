@@ -376,6 +376,7 @@ function runPage() {
   }
   const events = new EventSource(`/api/runs/${id}/events`);
   events.addEventListener("run", (e) => show(JSON.parse(e.data)));
+  events.addEventListener("metrics", () => drawCurves().catch(() => {}));  // new points logged to MLflow
   events.addEventListener("log", (e) => {
     const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     log.append(document.createTextNode(JSON.parse(e.data).lines.join("")));
