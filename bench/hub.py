@@ -26,7 +26,7 @@ closed port and HOME at a scratch directory, so no platform is ever reached: the
             store every `--flush-seconds` (the trainer's own order: a step's progress is written before its
             metrics are sent; `spottrain.tracking` flushes every 2 s). A client does what the run page does
             (static/hub.js runPage): it follows /api/runs/{id}/events and fetches /api/runs/{id}/metrics whenever a
-            `run` event's step changes, and once more at `end`. The delay of a point is from its commit to the
+            `run` event's step changes, on each `metrics` event (new values in MLflow), and once more at `end`. The delay of a point is from its commit to the
             store (and, second, from its step's progress write: the trainer's log call) to the first metrics
             response holding it.
 """
@@ -39,6 +39,7 @@ import http.client
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -229,7 +230,10 @@ def events(address: tuple[str, int], path: str, timeout: float = 3600) -> Iterat
 # --- the measurements -----------------------------------------------------------------------------------------
 
 def rows_listed(path: str, body: bytes) -> int:
-    return body.count(b"<tr data-id=") if path == "/" else len(json.loads(body))
+    """The runs a response lists: the page embeds them as JSON for its script to draw, the API is that list."""
+    if path == "/":
+        body = re.search(rb'id="initial-runs">(.*?)</script>', body, re.S).group(1)
+    return len(json.loads(body))
 
 
 def bare_sql(url: str, rows: int, repeat: int = 21) -> float:
@@ -361,6 +365,8 @@ def metric_delay(address, project: Path, url: str, steps: int, step_seconds: flo
                 if view["step"] != shown or RunState(view["state"]).is_terminal:
                     shown = view["step"]
                     fetches.submit(draw_curves)
+            elif kind == "metrics":  # new points in MLflow
+                fetches.submit(draw_curves)
             elif kind == "end":
                 fetches.submit(draw_curves)
                 break
