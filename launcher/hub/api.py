@@ -166,6 +166,7 @@ def run_events(run_id: str, request: Request, reg: Registry = Depends(registry))
 
 
 @router.get("/events")
-def all_events(request: Request, reg: Registry = Depends(registry)):
-    return StreamingResponse(stream.list_events(reg, request.app.state.poll_seconds),
+def all_events(request: Request, reg: Registry = Depends(registry),
+               offset: int = Query(0, ge=0, description="The Runs page's window: skip this many newest runs.")):
+    return StreamingResponse(stream.list_events(reg, request.app.state.poll_seconds, offset),
                              media_type="text/event-stream", headers=stream.HEADERS)

@@ -30,7 +30,7 @@ def plotly_js() -> Path:
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
-def create_app(project_dir: Path, token: Optional[str] = None, *, poll_seconds: float = 1.0,
+def create_app(project_dir: Path, token: Optional[str] = None, *, poll_seconds: float = 0.5,
                mlflow_uri: Optional[str] = None) -> FastAPI:
     app = FastAPI(title="spottrain hub", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.project_dir = Path(project_dir).resolve()

@@ -63,10 +63,13 @@ def login(request: Request, token: str = Form(""), next: str = Form("/")):
 
 
 @router.get("/", response_class=HTMLResponse)
-def runs_page(request: Request, state: Optional[str] = None):
-    """The filters (state, target, recipe, who, q) are the page's query: the script applies them to the live list."""
-    views, sweeps = runs.listing(Registry(request.app.state.project_dir, every_project=True))
-    return _render(request, "runs.html", runs=views, sweeps=sweeps, states=STATES, state=state or "")
+def runs_page(request: Request, state: Optional[str] = None, offset: int = Query(0, ge=0)):
+    """The newest `runs.PAGE_SIZE` runs after the `offset` newest (older ones a page further). The filters (state,
+    target, recipe, who, q) are the page's query too: the script applies them to the live window."""
+    registry = Registry(request.app.state.project_dir, every_project=True)
+    views, sweeps = runs.listing(registry, offset=offset)
+    return _render(request, "runs.html", runs=views, sweeps=sweeps, states=STATES, state=state or "",
+                   window=runs.window(registry.count(), offset))
 
 
 @router.get("/new", response_class=HTMLResponse)

@@ -294,6 +294,14 @@ def listed_views(registry: Registry, limit: int = PAGE_SIZE, offset: int = 0) ->
     return [hub_view(registry, record) for record in registry.all(limit=limit, offset=offset)]
 
 
+def window(total: int, offset: int, size: int = PAGE_SIZE) -> dict:
+    """Where a page of the list stands among all runs: its first and last (counted from the newest) and the
+    offsets of the newer and older pages (None at either end)."""
+    return {"total": total, "first": min(offset + 1, total), "last": min(offset + size, total), "offset": offset,
+            "newer": max(0, offset - size) if offset else None,
+            "older": offset + size if offset + size < total else None}
+
+
 def listing(registry: Registry, limit: int = PAGE_SIZE, offset: int = 0) -> tuple[list[dict], dict[str, dict]]:
     """The Runs page's data, as JSON: the window of `listed_views`, and each sweep's summary by its id
     (`launch status`'s sweep row: state, cells finished, restarts) over the cells in the window."""

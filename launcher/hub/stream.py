@@ -134,14 +134,15 @@ def run_events(registry: Registry, run_id: str, poll_seconds: float = 1.0) -> It
         time.sleep(poll_seconds)
 
 
-def list_events(registry: Registry, poll_seconds: float = 2.0) -> Iterator[str]:
-    """The list of runs whenever it changes: a `sweeps` event (each sweep's summary by its id), then `runs`."""
+def list_events(registry: Registry, poll_seconds: float = 2.0, offset: int = 0) -> Iterator[str]:
+    """The Runs page's window of runs (the newest after `offset`) whenever it changes: a `sweeps` event (each
+    sweep's summary by its id), then `runs`."""
     from launcher.hub.runs import listing
 
     yield f"retry: {int(poll_seconds * 1000)}\n\n"
     last, quiet_since = None, time.monotonic()
     while True:
-        views, sweeps = listing(registry)
+        views, sweeps = listing(registry, offset=offset)
         if views != last:
             yield _event("sweeps", sweeps)
             yield _event("runs", views)

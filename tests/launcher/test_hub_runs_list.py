@@ -166,3 +166,20 @@ def test_the_run_stream_says_when_new_metrics_are_logged_without_waiting_for_the
     assert next(events).startswith("event: metrics")
     registry.update("live-1", state=RunState.FINISHED, ended=time.time())
     assert [next(events).split("\n", 1)[0] for _ in range(2)] == ["event: run", "event: end"]
+
+
+def test_past_one_window_the_page_says_which_runs_it_shows_and_links_the_older_ones(client, project):
+    from launcher.hub.runs import PAGE_SIZE
+
+    for n in range(PAGE_SIZE + 3):
+        save(project, f"run-{n:04d}", started=1000.0 + n)
+    first = client.get("/").text
+    assert f"Runs 1–{PAGE_SIZE} of {PAGE_SIZE + 3}, newest first" in first
+    assert f'href="/?offset={PAGE_SIZE}">older' in first and ">newer<" not in first
+    older = client.get(f"/?offset={PAGE_SIZE}").text
+    runs = json.loads(re.search(r'id="initial-runs">(.*?)</script>', older).group(1))
+    assert [run["id"] for run in runs] == ["run-0000", "run-0001", "run-0002"]  # the oldest, oldest first
+    assert 'href="/?offset=0">newer' in older and ">older<" not in older
+    events = stream.list_events(Registry(project, every_project=True), offset=PAGE_SIZE)  # /api/events?offset=
+    data = next(json.loads(event.split("data: ", 1)[1]) for event in events if event.startswith("event: runs"))
+    assert [run["id"] for run in data] == ["run-0000", "run-0001", "run-0002"]  # the page's live list: its window

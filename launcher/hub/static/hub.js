@@ -171,7 +171,8 @@ function runsPage() {
   });
   draw(); update();
   const live = document.getElementById("live");
-  const events = new EventSource("/api/events");
+  const offset = Number(new URLSearchParams(location.search).get("offset")) || 0;  // this page's window
+  const events = new EventSource("/api/events" + (offset ? `?offset=${offset}` : ""));
   events.addEventListener("sweeps", (e) => { sweeps = JSON.parse(e.data); });
   events.addEventListener("runs", (e) => { runs = JSON.parse(e.data); draw(); live.textContent = "live"; });
   events.onerror = () => { live.textContent = "reconnecting…"; };
