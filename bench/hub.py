@@ -24,7 +24,7 @@ closed port and HOME at a scratch directory, so no platform is ever reached: the
   metric    `--metric-runs` local runs, one after another, each with a simulated trainer that writes its
             progress file every `--step-seconds` (±50%) and commits its queued `train/loss` points to the MLflow
             store every `--flush-seconds` (the trainer's own order: a step's progress is written before its
-            metrics are sent; `spottrain.tracking` flushes every 2 s). A client does what the run page does
+            metrics are sent; `spottrain.tracking` flushes every second). A client does what the run page does
             (static/hub.js runPage): it follows /api/runs/{id}/events and fetches /api/runs/{id}/metrics whenever a
             `run` event's step changes, on each `metrics` event (new values in MLflow), and once more at `end`. The delay of a point is from its commit to the
             store (and, second, from its step's progress write: the trainer's log call) to the first metrics
@@ -439,7 +439,7 @@ def main() -> None:
     parser.add_argument("--metric-runs", type=int, default=5, help="simulated live runs followed, one after another")
     parser.add_argument("--steps", type=int, default=8, help="loss points each simulated trainer logs")
     parser.add_argument("--step-seconds", type=float, default=1.0)
-    parser.add_argument("--flush-seconds", type=float, default=2.0, help="spottrain.tracking's FLUSH_SECONDS")
+    parser.add_argument("--flush-seconds", type=float, default=1.0, help="spottrain.tracking's FLUSH_SECONDS")
     parser.add_argument("--baseline-src", type=Path, help="another checkout whose hub to measure first, alike")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=PROJECT / "bench" / "results" / "hub.json",
