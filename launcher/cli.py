@@ -439,7 +439,7 @@ def status(run_id, all_projects, as_json):
     views, unreachable = [], []
     for record in records:
         try:
-            views.append(runner.run_view(registry, record))
+            views.append(runner.run_view(registry, record) if run_id else runner.listed_view(registry, record))
         except UserError as exc:
             if run_id and not cells:
                 raise

@@ -132,17 +132,12 @@ def server_uri(recipe: Recipe) -> Optional[str]:
 def refresh(registry: Registry, record: RunRecord) -> RunStatus:
     """The run's state from its target, kept in the registry when it changed. A draft has no target yet; an
     attempt a live launch is still handing to its target is launching: the target cannot know it yet (and must not
-    be taken to say it died); a platform's run that ended is not asked again."""
+    be taken to say it died)."""
     if record.state is RunState.DRAFT:
         return RunStatus(state=RunState.DRAFT)
     if record.state is RunState.LAUNCHING and registry.launching(record.run_id):
         return RunStatus(state=RunState.LAUNCHING)
-    target = get_target(record.target)
-    if record.state.is_terminal and not target.RUNS_HERE:
-        # over on its platform: asking again would cost a round trip per run listed, and fail while it is out of
-        # reach (a run here is still read, from its own files: its last step)
-        return RunStatus(state=record.state)
-    now = target.status(record)
+    now = get_target(record.target).status(record)
     changes = {}
     if now.state != record.state and now.state is not RunState.UNKNOWN:
         changes["state"] = now.state
@@ -166,6 +161,15 @@ def run_view(registry: Registry, record: RunRecord, *, reachable: bool = True) -
                    failure=record.handle.get("failure"), sweep_id=record.sweep_id, cell=record.cell,
                    task=record.task, launched_by=record.launched_by, project=Path(record.project).name,
                    **ledger_fields(record))
+
+
+def listed_view(registry: Registry, record: RunRecord) -> RunView:
+    """A row of `launch status`'s list: a platform's run that ended is shown as its record says, not asked again
+    (a round trip per run listed, failing while the platform is out of reach). `launch status RUN` and a new
+    launch of the run still ask: a run just stopped may still be checkpointing there."""
+    if record.state.is_terminal and not get_target(record.target).RUNS_HERE:
+        return run_view(registry, record, reachable=False).model_copy(update={"state": record.state})
+    return run_view(registry, record)
 
 
 def ledger_fields(record: RunRecord) -> dict:
