@@ -324,39 +324,38 @@ function runPage() {
     }
     document.getElementById("system-title").hidden = Object.keys(nodes).length === 0;
   });
-  const drawCheckpoints = coalesced(async () => {
-    const table = document.getElementById("checkpoints"), note = document.getElementById("checkpoints-note");
-    let found;
-    try { found = await getJSON(`/api/runs/${id}/checkpoints`); showError("checkpoints-error", null); }
-    catch (error) { showError("checkpoints-error", error); return; }
-    const body = table.tBodies[0];
+  // a panel's data, its error shown in one line under it (null when it could not be read)
+  async function panelData(path, errorId) {
+    try { const data = await getJSON(`/api/runs/${id}/${path}`); showError(errorId, null); return data; }
+    catch (error) { showError(errorId, error); return null; }
+  }
+  function fillRows(tableId, items, fill) {
+    const table = document.getElementById(tableId), body = table.tBodies[0];
     body.replaceChildren();
-    for (const c of found.checkpoints) {
-      const row = body.insertRow();
+    for (const item of items) fill(body.insertRow(), item);
+    table.hidden = items.length === 0;
+  }
+  const drawCheckpoints = coalesced(async () => {
+    const found = await panelData("checkpoints", "checkpoints-error");
+    if (!found) return;
+    fillRows("checkpoints", found.checkpoints, (row, c) => {
       row.dataset.step = String(c.step);
       cell(row, c.step); cell(row, fmtBytes(c.bytes)); cell(row, c.complete ? "complete" : "incomplete");
       cell(row, [c.best ? "best" : "", c.final ? "final" : ""].filter(Boolean).join(", "));
-    }
-    table.hidden = found.checkpoints.length === 0;
+    });
     const exported = found.export_files ? `final weights in final-hf/ (${found.export_files} files)` : "";
-    note.textContent = found.checkpoints.length === 0 ? "No checkpoint yet."
+    document.getElementById("checkpoints-note").textContent = found.checkpoints.length === 0 ? "No checkpoint yet."
       : exported + (exported && found.completed ? "; run complete" : "");
   });
   const drawLedger = coalesced(async () => {
-    const table = document.getElementById("ledger"), totals = document.getElementById("ledger-totals");
-    let ledger;
-    try { ledger = await getJSON(`/api/runs/${id}/ledger`); showError("ledger-error", null); }
-    catch (error) { showError("ledger-error", error); return; }
-    const body = table.tBodies[0];
-    body.replaceChildren();
-    for (const a of ledger.attempts) {
-      const row = body.insertRow();
+    const ledger = await panelData("ledger", "ledger-error");
+    if (!ledger) return;
+    fillRows("ledger", ledger.attempts, (row, a) => {
       cell(row, a.number); cell(row, fmtTime(a.started), "time"); cell(row, fmtSeconds(a.wall_seconds));
       cell(row, a.ended_as); cell(row, a.ranks); cell(row, a.device); cell(row, `${a.start_step}→${a.last_step}`);
       cell(row, a.computed); cell(row, a.recomputed); cell(row, fmtSeconds(a.startup_seconds));
-    }
-    table.hidden = ledger.attempts.length === 0;
-    totals.textContent = ledger.summary || "No attempt recorded yet.";
+    });
+    document.getElementById("ledger-totals").textContent = ledger.summary || "No attempt recorded yet.";
   });
   function drawAll() {
     drawCurves().catch(() => {});
