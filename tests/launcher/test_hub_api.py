@@ -3,6 +3,8 @@ SQLite file and on a real PostgreSQL (SPOTTRAIN_DB)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from hub_helpers import TINY, client_for, hub_project, wait_for_state
@@ -141,3 +143,13 @@ def test_a_launched_draft_trains_to_the_end_and_a_stopped_run_is_stopped(sqlite_
     stopped = client.post(f"/api/runs/{long}/stop")
     assert stopped.json()["state"] == "stopped", stopped.text
     assert client.get(f"/api/runs/{long}").json()["state"] == "stopped"
+
+    stopped_at = int(client.get(f"/api/runs/{long}").json()["step"].split("/")[0])
+    resumed = client.post(f"/api/runs/{long}/resume")  # Resume: the same run id, from its stop's checkpoint
+    assert resumed.json() == {"id": long, "state": "launching"}, resumed.text
+    deadline = time.monotonic() + 240
+    while int(client.get(f"/api/runs/{long}").json()["step"].split("/")[0]) <= stopped_at:
+        assert time.monotonic() < deadline, client.get(f"/api/runs/{long}").json()
+        time.sleep(0.5)
+    assert client.post(f"/api/runs/{long}/stop").json()["state"] == "stopped"
+    assert client.get(f"/api/runs/{long}").json()["restarts"] == 0  # a new attempt by hand, not a restart
