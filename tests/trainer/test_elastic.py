@@ -46,7 +46,8 @@ def assert_close_runs(run: TrainingRun, reference: TrainingRun, steps: int = STE
     return worst
 
 
-@pytest.mark.parametrize("zero_stage", [0, 2, 3])
+# ZeRO 0 and 3 here; ZeRO 2 shrinking and growing is the chaos test's below (ranks 2 → 1 → 2 → 1 → 2)
+@pytest.mark.parametrize("zero_stage", [0, 3])
 def test_a_two_rank_run_killed_mid_way_resumes_on_one_rank(reference, zero_stage, tmp_path):
     ref = reference(zero_stage)
     run = TrainingRun(f"shrink-zero{zero_stage}", tmp_path, resume_overrides(zero_stage))
@@ -60,7 +61,7 @@ def test_a_two_rank_run_killed_mid_way_resumes_on_one_rank(reference, zero_stage
     assert_close_runs(run, ref)
 
 
-@pytest.mark.parametrize("zero_stage", [0, 2, 3])
+@pytest.mark.parametrize("zero_stage", [0, 3])
 def test_a_one_rank_run_resumes_on_two_ranks(reference, zero_stage, tmp_path):
     ref = reference(zero_stage)
     run = TrainingRun(f"grow-zero{zero_stage}", tmp_path, resume_overrides(zero_stage), ranks=1)
