@@ -253,22 +253,13 @@ def latest_loss(record: RunRecord, step: str) -> Optional[float]:
     return cached[1]
 
 
-def _settled(record: RunRecord) -> bool:
-    """Nothing about the run can change but its record: a draft, or a run whose attempt is over."""
-    return record.state is RunState.DRAFT or record.state.is_terminal
-
-
 def hub_view(registry: Registry, record: RunRecord, *, with_loss: bool = True) -> HubRunView:
-    """The run as `launch status --json` shows it, plus what the hub adds (display name, profile, loss). A settled
-    run (a draft, a run whose attempt is over) is never asked of its target: its record says it all, and asking
-    costs a platform round trip per run (and fails while the platform is out of reach)."""
-    if _settled(record):
-        view = runner.run_view(registry, record, reachable=False).model_copy(update={"state": record.state})
-    else:
-        try:
-            view = runner.run_view(registry, record)
-        except UserError:
-            view = runner.run_view(registry, record, reachable=False)
+    """The run as `launch status` lists it (`runner.listed_view`: a platform's ended run is not asked again), plus
+    what the hub adds (display name, profile, loss)."""
+    try:
+        view = runner.listed_view(registry, record)
+    except UserError:
+        view = runner.run_view(registry, record, reachable=False)
     meta = record.handle.get(HUB) or {}
     overrides = override_list(meta["overrides"]) if record.state is RunState.DRAFT and meta else view.overrides
     step = view.step
