@@ -4,18 +4,17 @@ A task is looked up by the recipe's `task` in the contract's table (`spottrain_c
 implementation; the trainer calls it with the validated `train` settings (common keys plus the task's options),
 the process's ranks and the run's files (`RunFiles`: what the task keeps with the run, like a data split). The
 loop calls only what `Task` declares; a task that keeps state between steps (running statistics, say) is also
-`Stateful` and is saved in every checkpoint; one that must keep small modules beside
-each checkpoint (the critic's value head) also implements `CheckpointExtras`; one whose weights can be judged on
-test data or used to predict (the ranker) is also `Evaluable` and `Predicts`; one judged again once training
-ends (the VLM task's generation) is `JudgedAfterTraining`, and its `run_tags` (if any) tag the MLflow run. A task may name the metric its
-learning rate is logged as (`learning_rate_metric`, default `train/learning_rate`). Shared math lives in plain
-modules that tasks import, not in a base class.
+`Stateful` and is saved in every checkpoint; one that must keep small modules beside each checkpoint (the critic's
+value head) also implements `CheckpointExtras`; one whose weights can be judged on test data or used to predict
+(the ranker) is also `Evaluable` and `Predicts`; one judged again once training ends (the VLM task's generation)
+is `JudgedAfterTraining`. Shared math lives in plain modules that tasks import, not in a base class.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Protocol, Sequence, runtime_checkable
+from types import MappingProxyType
+from typing import Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -26,11 +25,23 @@ from spottrain_contract.schema import Recipe
 from spottrain_contract.tasks import TASKS
 
 
+LEARNING_RATE_METRIC = "train/learning_rate"  # what a task logs its learning rate as, unless it names another
+NO_RUN_TAGS: Mapping[str, str] = MappingProxyType({})
+
+
 class Batch(Protocol):
     def to(self, device: torch.device) -> "Batch": ...
 
 
 class Task(Protocol):
+    learning_rate_metric: str
+    """The metric the loop logs the learning rate as: LEARNING_RATE_METRIC, unless the task's dashboards know it by
+    another name (the ranker's)."""
+
+    run_tags: Mapping[str, str]
+    """Tags of the MLflow run, read once the model is built (the LoRA task's parameter counts); NO_RUN_TAGS for most
+    tasks."""
+
     def build_model(self) -> torch.nn.Module:
         """The module DeepSpeed trains (built after the global seed is set: the same weights on every rank)."""
 
@@ -104,7 +115,21 @@ class Predicts(Protocol):
 def create_task(recipe: Recipe, ranks: Ranks, files: Optional[RunFiles]) -> Task:
     """`files` is None only outside a run (a benchmark's bare loop), for tasks that keep none."""
     implementation = load_object(TASKS.get(recipe.task).implementation)
-    return implementation(recipe.train, ranks, files)
+    return _with_declared_defaults(implementation(recipe.train, ranks, files))
 
 
-__all__ = ["Batch", "CheckpointExtras", "Evaluable", "JudgedAfterTraining", "JudgesAdapters", "Predicts", "Task", "create_task"]
+_DECLARED_LATER = {"learning_rate_metric": LEARNING_RATE_METRIC, "run_tags": NO_RUN_TAGS}
+
+
+def _with_declared_defaults(task: Task) -> Task:
+    """A plug-in task written before `Task` declared `learning_rate_metric` and `run_tags` (the tests' toy task)
+    gets their documented defaults, so that the trainer reads every member from the protocol. The built-in tasks
+    declare both."""
+    for name, default in _DECLARED_LATER.items():
+        if not hasattr(task, name):
+            setattr(task, name, default)
+    return task
+
+
+__all__ = ["LEARNING_RATE_METRIC", "NO_RUN_TAGS", "Batch", "CheckpointExtras", "Evaluable", "JudgedAfterTraining",
+           "JudgesAdapters", "Predicts", "Task", "create_task"]

@@ -21,6 +21,7 @@ import torch
 from spottrain import runtime
 from spottrain.engine import consolidated_state_dict
 from spottrain.run_files import RunFiles
+from spottrain.tasks import NO_RUN_TAGS
 from spottrain.tasks.ranking.catalog import Catalog, read_catalog
 from spottrain.tasks.ranking.features import FeatureCache
 from spottrain.tasks.ranking.generated import ensure_generated
@@ -57,6 +58,7 @@ class PairBatch:
 
 class PairwiseRankingTask:
     learning_rate_metric = "learning_rate"  # the name the team's dashboards know (seed 003)
+    run_tags = NO_RUN_TAGS
 
     def __init__(self, train, ranks, files: RunFiles):
         self.train, self.ranks, self.files = train, ranks, files

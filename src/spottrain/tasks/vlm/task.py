@@ -20,6 +20,7 @@ from spottrain import runtime
 from spottrain.engine import consolidated_state_dict
 from spottrain.model_setup import ModelSetup
 from spottrain.run_files import RunFiles
+from spottrain.tasks import LEARNING_RATE_METRIC, NO_RUN_TAGS
 from spottrain.tasks.vlm import prompts
 from spottrain.tasks.vlm.data import Example, read_examples
 from spottrain.tasks.vlm.generated import ensure_generated
@@ -47,6 +48,8 @@ class VlmBatch:
 
 
 class VlmLoraTask:
+    learning_rate_metric = LEARNING_RATE_METRIC
+    run_tags = NO_RUN_TAGS  # until build_model knows the parameter counts
     mlflow_artifacts = (ADAPTER, PREDICTIONS, METRICS)  # what after_training and export write, kept in MLflow too
 
     def __init__(self, train, ranks, files: Optional[RunFiles]):
@@ -66,7 +69,6 @@ class VlmLoraTask:
         self.directory = model_directory(train.model.id, Path(train.checkpoint.local_dir), train.seed)
         self.family = model_family(train.model.type, self.directory)
         self.processor = load_processor(self.directory, self.family, train.model)
-        self.run_tags: dict[str, str] = {}  # MLflow tags known once the model is built
 
     # --- training ----------------------------------------------------------------------------------------
 

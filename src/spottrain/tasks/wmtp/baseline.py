@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spottrain.tasks import LEARNING_RATE_METRIC, NO_RUN_TAGS
 from spottrain.tasks.wmtp.losses import mtp_loss
 from spottrain.tasks.wmtp.workload import CodeMtpWorkload
 
 
 class BaselineTask:
+    learning_rate_metric = LEARNING_RATE_METRIC
+    run_tags = NO_RUN_TAGS
+
     def __init__(self, train, ranks, files=None):
         self.work = CodeMtpWorkload(train, ranks)
 

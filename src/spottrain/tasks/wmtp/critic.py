@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from spottrain.tasks import LEARNING_RATE_METRIC, NO_RUN_TAGS
 from spottrain.tasks.wmtp.data import Batch
 from spottrain.tasks.wmtp.model import ValueHead, ValueModel
 from spottrain.tasks.wmtp.value_math import lambda_returns
@@ -22,6 +23,9 @@ VALUE_HEAD_FILE = "value_head"
 
 
 class CriticTask:
+    learning_rate_metric = LEARNING_RATE_METRIC
+    run_tags = NO_RUN_TAGS
+
     def __init__(self, train, ranks, files=None):
         self.work = CodeMtpWorkload(train, ranks)
         self.options = train.critic

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from spottrain import runtime
+from spottrain.tasks import LEARNING_RATE_METRIC, NO_RUN_TAGS
 from spottrain.tasks.wmtp.data import Batch
 from spottrain.linear_cross_entropy import linear_cross_entropy
 from spottrain.tasks.wmtp.losses import mtp_loss, per_head_cross_entropy, shift_left, target_aligned
@@ -23,6 +24,9 @@ from spottrain.tasks.wmtp.workload import CodeMtpWorkload
 
 
 class Rho1Task:
+    learning_rate_metric = LEARNING_RATE_METRIC
+    run_tags = NO_RUN_TAGS
+
     def __init__(self, train, ranks, files=None):
         self.work = CodeMtpWorkload(train, ranks)
         self.options, self.seed = train.rho1, train.seed

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from spottrain.tasks import LEARNING_RATE_METRIC, NO_RUN_TAGS
 from spottrain.tasks.wmtp.critic import VALUE_HEAD_FILE
 from spottrain.tasks.wmtp.data import Batch
 from spottrain.tasks.wmtp.losses import (mtp_loss, per_head_cross_entropy, per_token_weights_for_heads,
@@ -28,6 +29,9 @@ NO_CRITIC = ("train.verifiable.critic_checkpoint: the verifiable stage starts fr
 
 
 class VerifiableTask:
+    learning_rate_metric = LEARNING_RATE_METRIC
+    run_tags = NO_RUN_TAGS
+
     def __init__(self, train, ranks, files=None):
         self.objective = TdWeightedLoss(train.verifiable)
         self.work = CodeMtpWorkload(train, ranks)
