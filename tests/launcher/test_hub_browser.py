@@ -4,7 +4,10 @@ showing exactly that setting. Screenshots go to runs/test-artifacts/hub/."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -29,16 +32,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def hub(tmp_path):
-    """`launch hub` serving a project with the real recipes; its URL."""
-    project = hub_project(tmp_path / "project")
+@contextlib.contextmanager
+def serving(project: Path, home: Path, *args: str):
+    """`launch hub` (with `args`) serving `project`, HOME `home`; its URL. Any run still training is stopped
+    through the hub when it ends."""
     port = free_port()
-    env = {**os.environ, "HOME": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("SPOTTRAIN_HUB_TOKEN", None)
     env.pop("MLFLOW_TRACKING_URI", None)
-    server = subprocess.Popen([launch_executable(), "hub", "--port", str(port)], cwd=project, env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "hub.log", "w"))
+    server = subprocess.Popen([launch_executable(), "hub", "--port", str(port), *args], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(home / "hub.log", "w"))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -46,24 +49,55 @@ def hub(tmp_path):
             urllib.request.urlopen(f"{url}/api/runs", timeout=2)
             break
         except OSError:
-            assert server.poll() is None, (tmp_path / "hub.log").read_text()
+            assert server.poll() is None, (home / "hub.log").read_text()
             assert time.monotonic() < deadline, "the hub did not start"
             time.sleep(0.3)
-    yield url, project
-    import json
-
-    for run in json.load(urllib.request.urlopen(f"{url}/api/runs", timeout=30)):  # nothing trains on after it
-        if run["state"] not in ("draft", "finished", "failed", "stopped"):
-            # through the hub: it started the supervisor, so it is the process that can reap it
-            request = urllib.request.Request(f"{url}/api/runs/{run['id']}/stop", data=b"{}", method="POST",
-                                             headers={"X-Spottrain-CSRF": "1", "Content-Type": "application/json"})
-            urllib.request.urlopen(request, timeout=240)
-    server.terminate()
-    server.wait(timeout=30)
+    try:
+        yield url
+    finally:
+        for run in json.load(urllib.request.urlopen(f"{url}/api/runs", timeout=30)):  # nothing trains on after it
+            if run["state"] not in ("draft", "finished", "failed", "stopped"):
+                # through the hub: it started the supervisor, so it is the process that can reap it
+                request = urllib.request.Request(f"{url}/api/runs/{run['id']}/stop", data=b"{}", method="POST",
+                                                 headers={"X-Spottrain-CSRF": "1",
+                                                          "Content-Type": "application/json"})
+                urllib.request.urlopen(request, timeout=240)
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture
-def page():
+def hub(tmp_path):
+    """`launch hub` serving a project with the real recipes; its URL."""
+    project = hub_project(tmp_path / "project")
+    with serving(project, tmp_path) as url:
+        yield url, project
+
+
+class PageErrors:
+    """What the pages a test visits threw (`pageerror`) or logged as console errors: none, unless allowed."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+        self.allowed: list[re.Pattern] = []
+
+    def allow(self, pattern: str) -> None:
+        """Console errors matching `pattern` are expected (a 404 page's own response)."""
+        self.allowed.append(re.compile(pattern))
+
+    def add(self, what: str) -> None:
+        if not any(pattern.search(what) for pattern in self.allowed):
+            self.seen.append(what)
+
+
+@pytest.fixture
+def page_errors():
+    return PageErrors()
+
+
+@pytest.fixture
+def page(page_errors):
+    """A headless Chromium page; the test fails at teardown on any error a page threw or logged."""
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"no Chromium at {CHROMIUM}: scripts/setup installs it (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -72,16 +106,21 @@ def page():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
+        page.on("pageerror", lambda error: page_errors.add(f"{page.url}: page error: {error}"))
+        page.on("console", lambda message: message.type == "error" and page_errors.add(
+            f"{page.url}: console error: {message.text} ({message.location.get('url')})"))
         yield page
         browser.close()
+    assert not page_errors.seen, "\n".join(page_errors.seen)
 
 
 def points(page) -> int:
     return page.evaluate("Number(document.querySelector('#chart-loss').dataset.points || 0)")
 
 
-def test_new_run_stop_clone_and_compare(hub, page):
+def test_new_run_stop_clone_and_compare(hub, page, page_errors):
     url, project = hub
+    page_errors.allow(r"/new: console error: Failed to load resource: .* 400 .*/api/dry-run")  # lr -1: refused
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     page.goto(f"{url}/new")
@@ -139,9 +178,11 @@ def test_new_run_stop_clone_and_compare(hub, page):
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
 
 
-def test_the_runs_page_groups_a_sweeps_cells_and_filters_them(hub, page):
+def test_the_runs_page_groups_a_sweeps_cells_and_filters_them(hub, page, page_errors):
     """Every run of the database with who launched it; a sweep's cells under its collapsible row; the filters kept
     in the URL, applied to cells; the ledger's goodput and GPU-hours where they were read."""
+    # these records keep no recipe: Compare, where the test ends, answers 400 (its URL is what is checked)
+    page_errors.allow(r"/compare\?run=abl-x&run=solo: console error: Failed to load resource: .* 400")
     from launcher.registry import LedgerSummary, Registry, RunRecord
     from spottrain_contract.job import RunState
 
@@ -185,3 +226,80 @@ def test_the_runs_page_groups_a_sweeps_cells_and_filters_them(hub, page):
     page.screenshot(path=str(ARTIFACTS / "runs.png"), full_page=True)
     page.click("#compare")
     page.wait_for_url(f"{url}/compare?run=abl-x&run=solo")
+
+
+# --- Runs seeded without training: their metrics and log written here, the hub only reads them -------------------
+EXPERIMENT = "weighted-mtp/production"  # the baseline recipe's
+TQDM_LOG = ("loading data\n"
+            "\r  0%|          | 0/3\r 33%|###       | 1/3\r 67%|######    | 2/3\r100%|##########| 3/3\n"
+            "epoch 1 done\r\n"
+            "\rstep 5\rstep 6")  # a frame still being rewritten, its line not ended yet
+TQDM_SHOWN = "loading data\n100%|##########| 3/3\nepoch 1 done\nstep 6"  # as a terminal shows it
+
+
+@pytest.fixture
+def seeded(tmp_path):
+    """A hub over two finished runs of ours (`seeded-a`, `seeded-b`) and one MLflow run logged elsewhere, all in
+    one SQLite MLflow store the hub watches: train and validation curves of several scales, bookkeeping counts, a
+    system sample or two, and a log with tqdm's frames. Yields (url, the external run's MLflow id)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from launcher.registry import Registry, RunRecord
+    from spottrain_contract.job import MLFLOW_RUN_ID_TAG, RunState
+
+    project = hub_project(tmp_path / "project")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment(EXPERIMENT)
+    now = time.time()
+
+    def logged(name, tags, curves, system=()):
+        made = client.create_run(experiment, run_name=name, tags=tags)
+        metrics = [Metric(key, value, int((now + step) * 1000), step)
+                   for key, points in curves.items() for step, value in points]
+        metrics += [Metric(key, value, int(at * 1000), 0) for key, at, value in system]
+        client.log_batch(made.info.run_id, metrics=metrics)
+        client.set_terminated(made.info.run_id, status="FINISHED")
+        return made.info.run_id
+
+    registry = Registry(project)
+    for run_id, lr, loss in [("seeded-a", "0.001", 2.0), ("seeded-b", "0.002", 1.8)]:
+        curves = {"train/loss": [(s, loss - 0.2 * s) for s in range(1, 5)],
+                  "train/learning_rate": [(s, float(lr) * s / 4) for s in range(1, 5)],
+                  "train/epoch": [(1, 0.0), (2, 0.0), (3, 1.0), (4, 1.0)],
+                  "val/loss": [(2, loss - 0.3), (4, loss - 0.5)],
+                  "val/accuracy": [(2, 0.52), (4, 0.7)], "val/kendall_tau": [(2, 0.2), (4, 0.41)],
+                  "val/perplexity": [(2, 41.0), (4, 30.5)],
+                  "val/total_pairs": [(2, 96.0), (4, 96.0)], "val/correct_predictions": [(2, 50.0), (4, 67.0)]}
+        system = [("system/node0/cpu_utilization_percentage", now, 0.0),  # one sample: no chart yet
+                  ("system/node0/system_memory_usage_megabytes", now, 1200.0),
+                  ("system/node0/system_memory_usage_megabytes", now + 2, 1250.0)]
+        logged(run_id, {MLFLOW_RUN_ID_TAG: run_id}, curves, system)
+        local = tmp_path / run_id
+        (local / "store").mkdir(parents=True)
+        (local / "run.log").write_text(TQDM_LOG)
+        registry.save(RunRecord(run_id=run_id, recipe="baseline", target="local", state=RunState.FINISHED,
+                                started=now, ended=now + 60, store=str(local / "store"), local_dir=str(local),
+                                tracking_uri=uri, project=str(project), log=str(local / "run.log"),
+                                launched_by="ana@box", task="baseline",
+                                handle={"hub": {"recipe": "baseline", "profile": None, "name": run_id,
+                                                "overrides": {"train.optim.lr": lr}}}))
+    external = logged("by-hand", {"mlflow.user": "alice"}, {"train/loss": [(s, 3.0 - 0.1 * s) for s in range(1, 6)]})
+    with serving(project, tmp_path, "--mlflow", uri) as url:
+        yield url, external
+
+
+def test_the_runs_page_lists_the_runs_logged_elsewhere_with_its_state_filter(seeded, page):
+    url, external = seeded
+    page.goto(url)
+    page.wait_for_selector("#live:text('live')")
+    page.wait_for_selector("#external-runs tbody tr", timeout=20_000)
+    assert page.is_visible("#external")
+    assert page.eval_on_selector_all("#external-runs tbody tr", "rows => rows.map(r => r.dataset.id)") == [
+        f"mlflow:{external}"]
+    assert page.get_attribute("#external-runs tbody a", "href") == f"/mlflow-runs/{external}"
+    page.select_option("#filter-state", "failed")
+    assert page.locator("#external-runs tbody tr").count() == 0
+    page.select_option("#filter-state", "finished")
+    assert page.locator("#external-runs tbody tr").count() == 1

@@ -8,7 +8,7 @@ function externalRunsTable() {
   const section = document.getElementById("external");
   const table = document.getElementById("external-runs");
   const warning = document.getElementById("external-warning");
-  const filter = document.getElementById("state-filter");
+  const filter = document.getElementById("filter-state");  // the Runs page's state filter applies here too
   let listed = {runs: [], warning: null};
 
   function draw() {
