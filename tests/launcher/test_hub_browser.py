@@ -303,3 +303,11 @@ def test_the_runs_page_lists_the_runs_logged_elsewhere_with_its_state_filter(see
     assert page.locator("#external-runs tbody tr").count() == 0
     page.select_option("#filter-state", "finished")
     assert page.locator("#external-runs tbody tr").count() == 1
+
+
+def test_the_log_shows_the_last_frame_of_a_rewritten_line(seeded, page):
+    url, _ = seeded
+    page.goto(f"{url}/runs/seeded-a")
+    page.wait_for_function("document.querySelector('#log').textContent.includes('step')")
+    page.wait_for_timeout(500)  # the stream's end: nothing more comes
+    assert page.text_content("#log") == TQDM_SHOWN

@@ -304,11 +304,28 @@ const fmtBytes = (n) => n == null ? "" : n < 1e3 ? `${n} B` : n < 1e6 ? `${(n / 
   : n < 1e9 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e9).toFixed(2)} GB`;
 const fmtSeconds = (s) => s == null ? "-" : s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`;
 
+// The log as a terminal shows it: a carriage return starts its line again, so of tqdm's frames (`\r 10%|#  |`)
+// only the last shows; `\r\n` ends a line. What `pre` holds: the ended lines, then the line being written.
+function terminal(pre) {
+  const ended = document.createTextNode(""), current = document.createTextNode("");
+  pre.append(ended, current);
+  let returned = false;  // a `\r` came last: the next text (not a `\n`) writes the line anew
+  return function write(text) {
+    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    for (const piece of text.split(/(\r\n|\n|\r)/)) {
+      if (piece === "\r") returned = true;
+      else if (piece === "\n" || piece === "\r\n") { ended.appendData(current.data + "\n"); current.data = ""; returned = false; }
+      else if (piece) { current.data = returned ? piece : current.data + piece; returned = false; }
+    }
+    if (atEnd) pre.scrollTop = pre.scrollHeight;
+  };
+}
+
 // --- Run -----------------------------------------------------------------------------------------------
 function runPage() {
   let run = JSON.parse(document.getElementById("run-data").textContent);
   const id = encodeURIComponent(run.id);
-  const log = document.getElementById("log");
+  const write = terminal(document.getElementById("log"));
   let shownStep = null;
 
   async function drawCurves() {
@@ -377,11 +394,7 @@ function runPage() {
   const events = new EventSource(`/api/runs/${id}/events`);
   events.addEventListener("run", (e) => show(JSON.parse(e.data)));
   events.addEventListener("metrics", () => drawCurves().catch(() => {}));  // new points logged to MLflow
-  events.addEventListener("log", (e) => {
-    const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-    log.append(document.createTextNode(JSON.parse(e.data).lines.join("")));
-    if (atEnd) log.scrollTop = log.scrollHeight;
-  });
+  events.addEventListener("log", (e) => write(JSON.parse(e.data).lines.join("")));
   events.addEventListener("end", () => { events.close(); drawAll(); });
 
   document.getElementById("stop").addEventListener("click", async (e) => {
