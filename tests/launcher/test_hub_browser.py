@@ -305,6 +305,59 @@ def test_the_runs_page_lists_the_runs_logged_elsewhere_with_its_state_filter(see
     assert page.locator("#external-runs tbody tr").count() == 1
 
 
+CHARTS = """() => [...document.querySelectorAll('.chart')].map((node) => {
+  const box = (selector) => { const found = node.querySelector(selector);
+                               return found ? found.getBoundingClientRect().toJSON() : null; };
+  const full = node._fullLayout;
+  return {id: node.id, hidden: node.hidden || node.offsetParent === null,
+          title: full ? full.title.text : null,
+          traces: (node.data || []).map((t) => ({name: t.name, y: t.y, color: (t.line || {}).color})),
+          xtype: full ? full.xaxis.type : null, dtick: full ? full.xaxis.dtick : null,
+          yrange: full ? full.yaxis.range : null,
+          legend: full && full.showlegend ? box('.legend') : null, gtitle: box('.gtitle'), xtitle: box('.g-xtitle')};
+})"""
+
+
+def overlap(a, b) -> bool:
+    return bool(a and b) and a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] \
+        and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+
+
+def test_the_charts_keep_one_scale_each_leave_counts_out_and_wait_for_two_points(seeded, page):
+    url, _ = seeded
+    page.goto(f"{url}/runs/seeded-a")
+    page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points || 0) >= 4")
+    page.wait_for_selector("#system-title:not([hidden])")
+    page.wait_for_function("document.querySelector('#chart-ram').data")
+    charts = {chart["id"]: chart for chart in page.evaluate(CHARTS)}
+    shown = {id: chart for id, chart in charts.items() if not chart["hidden"]}
+    names = {id: [t["name"] for t in chart["traces"]] for id, chart in shown.items()}
+    plotted = [name for traces in names.values() for name in traces]
+    for count in ("val/total_pairs", "val/correct_predictions", "train/epoch"):  # bookkeeping, not a curve
+        assert count not in plotted, names
+        assert count in page.text_content("#counts")
+    assert "val/total_pairs 96" in page.text_content("#counts")
+    assert charts["chart-cpu"]["hidden"], "one CPU sample is no chart"
+    assert "chart-ram" in shown and "train/loss" in names["chart-loss"]
+    for name in ("train/learning_rate", "val/loss", "val/accuracy", "val/kendall_tau", "val/perplexity"):
+        assert name in plotted, names
+    [with_accuracy] = [id for id, traces in names.items() if "val/accuracy" in traces]
+    assert "val/perplexity" not in names[with_accuracy], names  # 0.7 and 30: two scales, two charts
+    for id, chart in shown.items():
+        peaks = [max(abs(v) for v in t["y"] if v is not None) for t in chart["traces"]]
+        assert max(peaks) <= 10 * min(peaks), (id, names[id], peaks)
+        assert max(len(t["y"]) for t in chart["traces"]) >= 2, (id, chart)
+        colours = [t["color"] for t in chart["traces"]]
+        assert None not in colours and len(set(colours)) == len(colours), (id, colours)
+        if chart["xtype"] == "date":
+            assert float(chart["dtick"]) >= 1000, (id, chart["dtick"])  # no millisecond ticks
+        else:
+            assert float(chart["dtick"]) >= 1, (id, chart["dtick"])  # no step 1.5
+        assert chart["yrange"][0] >= 0 or min(v for t in chart["traces"] for v in t["y"]) < 0, (id, chart["yrange"])
+        assert not overlap(chart["legend"], chart["xtitle"]) and not overlap(chart["legend"], chart["gtitle"]), chart
+    assert shown["chart-ram"]["yrange"][0] >= 0
+
+
 def test_the_log_shows_the_last_frame_of_a_rewritten_line(seeded, page):
     url, _ = seeded
     page.goto(f"{url}/runs/seeded-a")

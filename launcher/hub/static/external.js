@@ -1,5 +1,6 @@
 // Runs logged elsewhere (MLflow, read-only): their table on the Runs page and each one's page. Built on hub.js
-// (cell, plot, traces, getJSON, fmtTime, fmtNum); data from the server only ever goes in as text (textContent).
+// (cell, drawCharts, showCounts, getJSON, fmtTime, fmtNum); data from the server only ever goes in as text
+// (textContent).
 "use strict";
 
 const EXTERNAL_REFRESH_MS = 5000;  // about as long as the hub keeps its list before asking MLflow again
@@ -45,9 +46,7 @@ function externalRunPage() {
   document.getElementById("run-started").textContent = fmtTime(run.started);
   async function drawCurves() {
     const metrics = await getJSON(`/api/external-runs/${encodeURIComponent(run.mlflow_run_id)}/metrics`);
-    plot("chart-loss", "loss", traces(metrics, "loss"));
-    plot("chart-lr", "learning rate", traces(metrics, "lr"));
-    plot("chart-eval", "evaluation", traces(metrics, "eval"));
+    showCounts("counts", drawCharts(document.getElementById("curves"), [{metrics}]));
   }
   const redraw = () => drawCurves().catch(() => {});
   redraw();

@@ -242,28 +242,121 @@ function newRunPage() {
 }
 
 // --- Charts --------------------------------------------------------------------------------------------
-const GROUPS = {
-  loss: (k) => /loss/.test(k) && !/^(val|eval|test)\//.test(k),
-  lr: (k) => /(learning_rate|(^|\/)lr$)/.test(k),
-  eval: (k) => /^(val|eval|test)\//.test(k),
-  val: (k) => /^(val|eval)\//.test(k) && /loss/.test(k),
-};
+// One scale a chart: the metrics are grouped by where they come from (training, evaluation) and what they are
+// (losses, the learning rate, other measures), and a group whose series differ in size by more than SCALE_RATIO
+// is split. Counts (integer bookkeeping such as val/total_pairs) are no curves: their latest values are listed.
+// A chart shows once one of its series has two points; each series in a chart has its own colour.
+const SCALE_RATIO = 10;
+const EVAL = /^(val|eval|test)\//;
+const IS_LR = (k) => /(learning_rate|(^|\/)lr$)/.test(k);
+const IS_LOSS = (k) => /loss/.test(k);
+const COUNT_NAME = /(^|[/_])(count|counts|total|num|pairs|predictions|samples|examples|tokens|epoch|epochs|step|steps)($|[/_])/;
+const CHART_GROUPS = [
+  {id: "chart-loss", title: "loss", test: (k) => IS_LOSS(k) && !IS_LR(k) && !EVAL.test(k)},
+  {id: "chart-lr", title: "learning rate", test: IS_LR},
+  {id: "chart-train", title: "training", test: (k) => !IS_LOSS(k) && !IS_LR(k) && !EVAL.test(k) && !/^perf\//.test(k)},
+  {id: "chart-val", title: "validation loss", test: (k) => IS_LOSS(k) && EVAL.test(k)},
+  {id: "chart-eval", title: "evaluation", test: (k) => !IS_LOSS(k) && !IS_LR(k) && EVAL.test(k)},
+];
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+                 "#17becf"];
+const colour = (i) => i < PALETTE.length ? PALETTE[i] : `hsl(${Math.round(i * 137.5) % 360}, 65%, 40%)`;
+const finiteValues = (points) => points.map((p) => p[1]).filter((v) => v != null && Number.isFinite(v));
 
-function plot(id, title, traces, xaxis = {title: {text: "step"}}) {
-  const node = document.getElementById(id);
-  if (!node || !window.Plotly) return;
-  node.hidden = traces.length === 0;  // no empty frames for metrics this task does not log
-  Plotly.react(node, traces, {title: {text: title, font: {size: 14}}, margin: {t: 36, r: 8, b: 36, l: 48},
-                              xaxis, legend: {orientation: "h"}},
-               {displayModeBar: false, responsive: true});
-  node.dataset.points = String(traces.reduce((n, t) => n + t.x.length, 0));
+// a count: no loss or learning rate, every value a whole number, and named as one or past 1 (0/1: an accuracy)
+function isCount(key, points) {
+  if (IS_LOSS(key) || IS_LR(key)) return false;
+  const values = finiteValues(points);
+  return values.length > 0 && values.every(Number.isInteger)
+    && (COUNT_NAME.test(key) || values.some((v) => Math.abs(v) > 1));
 }
 
-function traces(metrics, group, label) {
-  return Object.keys(metrics).filter(GROUPS[group]).map((key) => ({
-    x: metrics[key].map((p) => p[0]), y: metrics[key].map((p) => p[1]), mode: "lines+markers",
-    name: label ? `${label} ${key}` : key, marker: {size: 3},
-  }));
+// `series` ([{key, points, ...}]) in parts of one scale: sorted by size (the largest |value|), a part ends where the
+// next series is more than SCALE_RATIO times its smallest; series all zero go with the smallest part.
+function byScale(series) {
+  const size = (s) => Math.max(0, ...finiteValues(s.points).map(Math.abs));
+  const sized = series.map((s, order) => ({s, order, size: size(s)})).sort((a, b) => a.size - b.size);
+  const parts = [];
+  for (const item of sized.filter((i) => i.size > 0)) {
+    const last = parts[parts.length - 1];
+    if (last && item.size <= SCALE_RATIO * last.floor) last.items.push(item);
+    else parts.push({floor: item.size, items: [item]});
+  }
+  const zeros = sized.filter((i) => i.size === 0);
+  if (zeros.length) parts.length ? parts[0].items.push(...zeros) : parts.push({floor: 0, items: zeros});
+  return parts.map((part) => part.items.sort((a, b) => a.order - b.order).map((i) => i.s));
+}
+
+function axisTicks(traces, date) {  // no tick between two steps, none finer than a second
+  const xs = traces.flatMap((t) => t.x.map(Number));
+  if (xs.length === 0) return {};
+  const span = Math.max(...xs) - Math.min(...xs);
+  if (date) return span < 60_000 ? {dtick: 1000 * Math.max(1, Math.ceil(span / 5000))} : {};
+  return span < 10 ? {dtick: 1} : {tickformat: "d"};
+}
+
+// `traces` drawn into the chart `id` with the layout's `extra` (its yaxis, say): hidden until a series has two points
+function plot(id, title, traces, {xaxis = {title: {text: "step"}}, yaxis = {}} = {}) {
+  const node = document.getElementById(id);
+  if (!node) return;
+  const points = traces.reduce((n, t) => n + t.x.length, 0);
+  node.dataset.points = String(points);
+  node.hidden = !traces.some((t) => finiteValues(t.x.map((x, i) => [x, t.y[i]])).length >= 2);
+  if (node.hidden || !window.Plotly) return;
+  traces.forEach((t, i) => { t.line = {...t.line, color: colour(i)}; t.marker = {size: 4, ...t.marker, color: colour(i)}; });
+  const legend = traces.length > 1;
+  Plotly.react(node, traces, {
+    title: {text: title, font: {size: 14}, x: 0.01, xanchor: "left", y: 0.98, yanchor: "top"},
+    margin: {t: 32, r: 12, b: 40, l: 56},
+    xaxis: {...xaxis, ...axisTicks(traces, xaxis.type === "date"), automargin: true},
+    yaxis: {automargin: true, ...yaxis},
+    showlegend: legend,
+    legend: {orientation: "h", x: 0, xanchor: "left", yref: "container", y: 0, yanchor: "bottom", font: {size: 11}},
+  }, {displayModeBar: false, responsive: true});
+}
+
+// The curve charts of `runs` ([{metrics, label}]: one run on its page, several compared) in `container`, each
+// group's parts in order (chart-loss, chart-loss-2, ...); the counts' latest values, for the caller to list.
+function drawCharts(container, runs) {
+  const counts = [], wanted = [];
+  for (const group of CHART_GROUPS) {
+    const series = [];
+    for (const {metrics, label} of runs) {
+      for (const key of Object.keys(metrics).sort()) {
+        if (!group.test(key)) continue;
+        if (isCount(key, metrics[key])) {
+          const last = finiteValues(metrics[key]).pop();
+          if (!label) counts.push([key, last]);
+          continue;
+        }
+        series.push({key, label, points: metrics[key]});
+      }
+    }
+    byScale(series).forEach((part, n) => {
+      const id = n === 0 ? group.id : `${group.id}-${n + 1}`;
+      const keys = [...new Set(part.map((s) => s.key))];
+      const traces = part.map((s) => ({
+        x: s.points.map((p) => p[0]), y: s.points.map((p) => p[1]), mode: "lines+markers",
+        name: !s.label ? s.key : keys.length === 1 ? s.label : `${s.label} ${s.key}`,
+      }));
+      wanted.push([id, keys.length === 1 ? keys[0] : group.title, traces]);
+    });
+  }
+  const nodes = wanted.map(([id]) => document.getElementById(id) || Object.assign(document.createElement("div"),
+    {id, className: "chart", hidden: true}));
+  if (nodes.some((node, i) => container.children[i] !== node)) container.prepend(...nodes);
+  for (const node of container.querySelectorAll(".chart")) {
+    if (!nodes.includes(node)) { node.hidden = true; node.dataset.points = "0"; }
+  }
+  for (const [id, title, traces] of wanted) plot(id, title, traces);
+  return counts;
+}
+
+function showCounts(id, counts) {
+  const node = document.getElementById(id);
+  if (!node) return;
+  node.textContent = counts.length ? "counts (latest): " + counts.map(([key, value]) => `${key} ${value}`).join(" · ") : "";
+  node.hidden = counts.length === 0;
 }
 
 async function getJSON(url) {
@@ -273,12 +366,14 @@ async function getJSON(url) {
   return data;
 }
 
-// System metrics per node (`/api/runs/ID/system`): one trace per node, and per GPU, against time.
+// System metrics per node (`/api/runs/ID/system`): one trace per node, and per GPU, against time; percentages on
+// 0-100, sizes from 0.
+const PERCENT = {range: [0, 100]}, FROM_ZERO = {rangemode: "tozero"};
 const SYSTEM = {
-  "chart-gpu-util": ["GPU utilisation %", /^gpu_(\d+)_utilization_percentage$/],
-  "chart-gpu-memory": ["GPU memory MB", /^gpu_(\d+)_memory_usage_megabytes$/],
-  "chart-cpu": ["CPU %", /^cpu_utilization_percentage$/],
-  "chart-ram": ["RAM MB", /^system_memory_usage_megabytes$/],
+  "chart-gpu-util": ["GPU utilisation %", /^gpu_(\d+)_utilization_percentage$/, PERCENT],
+  "chart-gpu-memory": ["GPU memory MB", /^gpu_(\d+)_memory_usage_megabytes$/, FROM_ZERO],
+  "chart-cpu": ["CPU %", /^cpu_utilization_percentage$/, PERCENT],
+  "chart-ram": ["RAM MB", /^system_memory_usage_megabytes$/, FROM_ZERO],
 };
 
 function systemTraces(nodes, pattern) {
@@ -286,7 +381,7 @@ function systemTraces(nodes, pattern) {
     const gpu = pattern.exec(key);
     if (!gpu) return [];
     return [{x: metrics[key].map((p) => new Date(p[0] * 1000)), y: metrics[key].map((p) => p[1]),
-             mode: "lines+markers", marker: {size: 3}, name: gpu[1] === undefined ? node : `${node} gpu ${gpu[1]}`}];
+             mode: "lines+markers", name: gpu[1] === undefined ? node : `${node} gpu ${gpu[1]}`}];
   }));
 }
 
@@ -330,14 +425,15 @@ function runPage() {
 
   async function drawCurves() {
     const metrics = await getJSON(`/api/runs/${id}/metrics`);
-    plot("chart-loss", "loss", traces(metrics, "loss"));
-    plot("chart-lr", "learning rate", traces(metrics, "lr"));
-    plot("chart-eval", "evaluation", traces(metrics, "eval"));
+    showCounts("counts", drawCharts(document.getElementById("curves"), [{metrics}]));
   }
   const drawSystem = coalesced(async () => {
     const nodes = await getJSON(`/api/runs/${id}/system`).catch(() => ({}));
-    for (const [chart, [title, pattern]] of Object.entries(SYSTEM)) {
-      plot(chart, title, systemTraces(nodes, pattern), {type: "date", title: {text: "time"}});
+    for (const [chart, [title, pattern, yaxis]] of Object.entries(SYSTEM)) {
+      const traces = systemTraces(nodes, pattern);
+      const peak = Math.max(0, ...traces.flatMap((t) => finiteValues(t.x.map((x, i) => [x, t.y[i]]))));
+      plot(chart, title, traces, {xaxis: {type: "date", title: {text: "time"}},
+                                  yaxis: yaxis.range ? {range: [0, Math.max(100, peak * 1.05)]} : yaxis});
     }
     document.getElementById("system-title").hidden = Object.keys(nodes).length === 0;
   });
@@ -426,8 +522,7 @@ async function comparePage() {
   const runs = JSON.parse(document.getElementById("compare-data").textContent);
   const all = await Promise.all(runs.map((r) => getJSON(`/api/runs/${encodeURIComponent(r.id)}/metrics`)));
   const label = (r) => `${r.name} (${r.id.slice(-4)})`;
-  plot("chart-loss", "train loss", runs.flatMap((r, i) => traces(all[i], "loss", label(r))));
-  plot("chart-val", "validation loss", runs.flatMap((r, i) => traces(all[i], "val", label(r))));
+  drawCharts(document.getElementById("curves"), runs.map((r, i) => ({metrics: all[i], label: label(r)})));
 }
 
 window.addEventListener("load", () => {
