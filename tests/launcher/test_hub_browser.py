@@ -267,14 +267,16 @@ def seeded(tmp_path):
     for run_id, lr, loss in [("seeded-a", "0.001", 2.0), ("seeded-b", "0.002", 1.8)]:
         curves = {"train/loss": [(s, loss - 0.2 * s) for s in range(1, 5)],
                   "train/learning_rate": [(s, float(lr) * s / 4) for s in range(1, 5)],
-                  "train/epoch": [(1, 0.0), (2, 0.0), (3, 1.0), (4, 1.0)],
+                  "train/epoch": [(1, 0.25), (2, 0.5), (3, 0.75), (4, 1.0)],
+                  "transfer/upload_bytes": [(s, 0.0) for s in range(1, 5)],
                   "val/loss": [(2, loss - 0.3), (4, loss - 0.5)],
                   "val/accuracy": [(2, 0.52), (4, 0.7)], "val/kendall_tau": [(2, 0.2), (4, 0.41)],
                   "val/perplexity": [(2, 41.0), (4, 30.5)],
                   "val/total_pairs": [(2, 96.0), (4, 96.0)], "val/correct_predictions": [(2, 50.0), (4, 67.0)]}
         system = [("system/node0/cpu_utilization_percentage", now, 0.0),  # one sample: no chart yet
-                  ("system/node0/system_memory_usage_megabytes", now, 1200.0),
-                  ("system/node0/system_memory_usage_megabytes", now + 2, 1250.0)]
+                  ("system/node0/system_memory_usage_megabytes", now, 1200.0)]
+        if run_id == "seeded-a":  # seeded-b: one sample of each, no system chart at all
+            system.append(("system/node0/system_memory_usage_megabytes", now + 2, 1250.0))
         logged(run_id, {MLFLOW_RUN_ID_TAG: run_id}, curves, system)
         local = tmp_path / run_id
         (local / "store").mkdir(parents=True)
@@ -336,7 +338,8 @@ def test_the_charts_keep_one_scale_each_leave_counts_out_and_wait_for_two_points
     for count in ("val/total_pairs", "val/correct_predictions", "train/epoch"):  # bookkeeping, not a curve
         assert count not in plotted, names
         assert count in page.text_content("#counts")
-    assert "val/total_pairs 96" in page.text_content("#counts")
+    assert "val/total_pairs 96" in page.text_content("#counts") and "train/epoch 1" in page.text_content("#counts")
+    assert "transfer/upload_bytes" not in plotted, names  # the store's traffic: no training curve
     assert charts["chart-cpu"]["hidden"], "one CPU sample is no chart"
     assert "chart-ram" in shown and "train/loss" in names["chart-loss"]
     for name in ("train/learning_rate", "val/loss", "val/accuracy", "val/kendall_tau", "val/perplexity"):
@@ -356,6 +359,10 @@ def test_the_charts_keep_one_scale_each_leave_counts_out_and_wait_for_two_points
         assert chart["yrange"][0] >= 0 or min(v for t in chart["traces"] for v in t["y"]) < 0, (id, chart["yrange"])
         assert not overlap(chart["legend"], chart["xtitle"]) and not overlap(chart["legend"], chart["gtitle"]), chart
     assert shown["chart-ram"]["yrange"][0] >= 0
+
+    page.goto(f"{url}/runs/seeded-b")  # one sample of each system metric: no chart, and no heading over none
+    page.wait_for_function("document.querySelector('#chart-ram').dataset.points === '1'")
+    assert page.is_hidden("#system-title")
 
 
 def test_the_log_shows_the_last_frame_of_a_rewritten_line(seeded, page):

@@ -250,11 +250,13 @@ const SCALE_RATIO = 10;
 const EVAL = /^(val|eval|test)\//;
 const IS_LR = (k) => /(learning_rate|(^|\/)lr$)/.test(k);
 const IS_LOSS = (k) => /loss/.test(k);
-const COUNT_NAME = /(^|[/_])(count|counts|total|num|pairs|predictions|samples|examples|tokens|epoch|epochs|step|steps)($|[/_])/;
+const COUNT_NAME = /(^|[/_])(count|counts|total|num|pairs|predictions|samples|examples|tokens)($|[/_])/;
+const PROGRESS = /(^|[/_])(epoch|epochs|step|steps)$/;  // where the run is (train/epoch): bookkeeping, never a curve
+const TRAINING = (k) => /^train\//.test(k) || !k.includes("/");  // not checkpoint/, transfer/, perf/: no curves
 const CHART_GROUPS = [
   {id: "chart-loss", title: "loss", test: (k) => IS_LOSS(k) && !IS_LR(k) && !EVAL.test(k)},
   {id: "chart-lr", title: "learning rate", test: IS_LR},
-  {id: "chart-train", title: "training", test: (k) => !IS_LOSS(k) && !IS_LR(k) && !EVAL.test(k) && !/^perf\//.test(k)},
+  {id: "chart-train", title: "training", test: (k) => !IS_LOSS(k) && !IS_LR(k) && TRAINING(k)},
   {id: "chart-val", title: "validation loss", test: (k) => IS_LOSS(k) && EVAL.test(k)},
   {id: "chart-eval", title: "evaluation", test: (k) => !IS_LOSS(k) && !IS_LR(k) && EVAL.test(k)},
 ];
@@ -263,12 +265,13 @@ const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 const colour = (i) => i < PALETTE.length ? PALETTE[i] : `hsl(${Math.round(i * 137.5) % 360}, 65%, 40%)`;
 const finiteValues = (points) => points.map((p) => p[1]).filter((v) => v != null && Number.isFinite(v));
 
-// a count: no loss or learning rate, every value a whole number, and named as one or past 1 (0/1: an accuracy)
+// a count: no loss or learning rate, every value a whole number, and named as one or past 1 (0/1: an accuracy);
+// or the run's progress (its epoch, fractional or not)
 function isCount(key, points) {
   if (IS_LOSS(key) || IS_LR(key)) return false;
   const values = finiteValues(points);
-  return values.length > 0 && values.every(Number.isInteger)
-    && (COUNT_NAME.test(key) || values.some((v) => Math.abs(v) > 1));
+  return values.length > 0 && (PROGRESS.test(key) || values.every(Number.isInteger)
+    && (COUNT_NAME.test(key) || values.some((v) => Math.abs(v) > 1)));
 }
 
 // `series` ([{key, points, ...}]) in parts of one scale: sorted by size (the largest |value|), a part ends where the
@@ -325,7 +328,7 @@ function drawCharts(container, runs) {
       for (const key of Object.keys(metrics).sort()) {
         if (!group.test(key)) continue;
         if (isCount(key, metrics[key])) {
-          const last = finiteValues(metrics[key]).pop();
+          const last = Number(finiteValues(metrics[key]).pop().toPrecision(4));
           if (!label) counts.push([key, last]);
           continue;
         }
@@ -435,7 +438,7 @@ function runPage() {
       plot(chart, title, traces, {xaxis: {type: "date", title: {text: "time"}},
                                   yaxis: yaxis.range ? {range: [0, Math.max(100, peak * 1.05)]} : yaxis});
     }
-    document.getElementById("system-title").hidden = Object.keys(nodes).length === 0;
+    document.getElementById("system-title").hidden = Object.keys(SYSTEM).every((c) => document.getElementById(c).hidden);
   });
   // a panel's data, its error shown in one line under it (null when it could not be read)
   async function panelData(path, errorId) {
