@@ -271,12 +271,12 @@ def seeded(tmp_path):
                   "transfer/upload_bytes": [(s, 0.0) for s in range(1, 5)],
                   "val/loss": [(2, loss - 0.3), (4, loss - 0.5)],
                   "val/accuracy": [(2, 0.52), (4, 0.7)], "val/kendall_tau": [(2, 0.2), (4, 0.41)],
-                  "val/perplexity": [(2, 41.0), (4, 30.5)],
                   "val/total_pairs": [(2, 96.0), (4, 96.0)], "val/correct_predictions": [(2, 50.0), (4, 67.0)]}
         system = [("system/node0/cpu_utilization_percentage", now, 0.0),  # one sample: no chart yet
                   ("system/node0/system_memory_usage_megabytes", now, 1200.0)]
-        if run_id == "seeded-a":  # seeded-b: one sample of each, no system chart at all
+        if run_id == "seeded-a":  # seeded-b: one sample of each, no system chart at all; no perplexity
             system.append(("system/node0/system_memory_usage_megabytes", now + 2, 1250.0))
+            curves["val/perplexity"] = [(2, 41.0), (4, 30.5)]
         logged(run_id, {MLFLOW_RUN_ID_TAG: run_id}, curves, system)
         local = tmp_path / run_id
         (local / "store").mkdir(parents=True)
@@ -363,6 +363,11 @@ def test_the_charts_keep_one_scale_each_leave_counts_out_and_wait_for_two_points
     page.goto(f"{url}/runs/seeded-b")  # one sample of each system metric: no chart, and no heading over none
     page.wait_for_function("document.querySelector('#chart-ram').dataset.points === '1'")
     assert page.is_hidden("#system-title")
+
+    page.goto(f"{url}/compare?run=seeded-a&run=seeded-b")  # one run's curve still says whose it is
+    page.wait_for_function("[...document.querySelectorAll('.chart')].some((n) => n.data && n.data.length === 1)")
+    [alone] = [chart for chart in page.evaluate(CHARTS) if chart["title"] == "val/perplexity"]
+    assert [t["name"] for t in alone["traces"]] == ["seeded-a (ed-a)"] and alone["legend"], alone
 
 
 def test_the_log_shows_the_last_frame_of_a_rewritten_line(seeded, page):

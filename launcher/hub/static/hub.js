@@ -298,8 +298,9 @@ function axisTicks(traces, date) {  // no tick between two steps, none finer tha
   return span < 10 ? {dtick: 1} : {tickformat: "d"};
 }
 
-// `traces` drawn into the chart `id` with the layout's `extra` (its yaxis, say): hidden until a series has two points
-function plot(id, title, traces, {xaxis = {title: {text: "step"}}, yaxis = {}} = {}) {
+// `traces` drawn into the chart `id` (with this x and y axis): hidden until a series has two points; a legend where
+// there are several series, or where even one must say whose it is (`legend`: Compare's runs)
+function plot(id, title, traces, {xaxis = {title: {text: "step"}}, yaxis = {}, legend = traces.length > 1} = {}) {
   const node = document.getElementById(id);
   if (!node) return;
   const points = traces.reduce((n, t) => n + t.x.length, 0);
@@ -307,7 +308,6 @@ function plot(id, title, traces, {xaxis = {title: {text: "step"}}, yaxis = {}} =
   node.hidden = !traces.some((t) => finiteValues(t.x.map((x, i) => [x, t.y[i]])).length >= 2);
   if (node.hidden || !window.Plotly) return;
   traces.forEach((t, i) => { t.line = {...t.line, color: colour(i)}; t.marker = {size: 4, ...t.marker, color: colour(i)}; });
-  const legend = traces.length > 1;
   Plotly.react(node, traces, {
     title: {text: title, font: {size: 14}, x: 0.01, xanchor: "left", y: 0.98, yanchor: "top"},
     margin: {t: 32, r: 12, b: 40, l: 56},
@@ -351,14 +351,15 @@ function drawCharts(container, runs) {
   for (const node of container.querySelectorAll(".chart")) {
     if (!nodes.includes(node)) { node.hidden = true; node.dataset.points = "0"; }
   }
-  for (const [id, title, traces] of wanted) plot(id, title, traces);
+  const labelled = runs.some((r) => r.label);
+  for (const [id, title, traces] of wanted) plot(id, title, traces, {legend: labelled || traces.length > 1});
   return counts;
 }
 
 function showCounts(id, counts) {
   const node = document.getElementById(id);
   if (!node) return;
-  node.textContent = counts.length ? "counts (latest): " + counts.map(([key, value]) => `${key} ${value}`).join(" · ") : "";
+  node.textContent = counts.length ? "latest: " + counts.map(([key, value]) => `${key} ${value}`).join(" · ") : "";
   node.hidden = counts.length === 0;
 }
 
