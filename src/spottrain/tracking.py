@@ -1,4 +1,5 @@
-"""MLflow from rank 0: one MLflow run per training run, continued after every resume, never blocking the loop.
+"""MLflow from rank 0 (the other ranks hold a `NullTracker`): one MLflow run per training run, continued after every
+resume, never blocking the loop.
 
 The run is found again by its `spottrain.run_id` tag, so a job restarted before its first checkpoint still
 lands in the same MLflow run. Metrics go through a queue that a background thread flushes; while the server
@@ -269,6 +270,32 @@ class Tracker:
                 self.client.set_terminated(self.mlflow_run_id, status=status)
             except Exception as exc:
                 log.error("MLflow: could not mark run %s: %s", status, exc)
+
+
+class NullTracker:
+    """The tracker of every rank but 0, which alone talks to MLflow: the same calls, doing nothing, so that the loop
+    never asks which rank it runs on. Registered with the checkpoints as rank 0's tracker is: the state saved is
+    rank 0's."""
+
+    mlflow_run_id = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def tag(self, key: str, value: str) -> None:
+        pass
+
+    def log_artifacts(self, paths: list[Path]) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def close(self, status: Optional[str]) -> None:
+        pass
 
 
 # --- system metrics, one node each ----------------------------------------------------------------------------

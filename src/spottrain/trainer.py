@@ -1,4 +1,4 @@
-"""The training loop: resume, step, log, evaluate, checkpoint. Read it top to bottom.
+"""The training loop: resume, step, log, evaluate, checkpoint, end. Read it top to bottom.
 
 Everything a stage trains comes from its task (`spottrain.tasks`: model, data, loss, evaluation, export); when
 to save and what is the checkpointer's; everything that makes a run survive preemption comes from the
@@ -22,7 +22,7 @@ import torch
 from spottrain import runtime
 from spottrain.attempt import AttemptRecorder
 from spottrain.batches import StepBatches
-from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful
+from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful, Transfers
 from spottrain.early_stopping import EarlyStopping
 from spottrain.elastic import fitted_to_world
 from spottrain.engine import build_engine, consolidated_state_dict
@@ -31,7 +31,8 @@ from spottrain.run_files import RunFiles
 from spottrain.sampler import StepSampler
 from spottrain.startup import StartupClock
 from spottrain.tasks import CheckpointExtras, JudgedAfterTraining, Task, create_task
-from spottrain.tracking import NodeSystemMetrics, Tracker, node_system_metrics, prepare_node_system_metrics
+from spottrain.tracking import (NodeSystemMetrics, NullTracker, Tracker, node_system_metrics,
+                                prepare_node_system_metrics)
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, MLFLOW_CELL_TAG, MLFLOW_PARENT_RUN_ENV,
@@ -118,11 +119,11 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
     changes = runtime.decided_by_rank_zero(lambda: _settings_as_launched(store, run_id, loaded))
     runtime.seed_everything(cfg.seed)
     # MLflow (a server round trip, or a local database's migrations) is set up while the model is built.
-    tracker_setup = ThreadPoolExecutor(1).submit(_tracker, loaded, run_id, ranks) if ranks.is_main else None
+    tracker_setup = ThreadPoolExecutor(1).submit(_tracker, loaded, run_id, ranks)
     if ranks.local_rank == 0:
         prepare_node_system_metrics(ranks.node)
-    checkpoints = _checkpointer(cfg, store, run_id, ranks)
-    checkpoints.prefetch()  # a resumed attempt's checkpoint downloads while the model and engine are built
+    transfers = Transfers(store, Path(cfg.checkpoint.local_dir), run_id, ranks)
+    transfers.prefetch()  # a resumed attempt's checkpoint downloads while the task, the model and the engine are built
     clock.lap("setup")
 
     task = create_task(loaded.recipe, ranks, RunFiles(store, run_id))
@@ -130,23 +131,23 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
                           world_size=ranks.world_size, rank=ranks.rank, seed=cfg.seed)
     total_steps = sampler.total_steps(cfg.epochs, cfg.max_steps)
     eval_every = cfg.eval.in_steps(sampler.steps_per_epoch)
-    checkpoints.policy = SavePolicy(cfg.checkpoint.in_steps(sampler.steps_per_epoch), cfg.checkpoint.best_metric,
-                                    cfg.checkpoint.best_mode)
     stopping = EarlyStopping(cfg.early_stopping, cfg.checkpoint.best_metric, cfg.checkpoint.best_mode)
     model = task.build_model()
     clock.lap("model")
-    engine = build_engine(model, cfg, ranks.world_size, total_steps, load_universal=checkpoints.loads_universal())
+    engine = build_engine(model, cfg, ranks.world_size, total_steps, load_universal=transfers.loads_universal())
     clock.lap("engine")
-    checkpoints.extra_tensors = _extra_tensors(cfg, ranks, engine, task)
+    checkpoints = Checkpointer(transfers, keep=cfg.checkpoint.keep, seed=cfg.seed,
+                               policy=SavePolicy(cfg.checkpoint.in_steps(sampler.steps_per_epoch),
+                                                 cfg.checkpoint.best_metric, cfg.checkpoint.best_mode),
+                               extra_tensors=_extra_tensors(cfg, ranks, engine, task))
     position = LoopPosition()
-    tracker = tracker_setup.result() if tracker_setup else None
+    tracker = tracker_setup.result()
     node_metrics = _node_system_metrics(loaded, ranks, tracker)
-    for key, value in getattr(task, "run_tags", {}).items() if tracker else ():  # e.g. LoRA's parameter count
+    for key, value in task.run_tags.items():  # e.g. LoRA's parameter count
         tracker.tag(key, value)
     clock.lap("tracking")
     checkpoints.register(loop=position, **({"early_stopping": stopping} if cfg.early_stopping else {}),
-                         **({"task": task} if isinstance(task, Stateful) else {}),
-                         **({"tracker": tracker} if tracker else {}))
+                         **({"task": task} if isinstance(task, Stateful) else {}), tracker=tracker)
     if checkpoints.resume(engine):  # from the final checkpoint too: then only what follows it is left to do
         log.info("resumed run %s at step %d from %s", run_id, position.step, checkpoints.store.uri)
     clock.lap("restore")
@@ -156,12 +157,11 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
                       gpus=ranks.world_size if runtime.device().type == "cuda" else 0)
     if changes and ranks.is_main:
         log.warning("settings changed at step %d: %s", position.step, "; ".join(changes))
-        if tracker:
-            tracker.tag(f"spottrain.change.step-{position.step:08d}", "; ".join(changes))
+        tracker.tag(f"spottrain.change.step-{position.step:08d}", "; ".join(changes))
 
     progress = _Progress(progress_path(cfg.checkpoint.local_dir, run_id), position.step, total_steps, ranks)
     batches = StepBatches(task, sampler, runtime.device(), total_steps, ahead=cfg.performance.prefetch_steps)
-    lr_metric = getattr(task, "learning_rate_metric", "train/learning_rate")
+    ending = FINISHED
     while position.step < total_steps and not stopping.stopped:
         step_started, lr = time.perf_counter(), engine.get_lr()[0]
         metrics = _train_step(engine, task, batches.of_step(position.step))
@@ -173,48 +173,29 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
             checkpoints.prepare_snapshots(engine)
             log.info("start-up: %s", clock.summary())
             attempt.beat(step, startup_seconds=time.perf_counter() - started)
-            if tracker:
-                tracker.log({**clock.metrics(), "perf/start_to_first_step_seconds": time.perf_counter() - started},
-                            step)
+            tracker.log({**clock.metrics(), "perf/start_to_first_step_seconds": time.perf_counter() - started}, step)
         step_seconds = time.perf_counter() - step_started
         evaluated = _evaluate(engine, task) if step % eval_every == 0 or at_end else {}
         final = at_end or stopping.update(evaluated)  # every rank: the metrics are averaged across ranks
         if step % cfg.log_every_steps == 0 or final:
-            logged = {**runtime.mean_across_ranks(metrics), lr_metric: lr, "train/epoch": sampler.epoch_of(step)}
-            if tracker:
-                tracker.log({**logged, "perf/step_seconds": step_seconds,
-                             "checkpoint/upload_retries": checkpoints.upload_retries,
-                             **dict(checkpoints.transfers)}, step)
+            logged = {**runtime.mean_across_ranks(metrics), task.learning_rate_metric: lr,
+                      "train/epoch": sampler.epoch_of(step)}
+            tracker.log({**logged, "perf/step_seconds": step_seconds, **checkpoints.transfers.metrics()}, step)
             progress.show(logged)
             attempt.beat(step)
-        if tracker and evaluated:
-            tracker.log(evaluated, step)
+        tracker.log(evaluated, step)
         if stopping.stopped and ranks.is_main:
             log.info("stopped early at step %d (epoch %.4g of %s): %s best %.6g, not bettered in %d evaluations",
                      step, sampler.epoch_of(step), cfg.epochs, stopping.metric, stopping.best, stopping.stale)
-        preempted, store_failed, permanently = runtime.any_rank(notice.received, checkpoints.failure is not None,
-                                                                 checkpoints.failed_permanently)
-        if store_failed:  # the first checkpoint that cannot become durable stops the run
-            checkpoints.raise_failure(permanent=permanently)
-        save_started = time.perf_counter()
-        if checkpoints.maybe_save(engine, step, metrics=evaluated, final=final, force=preempted) and tracker:
-            tracker.log({"perf/checkpoint_stall_seconds": time.perf_counter() - save_started}, step)
-        if preempted and not final:
+        ended = checkpoints.end_step(engine, step, metrics=evaluated, final=final, preempted=notice.received)
+        tracker.log(ended.to_log, step)
+        if ended.preempted:
             log.warning("preemption notice: checkpointed step %d, waiting for the upload", step)
-            checkpoints.wait()
-            batches.close()
-            if node_metrics:
-                node_metrics.finish()
-            ledger = attempt.end(PREEMPTED, step)
-            if tracker:
-                tracker.log(_ledger_metrics(ledger), step)
-                tracker.close(status=None)
-            report_exit_code(PREEMPTED_EXIT_CODE)
-            return PREEMPTED_EXIT_CODE
+            ending = PREEMPTED
+            break
     progress.close()
     batches.close()
-    _finish(engine, task, checkpoints, tracker, node_metrics, ranks, position.step, attempt)
-    return 0
+    return _end_attempt(ending, position.step, engine, task, checkpoints, tracker, node_metrics, ranks, attempt)
 
 
 def _settings_as_launched(store, run_id: str, loaded: LoadedRecipe) -> list[str]:
@@ -255,13 +236,6 @@ def _evaluate(engine, task: Task) -> dict[str, float]:
         engine.train()
 
 
-def _checkpointer(cfg, store, run_id: str, ranks) -> Checkpointer:
-    """Made before the task (to prefetch a resumed attempt's files); its save policy follows once the length of
-    an epoch is known."""
-    return Checkpointer(store=store, local_root=Path(cfg.checkpoint.local_dir), run_id=run_id, ranks=ranks,
-                        keep=cfg.checkpoint.keep, seed=cfg.seed)
-
-
 def _extra_tensors(cfg, ranks, engine, task: Task):
     """What a task keeps beside every checkpoint (the critic's value head), gathered at each save."""
     extras = task.checkpoint_modules(engine.module) if isinstance(task, CheckpointExtras) else {}
@@ -269,34 +243,49 @@ def _extra_tensors(cfg, ranks, engine, task: Task):
                     for name, module in extras.items()}
 
 
-def _finish(engine, task: Task, checkpoints: Checkpointer, tracker, node_metrics, ranks, step: int,
-            attempt: AttemptRecorder) -> None:
-    """The final checkpoint durable, the export published and verified, the MLflow run ended, and then the
-    run marked complete. Idempotent: an attempt resumed from the final checkpoint runs it again whole."""
+def _end_attempt(ending: str, step: int, engine, task: Task, checkpoints: Checkpointer, tracker: Tracker | NullTracker,
+                 node_metrics: Optional[NodeSystemMetrics], ranks, attempt: AttemptRecorder) -> int:
+    """How an attempt ends that does not fail, `ending` FINISHED or PREEMPTED: its checkpoints durable, the system
+    metrics of its nodes sent, its ledger entry closed (the ledger's totals logged) and its MLflow run closed, left
+    RUNNING when preempted for the next attempt to continue; returns the exit code, said to the supervisor too. A
+    finished run publishes its final export first, verified once every rank is done, and is marked complete last.
+    Idempotent: an attempt resumed from the final checkpoint runs it again whole."""
+    finished = ending == FINISHED
     checkpoints.wait()
-    out_dir = checkpoints.local_dir / layout.FINAL_EXPORT
-    task.export(engine.module, out_dir)
-    judged = task.after_training(engine.module, out_dir) if isinstance(task, JudgedAfterTraining) else {}
-    if ranks.is_main:
-        checkpoints.publish_directory(out_dir, layout.FINAL_EXPORT)
-        if tracker and judged:
-            tracker.log(judged, step)
-            tracker.log_artifacts([out_dir / name for name in task.mlflow_artifacts])
+    if finished:
+        _publish_final_export(engine, task, checkpoints, tracker, ranks, step)
     if node_metrics:  # before rank 0 ends the MLflow run
         node_metrics.finish()
-    runtime.barrier()
-    if ranks.is_main:
-        checkpoints.verify(step)
-        ledger = attempt.end(FINISHED, step)
-        if tracker:
-            tracker.log(_ledger_metrics(ledger), step)
-            tracker.close(status="FINISHED")
+    if finished:
+        runtime.barrier()
+        if ranks.is_main:
+            checkpoints.verify(step)
+    ledger = attempt.end(ending, step)  # rank 0's entry; None on the other ranks
+    tracker.log(_ledger_metrics(ledger), step)
+    tracker.close(status="FINISHED" if finished else None)
+    if finished and ranks.is_main:
         checkpoints.mark_complete(step)
         where = f"{checkpoints.store.uri}/{checkpoints.run_id}"
         print(f"run {checkpoints.run_id} finished at step {step}: checkpoints in {where}, final weights in "
               f"{where}/{layout.FINAL_EXPORT}", file=sys.stderr)
     checkpoints.close()
-    report_exit_code(0)  # a signal that reaches torchrun after this point must not turn success into failure
+    code = 0 if finished else PREEMPTED_EXIT_CODE
+    report_exit_code(code)  # a signal that reaches torchrun after this point must not turn this code into failure
+    return code
+
+
+def _publish_final_export(engine, task: Task, checkpoints: Checkpointer, tracker: Tracker | NullTracker, ranks,
+                          step: int) -> None:
+    """The final weights exported (every rank) and, for a task judged after training, judged; rank 0 publishes
+    the export beside the checkpoints and logs the judgement with the files that explain it."""
+    out_dir = checkpoints.local_dir / layout.FINAL_EXPORT
+    task.export(engine.module, out_dir)
+    judged = task.after_training(engine.module, out_dir) if isinstance(task, JudgedAfterTraining) else {}
+    if ranks.is_main:
+        checkpoints.publish_directory(out_dir, layout.FINAL_EXPORT)
+        if judged:
+            tracker.log(judged, step)
+            tracker.log_artifacts([out_dir / name for name in task.mlflow_artifacts])
 
 
 def _ledger_metrics(ledger) -> dict[str, float]:
@@ -304,7 +293,7 @@ def _ledger_metrics(ledger) -> dict[str, float]:
     return {f"ledger/{name}": float(value) for name, value in ledger.totals().items()} if ledger else {}
 
 
-def _node_system_metrics(loaded: LoadedRecipe, ranks, tracker: Optional[Tracker]) -> Optional[NodeSystemMetrics]:
+def _node_system_metrics(loaded: LoadedRecipe, ranks, tracker: Tracker | NullTracker) -> Optional[NodeSystemMetrics]:
     """Every node's system metrics in the run's one MLflow run: rank 0's tracker logs its node's, the local rank 0
     of each other node its own, into the MLflow run whose id rank 0 shares here (a collective: every rank calls
     this). None on the ranks that log none."""
@@ -316,11 +305,13 @@ def _node_system_metrics(loaded: LoadedRecipe, ranks, tracker: Optional[Tracker]
                                mlflow_run_id, ranks.node)
 
 
-def _tracker(loaded: LoadedRecipe, run_id: str, ranks) -> Tracker:
-    """MLflow from rank 0: the resolved recipe as params and as an artifact, each user override once; tags say
-    how it really ran (target, the device and how many, `cpu` here) and the commit the launch came from. A sweep's
-    cell also says which cell it is and what the cell changes, and nests under the sweep's parent run (made by the
-    launcher, passed in the job's environment)."""
+def _tracker(loaded: LoadedRecipe, run_id: str, ranks) -> Tracker | NullTracker:
+    """MLflow from rank 0 (a NullTracker on the other ranks): the resolved recipe as params and as an artifact,
+    each user override once; tags say how it really ran (target, the device and how many, `cpu` here) and the
+    commit the launch came from. A sweep's cell also says which cell it is and what the cell changes, and nests
+    under the sweep's parent run (made by the launcher, passed in the job's environment)."""
+    if not ranks.is_main:
+        return NullTracker()
     recipe = loaded.recipe
     params = settings_of(recipe)
     params.update({"launch.recipe": loaded.relpath, "launch.profile": str(loaded.profile),

@@ -4,10 +4,12 @@ restart on an empty disk gets back."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ import torch
 
 from spottrain import runtime
 from spottrain_contract import layout
-from spottrain.checkpoint.checkpointer import Checkpointer, UploadFailed
+from spottrain_contract.errors import ConfigurationError
+from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Transfers, UploadFailed
 from spottrain_contract.store import FAULTS_ENV, LocalDirStore, S3Store
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -125,12 +128,18 @@ def store(new_store):
 
 @pytest.fixture
 def checkpointer(ranks, tmp_dirs):
-    """checkpointer(store, keep=3, run_id=RUN, local_root=None) -> a Checkpointer on a new local disk."""
+    """checkpointer(store, keep=3, run_id=RUN, local_root=None, policy=every 4 steps, prefetch=False,
+    progress_every=10.0) -> a Checkpointer on a new local disk (its Transfers prefetching, when asked, from the
+    start)."""
     made = []
 
-    def make(store, *, keep: int = 3, run_id: str = RUN, local_root: Path | None = None) -> Checkpointer:
-        made.append(Checkpointer(store=store, local_root=local_root or tmp_dirs("local"), run_id=run_id,
-                                 ranks=ranks, keep=keep))
+    def make(store, *, keep: int = 3, run_id: str = RUN, local_root: Path | None = None,
+             policy: SavePolicy = SavePolicy(every_steps=4), prefetch: bool = False,
+             progress_every: float = 10.0) -> Checkpointer:
+        transfers = Transfers(store, local_root or tmp_dirs("local"), run_id, ranks, progress_every=progress_every)
+        if prefetch:
+            transfers.prefetch()
+        made.append(Checkpointer(transfers, policy=policy, keep=keep))
         return made[-1]
 
     yield make
@@ -439,13 +448,13 @@ def test_a_checkpoint_of_another_world_size_is_fetched_whole_to_be_resharded(sto
     included, and the engine must load DeepSpeed's universal format (the ZeRO-2 shards are resharded)."""
     checkpoints = checkpointer(store)
     _save(checkpoints, engine, [1])
-    assert not checkpoints.loads_universal()
+    assert not checkpoints.transfers.loads_universal()
     key = layout.step_prefix(RUN, 1) + layout.MANIFEST
     store.put_bytes(store.get_bytes(key).replace(b'"world_size": 1', b'"world_size": 4'), key)
     restarted = checkpointer(store)
     manifest = restarted.manifest(1)
 
-    assert restarted.loads_universal()
+    assert restarted.transfers.loads_universal()
     step_dir = restarted.fetch(manifest)
     assert sorted(str(p.relative_to(step_dir)) for p in step_dir.rglob("*") if p.is_file()) == sorted(
         e.path for e in manifest.files)
@@ -488,11 +497,7 @@ class Counter:
 
 
 def _policy_checkpointer(checkpointer, store, **policy):
-    from spottrain.checkpoint.checkpointer import SavePolicy
-
-    checkpoints = checkpointer(store)
-    checkpoints.policy = SavePolicy(**{"every_steps": 4, **policy})
-    return checkpoints
+    return checkpointer(store, policy=SavePolicy(**{"every_steps": 4, **policy}))
 
 
 @pytest.mark.parametrize("new_store", ["local"], indirect=True)
@@ -543,21 +548,53 @@ def test_resume_without_a_checkpoint_starts_at_step_zero(store, checkpointer, en
     assert checkpoints.resume(engine) == 0
 
 
+# --- the end of a step ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("new_store", ["local"], indirect=True)
+def test_a_preemption_notice_forces_a_save_and_stops_the_attempt_unless_at_the_runs_last_step(store, checkpointer,
+                                                                                              engine):
+    checkpoints = checkpointer(store)  # saves every 4 steps
+    ended = {step: checkpoints.end_step(engine, step, metrics={}, final=step == 3, preempted=step >= 2)
+             for step in (1, 2, 3)}
+    checkpoints.wait()
+    assert [ended[step].preempted for step in (1, 2, 3)] == [False, True, False]  # at step 3 the run finishes
+    assert checkpoints.complete_steps() == [2, 3]
+    assert [set(ended[step].to_log) for step in (1, 2, 3)] == [set(), *[{"perf/checkpoint_stall_seconds"}] * 2]
+
+
+class FullDisk(LocalDirStore):
+    """A store whose disk is full for every checkpoint file: a failure no retry heals."""
+
+    def put_file(self, local, key, progress=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_an_upload_that_cannot_become_durable_stops_the_run_at_the_next_step_end(tmp_dirs, checkpointer, engine):
+    checkpoints = checkpointer(FullDisk(str(tmp_dirs("store"))))
+    checkpoints.end_step(engine, 4, metrics={}, final=False, preempted=False)  # a save: its upload fails
+    deadline = time.monotonic() + 60
+    while checkpoints.failure is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(ConfigurationError, match=r"^train.checkpoint.uri: checkpoint upload to .+ failed: OSError: "
+                                                 r"\[Errno 28\] No space left on device$"):
+        checkpoints.end_step(engine, 5, metrics={}, final=False, preempted=False)
+
+
 # --- transfers a person can watch, retried only where nothing below retries ----------------------------------------
 
 def test_a_resume_from_s3_logs_download_progress_and_totals(s3_bucket, checkpointer, engine, caplog):
     import logging
 
     _save(checkpointer(S3Store(s3_bucket.uri, endpoint_url=s3_bucket.endpoint_url)), engine, [1])
-    restarted = checkpointer(S3Store(s3_bucket.uri, endpoint_url=s3_bucket.endpoint_url))
-    restarted.progress_every = 0.0  # every callback: the figures, not the pace, are under test
+    # every callback: the figures, not the pace, are under test
+    restarted = checkpointer(S3Store(s3_bucket.uri, endpoint_url=s3_bucket.endpoint_url), progress_every=0.0)
     with caplog.at_level(logging.INFO, logger="spottrain.transfers"):
         restarted.restore(engine, restarted.manifest(1))
     lines = [r.getMessage() for r in caplog.records if r.name == "spottrain.transfers"]
     total = sum(e.size for e in restarted.manifest(1).files)
     assert lines and all(line.startswith("checkpoint download step-00000001 (rank 0): ") for line in lines)
     assert any(" of " in line and "/s, ETA " in line for line in lines[:-1])
-    assert " in " in lines[-1] and restarted.transfers["transfer/download_bytes"] == total
+    assert " in " in lines[-1] and restarted.transfers.metrics()["transfer/download_bytes"] == total
 
 
 class CorruptsFirstDownload(LocalDirStore):
@@ -699,9 +736,8 @@ def test_a_prefetched_checkpoint_restores_bitwise_and_is_fetched_and_checked_onc
     saved = _weights(engine)
     _train_step(engine)
     store = CountsDownloads(root)
-    restarted = checkpointer(store)
-    restarted.prefetch()
-    restarted._prefetched.result()  # the download is done before resume asks
+    restarted = checkpointer(store, prefetch=True)
+    restarted.transfers.newest()  # the download is done before resume asks
     hashed = []
     original = layout_module.sha256_of
     monkeypatch.setattr(layout_module, "sha256_of", lambda path, *a: hashed.append(path) or original(path, *a))

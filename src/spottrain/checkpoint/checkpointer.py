@@ -1,9 +1,12 @@
 """Save, upload, complete, prune and restore the checkpoints of one run; when to save, and what.
 
-Policy (the loop only asks, `maybe_save(step, metrics=…, final=…, force=…)`): every `every_steps`, at a new best
-of the best metric, at the final step, and whenever forced (a preemption notice). State: the stateful parts of a
-run (loop position, the task's state, the tracker's unsent metrics) are registered once and saved and restored
-through their `state_dict`/`load_state_dict`, as torchtitan's CheckpointManager does.
+Policy (the loop only asks, `end_step(step, metrics=…, final=…, preempted=…)` at the end of every step): every
+`every_steps`, at a new best of the best metric, at the final step, and whenever forced (a preemption notice on any
+rank). State: the stateful parts of a run (loop position, the task's state, the tracker's unsent metrics) are
+registered once and saved and restored through their `state_dict`/`load_state_dict`, as torchtitan's
+CheckpointManager does.
+Transfers: every file moves between a rank's disk and the store through the rank's `Transfers`, which an attempt
+makes first, to prefetch the checkpoint it resumes from.
 
 Save (every rank, in the loop): DeepSpeed's state for this rank is copied to host memory (`snapshot`), the
 trainer writes the rank's RNG state (and, on rank 0, the trainer state); the loop goes on.
@@ -26,7 +29,7 @@ from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, NamedTuple, Optional, Protocol, runtime_checkable
 
 import torch
 
@@ -78,49 +81,178 @@ class SavePolicy:
         return value < best["value"] if self.best_mode == "min" else value > best["value"]
 
 
-class Checkpointer:
-    def __init__(self, *, store: CheckpointStore, local_root: Path, run_id: str, ranks: runtime.Ranks,
-                 keep: int, on_retry: Optional[Callable[[str], None]] = None, policy: Optional[SavePolicy] = None,
-                 extra_tensors: Callable[[], dict[str, Optional[dict]]] = dict, progress_every: float = 10.0,
-                 seed: int = 0):
-        """`extra_tensors` is asked at every save (on every rank) for small modules to store beside the
-        checkpoint as safetensors (name → state dict on rank 0); `seed` derives the RNG of ranks resumed from a
-        checkpoint of another world size."""
-        self.store, self.run_id, self.ranks, self.keep, self.seed = store, run_id, ranks, keep, seed
-        self.policy, self.extra_tensors = policy, extra_tensors
-        self._states: dict[str, Stateful] = {}
-        self.best: Optional[dict] = None
+class Transfers:
+    """This rank's checkpoint files between its local disk and the store, for every save and restore of one run:
+    store calls retried where nothing below retries them, the bytes each way metered for people and totalled for
+    MLflow (`metrics`), and each downloaded file checked against its manifest once per process.
+
+    Made at the start of an attempt, before the Checkpointer, whose save policy needs the length of an epoch (known
+    once the task is): `prefetch` lets a resumed attempt download its checkpoint while it builds its task, model
+    and engine."""
+
+    def __init__(self, store: CheckpointStore, local_root: Path, run_id: str, ranks: runtime.Ranks,
+                 progress_every: float = 10.0):
+        self.store, self.run_id, self.ranks, self.progress_every = store, run_id, ranks, progress_every
         self.local_dir = Path(local_root) / run_id
         self.local_dir.mkdir(parents=True, exist_ok=True)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload")
+        self.stored = StoredRun(store, run_id)
+        self.retries = 0
+        self._totals = {f"transfer/{way}_{what}": 0.0 for way in ("upload", "download")
+                        for what in ("bytes", "seconds")}
+        self._lock = threading.Lock()
+        self._verified: set[tuple[Path, str]] = set()  # local files checked against a manifest in this process
         self._prefetched: Optional[Future] = None
         self._newest: Optional[Future] = None  # the newest complete manifest, known before its files arrive
-        self._verified: set[tuple[Path, str]] = set()  # local files checked against a manifest in this process
+
+    def metrics(self) -> dict[str, float]:
+        """This rank's totals so far (rank 0 sends its own to MLflow): store calls retried, bytes and seconds each
+        way."""
+        with self._lock:
+            return {"checkpoint/upload_retries": self.retries, **self._totals}
+
+    # --- the checkpoint to resume from -----------------------------------------------------------------------
+
+    def prefetch(self) -> None:
+        """Start fetching this rank's files of the newest complete checkpoint in the background: a resumed
+        attempt downloads while it builds its task, model and engine, and `newest` waits for the rest."""
+        future, newest_known = Future(), Future()
+
+        def fetch_newest() -> None:
+            try:
+                newest = self.stored.newest()
+                newest_known.set_result(newest)
+                if newest is not None:
+                    self.download(newest)
+                future.set_result(newest)
+            except BaseException as exc:
+                for pending in (newest_known, future):
+                    if not pending.done():
+                        pending.set_exception(exc)
+
+        # A daemon thread: an attempt that fails before it resumes exits at once, not after the download.
+        threading.Thread(target=fetch_newest, name="checkpoint-prefetch", daemon=True).start()
+        self._prefetched, self._newest = future, newest_known
+
+    def newest(self) -> Optional[Manifest]:
+        """The newest complete checkpoint (None before the first), with this rank's files on local disk when it
+        was prefetched."""
+        return self._prefetched.result() if self._prefetched else self.stored.newest()
+
+    def loads_universal(self) -> bool:
+        """Whether the checkpoint to resume from holds ZeRO shards of another number of ranks: the engine must
+        then be built to load DeepSpeed's universal format, into which the Checkpointer's `restore` converts it."""
+        newest = self._newest.result() if self._newest else self.stored.newest()
+        return newest is not None and _needs_universal(newest, self.ranks.world_size)
+
+    # --- moving files ----------------------------------------------------------------------------------------
+
+    def download(self, manifest: Manifest) -> Path:
+        """This rank's files on local disk (no collective: it may run on a background thread); verified local
+        copies are not fetched again. A checkpoint of another world size is resharded on each node from all of
+        its files: local rank 0 fetches them, the other ranks none."""
+        step_dir = self.local_dir / layout.step_tag(manifest.step)
+        prefix = layout.step_prefix(self.run_id, manifest.step)
+        shared = [e for e in manifest.files if layout.owner_rank(e.path) is None]
+        own = [e for e in manifest.files if layout.owner_rank(e.path) == self.ranks.rank]
+        mine = (shared if self.ranks.local_rank == 0 else []) + own
+        if manifest.world_size != self.ranks.world_size:
+            mine = list(manifest.files) if self.ranks.local_rank == 0 else []
+        # In parallel, file by file (checksums too: hashlib and the store's transfers release the GIL); a
+        # verified local copy is reused, the rest downloads straight to its place.
+        with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="checkpoint-fetch") as pool:
+            reusable = list(pool.map(lambda e: self._verified_copy(step_dir / e.path, e), mine))
+            missing = [entry for entry, reused in zip(mine, reusable) if not reused]
+            meter = self.meter("download", manifest.step, sum(e.size for e in missing))
+            list(pool.map(lambda entry: self.retry(lambda: self._download(prefix, entry, step_dir / entry.path,
+                                                                          meter), f"download {prefix}{entry.path}"),
+                          missing))
+        self.count("download", meter)
+        return step_dir
+
+    def _verified_copy(self, local: Path, entry: FileEntry) -> bool:
+        """A local file with the manifest's size and checksum (checked once per process: a prefetch verified it)."""
+        if (local, entry.sha256) in self._verified:
+            return local.is_file() and local.stat().st_size == entry.size
+        if local.is_file() and local.stat().st_size == entry.size and layout.sha256_of(local) == entry.sha256:
+            self._verified.add((local, entry.sha256))
+            return True
+        return False
+
+    def _download(self, prefix: str, entry: FileEntry, local: Path, meter) -> None:
+        self.store.get_file(prefix + entry.path, local, progress=meter)
+        if layout.sha256_of(local) != entry.sha256:
+            raise ChecksumMismatch(f"{prefix}{entry.path}: checksum differs from the manifest")
+        self._verified.add((local, entry.sha256))
+
+    def retry(self, action, what: str):
+        """`action` under the store's retries, each retry counted and logged."""
+
+        def note(message: str):
+            self.retries += 1
+            log.warning(message)
+
+        return with_retries(action, what=what, on_retry=note)
+
+    def meter(self, way: str, step: int, total: int) -> TransferMeter:
+        return TransferMeter(f"checkpoint {way} {layout.step_tag(step)} (rank {self.ranks.rank})", total,
+                             self.progress_every)
+
+    def count(self, way: str, meter: TransferMeter) -> None:
+        moved, seconds = meter.finish()
+        with self._lock:
+            self._totals[f"transfer/{way}_bytes"] += moved
+            self._totals[f"transfer/{way}_seconds"] += seconds
+
+
+class StepEnd(NamedTuple):
+    """What the loop acts on at the end of a step (`Checkpointer.end_step`)."""
+
+    preempted: bool  # stop the attempt here: a notice reached some rank before the run's last step
+    to_log: dict[str, float]  # how long the loop stood still for a save, if it saved
+
+
+class Checkpointer:
+    def __init__(self, transfers: Transfers, *, policy: SavePolicy, keep: int,
+                 extra_tensors: Callable[[], dict[str, Optional[dict]]] = dict, seed: int = 0):
+        """`transfers` moves the files (made first, to prefetch a resumed attempt's checkpoint); `extra_tensors`
+        is asked at every save (on every rank) for small modules to store beside the checkpoint as safetensors
+        (name → state dict on rank 0); `seed` derives the RNG of ranks resumed from a checkpoint of another world
+        size."""
+        self.transfers, self.policy, self.keep, self.seed = transfers, policy, keep, seed
+        self.extra_tensors = extra_tensors
+        self.store, self.run_id, self.ranks = transfers.store, transfers.run_id, transfers.ranks
+        self.local_dir, self.stored = transfers.local_dir, transfers.stored
+        self._states: dict[str, Stateful] = {}
+        self.best: Optional[dict] = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload")
         self._pending: list[Future] = []
         self._lock = threading.Lock()
-        self.upload_retries = 0
-        self._on_retry = on_retry
         self.attempt = runtime.shared_token()  # the same on every rank, new at every (re)start
-        self.stored = StoredRun(store, run_id)
         self.failure: Optional[BaseException] = None  # the first upload that failed after its retries
-        self.progress_every = progress_every
-        self.transfers = {f"transfer/{way}_{what}": 0.0 for way in ("upload", "download")
-                          for what in ("bytes", "seconds")}  # this rank's totals, sent to MLflow by rank 0
 
-    # --- faults ----------------------------------------------------------------------------------------------
+    # --- the end of a step -----------------------------------------------------------------------------------
 
-    @property
-    def failed_permanently(self) -> bool:
-        return self.failure is not None and is_permanent(self.failure)
+    def end_step(self, engine, step: int, *, metrics: dict, final: bool, preempted: bool) -> StepEnd:
+        """Every rank at the end of every step, with the same arguments but `preempted` (this rank's notice):
+        whether any rank got a preemption notice or saw an upload fail, agreed in one collective; the first
+        checkpoint that cannot become durable stops the run (raised here, on every rank); then a save if the
+        policy says so or a notice forces one."""
+        preempted, store_failed, permanently = runtime.any_rank(
+            preempted, self.failure is not None, self.failure is not None and is_permanent(self.failure))
+        if store_failed:
+            self._raise_failure(permanent=permanently)
+        save_started = time.perf_counter()
+        saved = self.maybe_save(engine, step, metrics=metrics, final=final, force=preempted)
+        return StepEnd(preempted=preempted and not final,
+                       to_log={"perf/checkpoint_stall_seconds": time.perf_counter() - save_started} if saved else {})
 
-    def raise_failure(self, *, permanent: bool) -> None:
+    def _raise_failure(self, *, permanent: bool) -> None:
         """Stop the run because some rank's upload failed (`permanent`: as agreed across ranks)."""
         what = (f"checkpoint upload to {self.store.uri} failed: {store_failure(self.failure)}" if self.failure
                 else f"a checkpoint upload of another rank to {self.store.uri} failed")
         if permanent:
             raise ConfigurationError(f"train.checkpoint.uri: {what}")
         raise UploadFailed(what) from self.failure
-
 
     # --- policy and state ------------------------------------------------------------------------------------
 
@@ -141,33 +273,6 @@ class Checkpointer:
         self.save(engine, step, state, final=final, best=improved, metrics=metrics, extra_tensors=self.extra_tensors())
         return True
 
-    def prefetch(self) -> None:
-        """Start fetching this rank's files of the newest complete checkpoint in the background: a resumed
-        attempt downloads while it builds its model and engine, and `resume` waits for the rest."""
-        future, newest_known = Future(), Future()
-
-        def fetch_newest() -> None:
-            try:
-                newest = self.stored.newest()
-                newest_known.set_result(newest)
-                if newest is not None:
-                    self._download_files(newest)
-                future.set_result(newest)
-            except BaseException as exc:
-                for pending in (newest_known, future):
-                    if not pending.done():
-                        pending.set_exception(exc)
-
-        # A daemon thread: an attempt that fails before it resumes exits at once, not after the download.
-        threading.Thread(target=fetch_newest, name="checkpoint-prefetch", daemon=True).start()
-        self._prefetched, self._newest = future, newest_known
-
-    def loads_universal(self) -> bool:
-        """Whether the checkpoint to resume from holds ZeRO shards of another number of ranks: the engine must
-        then be built to load DeepSpeed's universal format, into which `restore` converts it."""
-        newest = self._newest.result() if self._newest else self.stored.newest()
-        return newest is not None and _needs_universal(newest, self.ranks.world_size)
-
     def prepare_snapshots(self, engine) -> None:
         """Reserve the host memory of the next save's snapshot on the upload thread (after the first step, when
         the optimizer state exists); the save waits for it as for an upload."""
@@ -177,8 +282,8 @@ class Checkpointer:
 
     def resume(self, engine) -> int:
         """Restore the newest complete checkpoint into the engine and every registered part; the step it holds
-        (0 when the run has none yet)."""
-        newest = self._prefetched.result() if self._prefetched else self.stored.newest()
+        (0 when the run has none yet); a prefetched one's files are on local disk already."""
+        newest = self.transfers.newest()
         if newest is None:
             return 0
         state = self.restore(engine, newest)
@@ -252,13 +357,13 @@ class Checkpointer:
                      metrics: dict) -> None:
         prefix = layout.step_prefix(self.run_id, step)
         entries = []
-        meter = self._meter("upload", step, sum(path.stat().st_size for path in files))
+        meter = self.transfers.meter("upload", step, sum(path.stat().st_size for path in files))
         for path in files:
             relative = str(path.relative_to(step_dir))
             self._retry(lambda: self.store.put_file(path, prefix + relative, progress=meter),
                         f"upload {prefix}{relative}")
             entries.append(FileEntry(relative, path.stat().st_size, layout.sha256_of(path)))
-        self._count("upload", meter)
+        self.transfers.count("upload", meter)
         part = json.dumps({"attempt": self.attempt, "files": [asdict(e) for e in entries]}).encode()
         self._retry(lambda: self.store.put_bytes(part, f"{prefix}{layout.PARTS}/rank-{self.ranks.rank:05d}.json"),
                     f"upload part list of {prefix}")
@@ -292,13 +397,7 @@ class Checkpointer:
         return sorted(entries, key=lambda e: e.path)
 
     def _retry(self, action, what: str):
-        def note(message: str):
-            self.upload_retries += 1
-            log.warning(message)
-            if self._on_retry:
-                self._on_retry(message)
-
-        return with_retries(action, what=what, on_retry=note)
+        return self.transfers.retry(action, what)
 
     def _prune_local(self, before: int) -> None:
         """Local disk holds only what is not yet safely in the store; never another rank's files."""
@@ -384,57 +483,9 @@ class Checkpointer:
 
     def fetch(self, manifest: Manifest) -> Path:
         """This rank's files of a complete checkpoint on local disk, on every rank before any goes on."""
-        step_dir = self._download_files(manifest)
+        step_dir = self.transfers.download(manifest)
         runtime.barrier()
         return step_dir
-
-    def _download_files(self, manifest: Manifest) -> Path:
-        """This rank's files on local disk (no collective: it may run on a background thread); verified local
-        copies are not fetched again. A checkpoint of another world size is resharded on each node from all of
-        its files: local rank 0 fetches them, the other ranks none."""
-        step_dir = self.local_dir / layout.step_tag(manifest.step)
-        prefix = layout.step_prefix(self.run_id, manifest.step)
-        shared = [e for e in manifest.files if layout.owner_rank(e.path) is None]
-        own = [e for e in manifest.files if layout.owner_rank(e.path) == self.ranks.rank]
-        mine = (shared if self.ranks.local_rank == 0 else []) + own
-        if manifest.world_size != self.ranks.world_size:
-            mine = list(manifest.files) if self.ranks.local_rank == 0 else []
-        # In parallel, file by file (checksums too: hashlib and the store's transfers release the GIL); a
-        # verified local copy is reused, the rest downloads straight to its place.
-        with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="checkpoint-fetch") as pool:
-            reusable = list(pool.map(lambda e: self._verified_copy(step_dir / e.path, e), mine))
-            missing = [entry for entry, reused in zip(mine, reusable) if not reused]
-            meter = self._meter("download", manifest.step, sum(e.size for e in missing))
-            list(pool.map(lambda entry: self._retry(lambda: self._download(prefix, entry, step_dir / entry.path,
-                                                                           meter), f"download {prefix}{entry.path}"),
-                          missing))
-        self._count("download", meter)
-        return step_dir
-
-    def _verified_copy(self, local: Path, entry: FileEntry) -> bool:
-        """A local file with the manifest's size and checksum (checked once per process: a prefetch verified it)."""
-        if (local, entry.sha256) in self._verified:
-            return local.is_file() and local.stat().st_size == entry.size
-        if local.is_file() and local.stat().st_size == entry.size and layout.sha256_of(local) == entry.sha256:
-            self._verified.add((local, entry.sha256))
-            return True
-        return False
-
-    def _download(self, prefix: str, entry: FileEntry, local: Path, meter) -> None:
-        self.store.get_file(prefix + entry.path, local, progress=meter)
-        if layout.sha256_of(local) != entry.sha256:
-            raise ChecksumMismatch(f"{prefix}{entry.path}: checksum differs from the manifest")
-        self._verified.add((local, entry.sha256))
-
-    def _meter(self, way: str, step: int, total: int) -> TransferMeter:
-        return TransferMeter(f"checkpoint {way} {layout.step_tag(step)} (rank {self.ranks.rank})", total,
-                             self.progress_every)
-
-    def _count(self, way: str, meter: TransferMeter) -> None:
-        moved, seconds = meter.finish()
-        with self._lock:
-            self.transfers[f"transfer/{way}_bytes"] += moved
-            self.transfers[f"transfer/{way}_seconds"] += seconds
 
     def restore(self, engine, manifest: Manifest) -> dict:
         """Weights, optimizer, scheduler, this rank's RNG; returns the trainer state saved with them. From a
