@@ -11,19 +11,46 @@ and a section another task owns is an unknown key.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Callable, Mapping
 
 from pydantic import BaseModel, create_model
 
+from spottrain_contract.errors import UserError
 from spottrain_contract.plugins import PluginTable, load_object
 from spottrain_contract.schema import Recipe, Train
+
+
+@dataclass(frozen=True)
+class JobOption:
+    """An option of the task's `launch eval`/`launch predict` jobs (`--option NAME=VALUE`): it sets one setting
+    of the run's recipe for the job, so the task's own model validates it like any override."""
+
+    name: str  # what the user writes: csv
+    key: str  # the dotted setting it sets: train.data.test_csv
+    description: str
+    path: bool = False  # a file the job reads: made absolute for a job here
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     options: str  # module:Class of the options model, merged into `train`
     implementation: str  # module:callable(train settings, ranks) -> the trainer's Task
+    job_options: tuple[JobOption, ...] = ()  # what its eval/predict jobs take beyond the run's settings
+
+
+VLM_JOB_OPTIONS = (
+    JobOption("csv", "train.data.test_csv", "Judge on this CSV (url, query, annotation) instead of the run's test "
+                                            "CSV (a path where the job runs).", path=True),
+    JobOption("prompt_template", "train.evaluation.prompt_template", "The user turn, with {query}."),
+    JobOption("system_message", "train.evaluation.system_message", "A system turn before it."),
+    JobOption("batch_size", "train.evaluation.batch_size", "Prompts per generate()."),
+    JobOption("max_new_tokens", "train.evaluation.generation.max_new_tokens", "Tokens generated at most."),
+    JobOption("model_id", "train.model.id", "The base model (hub id or path), e.g. of an adapter from anywhere."),
+    JobOption("model_type", "train.model.type", "Its family (llava, qwen2_vl, qwen2_5_vl, blip2, …)."),
+)
 
 
 TASKS: PluginTable[TaskSpec] = PluginTable("task", "spottrain.tasks", {
@@ -33,8 +60,24 @@ TASKS: PluginTable[TaskSpec] = PluginTable("task", "spottrain.tasks", {
     "rho1": TaskSpec("spottrain_contract.wmtp:Rho1Stage", "spottrain.tasks.wmtp.rho1:Rho1Task"),
     "pairwise_ranking": TaskSpec("spottrain_contract.ranking:PairwiseRankingStage",
                                  "spottrain.tasks.ranking.task:PairwiseRankingTask"),
-    "vlm_lora": TaskSpec("spottrain_contract.vlm:VlmLoraStage", "spottrain.tasks.vlm.task:VlmLoraTask"),
+    "vlm_lora": TaskSpec("spottrain_contract.vlm:VlmLoraStage", "spottrain.tasks.vlm.task:VlmLoraTask",
+                         job_options=VLM_JOB_OPTIONS),
 })
+
+
+def job_option_overrides(task: str, options: Mapping[str, Any], absolute: Callable[[str], str]) -> list[str]:
+    """The overrides a job's `--option NAME=VALUE`s make (`absolute`: what a path option becomes where the job
+    runs). Values are JSON: override values are typed as YAML, where "Question: {query}" would be a mapping. An
+    option the task does not declare is a one-line error naming those it does."""
+    declared = {option.name: option for option in TASKS.get(task).job_options}
+    overrides = []
+    for name, value in options.items():
+        if name not in declared:
+            known = ", ".join(declared) or "none"
+            raise UserError(f"--option {name}: not an option of task {task}'s jobs (its options: {known})")
+        option = declared[name]
+        overrides.append(f"{option.key}={json.dumps(absolute(value) if option.path else value)}")
+    return overrides
 
 
 def options_model(task: str) -> type[BaseModel]:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import AfterValidator, Field, model_validator
 
 from spottrain_contract.schema import FieldProblem, PositiveInt, Strict, above, between, fraction
+from spottrain_contract.stage_inputs import stage_input
 
 
 class MtpModel(Strict):
@@ -43,8 +44,9 @@ class CriticOptions(Strict):
 
 class VerifiableOptions(Strict):
     critic_stage: str = Field("critic", description="Recipe whose best checkpoint initialises the value head.")
-    critic_checkpoint: Optional[str] = Field(
-        None, description="Explicit critic checkpoint (path or URI); resolved from the store when unset.")
+    critic_checkpoint: Optional[str] = stage_input(
+        stage_option="critic_stage",
+        description="Explicit critic checkpoint (path or URI); resolved from the store when unset.")
     beta: Annotated[float, above(0)] = Field(0.9, description="Temperature of the exponential TD weights.")
     value_coef: Annotated[float, between(0, 1e3)] = 0.5
     weight_clip: tuple[float, float] = Field((0.1, 5.0), description="[w_min, w_max] of the token weights.")
