@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from launcher.compare import find_mlflow_run, fmt, save_figure
+from launcher.compare import fmt, save_figure
+from launcher.mlflow_runs import mlflow_run
 from launcher.errors import LaunchError
 from launcher.registry import Registry
 from launcher.tables import render_table
@@ -34,15 +35,15 @@ def ablation_view(registry: Registry, sweep_id: str, metrics: Sequence[str] = ()
         known = sorted({r.sweep_id for r in registry.all() if r.sweep_id})
         raise LaunchError(f"no sweep '{sweep_id}' launched from this project"
                           + (f" (sweeps: {', '.join(known)})" if known else ""))
-    found = {record.run_id: find_mlflow_run(record) for record in records}
-    final = {run_id: dict(hit[1].data.metrics) if hit else {} for run_id, hit in found.items()}
+    found = {record.run_id: mlflow_run(record)[1] for record in records}
+    final = {run_id: dict(run.data.metrics) if run else {} for run_id, run in found.items()}
     columns = _columns(metrics or _evaluation_metrics(final.values()), final.values())
     cells = []
     for record in records:
         cell = from_shipped(record.recipe_document, f"run {record.run_id} in the run database").cell
-        hit, values = found[record.run_id], final[record.run_id]
+        run, values = found[record.run_id], final[record.run_id]
         cells.append(AblationCell(cell=record.cell, run_id=record.run_id,
-                                  mlflow_run_id=hit[1].info.run_id if hit else None,
+                                  mlflow_run_id=run.info.run_id if run else None,
                                   entries=cell.entries if cell else {}, overrides=cell.overrides if cell else {},
                                   metrics={column: values.get(_mlflow_key(column)) for column in columns}))
     return AblationView(sweep_id=sweep_id, recipe=records[0].recipe, metrics=columns, cells=cells)

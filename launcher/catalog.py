@@ -36,7 +36,9 @@ class CheckResult:
 def check_all(project_dir: Path, targets: Iterable[str]) -> list[CheckResult]:
     """Render and validate each recipe for each target, bare and under each of its profiles, and each cell of
     its sweep under each. Offline."""
-    from launcher.display import render_for_display
+    from launcher.display import masked_document
+    from launcher.plan import plan_launch
+    from launcher.requests import LaunchRequest
 
     results = []
     for name in recipe_names(project_dir):
@@ -50,8 +52,10 @@ def check_all(project_dir: Path, targets: Iterable[str]) -> list[CheckResult]:
             for profile, grid in grids.items():
                 for cell in [None, *grid]:
                     try:
-                        render_for_display(name, target=target, project_dir=project_dir, profile=profile,
-                                           run_id=CHECK_RUN_ID, cell=cell)
+                        # the profile as given: None renders the recipe bare, not under the target's default
+                        loaded = load_recipe(name, project_dir=project_dir, profile=profile, cell=cell)
+                        request = LaunchRequest(name, target, run_id=CHECK_RUN_ID)
+                        masked_document(plan_launch(request, project_dir, loaded=loaded))
                         results.append(CheckResult(name, target, profile, cell=cell))
                     except UserError as exc:
                         results.append(CheckResult(name, target, profile, str(exc), cell=cell))

@@ -8,30 +8,20 @@ environment and `.env`, as a launch takes them; nothing is written but the store
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from unittest import mock
-
 from launcher.plan import LaunchPlan
+from launcher.process_env import environment
 from launcher.secrets import resolve_secrets
+from launcher.targets import Check, get_target
 from spottrain_contract.errors import UserError
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str  # what was found; on failure, how to fix it
-
-
 def run_checks(plan: LaunchPlan, project_dir: Path) -> list[Check]:
-    from launcher.targets import get_target
-
     recipe, target = plan.recipe, get_target(plan.target)
     found = resolve_secrets(recipe.secrets, project_dir, required=False)
     checks = [_secrets(recipe.secrets, found.names, needed=not target.RUNS_HERE)]
-    with mock.patch.dict(os.environ, found.as_dict()):  # the credentials a launch passes, for this process's clients
+    with environment(found.as_dict()):  # the credentials a launch passes, for this process's clients
         checks.append(_guarded("checkpoint store", lambda: _store(plan, project_dir)))
         checks.append(_guarded("MLflow", lambda: _mlflow(plan)))
         checks += target.preflight(recipe, project_dir)

@@ -9,4 +9,10 @@ class LaunchError(UserError):
     """A refused launch or a run that cannot be found or reached: the message is the whole story."""
 
 
-__all__ = ["LaunchError", "RecipeError", "UserError"]
+class RunNotFound(LaunchError):
+    """A run id the run database does not hold (the hub's API answers 404)."""
+
+    status = 404
+
+
+__all__ = ["LaunchError", "RecipeError", "RunNotFound", "UserError"]

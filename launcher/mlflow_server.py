@@ -10,6 +10,7 @@ import os
 import threading
 from pathlib import Path
 
+from launcher.process_env import environment
 from launcher.secrets import resolve_secrets
 
 MLFLOW_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -26,25 +27,10 @@ def server_client(uri: str, project_dir: Path, *, timeout: int = 10, retries: in
     settings = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
     settings = {name: os.environ.get(name, value) for name, value in settings.items()}
     found = resolve_secrets(MLFLOW_CREDENTIALS, project_dir, required=False).as_dict()
-    with _environ_lock, _environment({**settings, **found}):
+    with _environ_lock, environment({**settings, **found}):
         from mlflow.tracking import MlflowClient
 
         yield MlflowClient(tracking_uri=uri)
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """`values` in os.environ while the block runs, then what was there before."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def one_line(exc: BaseException) -> str:

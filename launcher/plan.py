@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets as _random
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import yaml
 
+from launcher.requests import LaunchRequest
 from spottrain_contract.recipe import LoadedRecipe, load_recipe
 from spottrain_contract.schema import Recipe
 
@@ -110,18 +112,31 @@ def code_version(project_dir: Path) -> Optional[CodeVersion]:
     return CodeVersion(commit, dirty=bool((git("status", "--porcelain") or "").strip()))
 
 
-def plan_launch(name: str, *, target: str, project_dir: Path, gpus: Optional[int] = None,
-                nodes: Optional[int] = None, overrides: Iterable[str] = (), profile: Optional[str] = None,
-                run_id: Optional[str] = None, code: Optional[CodeVersion] = None,
-                chaos: Optional[str] = None, cell: Optional[str] = None,
-                sweep_id: Optional[str] = None) -> LaunchPlan:
-    """`--gpus`/`--nodes` become overrides, so the shipped recipe records them like any other. `cell`: one cell
-    of the recipe's sweep `sweep_id` (launcher.sweeps)."""
-    sized = [f"resources.gpus={gpus}"] if gpus is not None else []
-    sized += [f"resources.nodes={nodes}"] if nodes is not None else []
-    loaded = load_recipe(name, project_dir=project_dir, profile=profile, overrides=[*sized, *overrides], cell=cell)
-    return LaunchPlan(loaded=loaded, target=target, run_id=run_id or new_run_id(loaded.name), code=code,
-                      chaos=chaos, sweep_id=sweep_id)
+def plan_launch(request: LaunchRequest, project_dir: Path, *, code: Optional[CodeVersion] = None,
+                loaded: Optional[LoadedRecipe] = None) -> LaunchPlan:
+    """The recipe of `request`, loaded and validated once (its profile, or the target's default; `--gpus`/`--nodes`
+    as overrides, so the shipped recipe records them like any other; one cell of its sweep), with a run id.
+    `loaded`: the request's recipe, already loaded by the caller (not loaded again)."""
+    loaded = loaded or load_recipe(request.recipe, project_dir=project_dir, profile=effective_profile(request),
+                                   overrides=request.sized(), cell=request.cell)
+    return LaunchPlan(loaded=loaded, target=request.target, run_id=request.run_id or new_run_id(loaded.name),
+                      code=code, chaos=request.chaos, sweep_id=request.sweep_id)
+
+
+def effective_profile(request: LaunchRequest) -> Optional[str]:
+    """What a launch applies: the profile asked for, else its target's default (local: `local`)."""
+    from launcher.targets import get_target
+
+    return request.profile or get_target(request.target).DEFAULT_PROFILE
+
+
+def with_overrides(plan: LaunchPlan, project_dir: Path, *overrides: str) -> LaunchPlan:
+    """The plan with settings resolved at launch added as ordinary overrides (a stage's input found in a store):
+    validated like any, and shown by the dry run, the shipped recipe and MLflow's params."""
+    loaded = plan.loaded
+    reloaded = load_recipe(loaded.name, project_dir=project_dir, profile=loaded.profile,
+                           overrides=[*loaded.overrides, *overrides], cell=loaded.cell.name if loaded.cell else None)
+    return dataclasses.replace(plan, loaded=dataclasses.replace(reloaded, changes=loaded.changes))
 
 
 def override_text(key: str, value) -> str:

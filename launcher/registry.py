@@ -23,52 +23,17 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from launcher.errors import LaunchError
+from launcher.errors import LaunchError, RunNotFound
+from launcher.rundb.records import LedgerSummary, RunRecord, record_from_fields
 from spottrain_contract.job import RunState
 
 REGISTRY_DIR = "runs/registry"  # the JSON registry of old, imported once
 LOG_DIR = "runs/logs"
 LAUNCH_CLAIM_SECONDS = 900.0  # a claim still launching from another machine is trusted this long
 _TERMINAL_VALUES = frozenset(state.value for state in RunState if state.is_terminal)
-
-
-@dataclass(frozen=True)
-class LedgerSummary:
-    """A run's preemption ledger as the run lists show it, kept in its row: reading every run's ledger from its
-    store at every refresh of a list would be too slow. Refreshed whenever the launcher reads the ledger anyway
-    (`launcher.ledger_view.run_ledger`); stale by whatever the run did since `read`."""
-
-    goodput: float  # useful ÷ computed steps
-    device_hours: float  # wall time × ranks of every attempt
-    device_unit: str  # what device_hours count: "GPU" (GPU-hours) or "rank" (rank-hours, on CPU)
-    read: float  # when it was read (seconds since the epoch)
-
-
-@dataclass
-class RunRecord:
-    run_id: str
-    recipe: str
-    target: str
-    state: RunState
-    started: float
-    store: str
-    local_dir: str
-    tracking_uri: str
-    handle: dict = field(default_factory=dict)
-    restarts: int = 0
-    ended: Optional[float] = None
-    log: Optional[str] = None
-    project: str = ""  # the project directory it was launched from (its registry, its working copy)
-    recipe_document: str = ""  # the resolved recipe the latest launch shipped: a resume reuses it
-    sweep_id: Optional[str] = None  # a sweep's cell: the sweep (`launch status SWEEP`, `launch compare SWEEP`)
-    cell: Optional[str] = None  # a sweep's cell: its name
-    launched_by: Optional[str] = None  # `user@host` of whoever launched it (or saved the draft); None: unknown
-    task: Optional[str] = None  # what its recipe trains (the recipe's `task`)
-    ledger: Optional[LedgerSummary] = None  # a cache only `Registry.cache_ledger` writes (`save` keeps it)
 
 
 def this_user() -> str:
@@ -80,6 +45,22 @@ def this_user() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+_registries: dict[tuple[str, str, bool], "Registry"] = {}
+
+
+def registry_of(project_dir: Path, *, every_project: bool = False) -> "Registry":
+    """The process's one registry of a project, for the database in force (SPOTTRAIN_DB, else the project's
+    SQLite file): each caller that needs a project's runs (a workspace, a target finding its run again) shares
+    it, with its engine."""
+    from launcher.rundb.engine import database_url
+
+    project_dir = Path(project_dir).resolve()
+    key = (str(project_dir), database_url(project_dir), every_project)
+    if key not in _registries:
+        _registries[key] = Registry(project_dir, every_project=every_project)
+    return _registries[key]
+
+
 def live_message(run_id: str, target: str, state: str, step: str = "-") -> str:
     step = f", step {step}" if step != "-" else ""
     return (f"run {run_id} is live on {target} ({state}{step}): stop it first (launch stop {run_id}) or follow it "
@@ -89,7 +70,6 @@ def live_message(run_id: str, target: str, state: str, step: str = "-") -> str:
 class Registry:
     def __init__(self, project_dir: Path, url: Optional[str] = None, *, every_project: bool = False):
         self.project_dir = Path(project_dir)
-        self.dir = self.project_dir / REGISTRY_DIR
         self.url = url  # else $SPOTTRAIN_DB, else runs/spottrain.db in the project
         self.every_project = every_project
         self.skipped: list[str] = []  # what `all` could not read, one line each
@@ -264,9 +244,9 @@ class Registry:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _unknown(self, run_id: str) -> LaunchError:
+    def _unknown(self, run_id: str) -> RunNotFound:
         known = [r.run_id for r in self.all(limit=5)]
-        return LaunchError(f"no run '{run_id}' launched from this project"
+        return RunNotFound(f"no run '{run_id}' launched from this project"
                            + (f" (recent: {', '.join(known)})" if known else ""))
 
     # --- one live attempt per run id ------------------------------------------------------------------------
@@ -363,10 +343,6 @@ def _claim_is_live(claim, run) -> bool:
     if claim["launcher"]:
         return _launcher_alive(claim["launcher"], claim["claimed"])
     return run.state not in _TERMINAL_VALUES
-
-
-def record_from_fields(fields) -> RunRecord:
-    return RunRecord(**{**fields, "state": RunState(fields["state"])})
 
 
 def _record(row) -> RunRecord:

@@ -27,13 +27,14 @@ from spottrain_contract.schema import Recipe
 from spottrain_contract.store import open_store
 
 
-def submit(plan: LaunchPlan, project_dir: Path) -> RunRecord:
+def submit(registry: Registry, plan: LaunchPlan) -> RunRecord:
     """Render with the real secrets, validate, record the run, hand it to its target. A refused submission
-    leaves the registry as it was (no record, or the run's record from its earlier launch)."""
+    leaves the registry as it was (no record, or the run's record from its earlier launch). The run belongs to
+    the registry's project."""
     target = get_target(plan.target)
     if plan.chaos and not target.RUNS_HERE:
         raise LaunchError(f"--chaos: only for runs on this machine, not --target {plan.target}")
-    registry = Registry(project_dir)
+    project_dir = registry.project_dir
     _refuse_a_second_live_attempt(registry, plan.run_id)
     secrets = resolve_secrets(target.secret_names(plan.recipe), project_dir, required=not target.RUNS_HERE)
     document = target.render(plan, secrets)
@@ -68,22 +69,15 @@ def _refuse_a_second_live_attempt(registry: Registry, run_id: str) -> None:
         raise LaunchError(f"run {run_id}: cannot tell whether its last attempt on {record.target} is still live "
                           f"({exc}): try again when {record.target} answers") from None
     if not now.state.is_terminal:
-        raise LaunchError(live_message(run_id, record.target, str(now.state), now.step))
+        raise LaunchError(live_message(run_id, record.target, str(now.state), now.progress))
 
 
-def launched_recipe(project_dir: Path, run_id: Optional[str]) -> Optional[LoadedRecipe]:
-    """The recipe an earlier launch of `run_id` from this project shipped, or None (a new run)."""
-    registry = Registry(project_dir)
+def launched_recipe(registry: Registry, run_id: Optional[str]) -> Optional[LoadedRecipe]:
+    """The recipe an earlier launch of `run_id` shipped, or None (a new run, or a draft)."""
     if not run_id or not registry.exists(run_id):
         return None
     record = registry.get(run_id)
     return from_shipped(record.recipe_document, f"run {run_id} in the run database") if record.recipe_document else None
-
-
-def sweep_of(project_dir: Path, run_id: Optional[str]) -> Optional[str]:
-    """The sweep a run launched from this project is a cell of, or None."""
-    registry = Registry(project_dir)
-    return registry.get(run_id).sweep_id if run_id and registry.exists(run_id) else None
 
 
 def completed_here(plan: LaunchPlan, project_dir: Path) -> Optional[int]:
@@ -156,7 +150,7 @@ def run_view(registry: Registry, record: RunRecord, *, reachable: bool = True) -
     name, overrides = _launched_as(record.recipe_document, record.run_id) if record.recipe_document else (
         record.recipe, ())
     return RunView(id=record.run_id, name=name, recipe=record.recipe, target=record.target, state=now.state,
-                   step=now.step, restarts=now.restarts if now.restarts is not None else record.restarts,
+                   step=now.step, total_steps=now.total, restarts=now.restarts if now.restarts is not None else record.restarts,
                    started=record.started, ended=record.ended, overrides=list(overrides),
                    failure=record.handle.get("failure"), sweep_id=record.sweep_id, cell=record.cell,
                    task=record.task, launched_by=record.launched_by, project=Path(record.project).name,

@@ -1,40 +1,35 @@
-"""Stage dependencies: the verifiable stage starts from the critic's best checkpoint, found in the store.
+"""Stage inputs, resolved for every task alike: an option a task declares with `stage_input` (the verifiable
+stage's critic checkpoint) and a recipe leaves unset is the best checkpoint of the newest completed run of the
+recipe it names, found in the recipe's checkpoint store.
 
-"Newest completed critic run of the same experiment": among the runs in the recipe's checkpoint store whose
-run id starts with the critic recipe's name, the newest whose final checkpoint is complete; its BEST.json names
-the step. Within `launch pipeline` it is the critic run that pipeline just launched, and no other. The result is
-passed to the job as an ordinary override, so the trainer, the dry run and MLflow's params all show which critic
-checkpoint was used.
+"Newest completed run": among the runs in the store whose run id starts with the producing recipe's name, the
+newest whose final checkpoint is complete; its BEST.json names the step. Within `launch pipeline` it is the run
+of that recipe the pipeline just launched, and no other. The result is passed to the job as an ordinary override,
+so the trainer, the dry run and MLflow's params all show which checkpoint was used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import yaml
 
 from launcher.errors import LaunchError
-from launcher.plan import LaunchPlan, plan_launch
+from launcher.plan import LaunchPlan, with_overrides
 from spottrain_contract.lookup import finished_runs
+from spottrain_contract.stage_inputs import StageInput, unset_stage_inputs
 from spottrain_contract.store import open_store, store_failure
 
 PIPELINES_FILE = "recipes/_pipelines.yaml"
-CRITIC_OVERRIDE = "train.verifiable.critic_checkpoint"
 
 
-def needs_critic(plan: LaunchPlan) -> bool:
-    options = getattr(plan.recipe.train, "verifiable", None)
-    return options is not None and not options.critic_checkpoint
-
-
-def find_critic_checkpoint(plan: LaunchPlan, only_run: Optional[str] = None) -> Optional[str]:
-    """URI of the best checkpoint of the newest completed critic run in this recipe's store (of `only_run`, if
+def best_checkpoint_of(plan: LaunchPlan, stage: str, only_run: Optional[str] = None) -> Optional[str]:
+    """URI of the best checkpoint of the newest completed `stage` run in this recipe's store (of `only_run`, if
     given), or None. Reading an s3:// store needs boto3, imported only here, when a store is really read; a
     store that cannot be read is one line naming it."""
     checkpoint = plan.recipe.train.checkpoint
-    stage = plan.recipe.train.verifiable.critic_stage
     try:
         store = open_store(checkpoint.uri, checkpoint.endpoint_url)
         for run in finished_runs(store, run_prefix=f"{stage}-", only_run=only_run):
@@ -47,41 +42,36 @@ def find_critic_checkpoint(plan: LaunchPlan, only_run: Optional[str] = None) -> 
     return None
 
 
-def _is_remote(uri: str) -> bool:
-    return "://" in uri
+def with_stage_inputs(plan: LaunchPlan, project_dir: Path, *, required: bool,
+                      after: Optional[Mapping[str, str]] = None) -> LaunchPlan:
+    """The plan with each unset stage input resolved. `after` (recipe name -> run id) are the runs a pipeline
+    launched before this stage: a producing run among them is the one. Not `required` (a dry run) never touches
+    the network: an input in a remote store is only described."""
+    found, notes = [], []
+    for needed in unset_stage_inputs(plan.recipe.train):
+        uri = _resolve(plan, needed, required=required, pinned=(after or {}).get(needed.stage))
+        if uri is None and not required and "://" in plan.recipe.train.checkpoint.uri:
+            notes.append(f"{needed.stage:<10} the best checkpoint of the newest completed {needed.stage} run in "
+                         f"{plan.recipe.train.checkpoint.uri}, looked up at launch (or --override {needed.key}=URI)")
+        elif uri is not None:
+            found.append(f"{needed.key}={uri}")
+    resolved = with_overrides(plan, project_dir, *found) if found else plan
+    return dataclasses.replace(resolved, notes=(*resolved.notes, *notes))
 
 
-def with_critic_checkpoint(plan: LaunchPlan, project_dir: Path, *, required: bool,
-                           stage_runs: Optional[dict[str, str]] = None) -> LaunchPlan:
-    """The plan with the critic checkpoint resolved, if the recipe needs one and names none. `stage_runs`
-    (recipe name -> run id) are the runs a pipeline launched before this stage: a critic among them is the one.
-    Not `required` (a dry run) never touches the network: a remote store is only described."""
-    if not needs_critic(plan):
-        return plan
-    stage = plan.recipe.train.verifiable.critic_stage
+def _resolve(plan: LaunchPlan, needed: StageInput, *, required: bool, pinned: Optional[str]) -> Optional[str]:
     uri = plan.recipe.train.checkpoint.uri
-    if not required and _is_remote(uri):
-        note = (f"critic     the best checkpoint of the newest completed {stage} run in {uri}, looked up at launch "
-                f"(or --override {CRITIC_OVERRIDE}=URI)")
-        return dataclasses.replace(plan, notes=(*plan.notes, note))
-    pinned = (stage_runs or {}).get(stage)
-    found = find_critic_checkpoint(plan, only_run=pinned)
+    if not required and "://" in uri:
+        return None
+    found = best_checkpoint_of(plan, needed.stage, only_run=pinned)
     if found is None and pinned:
-        raise LaunchError(f"{plan.loaded.relpath}: {CRITIC_OVERRIDE}: {stage} run {pinned} of this pipeline "
-                          f"finished without a complete final checkpoint and a BEST.json in "
-                          f"{plan.recipe.train.checkpoint.uri}")
-    if found is None:
-        if not required:
-            return plan
-        target = f" --target {plan.target}" if plan.target != "skypilot" else ""
-        raise LaunchError(f"{plan.loaded.relpath}: {CRITIC_OVERRIDE}: no completed {stage} run in "
-                          f"{plan.recipe.train.checkpoint.uri}: run `launch recipe {stage}{target}` first, or "
-                          f"pass --override {CRITIC_OVERRIDE}=URI")
-    loaded = plan.loaded
-    return plan_launch(loaded.name, target=plan.target, project_dir=project_dir, profile=loaded.profile,
-                       overrides=[*loaded.overrides, f"{CRITIC_OVERRIDE}={found}"], run_id=plan.run_id,
-                       code=plan.code, chaos=plan.chaos, cell=loaded.cell.name if loaded.cell else None,
-                       sweep_id=plan.sweep_id)
+        raise LaunchError(f"{plan.loaded.relpath}: {needed.key}: {needed.stage} run {pinned} of this pipeline "
+                          f"finished without a complete final checkpoint and a BEST.json in {uri}")
+    if found is None and required:
+        raise LaunchError(f"{plan.loaded.relpath}: {needed.key}: no completed {needed.stage} run in {uri}: run "
+                          f"`launch recipe {needed.stage} --target {plan.target}` first, or pass "
+                          f"--override {needed.key}=URI")
+    return found
 
 
 def pipeline_stages(project_dir: Path, name: str) -> list[str]:
@@ -95,3 +85,10 @@ def pipeline_stages(project_dir: Path, name: str) -> list[str]:
     if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
         raise LaunchError(f"{PIPELINES_FILE}: {name}: expected a list of recipe names, got {stages!r}")
     return stages
+
+
+def pipeline_names(project_dir: Path) -> list[str]:
+    """The pipelines recipes/_pipelines.yaml names (none where it is missing or not a mapping)."""
+    path = project_dir / PIPELINES_FILE
+    pipelines = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return list(pipelines) if isinstance(pipelines, dict) else []

@@ -25,7 +25,7 @@ NO_SERVER = ("mlflow     no parent run: the recipe names no MLflow server (mlflo
 
 def describe_parent(sweep, project_dir: Path) -> str:
     """The dry run's line: where the parent run will be (it is found or made only at launch)."""
-    uri = runner.tracking_uri(sweep.cells[0].plan, project_dir)
+    uri = runner.tracking_uri(sweep.cells[0], project_dir)
     if uri is None:
         return NO_SERVER
     return (f"mlflow     the cells nest under the sweep's parent run in experiment "
@@ -35,7 +35,7 @@ def describe_parent(sweep, project_dir: Path) -> str:
 
 def open_parent_run(sweep, project_dir: Path) -> tuple[Optional[str], str]:
     """(the sweep's parent MLflow run id, found or made; a line saying where), or (None, why there is none)."""
-    first = sweep.cells[0].plan
+    first = sweep.cells[0]
     uri = runner.tracking_uri(first, project_dir)
     experiment = first.recipe.mlflow.experiment
     if uri is None:
@@ -60,7 +60,7 @@ def open_parent_run(sweep, project_dir: Path) -> tuple[Optional[str], str]:
 
 def close_parent_run(sweep, project_dir: Path, parent: str, *, finished: bool) -> None:
     """Mark the parent ended once every cell has (a launch that followed them all: runs here)."""
-    uri = runner.tracking_uri(sweep.cells[0].plan, project_dir)
+    uri = runner.tracking_uri(sweep.cells[0], project_dir)
     with server_client(uri, project_dir) as client:
         client.set_terminated(parent, status="FINISHED" if finished else "FAILED")
 

@@ -109,11 +109,11 @@ def sweep_line(sweep_id: str, cells: list[RunView]) -> str:
 
 def cell_rows(cells: list[RunView]) -> list[tuple]:
     """`launch status SWEEP`: one row per launched cell, with the run id `logs`, `stop` and `compare` take."""
-    return [(cell.cell, cell.id, str(cell.state), cell.step, cell.restarts, age(cell.started)) for cell in cells]
+    return [(cell.cell, cell.id, str(cell.state), cell.progress, cell.restarts, age(cell.started)) for cell in cells]
 
 
 def _row(key: str, view: RunView) -> tuple:
-    return (key, view.recipe, view.target, str(view.state), view.step, view.restarts, age(view.started))
+    return (key, view.recipe, view.target, str(view.state), view.progress, view.restarts, age(view.started))
 
 
 def _distinct(values: Iterable[Optional[str]]) -> list[str]:

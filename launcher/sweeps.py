@@ -19,24 +19,14 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from launcher import runner
-from launcher.display import render_for_display
 from launcher.errors import LaunchError
-from launcher.plan import LaunchPlan, plan_launch
+from launcher.plan import LaunchPlan
 from launcher.registry import Registry
+from launcher.requests import LaunchRequest
 from launcher.sweep_parent import close_parent_run, open_parent_run
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import LoadedRecipe
-from spottrain_contract.sweep import Cell, cells, check_name
-
-
-@dataclass(frozen=True)
-class CellPlan:
-    plan: LaunchPlan
-    document: str  # the display render: secrets masked, never submitted
-
-    @property
-    def cell(self) -> Cell:
-        return self.plan.loaded.cell
+from spottrain_contract.sweep import cells, check_name
 
 
 @dataclass(frozen=True)
@@ -44,39 +34,31 @@ class SweepPlan:
     sweep_id: str
     loaded: LoadedRecipe  # the recipe as written (profile and overrides applied, no cell)
     target: str
-    cells: list[CellPlan]
+    cells: tuple[LaunchPlan, ...] = ()  # one run per cell, in grid order, once planned
 
     @property
     def axes(self) -> dict:
         return self.loaded.recipe.sweep
 
 
-def plan_sweep(name: str, *, target: str, project_dir: Path, gpus=None, nodes=None, profile=None, overrides=(),
-               sweep_id: Optional[str] = None, stages: str = "require", chaos: Optional[str] = None,
-               allow_changes: bool = False) -> Optional[SweepPlan]:
-    """The sweep of recipe `name` with every cell resolved, validated and rendered (a bad entry is one line naming
-    the file, `sweep.<axis>.<entry>` and the key, before anything is launched); None for a recipe without one.
-    A cell launched before must resume with the settings it was launched with, unless `allow_changes`."""
-    bare = plan_launch(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes, profile=profile,
-                       overrides=overrides)
-    if not bare.recipe.sweep:
-        return None
-    if sweep_id is not None:
+def plan_sweep(request: LaunchRequest, bare: LoadedRecipe) -> SweepPlan:
+    """The sweep of `bare` (the recipe of `request`, loaded without a cell), its cells still to plan
+    (`cell_requests`); `--sweep-id` checked."""
+    if request.sweep_id is not None:
         try:
-            check_name(sweep_id)
+            check_name(request.sweep_id)
         except ValueError as exc:
             raise LaunchError(f"--sweep-id: {exc}") from None
-    sweep_id = sweep_id or default_sweep_id(bare.loaded, target)
-    planned = []
-    for cell in cells(bare.recipe.sweep):
-        run_id = cell_run_id(sweep_id, cell.name)
-        plan, document = render_for_display(name, target=target, project_dir=project_dir, gpus=gpus, nodes=nodes,
-                                            profile=profile, overrides=overrides, run_id=run_id, stages=stages,
-                                            chaos=chaos, cell=cell.name, sweep_id=sweep_id,
-                                            allow_changes=allow_changes,
-                                            resuming=runner.launched_recipe(project_dir, run_id))
-        planned.append(CellPlan(plan, document))
-    return SweepPlan(sweep_id=sweep_id, loaded=bare.loaded, target=target, cells=planned)
+    return SweepPlan(sweep_id=request.sweep_id or default_sweep_id(bare, request.target), loaded=bare,
+                     target=request.target)
+
+
+def cell_requests(sweep: SweepPlan, request: LaunchRequest) -> list[LaunchRequest]:
+    """One request per cell, in grid order: the sweep's request for that cell, under its stable run id (a cell
+    launched before resumes, with the settings it was launched with unless `allow_changes`)."""
+    return [request.but(run_id=cell_run_id(sweep.sweep_id, cell.name), cell=cell.name, sweep_id=sweep.sweep_id,
+                        max_parallel=None)
+            for cell in cells(sweep.axes)]
 
 
 def default_sweep_id(loaded: LoadedRecipe, target: str) -> str:
@@ -92,20 +74,21 @@ def cell_run_id(sweep_id: str, cell: str) -> str:
     return f"{sweep_id}-{cell}"
 
 
-def launch_sweep(sweep: SweepPlan, project_dir: Path, *, submit: Callable[[LaunchPlan], Optional[RunState]],
+def launch_sweep(sweep: SweepPlan, registry: Registry, *, submit: Callable[[LaunchPlan], Optional[RunState]],
                  say: Callable[[str], None], max_parallel: Optional[int] = None,
                  poll_seconds: float = 30.0) -> dict[str, Optional[RunState]]:
     """Each cell in grid order: skipped if finished, left alone if live, else submitted (resumed if it ran
     before) through `submit`, which returns the run's final state when it follows the run to its end (here) and
     None when the run goes on without it (a platform). Every cell nests under the sweep's parent MLflow run.
     Returns each cell's state as this launch left it."""
-    registry = Registry(project_dir)
+    project_dir = registry.project_dir
     parent, note = open_parent_run(sweep, project_dir)
     say(note)
     live: list[str] = []
     states: dict[str, Optional[RunState]] = {}
     for cell_plan in sweep.cells:
-        plan, cell = dataclasses.replace(cell_plan.plan, mlflow_parent=parent), cell_plan.cell
+        plan = dataclasses.replace(cell_plan, mlflow_parent=parent)
+        cell = plan.loaded.cell
         before = _state_before(registry, plan, project_dir)
         if before is RunState.FINISHED:
             say(f"cell {cell.name}: finished, skipped (run {plan.run_id})")

@@ -30,7 +30,9 @@ class RunView(BaseModel):
     recipe: str
     target: str
     state: RunState
-    step: str = Field(description="`step/total` where the target reports progress, else `-`.")
+    step: Optional[int] = Field(None, description="The trainer's last finished step, where the target reports "
+                                                 "progress (None: not known).")
+    total_steps: Optional[int] = Field(None, description="The steps the run trains in all, with `step`.")
     restarts: int
     started: float = Field(description="Launch time, seconds since the epoch.")
     ended: Optional[float] = None
@@ -45,6 +47,12 @@ class RunView(BaseModel):
                                                        "steps) as last read; None: never read.")
     device_hours: Optional[float] = Field(None, description="The ledger's device-hours as last read.")
     device_unit: Optional[str] = Field(None, description="What device_hours count: `GPU` or `rank` (on CPU).")
+
+
+    @property
+    def progress(self) -> str:
+        """`12/40` for people, `-` where the step is not known."""
+        return "-" if self.step is None else f"{self.step}/{self.total_steps}"
 
 
 class SweepView(BaseModel):
@@ -114,6 +122,7 @@ class PlanView(BaseModel):
     sweep_id: Optional[str] = Field(None, description="A sweep's cell: the sweep.")
     cell: Optional[str] = Field(None, description="A sweep's cell: its name.")
     cell_overrides: dict[str, Any] = Field(default_factory=dict, description="What the cell's entries set.")
+    summary: str = Field("", description="What a person checks before renting GPUs, as `launch recipe` prints it.")
     document: str = Field(description="Exactly what the target receives, secrets masked.")
 
 
@@ -129,6 +138,8 @@ class SweepPlanView(BaseModel):
 class HubRunView(RunView):
     """A run as the hub's API returns it: `launch status --json`'s row plus what the hub shows beside it."""
 
+    overrides: dict[str, Any] = Field(default_factory=dict, description="The launch's (or draft's) overrides as "
+                                      "`{dotted key: value}`, the shape `POST /api/runs` takes.")
     profile: Optional[str] = Field(None, description="The recipe profile a draft or hub launch applies.")
     loss: Optional[float] = Field(None, description="The latest train/loss logged to MLflow, if any yet.")
     log: bool = Field(False, description="Whether the run has a log here (runs on this machine).")

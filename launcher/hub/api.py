@@ -1,29 +1,24 @@
-"""The JSON API: the pages use it, a script can curl it. Thin routes over `launcher.hub.runs`, the runner and
-the registry; errors are `{"error": "<the CLI's one-line message>"}` with a 4xx code (see `app`)."""
+"""The JSON API: the pages use it, a script can curl it. Routes call the operations and serialise what they
+return; errors are `{"error": "<the CLI's one-line message>"}` with a 4xx code (see `app`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from launcher import checkpoints_view, ledger_view, runner
-from launcher.hub import external, runs, stream, usage
-from launcher.registry import Registry
+from launcher import operations as ops
+from launcher.hub import stream
 from launcher.views import CheckpointsView, HubRunView, LedgerView
 
 router = APIRouter(prefix="/api")
 
 
-def project_dir(request: Request) -> Path:
-    return request.app.state.project_dir
-
-
-def registry(request: Request) -> Registry:
-    return Registry(request.app.state.project_dir, every_project=True)
+def workspace(request: Request) -> ops.Workspace:
+    """The hub's project and run database, opened once when it started."""
+    return request.app.state.workspace
 
 
 class NewRun(BaseModel):
@@ -33,6 +28,9 @@ class NewRun(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted key → value.")
     name: Optional[str] = None
     launch: bool = False
+
+    def draft(self) -> ops.DraftRequest:
+        return ops.DraftRequest(self.recipe, self.target, self.profile, self.overrides, self.name)
 
 
 class Clone(BaseModel):
@@ -46,84 +44,84 @@ class DryRun(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+def _state(ws: ops.Workspace, run_id: str) -> dict:
+    return {"id": run_id, "state": str(ws.registry.get(run_id).state)}
+
+
 @router.get("/runs", response_model=list[HubRunView])
-def list_runs(response: Response, reg: Registry = Depends(registry),
-              limit: int = Query(runs.PAGE_SIZE, ge=1, description="How many runs: the newest."),
+def list_runs(response: Response, ws: ops.Workspace = Depends(workspace),
+              limit: int = Query(ops.PAGE_SIZE, ge=1, description="How many runs: the newest."),
               offset: int = Query(0, ge=0, description="Skip this many newest runs first (the next page).")):
     """The newest `limit` runs (after the `offset` newest), oldest first; `X-Total-Count` says how many there are."""
-    response.headers["X-Total-Count"] = str(reg.count())
-    return runs.listed_views(reg, limit, offset)
+    listed = ops.listing(ws, limit, offset)
+    response.headers["X-Total-Count"] = str(listed.window["total"])
+    return listed.views
 
 
 @router.get("/runs/{run_id}", response_model=HubRunView)
-def get_run(run_id: str, reg: Registry = Depends(registry)):
-    return runs.hub_view(reg, runs.get_record(reg, run_id))
+def get_run(run_id: str, ws: ops.Workspace = Depends(workspace)):
+    return ops.run(ws, run_id)
 
 
 @router.post("/runs", status_code=201)
-def create_run(body: NewRun, reg: Registry = Depends(registry), project: Path = Depends(project_dir)):
-    record = runs.save_draft(reg, project, recipe=body.recipe, target=body.target, profile=body.profile,
-                             overrides=body.overrides, name=body.name)
-    if body.launch:
-        try:
-            record = runs.launch_draft(reg, project, record.run_id)
-        except BaseException:
-            reg.delete(record.run_id)  # "Launch" that fails leaves nothing behind, as `launch recipe` does
-            raise
+def create_run(body: NewRun, ws: ops.Workspace = Depends(workspace)):
+    record = ops.create(ws, body.draft(), launch=body.launch)
     return {"id": record.run_id, "state": str(record.state)}
 
 
 @router.post("/runs/{run_id}/edit")
-def edit_draft(run_id: str, body: NewRun, reg: Registry = Depends(registry), project: Path = Depends(project_dir)):
-    record = runs.save_draft(reg, project, recipe=body.recipe, target=body.target, profile=body.profile,
-                             overrides=body.overrides, name=body.name, run_id=run_id)
+def edit_draft(run_id: str, body: NewRun, ws: ops.Workspace = Depends(workspace)):
+    ops.save_draft(ws, body.draft(), run_id=run_id)
     if body.launch:
-        record = runs.launch_draft(reg, project, run_id)
-    return {"id": record.run_id, "state": str(record.state)}
+        ops.launch_draft(ws, run_id)
+    return _state(ws, run_id)
 
 
 @router.post("/runs/{run_id}/launch")
-def launch_run(run_id: str, reg: Registry = Depends(registry), project: Path = Depends(project_dir)):
-    record = runs.launch_draft(reg, project, run_id)
-    return {"id": record.run_id, "state": str(record.state)}
+def launch_run(run_id: str, ws: ops.Workspace = Depends(workspace)):
+    ops.launch_draft(ws, run_id)
+    return _state(ws, run_id)
 
 
 @router.post("/runs/{run_id}/stop")
-def stop_run(run_id: str, reg: Registry = Depends(registry)):
-    state = runner.stop(reg, runs.get_record(reg, run_id))
-    return {"id": run_id, "state": str(state)}
+def stop_run(run_id: str, ws: ops.Workspace = Depends(workspace)):
+    return {"id": run_id, "state": str(ops.stop(ws, run_id))}
 
 
 @router.post("/runs/{run_id}/resume")
-def resume_run(run_id: str, reg: Registry = Depends(registry)):
-    record = runs.resume(reg, run_id)
-    return {"id": record.run_id, "state": str(record.state)}
+def resume_run(run_id: str, ws: ops.Workspace = Depends(workspace)):
+    ops.resume(ws, run_id)
+    return _state(ws, run_id)
 
 
 @router.post("/runs/{run_id}/clone", status_code=201)
-def clone_run(run_id: str, body: Optional[Clone] = None, reg: Registry = Depends(registry),
-              project: Path = Depends(project_dir)):
-    record = runs.clone(reg, project, run_id, (body or Clone()).overrides)
+def clone_run(run_id: str, body: Optional[Clone] = None, ws: ops.Workspace = Depends(workspace)):
+    record = ops.clone(ws, run_id, (body or Clone()).overrides)
     return {"id": record.run_id, "state": str(record.state)}
 
 
 @router.post("/dry-run")
-def dry_run(body: DryRun, project: Path = Depends(project_dir)):
-    return runs.dry_run(project, body.recipe, body.target, body.profile, body.overrides)
+def dry_run(body: DryRun, ws: ops.Workspace = Depends(workspace)):
+    """`launch recipe --dry-run`: the summary and the document, secrets masked."""
+    request = ops.LaunchRequest(body.recipe, body.target, profile=body.profile,
+                                overrides=ops.override_list(body.overrides))
+    planned = ops.prepare(ws, request, ops.DependencyLookup.DESCRIBE)
+    first = planned.cells[0] if isinstance(planned, ops.PlannedSweep) else planned
+    return {"summary": first.summary, "document": first.document, "run_id": first.run_id}
 
 
 @router.get("/runs/{run_id}/metrics")
-def run_metrics(run_id: str, reg: Registry = Depends(registry)):
-    return runs.metric_histories(runs.get_record(reg, run_id))
+def run_metrics(run_id: str, ws: ops.Workspace = Depends(workspace)):
+    return ops.metric_histories(ws, run_id)
 
 
-@router.get("/external-runs", response_model=external.ExternalRunsView)
+@router.get("/external-runs", response_model=ops.ExternalRunsView)
 def external_runs(request: Request):
-    """MLflow runs other scripts logged into the recipes' experiments (read-only; see `external`)."""
+    """MLflow runs other scripts logged into the recipes' experiments (read-only; see `external_runs`)."""
     return request.app.state.external.listing()
 
 
-@router.get("/external-runs/{mlflow_run_id}", response_model=external.ExternalRunDetail)
+@router.get("/external-runs/{mlflow_run_id}", response_model=ops.ExternalRunDetail)
 def external_run(mlflow_run_id: str, request: Request):
     return request.app.state.external.detail(mlflow_run_id)
 
@@ -134,39 +132,37 @@ def external_run_metrics(mlflow_run_id: str, request: Request):
 
 
 @router.get("/runs/{run_id}/system")
-def run_system_metrics(run_id: str, reg: Registry = Depends(registry)):
-    return usage.system_histories(runs.get_record(reg, run_id))
+def run_system_metrics(run_id: str, ws: ops.Workspace = Depends(workspace)):
+    return ops.system_histories(ws, run_id)
 
 
 @router.get("/runs/{run_id}/checkpoints", response_model=CheckpointsView)
-def run_checkpoints(run_id: str, reg: Registry = Depends(registry)):
-    return checkpoints_view.run_checkpoints(runs.get_record(reg, run_id))
+def run_checkpoints(run_id: str, ws: ops.Workspace = Depends(workspace)):
+    return ops.checkpoints(ws, run_id)
 
 
 @router.get("/runs/{run_id}/ledger", response_model=LedgerView)
-def run_ledger(run_id: str, reg: Registry = Depends(registry)):
-    return ledger_view.run_ledger_view(reg, runs.get_record(reg, run_id))
+def run_ledger(run_id: str, ws: ops.Workspace = Depends(workspace)):
+    return ops.ledger(ws, run_id)
 
 
 @router.get("/compare")
-def compare(run: list[str] = Query(default_factory=list), reg: Registry = Depends(registry),
-            project: Path = Depends(project_dir)):
+def compare(run: list[str] = Query(default_factory=list), ws: ops.Workspace = Depends(workspace)):
     if len(run) < 2:
         return JSONResponse({"error": "compare: name at least two runs (?run=A&run=B)"}, status_code=400)
-    records = [runs.get_record(reg, run_id) for run_id in run]
-    return {"runs": run, "config_diff": runs.config_diff(project, records), "metrics": runs.final_metrics(records),
-            "usage": usage.compare_usage(reg, records)}
+    page = ops.compare_page(ws, run)
+    return {"runs": run, "config_diff": page.view.config_diff, "metrics": page.view.metrics, "usage": page.usage}
 
 
 @router.get("/runs/{run_id}/events")
-def run_events(run_id: str, request: Request, reg: Registry = Depends(registry)):
-    record = runs.get_record(reg, run_id)
-    return StreamingResponse(stream.run_events(reg, record.run_id, request.app.state.poll_seconds),
+def run_events(run_id: str, request: Request, ws: ops.Workspace = Depends(workspace)):
+    watch = ops.RunWatch(ws, run_id)
+    return StreamingResponse(stream.run_events(watch, request.app.state.poll_seconds),
                              media_type="text/event-stream", headers=stream.HEADERS)
 
 
 @router.get("/events")
-def all_events(request: Request, reg: Registry = Depends(registry),
+def all_events(request: Request, ws: ops.Workspace = Depends(workspace),
                offset: int = Query(0, ge=0, description="The Runs page's window: skip this many newest runs.")):
-    return StreamingResponse(stream.list_events(reg, request.app.state.poll_seconds, offset),
+    return StreamingResponse(stream.list_events(ws, request.app.state.poll_seconds, offset),
                              media_type="text/event-stream", headers=stream.HEADERS)

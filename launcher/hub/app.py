@@ -9,16 +9,16 @@ of the recipes' (see `external`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from launcher.errors import RecipeError, UserError
 from launcher.hub import api, auth, pages
-from launcher.hub.external import ExternalRuns
-from spottrain_contract.errors import RecipeError, UserError
+from launcher.operations import ExternalRuns, Workspace
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -30,10 +30,15 @@ def plotly_js() -> Path:
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
-def create_app(project_dir: Path, token: Optional[str] = None, *, poll_seconds: float = 0.5,
+def create_app(workspace: Union[Workspace, Path], token: Optional[str] = None, *, poll_seconds: float = 0.5,
                mlflow_uri: Optional[str] = None) -> FastAPI:
+    """`workspace`: the hub's project and run database (every project's runs listed), or the project's
+    directory."""
     app = FastAPI(title="spottrain hub", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
-    app.state.project_dir = Path(project_dir).resolve()
+    if not isinstance(workspace, Workspace):
+        workspace = Workspace.open(Path(workspace).resolve(), every_project=True)
+    app.state.workspace = workspace
+    app.state.project_dir = workspace.project_dir
     app.state.token = token
     app.state.poll_seconds = poll_seconds
     app.state.external = ExternalRuns(app.state.project_dir, mlflow_uri)
@@ -41,7 +46,7 @@ def create_app(project_dir: Path, token: Optional[str] = None, *, poll_seconds: 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
         lines = str(exc).splitlines() or [type(exc).__name__]
-        status = getattr(exc, "status", 400)  # an error may say its own: runs.NotFound 404, external.Unreachable 503
+        status = getattr(exc, "status", 400)  # an error may say its own: RunNotFound 404, Unreachable 503
         body = {"error": lines[0], **({"errors": lines} if len(lines) > 1 else {})}
         if isinstance(exc, RecipeError):  # the form puts each reason beside its field
             body["fields"] = {error.key: error.reason for error in (exc, *exc.also) if error.key}

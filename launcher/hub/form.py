@@ -104,7 +104,3 @@ def train_fields(project_dir: Path, recipe: str, profile: Optional[str],
     train_model = recipe_model(loaded.recipe.task).model_fields["train"].annotation
     current = loaded.recipe.model_dump(mode="json")["train"]
     return loaded.recipe.task, _walk(train_model, "train", current, base.recipe.model_dump(mode="json")["train"])
-
-
-def profiles_of(project_dir: Path, recipe: str) -> list[str]:
-    return list(load_recipe(recipe, project_dir=project_dir).recipe.profiles)

@@ -28,7 +28,7 @@ def pending(project_dir: Path) -> bool:
 
 def import_once(engine: Engine, project_dir: Path, project_key: str) -> list[str]:
     """Import the project's JSON records unless that was done before; returns the lines for files skipped now."""
-    from launcher.registry import record_from_fields
+    from launcher.rundb.records import record_from_fields
 
     with db.transaction(engine) as connection:
         if connection.execute(select(JsonImport.project).where(JsonImport.project == project_key)).first():

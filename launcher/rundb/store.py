@@ -27,7 +27,7 @@ def ledger_values(summary) -> dict:
 
 def ledger_summary(row):
     """The `LedgerSummary` of a `runs` row, None where its ledger was never read."""
-    from launcher.registry import LedgerSummary
+    from launcher.rundb.records import LedgerSummary
 
     if row["ledger_read"] is None:
         return None

@@ -22,8 +22,27 @@ from spottrain_contract.schema import Recipe
 @dataclass(frozen=True)
 class RunStatus:
     state: RunState
-    step: str = "-"  # `12/40` where the target can see the trainer's progress
+    step: Optional[int] = None  # the trainer's last finished step, where the target can see its progress
+    total: Optional[int] = None  # the steps the run trains in all
     restarts: Optional[int] = None  # recoveries the platform counted, where it says
+
+    @property
+    def progress(self) -> str:
+        """`12/40` for people, `-` where the step is not known."""
+        return progress_text(self.step, self.total)
+
+
+def progress_text(step: Optional[int], total: Optional[int]) -> str:
+    return "-" if step is None else f"{step}/{total}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of `launch doctor`: a name, whether it passed, and what was found (on failure, how to fix it)."""
+
+    name: str
+    ok: bool
+    detail: str
 
 
 class Target(Protocol):
@@ -42,7 +61,7 @@ class Target(Protocol):
         """The secrets whose values this target passes at launch."""
 
     def preflight(self, recipe: Recipe, project_dir) -> list:
-        """`launch doctor`'s checks of this platform (doctor.Check rows): signed in, able to provision."""
+        """`launch doctor`'s checks of this platform (Check rows): signed in, able to provision."""
 
     def render(self, plan, secrets) -> str:
         """Pure: the exact document the platform receives (masked secrets for display, real ones to launch)."""

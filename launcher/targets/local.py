@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 from launcher import processes
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan
-from launcher.registry import Registry, RunRecord
+from launcher.registry import RunRecord, registry_of
 from launcher.render import job_env, run_script
 from launcher.targets import RunStatus
 from spottrain_contract.job import RunState, progress_path
@@ -69,7 +69,7 @@ def launch(plan: LaunchPlan, document: str, secrets, record: RunRecord) -> dict:
     if plan.chaos:
         command += ["--chaos", plan.chaos]
     log_path = Path(record.log)
-    Registry(Path(record.project)).update(record.run_id, handle={
+    registry_of(Path(record.project)).update(record.run_id, handle={
         "script": document, "max_restarts_on_errors": plan.recipe.resources.recovery.max_restarts_on_errors,
         "log_offset": log_path.stat().st_size if log_path.is_file() else 0})
     with open(record.log, "ab") as log:
@@ -84,14 +84,13 @@ def status(record: RunRecord) -> RunStatus:
     if not state.is_terminal and not processes.alive(record.handle.get("supervisor_pid")):
         state = RunState.FAILED
     progress = _progress(record)
-    step = f"{progress['step']}/{progress['total']}" if progress else "-"
-    return RunStatus(state=state, step=step)
+    return RunStatus(state=state, step=progress.get("step"), total=progress.get("total"))
 
 
 def logs(record: RunRecord, follow: bool) -> Iterator[str]:
     """The supervisor's log, every launch of the run; with `follow`, from its latest launch on (a resumed run's
     earlier attempts are not replayed), new lines until the run ends."""
-    registry = Registry(Path(record.project))
+    registry = registry_of(Path(record.project))
     with Path(record.log).open(errors="replace") as source:
         if follow:
             source.seek(record.handle.get("log_offset", 0))
@@ -122,7 +121,7 @@ def stop(record: RunRecord, grace: float = STOP_GRACE_SECONDS) -> RunState:
         os.kill(pid, signal.SIGKILL)
         if record.handle.get("attempt"):
             processes.signal_marked(record.handle["attempt"], signal.SIGKILL)
-    return status(Registry(Path(record.project)).get(record.run_id)).state
+    return status(registry_of(Path(record.project)).get(record.run_id)).state
 
 
 def _progress(record: RunRecord) -> dict:

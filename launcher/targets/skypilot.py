@@ -43,7 +43,7 @@ def preflight(recipe, project_dir) -> list:
     import subprocess
     import sys
 
-    from launcher.doctor import Check
+    from launcher.targets import Check
 
     sky = [str(Path(sys.executable).with_name("sky"))] if Path(sys.executable).with_name("sky").exists() else ["sky"]
     try:

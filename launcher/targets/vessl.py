@@ -62,7 +62,7 @@ def secret_names(recipe) -> list[str]:
 
 def preflight(recipe, project_dir) -> list:
     """Signed in with the token, into an organization and project that exist."""
-    from launcher.doctor import Check
+    from launcher.targets import Check
 
     try:
         vessl, config = _signed_in(Path(project_dir))

@@ -65,3 +65,82 @@ def test_commands_without_runs_load_no_database_driver(args, tmp_path):
     """The run database (SQLAlchemy, Alembic, psycopg) loads only for a command that reads or writes runs (the
     SkyPilot commands load SQLAlchemy for SkyPilot's own state)."""
     assert modules_loaded_by(args, tmp_path) & {"sqlalchemy", "alembic", "psycopg"} == set()
+
+
+def launcher_imports(path: Path) -> set[str]:
+    """Every launcher module a file imports, lazy imports inside functions included (`from launcher import x`
+    counts as `launcher.x`)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("launcher."))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "launcher":
+            found.update(f"launcher.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("launcher."):
+            found.add(node.module)
+    return found
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+FACES = [PROJECT / "launcher" / "cli.py", *sorted((PROJECT / "launcher" / "hub").rglob("*.py"))]
+# what a face may import: the operations, the view models, the errors, presentation helpers, and the hub's own
+FACE_MAY_IMPORT = ("launcher.operations", "launcher.views", "launcher.errors", "launcher.tables", "launcher.console",
+                   "launcher.sweep_status", "launcher.hub")
+
+
+@pytest.mark.parametrize("face", FACES, ids=lambda path: str(path.relative_to(PROJECT)))
+def test_the_faces_import_only_the_operations_views_errors_and_presentation(face):
+    below = {name for name in launcher_imports(face)
+             if not any(name == allowed or name.startswith(f"{allowed}.") for allowed in FACE_MAY_IMPORT)}
+    assert below == set()
+
+
+def test_no_circle_in_the_launcher():
+    """No launcher module reaches itself again through its imports, lazy ones included."""
+    modules = {module_name(path): path for path in (PROJECT / "launcher").rglob("*.py")}
+    graph = {name: {imported for imported in launcher_imports(path) if imported in modules and imported != name}
+             for name, path in modules.items()}
+    circles = []
+
+    def visit(name: str, trail: list[str], done: set[str]) -> None:
+        for nxt in sorted(graph[name]):
+            if nxt in trail:
+                circles.append(" → ".join(trail[trail.index(nxt):] + [nxt]))
+            elif nxt not in done:
+                visit(nxt, [*trail, nxt], done)
+        done.add(name)
+
+    finished: set[str] = set()
+    for start in sorted(graph):
+        if start not in finished:
+            visit(start, [start], finished)
+    assert circles == []
+
+
+def parameter_counts(path: Path) -> dict[str, int]:
+    """Each function's parameters (self and cls not counted; `**flags` counts one)."""
+    counts = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            named = [*args.posonlyargs, *args.args, *args.kwonlyargs]
+            counts[node.name] = (len([a for a in named if a.arg not in ("self", "cls")]) + bool(args.vararg)
+                                 + bool(args.kwarg))
+    return counts
+
+
+def test_no_launcher_function_takes_more_than_eight_parameters():
+    """What a launch asks travels as one frozen request, not as a dozen keywords through every hop."""
+    wide = {f"{path.relative_to(PROJECT)}:{name}": count for path in sorted((PROJECT / "launcher").rglob("*.py"))
+            for name, count in parameter_counts(path).items() if count > 8}
+    assert wide == {}
+
+
+def test_no_production_code_patches_with_unittest_mock():
+    users = [str(path.relative_to(PROJECT)) for room in ROOMS.values() for path in sorted(room.rglob("*.py"))
+             if "unittest" in imported_packages(path)]
+    assert users == []

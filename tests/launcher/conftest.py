@@ -28,10 +28,12 @@ def _private_home(private_home):
 
 @pytest.fixture
 def no_git_commit(monkeypatch):
-    """The display render reads the commit from git; this makes renders independent of the checkout."""
-    import launcher.display
+    """A plan reads the commit from git; this makes renders independent of the checkout."""
+    import launcher.operations.launching
+    import launcher.plan
 
-    monkeypatch.setattr(launcher.display, "code_version", lambda project_dir: None)
+    for module in (launcher.plan, launcher.operations.launching):
+        monkeypatch.setattr(module, "code_version", lambda project_dir: None)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def wait_for_state(client, run_id: str, states, timeout: float = 240, *, trainin
     deadline = time.monotonic() + timeout
     while True:
         run = client.get(f"/api/runs/{run_id}").json()
-        if run["state"] in states and (not training or run["step"].split("/")[0] not in ("-", "0")):
+        if run["state"] in states and (not training or (run["step"] or 0) > 0):
             return run
         assert time.monotonic() < deadline, f"run {run_id} still {run['state']} after {timeout}s"
         time.sleep(0.5)

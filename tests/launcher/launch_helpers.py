@@ -61,3 +61,30 @@ def launch_env(home: Path) -> dict[str, str]:
 def run_launch(*args: str, home: Path, cwd: Path = PROJECT_DIR) -> subprocess.CompletedProcess:
     return subprocess.run([launch_executable(), *args], cwd=cwd, env=launch_env(home), capture_output=True,
                           text=True, timeout=120)
+
+
+def plan_launch(name: str, *, target: str, project_dir: Path, profile: Optional[str] = None, overrides=(),
+                run_id: Optional[str] = None, cell: Optional[str] = None, **sizing):
+    """The launch plan of recipe `name` as written, under `profile` only where one is given (None: the recipe
+    bare, whatever the target's default), for tests of the layers below the operations."""
+    from launcher.plan import plan_launch as plan
+    from launcher.requests import LaunchRequest
+    from spottrain_contract.recipe import load_recipe
+
+    request = LaunchRequest(name, target, profile=profile, overrides=tuple(overrides), run_id=run_id, cell=cell,
+                            **sizing)
+    loaded = load_recipe(name, project_dir=project_dir, profile=profile, overrides=request.sized(), cell=cell)
+    return plan(request, project_dir, loaded=loaded)
+
+
+def render_for_display(name: str, **planned):
+    """(the plan, the document its target would receive with secrets masked), as `launch render` shows it: the
+    plan carries the checkout's commit."""
+    import dataclasses
+
+    import launcher.plan
+    from launcher.display import masked_document
+
+    plan = plan_launch(name, **planned)
+    plan = dataclasses.replace(plan, code=launcher.plan.code_version(planned["project_dir"]))
+    return plan, masked_document(plan)

@@ -12,7 +12,7 @@ import pytest
 
 from hub_helpers import client_for, hub_project
 from launch_helpers import copy_real_recipes
-from launcher.hub import external
+from launcher import external_runs as external
 from spottrain_contract.job import MLFLOW_RUN_ID_TAG, MLFLOW_SWEEP_ID_TAG
 from tests.trainer.mlflow_server import free_port, start_mlflow_server
 

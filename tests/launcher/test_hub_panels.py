@@ -166,7 +166,7 @@ def test_the_run_page_offers_resume_only_to_a_stopped_or_failed_run(client):
 
 def test_resume_submits_the_runs_own_settings_under_its_id(project, monkeypatch):
     from launcher import runner
-    from launcher.plan import plan_launch
+    from launch_helpers import plan_launch
 
     launched = plan_launch("baseline", target="local", project_dir=project, profile="local",
                            overrides=["train.max_steps=6"], run_id=STOPPED_RUN)
@@ -174,7 +174,7 @@ def test_resume_submits_the_runs_own_settings_under_its_id(project, monkeypatch)
     registry.update(STOPPED_RUN, recipe_document=launched.loaded.shipped())
     submitted = []
 
-    def submit(plan, project_dir):  # the runner's own submit starts a supervisor and torchrun: not here
+    def submit(registry_, plan):  # the runner's own submit starts a supervisor and torchrun: not here
         submitted.append(plan)
         return registry.update(plan.run_id, state=RunState.LAUNCHING, handle={})
 

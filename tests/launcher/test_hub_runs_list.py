@@ -13,7 +13,9 @@ import pytest
 
 from hub_helpers import client_for, hub_project
 from launcher import ledger_view
-from launcher.hub import ledgers, stream
+from launcher import ledger_refresh as ledgers
+from launcher.hub import stream
+from launcher.operations import RunWatch, Workspace
 from launcher.registry import LedgerSummary, Registry, RunRecord, this_user
 from spottrain_contract.job import RunState, progress_path
 from spottrain_contract.ledger import FINISHED, Attempt
@@ -85,7 +87,7 @@ def test_the_page_carries_each_sweeps_summary_and_every_name_as_data_only(client
 
 def test_the_list_stream_sends_the_sweeps_then_the_runs(project):
     save(project, "abl-x", sweep_id="abl", cell="x")
-    events = stream.list_events(Registry(project, every_project=True), poll_seconds=0.01)
+    events = stream.list_events(Workspace.open(project, every_project=True), poll_seconds=0.01)
     assert next(events).startswith("retry:")
     kinds = [next(events).split("\n")[0] for _ in range(2)]
     assert kinds == ["event: sweeps", "event: runs"]
@@ -158,8 +160,9 @@ def test_the_run_stream_says_when_new_metrics_are_logged_without_waiting_for_the
     progress = progress_path(str(project / "out"), "live-1")
     progress.parent.mkdir(parents=True, exist_ok=True)
     progress.write_text(json.dumps({"step": 1, "total": 9}))
-    registry = Registry(project)
-    events = stream.run_events(registry, "live-1", poll_seconds=0.01)
+    ws = Workspace.open(project)
+    registry = ws.registry
+    events = stream.run_events(RunWatch(ws, "live-1"), poll_seconds=0.01)
     assert next(events).startswith("retry: ")
     assert next(events).startswith("event: run")  # the first poll: the view; no metrics, which the page drew
     mlflow.log_metric(run.info.run_id, "train/loss", 1.5, step=2)
@@ -169,7 +172,7 @@ def test_the_run_stream_says_when_new_metrics_are_logged_without_waiting_for_the
 
 
 def test_past_one_window_the_page_says_which_runs_it_shows_and_links_the_older_ones(client, project):
-    from launcher.hub.runs import PAGE_SIZE
+    from launcher.operations import PAGE_SIZE
 
     for n in range(PAGE_SIZE + 3):
         save(project, f"run-{n:04d}", started=1000.0 + n)
@@ -180,6 +183,6 @@ def test_past_one_window_the_page_says_which_runs_it_shows_and_links_the_older_o
     runs = json.loads(re.search(r'id="initial-runs">(.*?)</script>', older).group(1))
     assert [run["id"] for run in runs] == ["run-0000", "run-0001", "run-0002"]  # the oldest, oldest first
     assert 'href="/?offset=0">newer' in older and ">older<" not in older
-    events = stream.list_events(Registry(project, every_project=True), offset=PAGE_SIZE)  # /api/events?offset=
+    events = stream.list_events(Workspace.open(project, every_project=True), offset=PAGE_SIZE)  # /api/events?offset=
     data = next(json.loads(event.split("data: ", 1)[1]) for event in events if event.startswith("event: runs"))
     assert [run["id"] for run in data] == ["run-0000", "run-0001", "run-0002"]  # the page's live list: its window

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from launch_helpers import PROJECT_DIR
-from launcher.plan import plan_launch
+from launch_helpers import plan_launch
 from launcher.secrets import MaskedSecrets
 from launcher.targets import get_target
 from spottrain_contract.errors import RecipeError

@@ -260,7 +260,7 @@ def test_a_second_attempt_of_a_live_run_is_refused_naming_the_live_one(tmp_path)
     import os
 
     from launcher import runner
-    from launcher.plan import plan_launch
+    from launch_helpers import plan_launch
     from launcher.registry import Registry, RunRecord
     from spottrain_contract.job import RunState
 
@@ -271,7 +271,7 @@ def test_a_second_attempt_of_a_live_run_is_refused_naming_the_live_one(tmp_path)
     Registry(project).save(live)
     plan = plan_launch("baseline", target="local", project_dir=project, profile="local", run_id="busy")
     with pytest.raises(Exception) as refused:
-        runner.submit(plan, project)
+        runner.submit(Registry(project), plan)
     assert str(refused.value) == ("run busy is live on local (running): stop it first (launch stop busy) or follow "
                                   "it (launch logs busy --follow)")
     assert Registry(project).get("busy") == live
@@ -282,7 +282,7 @@ def test_a_second_attempt_of_a_live_run_is_refused_naming_the_live_one(tmp_path)
 @pytest.fixture
 def launched_run(tmp_path):
     """A project whose registry holds run `r1` of baseline, launched here with train.max_steps=200."""
-    from launcher.plan import plan_launch
+    from launch_helpers import plan_launch
     from launcher.registry import Registry, RunRecord
     from spottrain_contract.job import RunState
 
@@ -403,7 +403,7 @@ def test_bash_completes_commands_recipes_targets_and_pipelines(private_home):
 
 def test_a_refused_resume_leaves_the_runs_earlier_record(launched_run, monkeypatch):
     from launcher import runner
-    from launcher.plan import plan_launch
+    from launch_helpers import plan_launch
     from launcher.registry import Registry
     from launcher.targets import local
 
@@ -415,5 +415,5 @@ def test_a_refused_resume_leaves_the_runs_earlier_record(launched_run, monkeypat
     plan = plan_launch("baseline", target="local", project_dir=launched_run, profile="local", run_id="r1",
                        overrides=["train.max_steps=200"])
     with pytest.raises(OSError):
-        runner.submit(plan, launched_run)
+        runner.submit(Registry(launched_run), plan)
     assert Registry(launched_run).get("r1") == before

@@ -6,9 +6,16 @@ import time
 
 import pytest
 
-from launcher.compare import compare
+from launcher import operations as ops
 from launcher.errors import LaunchError
 from launcher.registry import Registry, RunRecord
+
+
+def compare(registry, run_a, run_b, plot=None) -> str:
+    """What `launch compare RUN_A RUN_B [--plot FILE]` prints."""
+    ws = ops.Workspace(registry.project_dir, registry)
+    text = ops.compare_text(ops.compare_runs(ws, [run_a, run_b]))
+    return text + (f"\n\n{ops.plot_runs(ws, [run_a, run_b], plot)}" if plot else "")
 
 
 @pytest.fixture
@@ -71,10 +78,30 @@ def test_a_plot_into_a_missing_directory_is_a_one_line_error(two_runs, tmp_path)
 
 
 def test_the_compare_view_holds_the_diff_and_the_final_metrics(two_runs):
-    from launcher.compare import compare_view
     from launcher.views import CompareView
 
-    view, _ = compare_view(two_runs, "run-a", "run-b")
+    view = ops.compare_runs(ops.Workspace(two_runs.project_dir, two_runs), ["run-a", "run-b"])
     assert CompareView.model_validate_json(view.model_dump_json()) == view
     assert view.config_diff == {"train.optim.lr": ["1e-05", "5e-05"]}
     assert view.metrics == {"train/loss": [2.0, 1.5], "val/loss": [2.1, 1.6]}
+
+
+def test_the_cli_and_the_hub_give_the_same_config_diff_of_two_launched_runs(tmp_path, private_home):
+    """Both faces compare through one operation: the settings each run's launch shipped."""
+    import json
+
+    from hub_helpers import client_for, hub_project
+    from launch_helpers import plan_launch, run_launch
+
+    project = hub_project(tmp_path / "project")
+    registry = Registry(project)
+    for run_id, lr in (("run-a", "1e-3"), ("run-b", "3e-3")):
+        plan = plan_launch("baseline", target="local", project_dir=project, profile="local", run_id=run_id,
+                           overrides=[f"train.optim.lr={lr}"])
+        registry.save(RunRecord(run_id=run_id, recipe="baseline", target="local", state="stopped",
+                                started=time.time(), store="s", local_dir=str(tmp_path), tracking_uri="",
+                                project=str(project), recipe_document=plan.loaded.shipped()))
+    cli = json.loads(run_launch("compare", "run-a", "run-b", "--json", home=private_home, cwd=project).stdout)
+    with client_for(project) as client:
+        hub = client.get("/api/compare", params={"run": ["run-a", "run-b"]}).json()
+    assert cli["config_diff"] == hub["config_diff"] == {"train.optim.lr": ["0.001", "0.003"]}

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given, settings, strategies as st
 
 from launch_helpers import PROJECT_DIR, copy_real_recipes
-from launcher.display import render_for_display
-from launcher.plan import plan_launch
+from launch_helpers import render_for_display
+from launch_helpers import plan_launch
 from launcher.secrets import MASK, ResolvedSecrets
 from launcher.targets import get_target, skypilot, vessl
 from launcher.yaml_safe import yaml_value

@@ -8,7 +8,7 @@ from typing import Optional
 import pytest
 
 from spottrain_contract.errors import RecipeError, UserError
-from launcher.plan import plan_launch
+from launch_helpers import plan_launch
 from spottrain_contract.recipe import load_recipe
 
 STAGE = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from launcher import runner
-from launcher.plan import plan_launch
+from launch_helpers import plan_launch
 from launcher.registry import Registry
 from launcher.secrets import MaskedSecrets
 from launcher.targets import skypilot
@@ -50,7 +50,7 @@ def submitted(boundary, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     plan = plan_launch("baseline", target="skypilot", project_dir=PROJECT, gpus=8, nodes=2,
                        overrides=["train.optim.lr=5e-5"], run_id="baseline-test-run")
-    record = runner.submit(plan, tmp_path)  # tmp_path: the registry's project
+    record = runner.submit(Registry(tmp_path), plan)  # tmp_path: the registry's project
     (task, name), = boundary.launched
     return task, name, record, tmp_path
 

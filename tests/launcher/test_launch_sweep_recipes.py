@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from launch_helpers import PROJECT_DIR, copy_real_recipes, run_launch
-from launcher.sweeps import plan_sweep
+from launcher import operations as ops
 from launcher.targets import skypilot
 from spottrain_contract.errors import UserError
 from spottrain_contract.job import MLFLOW_PARENT_RUN_ENV
@@ -28,6 +28,15 @@ def project(tmp_path) -> Path:
     root = copy_real_recipes(tmp_path / "project", names=("baseline",))
     shutil.copy(SWEEP_RECIPE, root / "recipes")
     return root
+
+
+def plan_sweep(name: str, *, target: str, project_dir: Path, stages: str = "require", **asked):
+    """`launch recipe NAME` planned as the CLI plans it: the sweep (its cells' plans), or None for a recipe
+    without one."""
+    lookup = {"ignore": ops.DependencyLookup.SKIP, "require": ops.DependencyLookup.REQUIRE}[stages]
+    asked["overrides"] = tuple(asked.get("overrides", ()))
+    planned = ops.prepare(ops.Workspace.open(project_dir), ops.LaunchRequest(name, target, **asked), lookup)
+    return planned.sweep if isinstance(planned, ops.PlannedSweep) else None
 
 
 def with_sweep(sweep: str) -> dict[str, str]:
@@ -77,8 +86,9 @@ def test_a_cell_applies_after_the_profile_and_before_the_overrides(project):
 def test_a_profile_s_sweep_replaces_the_recipe_s():
     """vlm_ablation: the published models' grid on a platform, tiny models of the same families here."""
     def grid(profile):
-        return [planned.cell.name for planned in plan_sweep("vlm_ablation", target="local", project_dir=PROJECT_DIR,
-                                                 profile=profile).cells]
+        # skypilot: no default profile, so None plans the recipe bare
+        return [plan.loaded.cell.name for plan in plan_sweep("vlm_ablation", target="skypilot",
+                                                             project_dir=PROJECT_DIR, profile=profile).cells]
 
     assert grid(None) == ["qwen_vl_chat__lora_r16", "qwen_vl_chat__lora_r32", "llava_1.5_7b__lora_r16",
                           "llava_1.5_7b__lora_r32"]
@@ -176,7 +186,7 @@ def test_the_sweep_id_is_the_same_for_the_same_ask_and_another_for_another(proje
 def test_each_cells_run_id_is_the_sweep_id_and_the_cell(project):
     sweep = plan_sweep("lr_sweep", target="local", project_dir=project, profile="local", sweep_id="abl",
                        stages="ignore")
-    assert [(c.cell.name, c.plan.run_id, c.plan.sweep_id) for c in sweep.cells] == [
+    assert [(c.loaded.cell.name, c.run_id, c.sweep_id) for c in sweep.cells] == [
         (cell, f"abl-{cell}", "abl") for cell in CELLS]
 
 

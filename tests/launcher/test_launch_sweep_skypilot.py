@@ -12,7 +12,8 @@ import pytest
 from launch_helpers import copy_real_recipes
 from launcher import runner
 from launcher.registry import Registry
-from launcher.sweeps import launch_sweep, plan_sweep
+from launcher.sweeps import launch_sweep
+from launcher import operations as ops
 from spottrain_contract.job import MLFLOW_PARENT_RUN_ENV, MLFLOW_SWEEP_ID_TAG, RECIPE_ENV, RUN_ID_ENV
 from spottrain_contract.recipe import from_shipped
 from test_launch_skypilot_submit import SECRET_VALUES
@@ -69,9 +70,10 @@ def project(tmp_path, monkeypatch) -> Path:
 def sweep_on_skypilot(project: Path, max_parallel=None, says=None):
     """`launch recipe lr_sweep` on SkyPilot (logging to a SQLite MLflow store the test reads), through the
     sweep's core as the CLI calls it; polls without sleeping."""
-    sweep = plan_sweep("lr_sweep", target="skypilot", project_dir=project,
-                       overrides=[f"mlflow.tracking_uri=sqlite:///{project}/mlflow.db"])
-    states = launch_sweep(sweep, project, submit=lambda plan: runner.submit(plan, project) and None,
+    ws = ops.Workspace.open(project)
+    request = ops.LaunchRequest("lr_sweep", "skypilot", overrides=(f"mlflow.tracking_uri=sqlite:///{project}/mlflow.db",))
+    sweep = ops.prepare(ws, request).sweep
+    states = launch_sweep(sweep, ws.registry, submit=lambda plan: runner.submit(ws.registry, plan) and None,
                           say=(says if says is not None else []).append, max_parallel=max_parallel, poll_seconds=0)
     return sweep, states
 

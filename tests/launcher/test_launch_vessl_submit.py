@@ -18,7 +18,7 @@ import yaml
 
 from launch_helpers import copy_real_recipes, launch_env, launch_executable
 from launcher.errors import LaunchError
-from launcher.plan import plan_launch
+from launch_helpers import plan_launch
 from launcher.registry import Registry, RunRecord
 from launcher.secrets import ResolvedSecrets
 from launcher.targets import vessl

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import yaml
 
-from launch_helpers import copy_real_recipes, run_launch
-from launcher.plan import plan_launch
+from launch_helpers import copy_real_recipes, plan_launch, run_launch
 from launcher.registry import Registry, RunRecord
 from launcher.secrets import MaskedSecrets
 from launcher.targets import get_target
-from launcher.weights import evaluation_overrides, input_paths, plan_weights_job
+from launcher.weights import input_paths, job_overrides, plan_weights_job
 from spottrain_contract.job import RunState
 
 
@@ -28,7 +28,7 @@ def registered(project, run_id: str, target: str, overrides=()) -> None:
 def test_an_evaluation_is_a_one_gpu_job_of_the_run_with_its_settings_on_its_target(tmp_path):
     project = copy_real_recipes(tmp_path, ("pairwise_ranking",))
     registered(project, "ranker-1", "skypilot", overrides=("train.model.dropout=0.3", "resources.gpus=4"))
-    plan = plan_weights_job(project, "ranker-1", "eval", ["--checkpoint", "best"], None)
+    plan = plan_weights_job(Registry(project), "ranker-1", "eval", ["--checkpoint", "best"], None)
     assert plan.target == "skypilot" and plan.run_id.startswith("ranker-1-eval-")
     assert plan.recipe.resources.gpus == 1 and plan.recipe.train.model.dropout == 0.3
     document = yaml.safe_load(get_target("skypilot").render(plan, MaskedSecrets(plan.recipe.secrets)))
@@ -61,11 +61,38 @@ def test_vlm_evaluation_options_become_overrides_of_the_run_s_recipe(tmp_path, m
                                      state=RunState.FINISHED, started=time.time(), store="s3://b/runs",
                                      local_dir="/l", tracking_uri="", project=str(project),
                                      recipe_document=plan.loaded.shipped()))
-    extra = evaluation_overrides("local", test_csv="test.csv", prompt_template="Question: {query}\nAnswer:",
-                                 system_message="Be brief.", max_new_tokens=32)
+    extra = job_overrides("vlm_lora", {"csv": "test.csv", "prompt_template": "Question: {query}\nAnswer:",
+                                       "system_message": "Be brief.", "max_new_tokens": 32}, "local")
     assert extra[0] == f'train.data.test_csv="{tmp_path / "test.csv"}"'  # a path here, made absolute
-    plan = plan_weights_job(project, "vlm-1", "eval", ["--checkpoint", "last"], "skypilot", extra)
+    plan = plan_weights_job(Registry(project), "vlm-1", "eval", ["--checkpoint", "last"], "skypilot", extra)
     evaluation = plan.recipe.train.evaluation
     assert plan.recipe.train.data.test_csv == str(tmp_path / "test.csv")
     assert evaluation.prompt_template == "Question: {query}\nAnswer:" and evaluation.system_message == "Be brief."
     assert evaluation.generation.max_new_tokens == 32 and evaluation.batch_size == 8  # the rest as the run's
+
+
+def test_a_job_option_the_task_does_not_declare_is_one_line_naming_those_it_does():
+    from spottrain_contract.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        job_overrides("vlm_lora", {"temperature": 0.1}, "local")
+    assert str(caught.value) == ("--option temperature: not an option of task vlm_lora's jobs (its options: csv, "
+                                 "prompt_template, system_message, batch_size, max_new_tokens, model_id, model_type)")
+    with pytest.raises(UserError, match=r"^--option csv: not an option of task pairwise_ranking's jobs \(its "
+                                        r"options: none\)$"):
+        job_overrides("pairwise_ranking", {"csv": "x.csv"}, "local")
+
+
+def test_an_option_its_model_refuses_is_the_loaders_error(tmp_path, monkeypatch):
+    from launcher import operations as ops
+
+    monkeypatch.chdir(tmp_path)
+    project = copy_real_recipes(tmp_path, ("vlm_ablation",))
+    plan = plan_launch("vlm_ablation", target="skypilot", project_dir=project, run_id="vlm-1")
+    Registry(project).save(RunRecord(run_id="vlm-1", recipe="vlm_ablation", target="skypilot",
+                                     state=RunState.FINISHED, started=time.time(), store="s3://b/runs",
+                                     local_dir="/l", tracking_uri="", project=str(project),
+                                     recipe_document=plan.loaded.shipped()))
+    request = ops.WeightsJobRequest(ops.JobKind.EVAL, "vlm-1", options=(("max_new_tokens", 0),))
+    with pytest.raises(ops.UserError, match=r"train\.evaluation\.generation\.max_new_tokens"):
+        ops.plan_job(ops.Workspace.open(project), request)

@@ -412,14 +412,14 @@ class _SlowTarget:
 
 def _submitter(url: str, project: str, number: int, barriers, results) -> None:
     from launcher import runner
-    from launcher.plan import plan_launch
+    from launch_helpers import plan_launch
 
     try:
         os.environ["SPOTTRAIN_DB"] = url
         plan = plan_launch("baseline", target="local", project_dir=Path(project), profile="local", run_id="same")
         barriers[0].wait(60)
         try:
-            runner.submit(plan, Path(project))
+            runner.submit(Registry(Path(project)), plan)
             results.put((number, "launched"))
         except LaunchError as exc:
             results.put((number, "refused" if "run same is live on local" in str(exc) else str(exc)))

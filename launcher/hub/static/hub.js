@@ -30,6 +30,8 @@ function showError(id, error) {
 
 const fmtTime = (t) => t ? new Date(t * 1000).toLocaleString() : "";
 const fmtNum = (v) => v == null ? "" : Number(v).toPrecision(4);
+// A run's step as people read it: `12/40`, `-` before the trainer reports one (the API gives integers).
+const progress = (run) => run.step == null ? "-" : `${run.step}/${run.total_steps}`;
 
 // --- Runs -----------------------------------------------------------------------------------------------
 // Every run of every project, newest first; a sweep's cells under one collapsible row of the sweep, whose summary
@@ -106,7 +108,7 @@ function runsPage() {
     row.insertCell().append(link);
     cell(row, run.id, "mono"); cell(row, run.recipe); cell(row, run.task); cell(row, run.target);
     row.insertCell().append(stateBadge(run.state));
-    cell(row, run.step); cell(row, fmtNum(run.loss));
+    cell(row, progress(run)); cell(row, fmtNum(run.loss));
     cell(row, fmtLedger(run.goodput, run.device_hours, run.device_unit));
     cell(row, fmtTime(run.started), "time"); cell(row, run.launched_by);
   }
@@ -482,7 +484,7 @@ function runPage() {
     run = view;
     const state = document.getElementById("run-state");
     state.textContent = view.state; state.className = "state state-" + view.state;
-    document.getElementById("run-step").textContent = view.step;
+    document.getElementById("run-step").textContent = progress(view);
     document.getElementById("run-failure").textContent = view.failure || "";
     document.getElementById("stop").disabled = ["draft", "finished", "failed", "stopped"].includes(view.state);
     document.getElementById("resume").disabled = !["failed", "stopped"].includes(view.state);

@@ -27,8 +27,8 @@ from pydantic import BaseModel, Field
 
 from launcher import runner
 from launcher.ablation import TRAIN_LOSS
-from launcher.errors import LaunchError
-from launcher.hub.runs import NotFound, run_histories
+from launcher.errors import LaunchError, RunNotFound
+from launcher.mlflow_runs import histories
 from launcher.mlflow_server import one_line, server_client
 from launcher.secrets import resolve_secrets
 from spottrain_contract.errors import UserError
@@ -135,7 +135,7 @@ class ExternalRuns:
         return self._read(mlflow_run_id, read)
 
     def histories(self, mlflow_run_id: str) -> dict[str, list[list[float]]]:
-        return self._read(mlflow_run_id, lambda client, run, experiment, recipe: run_histories(client, run))
+        return self._read(mlflow_run_id, lambda client, run, experiment, recipe: histories(client, run))
 
     def _list(self) -> ExternalRunsView:
         from mlflow.exceptions import MlflowException
@@ -166,7 +166,7 @@ class ExternalRuns:
         from mlflow.exceptions import MlflowException
 
         if not MLFLOW_RUN_ID.fullmatch(mlflow_run_id):
-            raise NotFound(f"'{mlflow_run_id[:64]}' is not an MLflow run id (32 hex digits)")
+            raise RunNotFound(f"'{mlflow_run_id[:64]}' is not an MLflow run id (32 hex digits)")
         failed = None
         for server in watched(self.project_dir, self.mlflow_uri):
             with self._client(server) as client:
@@ -180,7 +180,7 @@ class ExternalRuns:
                         failed = f"MLflow at {server.uri} could not be read ({one_line(exc)})"
         if failed:
             raise Unreachable(failed)
-        raise NotFound(f"no MLflow run {mlflow_run_id} logged elsewhere into an experiment of this project's recipes")
+        raise RunNotFound(f"no MLflow run {mlflow_run_id} logged elsewhere into an experiment of this project's recipes")
 
     def _client(self, server: Watched):
         return server_client(server.uri, self.project_dir, timeout=TIMEOUT_SECONDS, retries=0)

@@ -13,7 +13,7 @@ import re
 from typing import Iterable, Optional
 
 from launcher.errors import LaunchError
-from launcher.hub.runs import mlflow_client_and_run
+from launcher.mlflow_runs import mlflow_run
 from launcher.ledger_view import run_ledger_view
 from launcher.registry import Registry, RunRecord
 
@@ -42,7 +42,7 @@ def node_and_metric(key: str) -> Optional[tuple[str, str]]:
 def system_histories(record: RunRecord) -> dict[str, dict[str, list[list[float]]]]:
     """{node: {metric: [[time, value], ...]}}, time in seconds since the epoch (MLflow's timestamps: the monitor's
     steps only count its samples, and restart at every attempt's node)."""
-    client, run = mlflow_client_and_run(record)
+    client, run = mlflow_run(record)
     if run is None:
         return {}
     nodes: dict[str, dict[str, list[list[float]]]] = {}

@@ -1,0 +1,271 @@
+"""Plan, launch and resume: a request is planned once (the recipe loaded and validated once per run), rendered
+for display (secrets masked), then submitted as separate steps; the CLI and the hub both go through here, so a
+rule about what a launch or a resume takes (the default profile, a resume's settings) is written once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Union
+
+from launcher import runner, sweeps
+from launcher.console import for_console
+from launcher.errors import LaunchError
+from launcher.operations.workspace import Workspace
+from launcher.plan import LaunchPlan, code_version, effective_profile, plan_launch
+from launcher.requests import DependencyLookup, LaunchRequest
+from launcher.display import masked_document
+from launcher.stages import pipeline_stages, with_stage_inputs
+from launcher.supervisor import Chaos
+from launcher.sweep_parent import describe_parent
+from launcher.targets import get_target
+from launcher.views import PlanView, SweepPlanView
+from spottrain_contract.job import RunState
+from spottrain_contract.recipe import LoadedRecipe, load_recipe, setting_changes
+
+
+DRAFT_ENTRY = "hub"  # the handle entry holding what the hub's form asked of a run (a draft's settings, its name)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One run planned: the plan and the exact document its target would receive, secrets masked."""
+
+    plan: LaunchPlan
+    document: str
+
+    @property
+    def run_id(self) -> str:
+        return self.plan.run_id
+
+    @property
+    def target(self) -> str:
+        return self.plan.target
+
+    @property
+    def runs_here(self) -> bool:
+        return get_target(self.plan.target).RUNS_HERE
+
+    @property
+    def summary(self) -> str:
+        return self.plan.summary(get_target(self.plan.target).describe(self.plan.recipe))
+
+    def view(self) -> PlanView:
+        plan, r, cell = self.plan, self.plan.recipe, self.plan.loaded.cell
+        return PlanView(recipe=plan.loaded.name, file=plan.loaded.relpath, profile=plan.loaded.profile,
+                        target=plan.target, run_id=plan.run_id, task=r.task, accelerator=r.resources.accelerators[0],
+                        gpus=r.resources.preferred_gpus, capacity=r.resources.candidates, nodes=r.resources.nodes,
+                        spot=r.resources.spot, effective_batch=r.effective_batch, max_steps=r.train.max_steps,
+                        epochs=r.train.epochs, store=r.train.checkpoint.uri, overrides=list(plan.loaded.overrides),
+                        changes=list(plan.loaded.changes), sweep_id=plan.sweep_id, cell=cell.name if cell else None,
+                        cell_overrides=cell.overrides if cell else {}, summary=self.summary,
+                        document=self.document)
+
+
+@dataclass(frozen=True)
+class PlannedSweep:
+    """A sweep recipe planned: every cell planned and rendered before anything starts."""
+
+    sweep: sweeps.SweepPlan
+    cells: tuple[Planned, ...]
+    max_parallel: Optional[int]
+    parent: str  # the dry run's line saying where the cells' MLflow parent run will be
+
+    @property
+    def runs_here(self) -> bool:
+        return get_target(self.sweep.target).RUNS_HERE
+
+    @property
+    def pace(self) -> str:
+        if self.runs_here:
+            return "one after another"
+        return f"at most {self.max_parallel} at once" if self.max_parallel else "all at once"
+
+    def view(self) -> SweepPlanView:
+        return SweepPlanView(sweep_id=self.sweep.sweep_id, recipe=self.sweep.loaded.name, target=self.sweep.target,
+                             cells=[cell.view() for cell in self.cells])
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A run handed to its target, or found finished before (then nothing was submitted)."""
+
+    run_id: str
+    target: str
+    recipe: str
+    runs_here: bool
+    finished_at: Optional[int] = None  # it had already finished at this step: nothing submitted
+    where: Optional[str] = None  # the platform's handle for people: a URL, a managed job id
+    log: Optional[str] = None
+    store: str = ""
+    tracking_uri: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where a followed run ended."""
+
+    run_id: str
+    state: RunState
+    step: str  # `12/40`, `-` where not known
+    failure: Optional[str]
+
+
+def prepare(ws: Workspace, request: LaunchRequest,
+            lookup: DependencyLookup = DependencyLookup.REQUIRE) -> Union[Planned, PlannedSweep]:
+    """Plan and render `request`: one run (a new one, or the next attempt of `request.run_id`), or each cell of a
+    sweep recipe. Nothing is submitted; a bad request is a one-line error before anything starts."""
+    if request.chaos:
+        Chaos.parse(request.chaos)  # a bad spec is a one-line error before anything is rendered
+    if request.run_id is None and request.cell is None:
+        bare = load_recipe(request.recipe, project_dir=ws.project_dir, profile=effective_profile(request),
+                           overrides=request.sized())
+        if bare.recipe.sweep:
+            return _prepare_sweep(ws, request, bare, lookup)
+        _refuse_sweep_options(request)
+        return plan_run(ws, request, lookup, loaded=bare)
+    _refuse_sweep_options(request)
+    return plan_run(ws, request, lookup)
+
+
+def plan_run(ws: Workspace, request: LaunchRequest, lookup: DependencyLookup,
+             loaded: Optional[LoadedRecipe] = None) -> Planned:
+    """One run: a resume of a run this project launched takes the settings it was launched with unless the
+    request asks for others, and refuses settings that differ from them unless `allow_changes`. `loaded`: the
+    request's recipe where the caller loaded it already (a new run's)."""
+    launched = _launched(ws, request.run_id)
+    if launched is not None:
+        request = _as_resume(ws, request, launched)
+    plan = plan_launch(request, ws.project_dir, code=code_version(ws.project_dir), loaded=loaded)
+    if lookup is not DependencyLookup.SKIP:
+        plan = with_stage_inputs(plan, ws.project_dir, required=lookup is DependencyLookup.REQUIRE,
+                                 after=dict(request.after))
+    if launched is not None:
+        plan = _checked_resume(plan, launched, request.allow_changes)
+    return Planned(plan, masked_document(plan))
+
+
+def submit(ws: Workspace, planned: Planned) -> Submitted:
+    """Hand one planned run to its target (a run here that finished before is not started again)."""
+    plan = planned.plan
+    done = runner.completed_here(plan, ws.project_dir)
+    if done is not None:
+        return Submitted(plan.run_id, plan.target, plan.loaded.name, planned.runs_here, finished_at=done)
+    record = runner.submit(ws.registry, plan)
+    handle = record.handle
+    where = handle.get("url") or (f"managed job {handle['job_id']}" if "job_id" in handle else None)
+    return Submitted(record.run_id, record.target, record.recipe, planned.runs_here, where=where, log=record.log,
+                     store=record.store, tracking_uri=record.tracking_uri)
+
+
+def follow(ws: Workspace, run_id: str) -> Iterator[str]:
+    """A run's log as it is written, until the run ends, less third-party noise."""
+    return for_console(runner.logs(ws.registry.get(run_id), follow=True))
+
+
+def outcome(ws: Workspace, run_id: str) -> Outcome:
+    final = runner.refresh(ws.registry, ws.registry.get(run_id))
+    failure = ws.registry.get(run_id).handle.get("failure") if final.state is RunState.FAILED else None
+    return Outcome(run_id, final.state, final.progress, failure)
+
+
+def launch_sweep(ws: Workspace, planned: PlannedSweep, *, submit_cell: Callable[[Planned], Optional[RunState]],
+                 say: Callable[[str], None]) -> dict[str, Optional[RunState]]:
+    """Each cell in grid order (finished cells skipped, unfinished ones resumed) through `submit_cell`, which
+    returns the cell's final state when it follows it here, None when it goes on without it (a platform)."""
+    if planned.runs_here and planned.max_parallel:
+        raise LaunchError("--max-parallel: a sweep's cells run here one after another, in the foreground (Ctrl-C "
+                          "stops the cell that runs, and the sweep)")
+    by_run = {cell.run_id: cell for cell in planned.cells}
+    return sweeps.launch_sweep(planned.sweep, ws.registry, max_parallel=planned.max_parallel, say=say,
+                               submit=lambda plan: submit_cell(dataclasses.replace(by_run[plan.run_id], plan=plan)))
+
+
+def resume(ws: Workspace, run_id: str) -> Submitted:
+    """A stopped or failed run's next attempt, as `launch recipe RECIPE --run-id RUN` makes it (the settings it was
+    launched with, on its target), in the background; the trainer resumes from its newest complete checkpoint."""
+    record = ws.registry.get(run_id)
+    if record.state not in (RunState.STOPPED, RunState.FAILED):
+        raise LaunchError(f"run {run_id} is {record.state}: only a stopped or failed run resumes")
+    home = ws.of_run(record.project)
+    launched = _launched(home, run_id)
+    if launched is None:
+        raise LaunchError(f"run {run_id}: its launch kept no recipe to resume")
+    planned = plan_run(home, LaunchRequest(launched.name, record.target, run_id=run_id), DependencyLookup.REQUIRE)
+    done = runner.completed_here(planned.plan, home.project_dir)
+    if done is not None:
+        raise LaunchError(f"run {run_id} already finished at step {done}: nothing to resume")
+    submitted = submit(home, planned)
+    keep_draft_entry(home, run_id, record.handle.get(DRAFT_ENTRY))
+    return submitted
+
+
+def keep_draft_entry(ws: Workspace, run_id: str, entry: Optional[dict]) -> None:
+    """A submission writes the run's record afresh: what the hub's form asked (its name, its overrides as a
+    mapping) goes back into its handle."""
+    if entry is not None:
+        ws.registry.update(run_id, handle={DRAFT_ENTRY: entry})
+
+
+def pipeline_requests(ws: Workspace, name: str, request: LaunchRequest) -> list[LaunchRequest]:
+    """The requests of pipeline `name`'s stages, in launch order (each stage's `after` is filled in as the pipeline
+    goes: see `launch_stage`)."""
+    return [request.but(recipe=stage) for stage in pipeline_stages(ws.project_dir, name)]
+
+
+def launch_stage(ws: Workspace, request: LaunchRequest, before: dict[str, str]) -> Planned:
+    """A pipeline's stage planned after the stages `before` (recipe → run id), whose runs it may take inputs of."""
+    return plan_run(ws, request.but(after=tuple(before.items())), DependencyLookup.REQUIRE)
+
+
+def wait_until_finished(ws: Workspace, run_id: str) -> None:
+    runner.wait_until_finished(ws.registry, run_id)
+
+
+def confirm_needed(target: str) -> bool:
+    """Whether launching on `target` spends money (a platform): the faces ask before they submit."""
+    return not get_target(target).RUNS_HERE
+
+
+def _refuse_sweep_options(request: LaunchRequest) -> None:
+    if request.cell is None and (request.sweep_id or request.max_parallel):
+        flag = "sweep-id" if request.sweep_id else "max-parallel"
+        raise LaunchError(f"--{flag}: only for a recipe with a sweep, launched without --run-id")
+
+
+def _prepare_sweep(ws: Workspace, request: LaunchRequest, bare: LoadedRecipe,
+                   lookup: DependencyLookup) -> PlannedSweep:
+    sweep = sweeps.plan_sweep(request, bare)
+    cells = tuple(plan_run(ws, cell, lookup) for cell in sweeps.cell_requests(sweep, request))
+    sweep = dataclasses.replace(sweep, cells=tuple(c.plan for c in cells))
+    return PlannedSweep(sweep, cells, request.max_parallel,
+                        describe_parent(sweep, ws.project_dir) if cells else "")
+
+
+def _launched(ws: Workspace, run_id: Optional[str]) -> Optional[LoadedRecipe]:
+    return runner.launched_recipe(ws.registry, run_id)
+
+
+def _as_resume(ws: Workspace, request: LaunchRequest, launched: LoadedRecipe) -> LaunchRequest:
+    """A plain resume continues as launched (profile, overrides, its sweep cell); a draft is its first launch."""
+    record = ws.registry.get(request.run_id)
+    if not request.asks_for_settings:
+        request = request.but(profile=launched.profile, overrides=launched.overrides)
+    return request.but(cell=launched.cell.name if launched.cell else request.cell,
+                       sweep_id=record.sweep_id or request.sweep_id)
+
+
+def _checked_resume(plan: LaunchPlan, launched: LoadedRecipe, allow_changes: bool) -> LaunchPlan:
+    changes = setting_changes(launched.recipe, plan.recipe)
+    if changes and not allow_changes:
+        listed = "; ".join(changes)
+        raise LaunchError(f"run {plan.run_id} was launched with other settings ({listed}): resume without changing "
+                          f"them (`launch recipe {plan.loaded.name} --run-id {plan.run_id}` reuses the launch's "
+                          f"overrides), or pass --allow-changes to train on with these")
+    return dataclasses.replace(plan, loaded=dataclasses.replace(plan.loaded, changes=tuple(changes)))
+
+
+__all__ = ["DRAFT_ENTRY", "Outcome", "Planned", "PlannedSweep", "Submitted", "confirm_needed", "follow", "keep_draft_entry", "launch_sweep",
+           "launch_stage", "masked_document", "outcome", "pipeline_requests", "plan_run", "prepare",
+           "resume", "submit", "wait_until_finished"]
