@@ -21,6 +21,7 @@ import torch
 
 from launcher import processes
 from launcher.plan import plan_launch
+from launcher.requests import LaunchRequest
 from launcher.render import with_ranks
 from launcher.targets import local
 
@@ -74,9 +75,10 @@ class TrainingRun:
         return self.root / "local"
 
     def script(self) -> str:
-        plan = plan_launch(self.recipe, target="local", project_dir=PROJECT, profile="local",
-                           overrides=[f"train.checkpoint.uri={self.store}", f"train.checkpoint.local_dir={self.local}",
-                                      *self.overrides], run_id=self.run_id)
+        overrides = (f"train.checkpoint.uri={self.store}", f"train.checkpoint.local_dir={self.local}",
+                     *self.overrides)
+        plan = plan_launch(LaunchRequest(self.recipe, "local", profile="local", overrides=overrides,
+                                         run_id=self.run_id), PROJECT)
         plan = dataclasses.replace(plan, loaded=dataclasses.replace(plan.loaded, changes=self.changes))
         script = local.render(plan, None)
         return with_ranks(script, self.ranks) if self.ranks is not None else script

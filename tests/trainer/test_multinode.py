@@ -15,6 +15,7 @@ import yaml
 
 from launcher import processes
 from launcher.plan import plan_launch
+from launcher.requests import LaunchRequest
 from launcher.targets import skypilot
 from tests.trainer.harness import PROJECT, STEPS, TrainingRun, assert_runs_match, attempt_env, resume_overrides
 
@@ -24,9 +25,9 @@ NODES = 2
 
 
 def skypilot_task(run: TrainingRun) -> dict:
-    plan = plan_launch("baseline", target="skypilot", project_dir=PROJECT, profile="local", gpus=1, nodes=NODES,
-                       overrides=[f"train.checkpoint.uri={run.store}", "train.checkpoint.local_dir=local",
-                                  *run.overrides], run_id=run.run_id)
+    overrides = (f"train.checkpoint.uri={run.store}", "train.checkpoint.local_dir=local", *run.overrides)
+    plan = plan_launch(LaunchRequest("baseline", "skypilot", profile="local", gpus=1, nodes=NODES,
+                                     overrides=overrides, run_id=run.run_id), PROJECT)
     return yaml.safe_load(skypilot.render(plan, None))
 
 
