@@ -51,3 +51,24 @@ def test_reading_a_runs_ledger_keeps_its_summary_for_the_run_lists(tmp_path):
     assert cached.read >= before
     assert run_ledger(registry, registry.get("unstarted")).attempts == []
     assert registry.get("unstarted").ledger is None  # no attempt yet: nothing to show
+
+
+def test_status_json_of_one_run_carries_the_goodput_its_table_prints(tmp_path, private_home):
+    """`launch status RUN --json` reads the run's ledger as `launch status RUN` does, so the goodput the table's
+    totals line says is in the JSON, even on the first read."""
+    import json
+
+    from launch_helpers import run_launch, write_project
+
+    project = write_project(tmp_path / "project", {})
+    store = tmp_path / "store"
+    Registry(project).save(RunRecord(run_id="read", recipe="baseline", target="local", state=RunState.FINISHED,
+                                     started=1.0, ended=2.0, store=str(store), local_dir="", tracking_uri=""))
+    for view in LEDGER.attempts:
+        open_store(str(store)).put_bytes(view.attempt.to_json(), f"read/ledger/{view.attempt.key_name}")
+    done = run_launch("status", "read", "--json", home=private_home, cwd=project)  # the first read of its ledger
+    assert done.returncode == 0, done.stderr
+    [view] = json.loads(done.stdout)
+    table = run_launch("status", "read", home=private_home, cwd=project)
+    assert "goodput 90.0%" in table.stdout
+    assert (view["goodput"], view["device_unit"]) == (0.9, "GPU")
