@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from launcher.tables import render_table
+from launcher.views.tables import render_table
 from launcher.views import RecipeView
 from spottrain_contract.errors import UserError
 from spottrain_contract.recipe import load_recipe, recipe_names
@@ -72,7 +72,8 @@ def _grid(name: str, project_dir: Path, profile) -> list[str]:
 
 
 def recipe_views(project_dir: Path) -> list[RecipeView]:
-    """Every recipe with the targets it runs on as written (profiles may add more, e.g. local)."""
+    """Every recipe with the targets it renders for as written: each target that takes the recipe as a launch
+    there loads it, under the target's default profile (local: `local`) where it has one."""
     from launcher.targets import get_target, target_names
 
     targets = {name: get_target(name) for name in target_names()}
@@ -83,11 +84,26 @@ def recipe_views(project_dir: Path) -> list[RecipeView]:
         except UserError as exc:
             views.append(RecipeView(name=name, error=str(exc)))
             continue
-        runs_on = [t for t, module in targets.items() if not module.RUNS_HERE and module.unsupported(r) is None]
+        runs_on = [t for t, module in targets.items() if _renders_for(module, name, r, project_dir)]
         views.append(RecipeView(name=name, task=r.task, gpus=r.resources.preferred_gpus, nodes=r.resources.nodes,
                                 spot=r.resources.spot, accelerator=r.resources.accelerators[0], targets=runs_on,
                                 profiles=list(r.profiles), capacity=r.resources.candidates))
     return views
+
+
+def _renders_for(target, name: str, bare, project_dir: Path) -> bool:
+    """Whether a launch of recipe `name` (`bare`: as written, no profile) on `target` renders: a target with a
+    default profile applies it (`plan.effective_profile`), so the recipe must have that profile, and the target
+    take the recipe under it."""
+    profile = target.DEFAULT_PROFILE
+    if profile is None:
+        return target.unsupported(bare) is None
+    if profile not in bare.profiles:
+        return False
+    try:
+        return target.unsupported(load_recipe(name, project_dir=project_dir, profile=profile).recipe) is None
+    except UserError:
+        return False
 
 
 def recipe_table(views: list[RecipeView]) -> str:

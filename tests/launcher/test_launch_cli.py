@@ -417,3 +417,29 @@ def test_a_refused_resume_leaves_the_runs_earlier_record(launched_run, monkeypat
     with pytest.raises(OSError):
         runner.submit(Registry(launched_run), plan)
     assert Registry(launched_run).get("r1") == before
+
+
+# --- launch list: the targets it lists --------------------------------------------------------------------------------
+
+def test_list_names_local_among_the_targets_a_recipe_renders_for(private_home):
+    done = run_launch("list", "--json", home=private_home)
+    assert {tuple(view["targets"]) for view in json.loads(done.stdout)} == {("skypilot", "vessl", "local")}
+
+
+def test_a_recipe_without_the_local_profile_does_not_list_local(tmp_path):
+    """`--target local` applies the recipe's `local` profile: a recipe without one does not render there."""
+    from launcher import catalog
+
+    baseline = (PROJECT_DIR / "recipes" / "baseline.yaml").read_text()
+    project = write_project(tmp_path, {"baseline.yaml": baseline}, base_edit=("\n  local:\n", "\n  tiny:\n"))
+    (view,) = catalog.recipe_views(project)
+    assert (view.profiles, view.targets) == (["tiny"], ["skypilot", "vessl"])
+
+
+def test_a_target_that_refuses_the_recipe_under_its_default_profile_is_not_listed(monkeypatch):
+    from launcher import catalog
+    from launcher.targets import local
+
+    monkeypatch.setattr(local, "unsupported", lambda recipe: "no" if recipe.resources.preferred_gpus == 2 else None)
+    views = catalog.recipe_views(PROJECT_DIR)  # the local profile asks for 2 GPUs: refused under it, not bare
+    assert {tuple(view.targets) for view in views} == {("skypilot", "vessl")}
