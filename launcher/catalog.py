@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from launcher.views.tables import render_table
+from launcher.views.tables import Header, render_table
 from launcher.views import RecipeView
 from spottrain_contract.errors import UserError
 from spottrain_contract.recipe import load_recipe, recipe_names
@@ -106,8 +106,14 @@ def _renders_for(target, name: str, bare, project_dir: Path) -> bool:
         return False
 
 
+# on a narrow terminal, dropped in this order; the recipe and where it runs stay
+_DROP = ("NODES", "SPOT", "TASK", "PROFILES", "ACCELERATOR", "GPUS")
+
+
 def recipe_table(views: list[RecipeView]) -> str:
-    header = ("RECIPE", "TASK", "GPUS", "NODES", "SPOT", "ACCELERATOR", "TARGETS", "PROFILES")
+    invalid = any(v.error for v in views)  # TASK then says why a recipe does not load: it stays
+    header = Header(("RECIPE", "TASK", "GPUS", "NODES", "SPOT", "ACCELERATOR", "TARGETS", "PROFILES"),
+                    drop=[name for name in _DROP if not (invalid and name == "TASK")])
     rows = [(v.name, f"invalid: {v.error}", "", "", "", "", "", "") if v.error else
             (v.name, v.task, v.gpus, v.nodes, "yes" if v.spot else "no",
              v.accelerator if len(v.capacity) <= 1 else " ".join(v.capacity), ",".join(v.targets),

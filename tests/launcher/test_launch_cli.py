@@ -419,7 +419,18 @@ def test_a_refused_resume_leaves_the_runs_earlier_record(launched_run, monkeypat
     assert Registry(launched_run).get("r1") == before
 
 
-# --- launch list: the targets it lists --------------------------------------------------------------------------------
+# --- launch list on a narrow terminal; the targets it lists ------------------------------------------------------------
+
+@pytest.mark.parametrize("columns, kept", [
+    (80, ["RECIPE", "GPUS", "ACCELERATOR", "TARGETS", "PROFILES"]),  # nodes, spot, then the task go first
+    (60, ["RECIPE", "GPUS", "ACCELERATOR", "TARGETS"])])  # then the profiles
+def test_list_on_a_narrow_terminal_drops_the_least_important_columns_whole(private_home, monkeypatch, columns, kept):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    lines = run_launch("list", home=private_home).stdout.splitlines()
+    assert "…" not in "\n".join(lines) and max(map(len, lines)) <= columns
+    assert lines[0].split() == kept
+    assert lines[1].split()[0] == "baseline" and lines[1].split()[kept.index("TARGETS")] == "skypilot,vessl,local"
+
 
 def test_list_names_local_among_the_targets_a_recipe_renders_for(private_home):
     done = run_launch("list", "--json", home=private_home)

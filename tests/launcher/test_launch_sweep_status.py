@@ -11,7 +11,7 @@ import pytest
 
 from launch_helpers import copy_real_recipes, run_launch
 from launcher.registry import Registry, RunRecord
-from launcher.sweep_status import sweep_state
+from launcher.sweeps.status import sweep_state
 from spottrain_contract.job import RunState
 
 RUNNING, FINISHED, FAILED, STOPPED = RunState.RUNNING, RunState.FINISHED, RunState.FAILED, RunState.STOPPED
@@ -78,3 +78,22 @@ def test_status_of_neither_a_run_nor_a_sweep_names_it(project, private_home):
     done = run_launch("status", "nope", home=private_home, cwd=project)
     assert (done.returncode, done.stderr.splitlines()[0].split(" (")[0]) == (
         2, "error: no run 'nope' launched from this project")
+
+
+def test_status_on_a_narrow_terminal_drops_restarts_first_and_keeps_every_cell_whole(project, private_home,
+                                                                                      monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    done = run_launch("status", home=private_home, cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout and max(map(len, done.stdout.splitlines())) <= 60
+    assert [line.split() for line in done.stdout.splitlines()[:3]] == [
+        ["RUN", "RECIPE", "TARGET", "STATE", "STEP", "AGE"],
+        ["solo", "baseline", "local", "finished", "-", "6m"],
+        ["abl", "lr_sweep", "local", "running", "1/3", "cells", "5m"]]
+
+
+def test_status_of_a_sweep_on_a_narrow_terminal_keeps_the_cell_run_state_and_step(project, private_home, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")
+    lines = run_launch("status", "abl", home=private_home, cwd=project).stdout.splitlines()
+    assert [line.split() for line in lines[1:3]] == [["CELL", "RUN", "STATE", "STEP", "AGE"],
+                                                     ["a__x", "abl-a__x", "finished", "-", "5m"]]
