@@ -29,6 +29,7 @@ MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: its UI nests the r
 PROGRESS_FILE = "progress.json"  # {"step", "total", "attempt_start"}, written by rank 0
 EXIT_FILE = ".exit-code"  # where the local supervisor asks the trainer to write its exit code
 FAILURE_FILE = "failure.txt"  # the first error of the first rank that failed, one line: why the attempt ended
+STOP_REQUEST_FILE = ".stop-requested"  # written before the SIGTERM of a person's stop: not a spot notice
 RESOLVED_RECIPE_FILE = "recipe.resolved.yaml"  # the shipped recipe, as an MLflow artifact of the run
 
 
@@ -73,6 +74,12 @@ def exit_file_path(local_dir: str | Path, run_id: str) -> Path:
 
 def failure_path(local_dir: str | Path, run_id: str) -> Path:
     return run_dir(local_dir, run_id) / FAILURE_FILE
+
+
+def stop_request_path(local_dir: str | Path, run_id: str) -> Path:
+    """Where the local supervisor says a SIGTERM that follows is a person's stop (`launch stop`, the hub's Stop,
+    Ctrl-C), so the trainer ends its attempt `stopped`, not `preempted`."""
+    return run_dir(local_dir, run_id) / STOP_REQUEST_FILE
 
 
 def mlflow_tracking_uri(configured: Optional[str], local_dir: str) -> str:

@@ -3,17 +3,19 @@ checkpoints (`<run id>/ledger/attempt-NNNN.json`, one file per attempt, written 
 
 An attempt records when it started, the step it resumed from, the ranks and device it had, its start-up time, and,
 as it trains, the last step it finished (a heartbeat at every logged step and every save). It ends `finished`,
-`preempted` (checkpointed on a notice) or `failed`; an attempt that ended without a word and was followed by
-another was `killed` (the spot VM vanished). From these:
+`preempted` (checkpointed on a notice), `stopped` (checkpointed because a person stopped the run: no preemption)
+or `failed`; an attempt that ended without a word and was followed by another was `killed` (the spot VM
+vanished). From these:
 
     computed    steps an attempt trained                      last_step − start_step
     recomputed  steps the next attempt had to train again     last_step − next.start_step (if positive)
     useful      the run's progress                            the last attempt's last_step
     goodput     useful ÷ computed                              (computed = useful + recomputed)
 
-Device-hours are wall time × ranks (GPU-hours on GPUs); lost hours are every restart's start-up plus the time of
-the steps the next attempt recomputed (at the attempt's mean step time after its start-up). A killed attempt's last heartbeat may
-trail the step it died in by up to `log_every_steps`: those steps are lost but not counted.
+Device-hours are wall time × ranks (GPU-hours on GPUs); lost hours are every restart's start-up (but a resume's
+after a stop: a person's choice, not preemption's cost) plus the time of the steps the next attempt recomputed (at
+the attempt's mean step time after its start-up). A killed attempt's last heartbeat may trail the step it died in
+by up to `log_every_steps`: those steps are lost but not counted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from spottrain_contract import layout
 from spottrain_contract.store import CheckpointStore
 
 RUNNING, FINISHED, PREEMPTED, FAILED, KILLED = "running", "finished", "preempted", "failed", "killed"
+STOPPED = "stopped"  # a person stopped the run (the supervisor said so before the SIGTERM): not a preemption
 
 
 @dataclass
@@ -102,6 +105,7 @@ class Ledger:
     def totals(self) -> dict[str, float]:
         """What MLflow gets as `ledger/*` metrics and `launch status RUN` prints under the table."""
         return {"attempts": len(self.attempts), "preemptions": self.count(PREEMPTED) + self.count(KILLED),
+                "stopped": self.count(STOPPED),
                 "steps_useful": self.useful, "steps_computed": self.computed, "steps_recomputed": self.recomputed,
                 "goodput": self.goodput, "device_hours": self.device_hours,
                 "device_hours_lost": self.device_hours_lost}
@@ -129,7 +133,8 @@ def ledger_of(attempts: list[Attempt]) -> Ledger:
         recomputed = max(0, attempt.last_step - following.start_step) if following is not None else 0
         startup = attempt.startup_seconds or 0.0
         per_step = max(0.0, attempt.wall_seconds - startup) / attempt.computed if attempt.computed else 0.0
-        restart = startup if views else 0.0  # the first attempt's start-up is the run's, not preemption's
+        # the first attempt's start-up is the run's, and a resume's after a stop the person's: not preemption's
+        restart = startup if views and views[-1].cause != STOPPED else 0.0
         lost = restart + recomputed * per_step
         views.append(AttemptView(attempt, cause, recomputed, lost))
     return Ledger(views)

@@ -55,3 +55,19 @@ def test_entries_round_trip_through_the_store_in_attempt_order(tmp_path):
         store.put_bytes(entry.to_json(), f"run/ledger/{entry.key_name}")
     store.put_bytes(b"{}", "run/step-00000070/MANIFEST.json")  # not the ledger's
     assert [v.attempt for v in read_ledger(store, "run").attempts] == ATTEMPTS
+
+
+def test_a_person_s_stop_is_its_own_cause_not_a_preemption_and_its_steps_still_count():
+    from spottrain_contract.ledger import STOPPED
+
+    ledger = ledger_of([attempt(1, 0, 40, 0.0, 110.0, STOPPED),  # stopped: checkpointed step 40 and exited
+                        attempt(2, 40, 100, 1000.0, 70.0, FINISHED)])  # resumed later from 40: nothing recomputed
+    assert [v.cause for v in ledger.attempts] == [STOPPED, FINISHED]
+    assert (ledger.useful, ledger.computed, ledger.recomputed, ledger.goodput) == (100, 100, 0, 1.0)
+    totals = ledger.totals()
+    assert (totals["attempts"], totals["preemptions"], totals["stopped"]) == (2, 0, 1)
+    assert ledger.device_hours == pytest.approx((110 + 70) * 2 / 3600)
+    assert ledger.device_hours_lost == 0  # the start-up after a stop is the person's choice, not preemption's cost
+    # a stopped attempt whose checkpoint did not cover its last steps: those are recomputed all the same
+    partial = ledger_of([attempt(1, 0, 40, 0.0, 110.0, STOPPED), attempt(2, 30, 100, 1000.0, 70.0, FINISHED)])
+    assert (partial.recomputed, partial.goodput) == (10, pytest.approx(100 / 110))
