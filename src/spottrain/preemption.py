@@ -1,20 +1,31 @@
-"""The spot notice: SIGTERM asks the trainer to finish its step, checkpoint, and exit "preempted"."""
+"""The spot notice: SIGTERM asks the trainer to finish its step, checkpoint, and exit "preempted". A person's stop
+sends the same SIGTERM; the local supervisor writes the stop-request file first, so the attempt ends "stopped".
+And how a job ends, said to whoever runs it: its exit code, and why it failed."""
 
 from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
+from typing import Optional
 
-from spottrain_contract.job import EXIT_FILE_ENV
+from spottrain_contract.job import EXIT_FILE_ENV, RUN_ID_ENV, failure_path
 
 
 class PreemptionNotice:
-    def __init__(self):
+    def __init__(self, stop_request: Optional[Path] = None):
+        """`stop_request`: the run's stop-request file (`spottrain_contract.job.stop_request_path`)."""
         self.received = False
+        self.stop_request = stop_request
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame) -> None:
         self.received = True
+
+    @property
+    def stopped(self) -> bool:
+        """The SIGTERM was a person's stop, not a spot notice: asked for where the supervisor says so."""
+        return self.received and self.stop_request is not None and self.stop_request.exists()
 
 
 def report_exit_code(code: int) -> None:
@@ -23,3 +34,21 @@ def report_exit_code(code: int) -> None:
     if path:
         with open(path, "w") as out:
             out.write(str(code))
+
+
+def record_failure(local_dir: str | Path, reason: str) -> bool:
+    """Why this job ended, for the supervisor and `launch`: the first failing rank's error, one line, in the failure
+    file of the run named by $SPOTTRAIN_RUN_ID under `local_dir` (the recipe's checkpoint.local_dir). True for
+    that first rank (the others only add to the log), and where no launch named the run (nobody reads the file)."""
+    run_id = os.environ.get(RUN_ID_ENV)
+    if not run_id:
+        return True
+    path = failure_path(local_dir, run_id)
+    line = f"[rank {os.environ.get('RANK', '0')}] {reason.splitlines()[0] if reason else 'failed'}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x") as out:  # exclusive: the first rank to fail writes it
+            out.write(line + "\n")
+        return True
+    except FileExistsError:
+        return False

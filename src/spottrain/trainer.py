@@ -26,7 +26,7 @@ from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful
 from spottrain.early_stopping import EarlyStopping
 from spottrain.elastic import fitted_to_world
 from spottrain.engine import build_engine, consolidated_state_dict
-from spottrain.preemption import PreemptionNotice, report_exit_code
+from spottrain.preemption import PreemptionNotice, record_failure, report_exit_code
 from spottrain.run_files import RunFiles
 from spottrain.sampler import StepSampler
 from spottrain.startup import StartupClock
@@ -36,9 +36,9 @@ from spottrain.tracking import (NodeSystemMetrics, NullTracker, Tracker, node_sy
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, MLFLOW_CELL_TAG, MLFLOW_PARENT_RUN_ENV,
-                                    PREEMPTED_EXIT_CODE, RESOLVED_RECIPE_FILE, RUN_ID_ENV, TARGET_ENV, failure_path,
-                                    mlflow_tracking_uri, progress_path)
-from spottrain_contract.ledger import FAILED, FINISHED, PREEMPTED
+                                    PREEMPTED_EXIT_CODE, RESOLVED_RECIPE_FILE, RUN_ID_ENV, TARGET_ENV,
+                                    mlflow_tracking_uri, progress_path, stop_request_path)
+from spottrain_contract.ledger import FAILED, FINISHED, PREEMPTED, STOPPED
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe, from_shipped, setting_changes, settings_of
 from spottrain_contract.store import (StoreUnavailable, is_permanent, open_store, probe_store, store_failure,
@@ -72,7 +72,8 @@ def train(loaded: LoadedRecipe) -> int:
         healable = isinstance(exc, StoreUnavailable)
         known = healable or isinstance(exc, ConfigurationError) or is_permanent(exc)
         message = store_failure(exc) if is_permanent(exc) and not isinstance(exc, ConfigurationError) else str(exc)
-        first = _record_failure(loaded, f"{type(exc).__name__}: {message}" if not known else message)
+        first = record_failure(loaded.recipe.train.checkpoint.local_dir,
+                               f"{type(exc).__name__}: {message}" if not known else message)
         if not known:
             raise  # a bug or a crash: its traceback (the console shows it once), and the restart budget
         if first:
@@ -83,27 +84,13 @@ def train(loaded: LoadedRecipe) -> int:
         return code
 
 
-def _record_failure(loaded: LoadedRecipe, reason: str) -> bool:
-    """Why this attempt ended, for the supervisor and `launch`: the first failing rank's error, one line. True
-    for that first rank (the others only add to the log)."""
-    path = failure_path(loaded.recipe.train.checkpoint.local_dir, os.environ.get(RUN_ID_ENV, ""))
-    line = f"[rank {os.environ.get('RANK', '0')}] {reason.splitlines()[0] if reason else 'failed'}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "x") as out:  # exclusive: the first rank to fail writes it
-            out.write(line + "\n")
-        return True
-    except FileExistsError:
-        return False
-
-
 def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
     started, clock = time.perf_counter(), StartupClock()
     run_id = os.environ.get(RUN_ID_ENV)
     if not run_id:
         raise SystemExit(f"{RUN_ID_ENV} is not set: start training with `launch recipe {loaded.name}`, "
                          f"or export {RUN_ID_ENV}=<a name for this run>")
-    notice = PreemptionNotice()
+    notice = PreemptionNotice(stop_request_path(loaded.recipe.train.checkpoint.local_dir, run_id))
     ranks = runtime.init_distributed()
     logging.basicConfig(level=logging.INFO if ranks.is_main else logging.WARNING,
                         format=f"[rank {ranks.rank}] %(asctime)s %(name)s: %(message)s")
@@ -191,7 +178,7 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
         tracker.log(ended.to_log, step)
         if ended.preempted:
             log.warning("preemption notice: checkpointed step %d, waiting for the upload", step)
-            ending = PREEMPTED
+            ending = STOPPED if notice.stopped else PREEMPTED  # a person's stop is no preemption
             break
     progress.close()
     batches.close()
@@ -245,11 +232,11 @@ def _extra_tensors(cfg, ranks, engine, task: Task):
 
 def _end_attempt(ending: str, step: int, engine, task: Task, checkpoints: Checkpointer, tracker: Tracker | NullTracker,
                  node_metrics: Optional[NodeSystemMetrics], ranks, attempt: AttemptRecorder) -> int:
-    """How an attempt ends that does not fail, `ending` FINISHED or PREEMPTED: its checkpoints durable, the system
-    metrics of its nodes sent, its ledger entry closed (the ledger's totals logged) and its MLflow run closed, left
-    RUNNING when preempted for the next attempt to continue; returns the exit code, said to the supervisor too. A
-    finished run publishes its final export first, verified once every rank is done, and is marked complete last.
-    Idempotent: an attempt resumed from the final checkpoint runs it again whole."""
+    """How an attempt ends that does not fail, `ending` FINISHED, PREEMPTED or STOPPED: its checkpoints durable,
+    the system metrics of its nodes sent, its ledger entry closed (the ledger's totals logged) and its MLflow run
+    closed, left RUNNING when preempted or stopped for the next attempt to continue; returns the exit code, said to
+    the supervisor too. A finished run publishes its final export first, verified once every rank is done, and is
+    marked complete last. Idempotent: an attempt resumed from the final checkpoint runs it again whole."""
     finished = ending == FINISHED
     checkpoints.wait()
     if finished:
