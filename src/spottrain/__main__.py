@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from spottrain_contract.errors import UserError
-from spottrain.preemption import report_exit_code
+from spottrain.preemption import record_failure, report_exit_code
 from spottrain_contract.job import DO_NOT_RESTART_EXIT_CODE, RECIPE_ENV
 from spottrain_contract.recipe import from_shipped, load_recipe
 
@@ -60,7 +60,8 @@ def main(argv=None) -> int:
 
 
 def _use_weights(args, loaded) -> int:
-    """eval / predict: one process; a bad input or setting is one line and the do-not-restart code."""
+    """eval / predict: one process; a bad input or setting is one line and the do-not-restart code. Either way a
+    failure leaves its line in the failure file, as the trainer's does: the run's one-line failure is its error."""
     from spottrain import offline
 
     try:
@@ -70,7 +71,11 @@ def _use_weights(args, loaded) -> int:
             offline.evaluate(loaded, args.run, args.checkpoint)
         else:
             offline.predict(loaded, args.run, args.checkpoint, args.inputs, args.out)
-    except UserError as exc:
+    except Exception as exc:
+        known = isinstance(exc, UserError)
+        record_failure(loaded.recipe.train.checkpoint.local_dir, str(exc) if known else f"{type(exc).__name__}: {exc}")
+        if not known:
+            raise  # a bug or a crash: its traceback
         print(f"error: {exc}", file=sys.stderr)
         report_exit_code(DO_NOT_RESTART_EXIT_CODE)
         return DO_NOT_RESTART_EXIT_CODE

@@ -50,3 +50,35 @@ def test_a_task_without_a_test_evaluation_says_so(tmp_path):
                          overrides=[f"train.checkpoint.uri={tmp_path / 'store'}"])
     with pytest.raises(ConfigurationError, match="task baseline: no test evaluation or prediction"):
         RestoredRun(loaded, "r", "best")
+
+
+def test_a_failing_evaluation_or_prediction_leaves_its_one_line_failure_for_the_supervisor(tmp_path, monkeypatch):
+    """The supervisor says why a job failed from the failure file (`launch status`, the hub): an eval or predict
+    job writes it as the trainer does, its refusal or its crash, not `exit code 78, no error reported`."""
+    from spottrain import offline
+    from spottrain.__main__ import main
+    from spottrain_contract.job import EXIT_FILE_ENV, RUN_ID_ENV, failure_path
+
+    stored_run(tmp_path, [4], best=4)
+    monkeypatch.chdir(PROJECT)
+    monkeypatch.setenv(RUN_ID_ENV, "job")
+    monkeypatch.setenv(EXIT_FILE_ENV, str(tmp_path / "exit-code"))
+    monkeypatch.setenv("RANK", "0")
+    failure = failure_path(tmp_path / "local", "job")
+    settings = ["--recipe", "baseline", "--profile", "local", "--override", f"train.checkpoint.uri={tmp_path / 'store'}",
+                "--override", f"train.checkpoint.local_dir={tmp_path / 'local'}"]
+    for command in (["eval", "--run-id", "r"], ["predict", "an input", "--run-id", "r"]):
+        failure.unlink(missing_ok=True)  # as the supervisor does before each attempt
+        assert main([*command, *settings]) == 78
+        assert failure.read_text() == ("[rank 0] task baseline: no test evaluation or prediction (it is not "
+                                       "Evaluable: inference_model, checkpoint_modules, test_metrics)\n")
+        assert (tmp_path / "exit-code").read_text() == "78"
+
+    def crash(*args):
+        raise RuntimeError("out of memory\nand more")
+
+    monkeypatch.setattr(offline, "evaluate", crash)
+    failure.unlink()
+    with pytest.raises(RuntimeError):  # a crash keeps its traceback
+        main(["eval", "--run-id", "r", *settings])
+    assert failure.read_text() == "[rank 0] RuntimeError: out of memory\n"
