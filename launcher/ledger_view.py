@@ -83,8 +83,9 @@ def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Opti
 def totals_line(ledger: Ledger) -> str:
     """The ledger in one line, under `launch status RUN`'s table and the Run page's."""
     totals = ledger.totals()
-    attempts = int(totals["attempts"])
-    return (f"{attempts} attempt{'s' if attempts != 1 else ''}, {int(totals['preemptions'])} preempted or killed; "
+    attempts, stopped = int(totals["attempts"]), int(totals["stopped"])
+    return (f"{attempts} attempt{'s' if attempts != 1 else ''}, {f'{stopped} stopped, ' if stopped else ''}"
+            f"{int(totals['preemptions'])} preempted or killed; "
             f"goodput {ledger.goodput:.1%} ({ledger.useful} useful of {ledger.computed} steps computed, "
             f"{ledger.recomputed} recomputed); {ledger.device_hours:.3g} {device_unit(ledger)}-hours used, "
             f"{ledger.device_hours_lost:.3g} lost")

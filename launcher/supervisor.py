@@ -4,10 +4,12 @@
 
 A preemption exit (75) always restarts the script; a crash restarts it up to the recipe's
 `max_restarts_on_errors`; the do-not-restart exit (78: bad settings or inputs, a store that refuses writes)
-never. SIGTERM to the supervisor (`launch stop`) is passed to the job, which checkpoints and exits, and the run
-ends as stopped. Chaos mode kills the job's process group at random moments (SIGKILL and
-SIGTERM, checkpoint uploads included) a given number of times, to prove nothing is lost; with `ranks=1+2` the
-restarts after kills get those rank counts in turn (1, 2, 1, …), as spot capacity comes back in another shape.
+never. SIGTERM to the supervisor (`launch stop`, the hub's Stop, Ctrl-C of a foreground run) is passed to the job,
+once the run's stop-request file says it is a person's stop (the ledger counts the attempt `stopped`, not
+preempted); the job checkpoints and exits, and the run ends as stopped. Chaos mode kills the job's process group
+at random moments (SIGKILL and SIGTERM, checkpoint uploads included) a given number of times, to prove nothing is
+lost; with `ranks=1+2` the restarts after kills get those rank counts in turn (1, 2, 1, …), as spot capacity comes
+back in another shape.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from launcher.errors import LaunchError
 from launcher.registry import Registry
 from launcher.render import with_ranks
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, EXIT_FILE_ENV, PREEMPTED_EXIT_CODE, RunState,
-                                    exit_file_path, failure_path, progress_path)
+                                    exit_file_path, failure_path, progress_path, stop_request_path)
 
 GRACE_SECONDS = 120.0
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}
@@ -80,6 +82,7 @@ class Supervisor:
         self._random = random.Random(chaos.seed if chaos else 0)
 
     def run(self) -> int:
+        stop_request_path(self.record.local_dir, self.run_id).unlink(missing_ok=True)  # an earlier launch's stop
         signal.signal(signal.SIGTERM, self._request_stop)
         budget = self.record.handle["max_restarts_on_errors"]
         while True:
@@ -160,6 +163,12 @@ class Supervisor:
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested.set()
         self.registry.update(self.run_id, state=RunState.STOPPING)
+        requested = stop_request_path(self.record.local_dir, self.run_id)
+        try:  # before the SIGTERM: the trainer tells a person's stop from a spot notice by it
+            requested.parent.mkdir(parents=True, exist_ok=True)
+            requested.touch()
+        except OSError as exc:  # the stop goes on; the ledger will call it a preemption
+            print(f"[supervisor] could not write {requested}: {exc}", file=sys.stderr, flush=True)
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             threading.Thread(target=self._kill_after_grace, args=(self.process,), daemon=True).start()

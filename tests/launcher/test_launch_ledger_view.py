@@ -72,3 +72,14 @@ def test_status_json_of_one_run_carries_the_goodput_its_table_prints(tmp_path, p
     table = run_launch("status", "read", home=private_home, cwd=project)
     assert "goodput 90.0%" in table.stdout
     assert (view["goodput"], view["device_unit"]) == (0.9, "GPU")
+
+
+def test_a_stopped_attempt_is_counted_as_stopped_not_as_preempted():
+    from spottrain_contract.ledger import STOPPED
+
+    ledger = ledger_of([attempt(1, 0, 40, 0.0, STOPPED), attempt(2, 40, 90, 100.0, FINISHED)])
+    text = ledger_text(ledger)
+    assert text.splitlines()[-1].startswith("2 attempts, 1 stopped, 0 preempted or killed; goodput 100.0% (90 useful "
+                                            "of 90 steps computed, 0 recomputed)")
+    assert " stopped " in text.splitlines()[1]  # the table's ENDED AS
+    assert ledger_text(LEDGER).splitlines()[-1].startswith("3 attempts, 2 preempted or killed;")  # no stop: unsaid

@@ -130,6 +130,11 @@ def test_a_stopped_run_resumes_where_it_stopped_and_once_finished_is_not_started
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert f"steps {stopped_at}→30" in resumed.stdout
     assert "run again finished: 30 steps, " + f"{30 - stopped_at} computed (0 recomputed)" in resumed.stdout
+    # the stop was a person's, not a preemption: its own cause in the ledger, its steps counted all the same
+    ledger = read_ledger(open_store(str(project / "runs" / "store")), "again")
+    assert [view.cause for view in ledger.attempts] == ["stopped", "finished"]
+    assert "2 attempts, 1 stopped, 0 preempted or killed; goodput 100.0% (30 useful of 30 steps computed" in launch(
+        project, "status", "again").stdout
 
     again = launch(project, "recipe", "baseline", "--target", "local", "--run-id", "again")
     assert again.stdout.splitlines()[-1] == ("run again already finished at step 30: nothing to resume "
