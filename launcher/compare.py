@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from launcher.errors import LaunchError
 from launcher.mlflow_runs import final_metrics, mlflow_run, tracking_uri_of
 from launcher.registry import RunRecord
-from launcher.tables import render_table
+from launcher.views.tables import render_table
 from launcher.views import CompareView
 from spottrain_contract.recipe import from_shipped, settings_of
 

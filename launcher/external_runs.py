@@ -26,7 +26,7 @@ from typing import Callable, Optional, TypeVar
 from pydantic import BaseModel, Field
 
 from launcher import runner
-from launcher.ablation import TRAIN_LOSS
+from launcher.sweeps.ablation import TRAIN_LOSS
 from launcher.errors import LaunchError, RunNotFound
 from launcher.mlflow_runs import histories
 from launcher.mlflow_server import one_line, server_client
@@ -180,7 +180,8 @@ class ExternalRuns:
                         failed = f"MLflow at {server.uri} could not be read ({one_line(exc)})"
         if failed:
             raise Unreachable(failed)
-        raise RunNotFound(f"no MLflow run {mlflow_run_id} logged elsewhere into an experiment of this project's recipes")
+        raise RunNotFound(f"no MLflow run {mlflow_run_id} logged elsewhere into an experiment of this project's "
+                          f"recipes")
 
     def _client(self, server: Watched):
         return server_client(server.uri, self.project_dir, timeout=TIMEOUT_SECONDS, retries=0)

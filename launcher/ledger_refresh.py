@@ -47,7 +47,7 @@ def refresh_soon(registry: Registry, record: RunRecord, state: RunState, step: s
 
 
 def _work() -> None:
-    from launcher import ledger_view
+    from launcher.views import ledger as ledger_view
 
     while True:
         registry, record = _queue.get()

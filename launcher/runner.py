@@ -17,7 +17,7 @@ from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan
 from launcher.registry import Registry, RunRecord, live_message, this_user
 from launcher.secrets import resolve_secrets
-from launcher.targets import RunStatus, get_target
+from launcher.targets import Handle, RunStatus, get_target
 from launcher.views import RunView
 from spottrain_contract.errors import UserError
 from spottrain_contract.job import RunState, mlflow_tracking_uri
@@ -41,14 +41,14 @@ def submit(registry: Registry, plan: LaunchPlan) -> RunRecord:
     target.validate(document)
     earlier = registry.get(plan.run_id) if registry.exists(plan.run_id) else None
     record = _new_record(plan, target, project_dir, registry)
-    token = registry.claim_attempt(record)  # saves it; a concurrent launch of the same run id loses here
+    token = registry.claim_attempt(record, new=earlier is None)  # saves it; a concurrent launch of the id loses
     try:
         handle = target.launch(plan, document, secrets, record)
     except BaseException:
         registry.save(earlier) if earlier else registry.delete(record.run_id)
         registry.release_attempt(record.run_id, token)
         raise
-    launched = registry.update(record.run_id, handle=handle)
+    launched = registry.update(record.run_id, handle=handle.entries())
     registry.attempt_launched(record.run_id, token)
     return launched
 
@@ -150,9 +150,10 @@ def run_view(registry: Registry, record: RunRecord, *, reachable: bool = True) -
     name, overrides = _launched_as(record.recipe_document, record.run_id) if record.recipe_document else (
         record.recipe, ())
     return RunView(id=record.run_id, name=name, recipe=record.recipe, target=record.target, state=now.state,
-                   step=now.step, total_steps=now.total, restarts=now.restarts if now.restarts is not None else record.restarts,
+                   step=now.step, total_steps=now.total,
+                   restarts=now.restarts if now.restarts is not None else record.restarts,
                    started=record.started, ended=record.ended, overrides=list(overrides),
-                   failure=record.handle.get("failure"), sweep_id=record.sweep_id, cell=record.cell,
+                   failure=Handle.of(record).failure, sweep_id=record.sweep_id, cell=record.cell,
                    task=record.task, launched_by=record.launched_by, project=Path(record.project).name,
                    **ledger_fields(record))
 

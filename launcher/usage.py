@@ -14,7 +14,7 @@ from typing import Iterable, Optional
 
 from launcher.errors import LaunchError
 from launcher.mlflow_runs import mlflow_run
-from launcher.ledger_view import run_ledger_view
+from launcher.views.ledger import run_ledger_view
 from launcher.registry import Registry, RunRecord
 
 PREFIX = "system/"

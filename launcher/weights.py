@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 from launcher import runner
 from launcher.plan import LaunchPlan, code_version, plan_launch, with_overrides
 from launcher.registry import Registry
-from launcher.requests import LaunchRequest
+from launcher.requests import JobKind, LaunchRequest
 from launcher.targets import get_target
 from spottrain_contract.errors import UserError
 from spottrain_contract.recipe import load_recipe
@@ -24,31 +24,31 @@ from spottrain_contract.tasks import job_option_overrides
 ONE_GPU = ("resources.gpus=1", "resources.nodes=1")  # after the run's own: a run on 8 GPUs is judged on 1
 
 
-def trained_on(registry: Registry, run_id: str, verb: str) -> str:
+def trained_on(registry: Registry, run_id: str, kind: JobKind) -> str:
     """The target the run trained on (the default place to use its weights)."""
     if not registry.exists(run_id):
-        raise UserError(f"run {run_id} is not in this project's registry (launch status lists them): {verb} "
+        raise UserError(f"run {run_id} is not in this project's registry (launch status lists them): {kind.value} "
                         f"needs the settings it was launched with")
     return registry.get(run_id).target
 
 
-def plan_weights_job(registry: Registry, run_id: str, verb: str, arguments: Sequence[str],
+def plan_weights_job(registry: Registry, run_id: str, kind: JobKind, arguments: Sequence[str],
                      target: Optional[str], overrides: Sequence[str] = (),
                      options: Mapping[str, Any] = MappingProxyType({})) -> LaunchPlan:
     """A one-GPU job running `python -m spottrain VERB --run-id RUN ARGUMENTS` on `target` (default: the run's),
     with the run's settings (its profile as launched, none where it had none), then its task's job `options`
     (another test CSV, other generation options), then `overrides`."""
     project_dir = registry.project_dir
-    target = target or trained_on(registry, run_id, verb)
+    target = target or trained_on(registry, run_id, kind)
     launched = runner.launched_recipe(registry, run_id)
     if launched is None:
         raise UserError(f"run {run_id}: its registry record keeps no recipe (launched by an older launch?)")
     extra = job_overrides(launched.recipe.task, options, target)
     loaded = load_recipe(launched.name, project_dir=project_dir, profile=launched.profile,
                          overrides=[*launched.overrides, *ONE_GPU, *extra, *overrides])
-    request = LaunchRequest(launched.name, target, run_id=f"{run_id}-{verb}-{_random.token_hex(2)}")
+    request = LaunchRequest(launched.name, target, run_id=f"{run_id}-{kind.value}-{_random.token_hex(4)}")
     plan = plan_launch(request, project_dir, code=code_version(project_dir), loaded=loaded)
-    return dataclasses.replace(plan, command=(verb, "--run-id", run_id, *arguments))
+    return dataclasses.replace(plan, command=(kind.value, "--run-id", run_id, *arguments))
 
 
 def plan_adapter_evaluation(project_dir: Path, request: LaunchRequest, adapter: str, output_dir: str,

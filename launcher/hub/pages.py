@@ -77,8 +77,8 @@ def new_run_page(request: Request, recipe: Optional[str] = None, target: str = "
     try:
         if draft:
             draft_entry = ops.draft_entry(ws, draft)
-            recipe, target, profile = draft_entry["recipe"], draft_entry["target"], draft_entry["profile"]
-            overrides = draft_entry["overrides"]
+            recipe, target, profile = draft_entry.recipe, draft_entry.target or target, draft_entry.profile
+            overrides = draft_entry.overrides
         names = ops.recipe_names(ws)
         recipe = recipe or ("baseline" if "baseline" in names else names[0])
         choices = ops.recipe_choices(ws, recipe, target)
@@ -88,7 +88,7 @@ def new_run_page(request: Request, recipe: Optional[str] = None, target: str = "
         return _error(request, exc)
     field_keys = {f.key for f in fields}
     other = ops.override_list({k: v for k, v in overrides.items() if k not in field_keys})
-    name = draft_entry["name"] if draft_entry else ""
+    name = draft_entry.name if draft_entry else ""
     return _render(request, "new.html", recipes=choices.recipes, recipe=recipe, targets=choices.targets,
                    target=target, profiles=choices.profiles, profile=profile or "", task=task, fields=fields,
                    other="\n".join(other), draft=draft, name=name)

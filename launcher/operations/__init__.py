@@ -36,11 +36,12 @@ from launcher.requests import (AdapterEvalRequest, DependencyLookup, DraftReques
                                WeightsJobRequest)
 
 __all__ = [
-    "AdapterEvalRequest", "ComparePage", "DependencyLookup", "DraftRequest", "ExternalRunDetail", "ExternalRuns", "ExternalRunsView", "JobKind", "LaunchError",
-    "LaunchRequest", "Listing", "Outcome", "PAGE_SIZE", "Planned", "PlannedJob", "PlannedSweep", "RecipeChoices",
-    "RunNotFound", "RunWatch", "StatusReport", "Submitted", "SweepComparison", "UserError", "WeightsJobRequest",
-    "Workspace", "check", "checkpoints", "clone", "code_version", "compare_page", "compare_runs", "compare_sweep", "compare_text",
-    "confirm_needed", "create", "doctor_checks", "draft_entry", "follow", "is_sweep", "launch_draft", "launch_stage", "launch_sweep",
+    "AdapterEvalRequest", "ComparePage", "DependencyLookup", "DraftRequest", "ExternalRunDetail", "ExternalRuns",
+    "ExternalRunsView", "JobKind", "LaunchError", "LaunchRequest", "Listing", "Outcome", "PAGE_SIZE", "Planned",
+    "PlannedJob", "PlannedSweep", "RecipeChoices", "RunNotFound", "RunWatch", "StatusReport", "Submitted",
+    "SweepComparison", "UserError", "WeightsJobRequest", "Workspace", "check", "checkpoints", "clone",
+    "code_version", "compare_page", "compare_runs", "compare_sweep", "compare_text", "confirm_needed", "create",
+    "doctor_checks", "draft_entry", "follow", "is_sweep", "launch_draft", "launch_stage", "launch_sweep",
     "ledger", "listing", "logs", "metric_histories", "outcome", "override_list", "pipeline_requests", "pipelines",
     "plan_adapter_eval", "plan_job", "plot_runs", "prepare", "recipe_choices", "recipe_names", "recipe_table",
     "recipes", "render", "resume", "run", "run_count", "run_names", "save_draft", "status", "stop", "submit",

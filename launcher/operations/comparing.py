@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from launcher import ablation, compare, usage
+from launcher import compare, usage
+from launcher.sweeps import ablation
 from launcher.errors import LaunchError
 from launcher.operations.drafts import display_name, draft_settings
 from launcher.operations.workspace import Workspace

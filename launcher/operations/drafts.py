@@ -1,5 +1,5 @@
 """Drafts: a run's settings kept without launching it (the hub's Save), launched later, and clones of any run as a
-new draft. A draft is a run record in state `draft` whose handle keeps what the form asked (`DRAFT_ENTRY`)."""
+new draft. A draft is a run record in state `draft` whose handle keeps what the form asked (`DraftEntry`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import time
 from typing import Any, Mapping, Optional
 
-from launcher.errors import LaunchError
-from launcher.operations.launching import DRAFT_ENTRY, Submitted, keep_draft_entry, plan_run, submit
+from launcher.errors import LaunchError, RunIdTaken
+from launcher.operations.launching import DraftEntry, Submitted, keep_draft_entry, plan_run, submit
 from launcher.operations.workspace import Workspace
 from launcher.plan import effective_profile, new_run_id
 from launcher.registry import RunRecord, this_user
@@ -16,6 +16,9 @@ from launcher.requests import DependencyLookup, DraftRequest, LaunchRequest
 from launcher.targets import get_target
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import from_shipped, load_recipe, settings_of
+
+
+NEW_ID_TRIES = 5  # a new draft whose id another run holds takes a fresh id, this many times at most
 
 
 def override_list(overrides: Mapping[str, Any]) -> tuple[str, ...]:
@@ -36,26 +39,35 @@ def save_draft(ws: Workspace, request: DraftRequest, run_id: Optional[str] = Non
     profile = effective_profile(LaunchRequest(request.recipe, request.target, profile=request.profile))
     loaded = load_recipe(request.recipe, project_dir=ws.project_dir, profile=profile,
                          overrides=override_list(request.overrides))
-    entry = {"recipe": loaded.name, "target": request.target, "profile": profile,
-             "overrides": dict(request.overrides), "name": (request.name or "").strip() or loaded.recipe.name}
+    entry = DraftEntry(recipe=loaded.name, target=request.target, profile=profile, overrides=dict(request.overrides),
+                       name=(request.name or "").strip() or loaded.recipe.name)
     if run_id is not None:
         _draft(ws, run_id, "clone it to change its settings")
-        return ws.registry.update(run_id, recipe=loaded.name, target=request.target, handle={DRAFT_ENTRY: entry},
+        return ws.registry.update(run_id, recipe=loaded.name, target=request.target, handle=entry.entries(),
                                   task=loaded.recipe.task)
-    record = RunRecord(run_id=new_run_id(loaded.name), recipe=loaded.name, target=request.target,
-                       state=RunState.DRAFT, started=time.time(), store="", local_dir="", tracking_uri="",
-                       handle={DRAFT_ENTRY: entry}, project=str(ws.project_dir), launched_by=this_user(),
-                       task=loaded.recipe.task)
-    ws.registry.save(record)
+    for _ in range(NEW_ID_TRIES - 1):
+        try:
+            return _new_draft(ws, loaded, request.target, entry)
+        except RunIdTaken:
+            pass  # another run holds the id drawn: draw again
+    return _new_draft(ws, loaded, request.target, entry)
+
+
+def _new_draft(ws: Workspace, loaded, target: str, entry: DraftEntry) -> RunRecord:
+    record = RunRecord(run_id=new_run_id(loaded.name), recipe=loaded.name, target=target, state=RunState.DRAFT,
+                       started=time.time(), store="", local_dir="", tracking_uri="", handle=entry.entries(),
+                       project=str(ws.project_dir), launched_by=this_user(), task=loaded.recipe.task)
+    ws.registry.create(record)
     return record
 
 
 def launch_draft(ws: Workspace, run_id: str) -> Submitted:
     """Submit the draft as `launch recipe --detach` would (a run here starts in the background under its
     supervisor; a platform run is handed to its platform)."""
-    entry = _draft(ws, run_id, "clone it to launch it again").handle[DRAFT_ENTRY]
-    request = LaunchRequest(entry["recipe"], entry["target"], profile=entry["profile"],
-                            overrides=override_list(entry["overrides"]), run_id=run_id)
+    record = _draft(ws, run_id, "clone it to launch it again")
+    entry = DraftEntry.of(record)
+    request = LaunchRequest(entry.recipe, record.target, profile=entry.profile,
+                            overrides=override_list(entry.overrides), run_id=run_id)
     submitted = submit(ws, plan_run(ws, request, DependencyLookup.REQUIRE))
     keep_draft_entry(ws, run_id, entry)
     return submitted
@@ -79,39 +91,41 @@ def clone(ws: Workspace, run_id: str, changes: Mapping[str, Any]) -> RunRecord:
     """A new draft with the run's recipe, target, profile and overrides, plus `changes`, named `<name> (copy)`."""
     record = ws.registry.get(run_id)
     entry = launched_settings(record)
-    return save_draft(ws, DraftRequest(entry["recipe"], record.target, entry["profile"],
-                                       {**entry["overrides"], **changes}, f"{display_name(record)} (copy)"))
+    return save_draft(ws, DraftRequest(entry.recipe, record.target, entry.profile, {**entry.overrides, **changes},
+                                       f"{display_name(record)} (copy)"))
 
 
-def launched_settings(record: RunRecord) -> dict:
+def launched_settings(record: RunRecord) -> DraftEntry:
     """recipe, profile and overrides (as a mapping) of a draft, or of a run launched from the CLI or the hub."""
-    if DRAFT_ENTRY in record.handle:
-        return record.handle[DRAFT_ENTRY]
+    entry = DraftEntry.of(record)
+    if entry is not None:
+        return entry
     if not record.recipe_document:
         raise LaunchError(f"run {record.run_id}: its launch kept no recipe to clone")
     loaded = from_shipped(record.recipe_document, record.run_id)
-    return {"recipe": loaded.name, "profile": loaded.profile, "overrides": override_mapping(loaded.overrides)}
+    return DraftEntry(recipe=loaded.name, target=record.target, profile=loaded.profile,
+                      overrides=override_mapping(loaded.overrides))
 
 
 def draft_settings(ws: Workspace, record: RunRecord) -> Optional[dict[str, str]]:
     """A draft's settings, flattened, as its recipe, profile and overrides load now; None for a run no draft."""
-    entry = record.handle.get(DRAFT_ENTRY)
-    if record.state is not RunState.DRAFT or not entry:
+    entry = DraftEntry.of(record)
+    if record.state is not RunState.DRAFT or entry is None:
         return None
-    loaded = load_recipe(entry["recipe"], project_dir=ws.of_run(record.project).project_dir,
-                         profile=entry["profile"], overrides=override_list(entry["overrides"]))
+    loaded = load_recipe(entry.recipe, project_dir=ws.of_run(record.project).project_dir, profile=entry.profile,
+                         overrides=override_list(entry.overrides))
     return settings_of(loaded.recipe)
 
 
-def draft_entry(ws: Workspace, run_id: str) -> dict:
+def draft_entry(ws: Workspace, run_id: str) -> DraftEntry:
     """What the form asked of a draft: recipe, target, profile, overrides (a mapping) and name."""
-    return _draft(ws, run_id, "clone it to change its settings").handle[DRAFT_ENTRY]
+    return DraftEntry.of(_draft(ws, run_id, "clone it to change its settings"))
 
 
 def display_name(record: RunRecord) -> str:
-    entry = record.handle.get(DRAFT_ENTRY)
-    if entry and entry.get("name"):
-        return entry["name"]
+    entry = DraftEntry.of(record)
+    if entry and entry.name:
+        return entry.name
     if record.recipe_document:
         return from_shipped(record.recipe_document, record.run_id).recipe.name
     return record.recipe

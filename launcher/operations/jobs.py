@@ -22,13 +22,12 @@ class PlannedJob:
 def plan_job(ws: Workspace, request: WeightsJobRequest) -> PlannedJob:
     """A one-GPU job on the run's weights, with the settings the run was launched with (on its target unless the
     request names another; inputs are paths there)."""
-    verb = request.kind.value
-    target = request.target or trained_on(ws.registry, request.run_id, verb)
+    target = request.target or trained_on(ws.registry, request.run_id, request.kind)
     arguments = ["--checkpoint", request.checkpoint]
     if request.kind is JobKind.PREDICT:
         arguments += [*(["--out", *input_paths([request.out], target)] if request.out else []),
                       *input_paths(request.inputs, target)]
-    plan = plan_weights_job(ws.registry, request.run_id, verb, arguments, target, request.overrides,
+    plan = plan_weights_job(ws.registry, request.run_id, request.kind, arguments, target, request.overrides,
                             dict(request.options))
     doing = "evaluating" if request.kind is JobKind.EVAL else "predicting with"
     return PlannedJob(Planned(plan, masked_document(plan)),

@@ -7,25 +7,47 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Union
+from typing import Any, Callable, ClassVar, Iterator, Optional, Union
 
-from launcher import runner, sweeps
-from launcher.console import for_console
+from pydantic import BaseModel, ConfigDict, Field
+
+from launcher import runner
+from launcher.sweeps import cells as sweeps
+from launcher.views.console import for_console
 from launcher.errors import LaunchError
 from launcher.operations.workspace import Workspace
 from launcher.plan import LaunchPlan, code_version, effective_profile, plan_launch
-from launcher.requests import DependencyLookup, LaunchRequest
+from launcher.requests import DEFAULT_TARGET, DependencyLookup, LaunchRequest
 from launcher.display import masked_document
 from launcher.stages import pipeline_stages, with_stage_inputs
-from launcher.supervisor import Chaos
-from launcher.sweep_parent import describe_parent
-from launcher.targets import get_target
+from launcher.targets.local.supervisor import Chaos
+from launcher.sweeps.parent import describe_parent
+from launcher.targets import Handle, get_target
 from launcher.views import PlanView, SweepPlanView
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import LoadedRecipe, load_recipe, setting_changes
 
 
-DRAFT_ENTRY = "hub"  # the handle entry holding what the hub's form asked of a run (a draft's settings, its name)
+class DraftEntry(BaseModel):
+    """What the hub's form asked of a run (a draft's settings, the name the Runs page shows), kept in the run's
+    record beside its target's handle, under `hub`."""
+
+    model_config = ConfigDict(extra="ignore")
+    KEY: ClassVar[str] = "hub"
+
+    recipe: str
+    target: Optional[str] = None  # a draft's (a launched run's is its record's)
+    profile: Optional[str] = None
+    overrides: dict[str, Any] = Field(default_factory=dict)  # {dotted key: value}, as the form posted them
+    name: str = ""
+
+    @classmethod
+    def of(cls, record) -> Optional["DraftEntry"]:
+        kept = record.handle.get(cls.KEY)
+        return cls.model_validate(kept) if kept else None
+
+    def entries(self) -> dict:
+        return {self.KEY: self.model_dump()}
 
 
 @dataclass(frozen=True)
@@ -49,7 +71,7 @@ class Planned:
 
     @property
     def summary(self) -> str:
-        return self.plan.summary(get_target(self.plan.target).describe(self.plan.recipe))
+        return self.plan.summary(get_target(self.plan.target).describe(self.plan.recipe), secrets=not self.runs_here)
 
     def view(self) -> PlanView:
         plan, r, cell = self.plan, self.plan.recipe, self.plan.loaded.cell
@@ -118,6 +140,7 @@ def prepare(ws: Workspace, request: LaunchRequest,
     sweep recipe. Nothing is submitted; a bad request is a one-line error before anything starts."""
     if request.chaos:
         Chaos.parse(request.chaos)  # a bad spec is a one-line error before anything is rendered
+    request = with_target(ws, request)
     if request.run_id is None and request.cell is None:
         bare = load_recipe(request.recipe, project_dir=ws.project_dir, profile=effective_profile(request),
                            overrides=request.sized())
@@ -134,6 +157,7 @@ def plan_run(ws: Workspace, request: LaunchRequest, lookup: DependencyLookup,
     """One run: a resume of a run this project launched takes the settings it was launched with unless the
     request asks for others, and refuses settings that differ from them unless `allow_changes`. `loaded`: the
     request's recipe where the caller loaded it already (a new run's)."""
+    request = with_target(ws, request)
     launched = _launched(ws, request.run_id)
     if launched is not None:
         request = _as_resume(ws, request, launched)
@@ -153,8 +177,7 @@ def submit(ws: Workspace, planned: Planned) -> Submitted:
     if done is not None:
         return Submitted(plan.run_id, plan.target, plan.loaded.name, planned.runs_here, finished_at=done)
     record = runner.submit(ws.registry, plan)
-    handle = record.handle
-    where = handle.get("url") or (f"managed job {handle['job_id']}" if "job_id" in handle else None)
+    where = get_target(record.target).HANDLE.of(record).where()
     return Submitted(record.run_id, record.target, record.recipe, planned.runs_here, where=where, log=record.log,
                      store=record.store, tracking_uri=record.tracking_uri)
 
@@ -166,7 +189,7 @@ def follow(ws: Workspace, run_id: str) -> Iterator[str]:
 
 def outcome(ws: Workspace, run_id: str) -> Outcome:
     final = runner.refresh(ws.registry, ws.registry.get(run_id))
-    failure = ws.registry.get(run_id).handle.get("failure") if final.state is RunState.FAILED else None
+    failure = Handle.of(ws.registry.get(run_id)).failure if final.state is RunState.FAILED else None
     return Outcome(run_id, final.state, final.progress, failure)
 
 
@@ -197,15 +220,15 @@ def resume(ws: Workspace, run_id: str) -> Submitted:
     if done is not None:
         raise LaunchError(f"run {run_id} already finished at step {done}: nothing to resume")
     submitted = submit(home, planned)
-    keep_draft_entry(home, run_id, record.handle.get(DRAFT_ENTRY))
+    keep_draft_entry(home, run_id, DraftEntry.of(record))
     return submitted
 
 
-def keep_draft_entry(ws: Workspace, run_id: str, entry: Optional[dict]) -> None:
+def keep_draft_entry(ws: Workspace, run_id: str, entry: Optional[DraftEntry]) -> None:
     """A submission writes the run's record afresh: what the hub's form asked (its name, its overrides as a
     mapping) goes back into its handle."""
     if entry is not None:
-        ws.registry.update(run_id, handle={DRAFT_ENTRY: entry})
+        ws.registry.update(run_id, handle=entry.entries())
 
 
 def pipeline_requests(ws: Workspace, name: str, request: LaunchRequest) -> list[LaunchRequest]:
@@ -228,6 +251,17 @@ def confirm_needed(target: str) -> bool:
     return not get_target(target).RUNS_HERE
 
 
+def with_target(ws: Workspace, request: LaunchRequest) -> LaunchRequest:
+    """The request with its target settled: the one asked for, else a resume's recorded one (so a hint like
+    `launch recipe R --run-id RUN` continues the run where it ran, never on a paid platform it never used), else
+    DEFAULT_TARGET."""
+    if request.target is not None:
+        return request
+    recorded = ws.registry.get(request.run_id).target if request.run_id and ws.registry.exists(request.run_id) \
+        else None
+    return request.but(target=recorded or DEFAULT_TARGET)
+
+
 def _refuse_sweep_options(request: LaunchRequest) -> None:
     if request.cell is None and (request.sweep_id or request.max_parallel):
         flag = "sweep-id" if request.sweep_id else "max-parallel"
@@ -248,10 +282,13 @@ def _launched(ws: Workspace, run_id: Optional[str]) -> Optional[LoadedRecipe]:
 
 
 def _as_resume(ws: Workspace, request: LaunchRequest, launched: LoadedRecipe) -> LaunchRequest:
-    """A plain resume continues as launched (profile, overrides, its sweep cell); a draft is its first launch."""
+    """A plain resume continues as launched (profile, overrides, its sweep cell); one that asks for settings
+    keeps the launch's profile unless it names another."""
     record = ws.registry.get(request.run_id)
     if not request.asks_for_settings:
         request = request.but(profile=launched.profile, overrides=launched.overrides)
+    elif not request.profile:
+        request = request.but(profile=launched.profile)
     return request.but(cell=launched.cell.name if launched.cell else request.cell,
                        sweep_id=record.sweep_id or request.sweep_id)
 
@@ -266,6 +303,8 @@ def _checked_resume(plan: LaunchPlan, launched: LoadedRecipe, allow_changes: boo
     return dataclasses.replace(plan, loaded=dataclasses.replace(plan.loaded, changes=tuple(changes)))
 
 
-__all__ = ["DRAFT_ENTRY", "Outcome", "Planned", "PlannedSweep", "Submitted", "confirm_needed", "follow", "keep_draft_entry", "launch_sweep",
-           "launch_stage", "masked_document", "outcome", "pipeline_requests", "plan_run", "prepare",
-           "resume", "submit", "wait_until_finished"]
+__all__ = [
+    "DraftEntry", "Outcome", "Planned", "PlannedSweep", "Submitted", "confirm_needed", "follow",
+    "keep_draft_entry", "launch_stage", "launch_sweep", "masked_document", "outcome", "pipeline_requests",
+    "plan_run", "prepare", "resume", "submit", "wait_until_finished",
+]

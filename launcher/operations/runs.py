@@ -8,12 +8,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from launcher import checkpoints_view, ledger_refresh, ledger_view, runner, usage
-from launcher.console import for_console
+from launcher import ledger_refresh, runner, usage
+from launcher.views import checkpoints as checkpoints_view
+from launcher.views import ledger as ledger_view
+from launcher.views.console import for_console
 from launcher.errors import LaunchError
 from launcher.mlflow_runs import finite, mlflow_run, run_histories
 from launcher.operations.drafts import override_mapping
-from launcher.operations.launching import DRAFT_ENTRY
+from launcher.operations.launching import DraftEntry
 from launcher.operations.workspace import Workspace
 from launcher.registry import RunRecord
 from launcher.views import CheckpointsView, HubRunView, LedgerView, RunView
@@ -115,8 +117,8 @@ def hub_view(ws: Workspace, record: RunRecord, *, with_loss: bool = True) -> Hub
         view = runner.listed_view(registry, record)
     except UserError:
         view = runner.run_view(registry, record, reachable=False)
-    entry = record.handle.get(DRAFT_ENTRY) or {}
-    overrides = dict(entry["overrides"]) if record.state is RunState.DRAFT and entry else override_mapping(
+    entry = DraftEntry.of(record)
+    overrides = dict(entry.overrides) if record.state is RunState.DRAFT and entry else override_mapping(
         view.overrides)
     if view.step is None and record.local_dir:  # the trainer's progress file, where the target did not report it
         try:
@@ -126,8 +128,8 @@ def hub_view(ws: Workspace, record: RunRecord, *, with_loss: bool = True) -> Hub
             pass
     step = view.progress
     ledger_refresh.refresh_soon(registry, record, view.state, step)
-    return HubRunView(**{**view.model_dump(exclude={"overrides"}), "name": entry.get("name") or view.name},
-                      overrides=overrides, profile=entry.get("profile"),
+    return HubRunView(**{**view.model_dump(exclude={"overrides"}), "name": entry and entry.name or view.name},
+                      overrides=overrides, profile=entry.profile if entry else None,
                       loss=latest_loss(ws, record, step) if with_loss and record.state is not RunState.DRAFT else None,
                       log=record.log is not None)
 
@@ -151,7 +153,7 @@ class Listing:
 
 
 def listing(ws: Workspace, limit: int = PAGE_SIZE, offset: int = 0) -> Listing:
-    from launcher import sweep_status
+    from launcher.sweeps import status as sweep_status
 
     views = [hub_view(ws, record) for record in ws.registry.all(limit=limit, offset=offset)]
     sweeps = {sweep_id: sweep.model_dump(mode="json") for sweep_id, sweep in sweep_status.sweep_views(views).items()}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from launcher.console import for_console
+from launcher.views.console import for_console
 from launcher.mlflow_runs import mlflow_run
 from launcher.operations.runs import hub_view
 from launcher.operations.workspace import Workspace

@@ -13,7 +13,7 @@ from spottrain_contract.job import RunState
 class LedgerSummary:
     """A run's preemption ledger as the run lists show it, kept in its row: reading every run's ledger from its
     store at every refresh of a list would be too slow. Refreshed whenever the launcher reads the ledger anyway
-    (`launcher.ledger_view.run_ledger`); stale by whatever the run did since `read`."""
+    (`launcher.views.ledger.run_ledger`); stale by whatever the run did since `read`."""
 
     goodput: float  # useful ÷ computed steps
     device_hours: float  # wall time × ranks of every attempt

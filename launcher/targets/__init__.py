@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Optional, Protocol
 
+from pydantic import BaseModel, ConfigDict
+
 from launcher.errors import LaunchError
 from spottrain_contract.errors import UserError
 from spottrain_contract.job import RunState
@@ -36,6 +38,29 @@ def progress_text(step: Optional[int], total: Optional[int]) -> str:
     return "-" if step is None else f"{step}/{total}"
 
 
+class Handle(BaseModel):
+    """What a target keeps in a run's record to find its run again, typed: each target declares its own
+    (`HANDLE`), reads a record's through `of` and writes only its fields. The record keeps the entries of every
+    writer (the target at launch, a supervisor here, the hub's draft entry) as one JSON object, so a model reads
+    its own fields and ignores the others'."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    failure: Optional[str] = None  # why a failed run failed, one line (the first failing rank's error)
+
+    @classmethod
+    def of(cls, record) -> "Handle":
+        return cls.model_validate(record.handle)
+
+    def entries(self) -> dict:
+        """The fields set, to merge into the record's handle (`Registry.update(handle=...)`)."""
+        return self.model_dump(exclude_unset=True)
+
+    def where(self) -> Optional[str]:
+        """Where a person finds the run on its platform (a URL, a job id), if anywhere."""
+        return None
+
+
 @dataclass(frozen=True)
 class Check:
     """One row of `launch doctor`: a name, whether it passed, and what was found (on failure, how to fix it)."""
@@ -49,6 +74,7 @@ class Target(Protocol):
     """What each target module provides (module attributes and functions)."""
 
     RUNS_HERE: bool  # on this machine: secrets optional, followed in the foreground, paths under the project
+    HANDLE: type[Handle]  # what its runs' records keep to find them again
     DEFAULT_PROFILE: Optional[str]  # the recipe profile a launch on this target applies unless told otherwise
 
     def unsupported(self, recipe: Recipe) -> Optional[str]:
@@ -69,7 +95,7 @@ class Target(Protocol):
     def validate(self, document: str) -> None:
         """The platform's own schema plus the checks it lacks; raises LaunchError."""
 
-    def launch(self, plan, document: str, secrets, record) -> dict:
+    def launch(self, plan, document: str, secrets, record) -> Handle:
         """Submit the validated document; returns the handle the record keeps to find the run again."""
 
     def status(self, record) -> RunStatus: ...

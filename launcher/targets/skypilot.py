@@ -11,7 +11,7 @@ import yaml
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan, cluster_summary
 from launcher.render import job_env, render_template, run_script
-from launcher.targets import RunStatus
+from launcher.targets import Handle, RunStatus
 from spottrain_contract.job import PREEMPTED_EXIT_CODE, RunState
 from spottrain_contract.schema import ACCELERATORS, RECOVERY_STRATEGIES
 
@@ -141,7 +141,17 @@ def _sky():
     return sky
 
 
-def launch(plan: LaunchPlan, document: str, secrets, record) -> dict:
+class SkyPilotHandle(Handle):
+    job_id: int  # the managed job's id
+
+    def where(self) -> str:
+        return f"managed job {self.job_id}"
+
+
+HANDLE = SkyPilotHandle
+
+
+def launch(plan: LaunchPlan, document: str, secrets, record) -> SkyPilotHandle:
     """A managed job from the validated task; secret values go in through SkyPilot's secrets, in memory."""
     from launcher.secrets import ResolvedSecrets
 
@@ -151,13 +161,13 @@ def launch(plan: LaunchPlan, document: str, secrets, record) -> dict:
     task = sky.Task.from_yaml_config(yaml.safe_load(document))
     task.update_secrets(secrets.as_dict())
     job_ids, _ = sky.stream_and_get(sky.jobs.launch(task, name=plan.run_id))
-    return {"job_id": job_ids[0]}
+    return SkyPilotHandle(job_id=job_ids[0])
 
 
 def status(record) -> RunStatus:
     sky = _sky()
     try:
-        jobs = sky.get(sky.jobs.queue(refresh=False, job_ids=[record.handle["job_id"]]))
+        jobs = sky.get(sky.jobs.queue(refresh=False, job_ids=[SkyPilotHandle.of(record).job_id]))
     except (sky.exceptions.ApiServerConnectionError, sky.exceptions.ApiServerAuthenticationError) as exc:
         # one line, so a list of runs shows this one as unknown instead of failing
         raise LaunchError(f"SkyPilot: {str(exc).splitlines()[0]}") from None
@@ -170,7 +180,8 @@ def status(record) -> RunStatus:
 
 def logs(record, follow: bool):
     sky = _sky()
-    for line in sky.jobs.tail_logs(job_id=record.handle["job_id"], follow=follow, preload_content=False) or []:
+    for line in sky.jobs.tail_logs(job_id=SkyPilotHandle.of(record).job_id, follow=follow,
+                                   preload_content=False) or []:
         if line is not None:
             yield line
 
@@ -178,6 +189,6 @@ def logs(record, follow: bool):
 def stop(record) -> RunState:
     """Graceful cancel: the job gets SIGTERM, checkpoints and exits; SkyPilot kills it after the grace."""
     sky = _sky()
-    sky.stream_and_get(sky.jobs.cancel(job_ids=[record.handle["job_id"]], graceful=True,
+    sky.stream_and_get(sky.jobs.cancel(job_ids=[SkyPilotHandle.of(record).job_id], graceful=True,
                                        graceful_timeout=STOP_GRACE_SECONDS))
     return RunState.STOPPED

@@ -25,7 +25,7 @@ import yaml
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan, cluster_summary
 from launcher.render import job_env, render_template, run_script
-from launcher.targets import RunStatus
+from launcher.targets import Handle, RunStatus
 from spottrain_contract.job import RunState
 
 RUNS_HERE = False
@@ -140,7 +140,24 @@ _COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 _TIME_PREFIX = re.compile(r"^\[[0-9: -]+\] *", re.MULTILINE)
 
 
-def launch(plan: LaunchPlan, document: str, secrets, record) -> dict:
+class VesslHandle(Handle):
+    vessl_run: int  # the run's id on VESSL
+    organization_name: str
+    project_name: str
+    url: Optional[str] = None  # its page on VESSL's web app
+
+    def where(self) -> Optional[str]:
+        return self.url
+
+    def location(self) -> dict:
+        """The organization and project every call about the run names."""
+        return {"organization_name": self.organization_name, "project_name": self.project_name}
+
+
+HANDLE = VesslHandle
+
+
+def launch(plan: LaunchPlan, document: str, secrets, record) -> VesslHandle:
     """`vessl.create_run` with the rendered body. Inline secret values exist only in that in-memory body; the
     run's VESSL id, organization and project are its handle, so status, logs and stop find it later."""
     from launcher.secrets import ResolvedSecrets
@@ -160,7 +177,7 @@ def launch(plan: LaunchPlan, document: str, secrets, record) -> dict:
         said = [line for line in _TIME_PREFIX.sub("", _COLOURS.sub("", printed.getvalue())).splitlines()
                 if line.strip()]
         raise LaunchError(f"VESSL refused the run: {_mask(said[-1] if said else 'no reason given', secrets)}")
-    return {"vessl_run": created.id, **where, "url": _web_url(created.id, where)}
+    return VesslHandle(vessl_run=created.id, **where, url=_web_url(created.id, where))
 
 
 def status(record) -> RunStatus:
@@ -176,7 +193,8 @@ def logs(record, follow: bool):
     while True:
         ended = not follow or _state(vessl, record).is_terminal
         with _vessl_errors("list_run_logs"):
-            entries = vessl.list_run_logs(record.handle["vessl_run"], tail=-1, after=after, **_where(record))
+            handle = VesslHandle.of(record)
+            entries = vessl.list_run_logs(handle.vessl_run, tail=-1, after=after, **handle.location())
         for entry in entries:
             yield _unescape(entry.message or "").rstrip("\n") + "\n"
         if entries:
@@ -191,13 +209,15 @@ def stop(record) -> RunState:
     before SIGKILL; the trainer finishes its step and checkpoints on SIGTERM."""
     vessl, _ = _signed_in(Path(record.project))
     with _vessl_errors("terminate_run"):
-        vessl.terminate_run(record.handle["vessl_run"], **_where(record))
+        handle = VesslHandle.of(record)
+        vessl.terminate_run(handle.vessl_run, **handle.location())
     return RunState.STOPPED
 
 
 def _state(vessl, record) -> RunState:
     with _vessl_errors("read_run"):
-        raw = str(vessl.read_run(record.handle["vessl_run"], **_where(record)).status or "unknown").lower()
+        handle = VesslHandle.of(record)
+        raw = str(vessl.read_run(handle.vessl_run, **handle.location()).status or "unknown").lower()
     return _STATES.get(raw, RunState.UNKNOWN)
 
 
@@ -205,10 +225,6 @@ def _web_url(vessl_run: int, where: dict) -> str:
     from vessl.util.constant import WEB_HOST
 
     return f"{WEB_HOST}/{where['organization_name']}/runs/{where['project_name']}/{vessl_run}"
-
-
-def _where(record) -> dict:
-    return {"organization_name": record.handle["organization_name"], "project_name": record.handle["project_name"]}
 
 
 @lru_cache(maxsize=None)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from hub_helpers import client_for, hub_project
-from launcher import ledger_view
+from launcher.views import ledger as ledger_view
 from launcher import ledger_refresh as ledgers
 from launcher.hub import stream
 from launcher.operations import RunWatch, Workspace

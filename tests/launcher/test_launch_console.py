@@ -4,7 +4,7 @@ as it appears in a local run's log."""
 
 from __future__ import annotations
 
-from launcher.console import for_console
+from launcher.views.console import for_console
 
 GRACEFUL_STOP = """\
 W1126 23:08:36.255000 515 torch/distributed/run.py:874] 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from launcher.ledger_view import ledger_text, run_ledger
+from launcher.views.ledger import ledger_text, run_ledger
 from launcher.registry import LedgerSummary, Registry, RunRecord
 from spottrain_contract.job import RunState
 from spottrain_contract.ledger import FINISHED, PREEMPTED, RUNNING, Attempt, ledger_of

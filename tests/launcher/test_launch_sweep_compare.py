@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from launch_helpers import copy_real_recipes, run_launch
-from launcher.ablation import ablation_table, ablation_view, plot_metrics
+from launcher.sweeps.ablation import ablation_table, ablation_view, plot_metrics
 from launcher.errors import LaunchError
 from launcher.registry import Registry, RunRecord
 from spottrain_contract.job import MLFLOW_RUN_ID_TAG, RunState

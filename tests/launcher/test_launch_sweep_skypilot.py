@@ -12,7 +12,7 @@ import pytest
 from launch_helpers import copy_real_recipes
 from launcher import runner
 from launcher.registry import Registry
-from launcher.sweeps import launch_sweep
+from launcher.sweeps.cells import launch_sweep
 from launcher import operations as ops
 from spottrain_contract.job import MLFLOW_PARENT_RUN_ENV, MLFLOW_SWEEP_ID_TAG, RECIPE_ENV, RUN_ID_ENV
 from spottrain_contract.recipe import from_shipped

@@ -10,6 +10,7 @@ import yaml
 
 from launch_helpers import copy_real_recipes, plan_launch, run_launch
 from launcher.registry import Registry, RunRecord
+from launcher.requests import JobKind
 from launcher.secrets import MaskedSecrets
 from launcher.targets import get_target
 from launcher.weights import input_paths, job_overrides, plan_weights_job
@@ -28,7 +29,7 @@ def registered(project, run_id: str, target: str, overrides=()) -> None:
 def test_an_evaluation_is_a_one_gpu_job_of_the_run_with_its_settings_on_its_target(tmp_path):
     project = copy_real_recipes(tmp_path, ("pairwise_ranking",))
     registered(project, "ranker-1", "skypilot", overrides=("train.model.dropout=0.3", "resources.gpus=4"))
-    plan = plan_weights_job(Registry(project), "ranker-1", "eval", ["--checkpoint", "best"], None)
+    plan = plan_weights_job(Registry(project), "ranker-1", JobKind.EVAL, ["--checkpoint", "best"], None)
     assert plan.target == "skypilot" and plan.run_id.startswith("ranker-1-eval-")
     assert plan.recipe.resources.gpus == 1 and plan.recipe.train.model.dropout == 0.3
     document = yaml.safe_load(get_target("skypilot").render(plan, MaskedSecrets(plan.recipe.secrets)))
@@ -64,7 +65,7 @@ def test_vlm_evaluation_options_become_overrides_of_the_run_s_recipe(tmp_path, m
     extra = job_overrides("vlm_lora", {"csv": "test.csv", "prompt_template": "Question: {query}\nAnswer:",
                                        "system_message": "Be brief.", "max_new_tokens": 32}, "local")
     assert extra[0] == f'train.data.test_csv="{tmp_path / "test.csv"}"'  # a path here, made absolute
-    plan = plan_weights_job(Registry(project), "vlm-1", "eval", ["--checkpoint", "last"], "skypilot", extra)
+    plan = plan_weights_job(Registry(project), "vlm-1", JobKind.EVAL, ["--checkpoint", "last"], "skypilot", extra)
     evaluation = plan.recipe.train.evaluation
     assert plan.recipe.train.data.test_csv == str(tmp_path / "test.csv")
     assert evaluation.prompt_template == "Question: {query}\nAnswer:" and evaluation.system_message == "Be brief."

@@ -18,7 +18,7 @@ from spottrain_contract.job import RunState
 # once it exits, as under a hub that launched it and is busy serving pages)
 PARENT = """
 import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-m", "launcher.supervisor", "--project", sys.argv[1], "--run-id", sys.argv[2]],
+child = subprocess.Popen([sys.executable, "-m", "launcher.targets.local.supervisor", "--project", sys.argv[1], "--run-id", sys.argv[2]],
                          stdin=subprocess.DEVNULL, stdout=open(sys.argv[3], "ab"), stderr=subprocess.STDOUT,
                          start_new_session=True)
 print(child.pid, flush=True)

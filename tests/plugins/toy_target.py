@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 
 from launcher.errors import LaunchError
 from launcher.render import job_env
-from launcher.targets import RunStatus
+from launcher.targets import Handle, RunStatus
 from spottrain_contract.job import RunState
 
 RUNS_HERE = False
@@ -49,10 +49,17 @@ def validate(document: str) -> None:
         raise LaunchError("toy job: name: required")
 
 
-def launch(plan, document: str, secrets, record) -> dict:
+class ToyHandle(Handle):
+    job_file: str
+
+
+HANDLE = ToyHandle
+
+
+def launch(plan, document: str, secrets, record) -> ToyHandle:
     path = _platform() / f"{record.run_id}.json"
     path.write_text(document)
-    return {"job_file": str(path)}
+    return ToyHandle(job_file=str(path))
 
 
 def status(record) -> RunStatus:

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
-from launcher import processes
+from launcher.targets.local import processes
 from launcher.plan import plan_launch
 from launcher.requests import LaunchRequest
 from launcher.render import with_ranks

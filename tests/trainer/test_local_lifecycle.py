@@ -57,7 +57,7 @@ def test_launch_status_logs_and_graceful_stop(project):
     assert (second.returncode, second.stderr.splitlines()[-1].split(" (")[0]) == (
         2, "error: run lifecycle is live on local")
     assert "stop it first (launch stop lifecycle) or follow it (launch logs lifecycle --follow)" in second.stderr
-    supervisor = subprocess.run([sys.executable, "-m", "launcher.supervisor", "--project", str(project), "--run-id",
+    supervisor = subprocess.run([sys.executable, "-m", "launcher.targets.local.supervisor", "--project", str(project), "--run-id",
                                  "lifecycle"], cwd=project, capture_output=True, text=True, timeout=60)
     assert (supervisor.returncode, supervisor.stderr.strip()) == (
         3, "[supervisor] run lifecycle already has a live supervisor: not starting a second one")

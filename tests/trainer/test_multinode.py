@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from launcher import processes
+from launcher.targets.local import processes
 from launcher.plan import plan_launch
 from launcher.requests import LaunchRequest
 from launcher.targets import skypilot

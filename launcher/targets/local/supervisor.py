@@ -1,6 +1,7 @@
 """The local supervisor: runs one registered run's script until it finishes, like a managed spot job would.
 
-    python -m launcher.supervisor --project DIR --run-id RUN [--chaos kills=5,signals=KILL+TERM,every=2:8,seed=1]
+    python -m launcher.targets.local.supervisor --project DIR --run-id RUN \
+        [--chaos kills=5,signals=KILL+TERM,every=2:8,seed=1]
 
 A preemption exit (75) always restarts the script; a crash restarts it up to the recipe's
 `max_restarts_on_errors`; the do-not-restart exit (78: bad settings or inputs, a store that refuses writes)
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from launcher import processes
 from launcher.errors import LaunchError
 from launcher.registry import Registry
 from launcher.render import with_ranks
+from launcher.targets.local import LocalHandle, processes
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, EXIT_FILE_ENV, PREEMPTED_EXIT_CODE, RunState,
                                     exit_file_path, failure_path, progress_path, stop_request_path)
 
@@ -84,7 +85,7 @@ class Supervisor:
     def run(self) -> int:
         stop_request_path(self.record.local_dir, self.run_id).unlink(missing_ok=True)  # an earlier launch's stop
         signal.signal(signal.SIGTERM, self._request_stop)
-        budget = self.record.handle["max_restarts_on_errors"]
+        budget = LocalHandle.of(self.record).max_restarts_on_errors
         while True:
             code = self._attempt()
             if self.stop_requested.is_set():
@@ -112,7 +113,8 @@ class Supervisor:
         env = {**os.environ, EXIT_FILE_ENV: str(exit_file), processes.ATTEMPT_ENV: self.marker}
         self.process = subprocess.Popen(["bash", "-c", self._script()], cwd=self.registry.project_dir,
                                         env=env, start_new_session=True)
-        self.record = self.registry.update(self.run_id, state=RunState.RUNNING, handle={"attempt": self.marker})
+        self.record = self.registry.update(self.run_id, state=RunState.RUNNING,
+                                           handle=LocalHandle(attempt=self.marker).entries())
         if self.chaos and self.kills_done < self.chaos.kills:
             threading.Thread(target=self._chaos_kill, args=(self.process, self.marker), daemon=True).start()
         code = self.process.wait()
@@ -134,7 +136,7 @@ class Supervisor:
     def _script(self) -> str:
         """The run script; under chaos with `ranks`, the restarts after kills get those rank counts in turn
         (torchrun's --nproc_per_node, as a platform's run script takes it from the GPUs present)."""
-        script = self.record.handle["script"]
+        script = LocalHandle.of(self.record).script
         if not (self.chaos and self.chaos.ranks and self.kills_done):
             return script
         ranks = self.chaos.ranks[(self.kills_done - 1) % len(self.chaos.ranks)]
@@ -208,9 +210,9 @@ class Supervisor:
         final = self._final_step
         recomputed = self.steps_computed - (final - (self._start_step or 0))  # computed beyond the useful steps
         failure = {"failure": self._failure(code)} if state is RunState.FAILED else {}
-        self.registry.update(self.run_id, state=state, ended=time.time(),
-                             handle={"exit_code": code, "chaos_kills": self.kills_done,
-                                     "steps_computed": self.steps_computed, "final_step": final, **failure})
+        ended = LocalHandle(exit_code=code, chaos_kills=self.kills_done, steps_computed=self.steps_computed,
+                            final_step=final, **failure)
+        self.registry.update(self.run_id, state=state, ended=time.time(), handle=ended.entries())
         print(f"[supervisor] run {self.run_id} {state}: {final} steps, {self.steps_computed} computed "
               f"({recomputed} recomputed), {self.record.restarts} restarts, "
               f"{self.kills_done} chaos kills", file=sys.stderr, flush=True)
@@ -226,7 +228,7 @@ def main(argv=None) -> int:
     drops it when the process dies, however it dies). A second one exits at once, touching nothing."""
     from filelock import FileLock, Timeout
 
-    parser = argparse.ArgumentParser(prog="python -m launcher.supervisor")
+    parser = argparse.ArgumentParser(prog="python -m launcher.targets.local.supervisor")
     parser.add_argument("--project", required=True, type=Path)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--chaos", default=None)

@@ -23,7 +23,7 @@ from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan
 from launcher.registry import Registry
 from launcher.requests import LaunchRequest
-from launcher.sweep_parent import close_parent_run, open_parent_run
+from launcher.sweeps.parent import close_parent_run, open_parent_run
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import LoadedRecipe
 from spottrain_contract.sweep import cells, check_name

@@ -9,7 +9,7 @@ from typing import Optional
 
 from launcher.registry import LedgerSummary, Registry, RunRecord
 from launcher.run_store import read_from_store, run_store
-from launcher.tables import render_table
+from launcher.views.tables import render_table
 from launcher.views import AttemptRow, LedgerView
 from spottrain_contract.job import RunState
 from spottrain_contract.ledger import KILLED, PREEMPTED, Ledger, read_ledger

@@ -18,7 +18,7 @@ from launcher.compare import fmt, save_figure
 from launcher.mlflow_runs import mlflow_run
 from launcher.errors import LaunchError
 from launcher.registry import Registry
-from launcher.tables import render_table
+from launcher.views.tables import render_table
 from launcher.views import AblationCell, AblationView
 from spottrain_contract.recipe import from_shipped
 

@@ -62,7 +62,7 @@ class SweepView(BaseModel):
     recipe: str
     task: Optional[str] = None
     target: str
-    state: RunState = Field(description="The liveliest of its cells' states (see launcher/sweep_status.py).")
+    state: RunState = Field(description="The liveliest of its cells' states (see launcher/sweeps/status.py).")
     finished: int = Field(description="Cells finished.")
     cells: list[str] = Field(description="Its launched cells' run ids, in launch order.")
     states: dict[str, int] = Field(description="How many of its cells are in each state.")
@@ -151,8 +151,8 @@ class AttemptRow(BaseModel):
     number: int
     started: float = Field(description="Seconds since the epoch.")
     wall_seconds: float
-    ended_as: str = Field(description="finished, preempted, failed, running, or killed (it ended without a word "
-                                      "and another attempt followed: the spot VM vanished).")
+    ended_as: str = Field(description="finished, preempted, stopped (by a person), failed, running, or killed (it "
+                                      "ended without a word and another attempt followed: the spot VM vanished).")
     ranks: int
     device: str = Field(description="The accelerator's name, or `cpu`.")
     gpus: int
