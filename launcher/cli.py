@@ -10,10 +10,10 @@ from typing import Callable
 
 import click
 
+from launcher.requests import DEFAULT_TARGET
 from spottrain_contract.errors import UserError
 from spottrain_contract.job import RunState
 
-DEFAULT_TARGET = "skypilot"
 TARGET_HELP = "Where it runs: skypilot, vessl, local, or a target another package registers."
 
 
@@ -99,9 +99,15 @@ def _target_option(command):
                         shell_complete=_complete_targets)(command)
 
 
+def _launch_target_option(command):
+    return click.option("--target", default=None, shell_complete=_complete_targets,
+                        help=f"{TARGET_HELP} Default: {DEFAULT_TARGET}; with --run-id, where the run was launched.")(
+        command)
+
+
 def _json_option(command):
     return click.option("--json", "as_json", is_flag=True,
-                        help="Print JSON (the models in launcher/views.py) instead of a table.")(command)
+                        help="Print JSON (the models in launcher/views/) instead of a table.")(command)
 
 
 def _echo_json(value) -> None:
@@ -168,7 +174,7 @@ def check(targets):
 
 @cli.command()
 @click.argument("name", shell_complete=_complete_recipes)
-@_target_option
+@_launch_target_option
 @_sizing_options
 @click.option("--run-id", default=None, help="Continue this run (default: a new run id).")
 @click.option("--dry-run", is_flag=True, help="Print what would be submitted (secrets masked) and stop.")
@@ -206,7 +212,7 @@ def recipe(name, dry_run, detach, yes, as_json, **flags):
         click.echo("---")
         click.echo(planned.document, nl=False)
         return
-    _confirm_spending(request.target, yes, "Launch?")
+    _confirm_spending(planned.target, yes, "Launch?")
     _submit(ws, planned, detach=detach)
 
 
@@ -214,7 +220,7 @@ def _sweep(ws, sweep, *, dry_run: bool, detach: bool, yes: bool, as_json: bool) 
     """A sweep recipe: its cells (and each one's summary and document, for a dry run), then one run per cell:
     here one after another in the foreground, on a platform one job each, at most `max_parallel` live."""
     from launcher import operations as ops
-    from launcher.tables import render_table
+    from launcher.views.tables import render_table
 
     if sweep.runs_here and detach and not dry_run:
         raise UserError("--detach: a sweep's cells run here one after another, in the foreground (Ctrl-C stops the "
@@ -315,6 +321,7 @@ def _submit(ws, planned, *, detach: bool = False, training: bool = True, exit_on
     except KeyboardInterrupt:
         click.echo(f"stopping {run.run_id}: the job checkpoints first", err=True)
         click.echo(f"run {run.run_id} {ops.stop(ws, run.run_id)}", err=True)
+        click.echo(f"  resume       launch recipe {run.recipe} --run-id {run.run_id}", err=True)
         sys.exit(130)
     final = ops.outcome(ws, run.run_id)
     if final.state is RunState.FAILED:  # why, and where to read more; no hints about results it never made
@@ -331,7 +338,7 @@ def _submit(ws, planned, *, detach: bool = False, training: bool = True, exit_on
     click.echo(f"  checkpoints  {run.store}/{run.run_id}" + ("  (final weights in final-hf/)" if finished else ""))
     click.echo(f"  metrics      mlflow ui --backend-store-uri {run.tracking_uri}")
     if not finished:
-        click.echo(f"  resume       launch recipe {run.recipe} --target {run.target} --run-id {run.run_id}")
+        click.echo(f"  resume       launch recipe {run.recipe} --run-id {run.run_id}")
     return final.state
 
 
@@ -342,7 +349,7 @@ def _submit(ws, planned, *, detach: bool = False, training: bool = True, exit_on
 def doctor(name, **flags):
     """Check online what launching NAME on a target needs: secrets, checkpoint store, MLflow, the platform."""
     from launcher import operations as ops
-    from launcher.tables import render_table
+    from launcher.views.tables import render_table
 
     checks = ops.doctor_checks(_workspace(), _request(name or "", **flags))
     click.echo(render_table(("CHECK", "", "DETAIL"), [(c.name, "✓" if c.ok else "✗", c.detail) for c in checks]))
@@ -358,8 +365,8 @@ def status(run_id, all_projects, as_json):
     """Table of launched runs, a sweep's cells under its own row (or one run; or a sweep's cells): recipe,
     target, state, step, restarts, age, and who launched each where more than one person did."""
     from launcher import operations as ops
-    from launcher import sweep_status
-    from launcher.tables import render_table
+    from launcher.sweeps import status as sweep_status
+    from launcher.views.tables import render_table
 
     if run_id and all_projects:
         raise UserError("--all-projects: only for the list of runs (launch status RUN finds a run of any project)")

@@ -15,4 +15,10 @@ class RunNotFound(LaunchError):
     status = 404
 
 
-__all__ = ["LaunchError", "RecipeError", "RunNotFound", "UserError"]
+class RunIdTaken(LaunchError):
+    """A new run's id is another run's already: a run or draft is created, never written over another."""
+
+    status = 409
+
+
+__all__ = ["LaunchError", "RecipeError", "RunIdTaken", "RunNotFound", "UserError"]

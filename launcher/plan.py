@@ -35,18 +35,19 @@ class LaunchPlan:
     target: str
     run_id: str
     code: Optional[CodeVersion] = None
-    chaos: Optional[str] = None  # targets that run here: kill the job at random moments (launcher.supervisor)
+    chaos: Optional[str] = None  # a run here: kill the job at random moments (launcher.targets.local.supervisor)
     command: tuple[str, ...] = ("train",)  # what the job runs: `python -m spottrain <command>` under torchrun
     notes: tuple[str, ...] = ()  # summary lines about what is settled only at launch (e.g. the critic lookup)
     sweep_id: Optional[str] = None  # a sweep's cell (its cell is the loaded recipe's): the sweep it is a run of
-    mlflow_parent: Optional[str] = None  # the sweep's parent MLflow run, made at launch (launcher.sweep_parent)
+    mlflow_parent: Optional[str] = None  # the sweep's parent MLflow run, made at launch (launcher.sweeps.parent)
 
     @property
     def recipe(self) -> Recipe:
         return self.loaded.recipe
 
-    def summary(self, where: str) -> str:
-        """What a person checks before renting GPUs; `where` is the target's own line (resources, recovery)."""
+    def summary(self, where: str, *, secrets: bool = True) -> str:
+        """What a person checks before renting GPUs; `where` is the target's own line (resources, recovery);
+        `secrets`: name the secrets passed at launch (a run here needs none)."""
         r = self.recipe
         batch = r.train.batch
         lines = [
@@ -77,7 +78,7 @@ class LaunchPlan:
         if self.loaded.changes:
             lines.append(f"changes    {'; '.join(self.loaded.changes)} (since the launch; logged at the resume step)")
         lines += self.notes
-        if r.secrets:
+        if secrets and r.secrets:
             lines.append(f"secrets    {', '.join(r.secrets)} (values passed at launch, never written)")
         return "\n".join(lines)
 
@@ -92,9 +93,11 @@ def cluster_summary(recipe: Recipe) -> str:
 
 
 def new_run_id(recipe_name: str, now: Optional[float] = None) -> str:
-    """`<recipe>-<UTC time>-<4 hex>`: assigned once per launch, the same across every restart of the job."""
+    """`<recipe>-<UTC time>-<8 hex>`: assigned once per launch, the same across every restart of the job. 32 random
+    bits a second: teammates launching one recipe in the same second on one database do not collide in practice
+    (and a clash is refused, never written over: `Registry.create`)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"{recipe_name}-{stamp}-{_random.token_hex(2)}"
+    return f"{recipe_name}-{stamp}-{_random.token_hex(4)}"
 
 
 def code_version(project_dir: Path) -> Optional[CodeVersion]:

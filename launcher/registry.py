@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from launcher.errors import LaunchError, RunNotFound
+from launcher.errors import LaunchError, RunIdTaken, RunNotFound
 from launcher.rundb.records import LedgerSummary, RunRecord, record_from_fields
 from spottrain_contract.job import RunState
 
@@ -124,6 +124,20 @@ class Registry:
             connection.execute(upsert(connection, RunRow, values, "run_id"))
             if values["state"] in _TERMINAL_VALUES:
                 _release(connection, record.run_id)
+
+    def create(self, record: RunRecord) -> None:
+        """Insert a new run's record; RunIdTaken where its id is another run's (nothing is written over)."""
+        from sqlalchemy import insert
+        from sqlalchemy.exc import IntegrityError
+
+        from launcher.rundb.models import RunRow
+        from launcher.rundb.store import row_values
+
+        try:
+            with self._write() as connection:
+                connection.execute(insert(RunRow).values(row_values(record, self.project_key)))
+        except IntegrityError:
+            raise _taken(record.run_id) from None
 
     def update(self, run_id: str, *, handle: Optional[dict] = None, **changes) -> RunRecord:
         """Change fields of a record in one transaction, its row locked (SELECT … FOR UPDATE; SQLite: BEGIN
@@ -251,11 +265,12 @@ class Registry:
 
     # --- one live attempt per run id ------------------------------------------------------------------------
 
-    def claim_attempt(self, record: RunRecord) -> str:
+    def claim_attempt(self, record: RunRecord, *, new: bool = False) -> str:
         """Save `record` (a new attempt of its run) and claim the run's one live attempt, in one transaction;
         returns the claim's token. Refused (LaunchError, the same words as for a live run) while another attempt
         holds the claim: one still launching from a live process, or one launched whose run is not terminal. A
-        stale claim (its launcher gone, its run terminal or deleted) is taken over, by exactly one claimant."""
+        stale claim (its launcher gone, its run terminal or deleted) is taken over, by exactly one claimant. A
+        `new` run's record is inserted: RunIdTaken where another run holds its id."""
         from sqlalchemy import delete, insert, select
         from sqlalchemy.exc import IntegrityError
 
@@ -268,7 +283,8 @@ class Registry:
                 with self._write() as connection:
                     connection.execute(insert(LiveAttempt).values(run_id=record.run_id, token=token,
                                                                   claimed=time.time(), launcher=_this_launcher()))
-                    connection.execute(upsert(connection, RunRow, values, "run_id"))
+                    connection.execute(insert(RunRow).values(values) if new else
+                                       upsert(connection, RunRow, values, "run_id"))
                 return token
             except IntegrityError:
                 pass
@@ -277,6 +293,8 @@ class Registry:
                                            ).mappings().first()
                 run = connection.execute(select(RunRow.target, RunRow.state).where(RunRow.run_id == record.run_id)
                                          ).first()
+            if claim is None and new and run is not None:
+                raise _taken(record.run_id)
             if claim is None:
                 continue  # released meanwhile: claim again
             if _claim_is_live(claim, run):
@@ -315,6 +333,11 @@ class Registry:
         return bool(claim and claim["launcher"] and _launcher_alive(claim["launcher"], claim["claimed"]))
 
 
+def _taken(run_id: str) -> RunIdTaken:
+    return RunIdTaken(f"run id {run_id} is another run's already: nothing was written over it (launch again for a "
+                      f"fresh id)")
+
+
 def _release(connection, run_id: str, token: Optional[str] = None) -> None:
     from sqlalchemy import delete
 
@@ -332,7 +355,7 @@ def _launcher_alive(launcher: str, claimed: float) -> bool:
     host, _, pid = launcher.rpartition(":")
     if host != socket.gethostname():
         return time.time() - claimed < LAUNCH_CLAIM_SECONDS
-    from launcher import processes
+    from launcher.targets.local import processes
 
     return processes.alive(pid)
 

@@ -18,18 +18,21 @@ class DependencyLookup(Enum):
     REQUIRE = "require"  # a launch: found, or a one-line error saying which run produces it
 
 
+DEFAULT_TARGET = "skypilot"  # where a new run goes unless asked otherwise
+
+
 @dataclass(frozen=True)
 class LaunchRequest:
     """One launch (or resume, or sweep) of a recipe, as asked: nothing resolved yet."""
 
     recipe: str
-    target: str
-    profile: Optional[str] = None  # None (or ""): the target's default profile (local: `local`)
+    target: Optional[str] = None  # None: a resume's recorded target, else DEFAULT_TARGET (`resolved_target`)
+    profile: Optional[str] = None  # None (or ""): a resume's recorded profile, else the target's default
     overrides: tuple[str, ...] = ()  # dotted `key=value`, as typed
     gpus: Optional[int] = None  # `--gpus`: becomes the override resources.gpus
     nodes: Optional[int] = None
     run_id: Optional[str] = None  # continue this run (a resume); None: a new run id
-    chaos: Optional[str] = None  # a run here: kill it at random moments (launcher.supervisor.Chaos)
+    chaos: Optional[str] = None  # a run here: kill it at random moments (launcher.targets.local.supervisor.Chaos)
     allow_changes: bool = False  # a resume may change the settings the run was launched with
     sweep_id: Optional[str] = None  # a sweep recipe: its id; a cell: the sweep it belongs to
     cell: Optional[str] = None  # one cell of the recipe's sweep

@@ -153,3 +153,34 @@ def test_a_launched_draft_trains_to_the_end_and_a_stopped_run_is_stopped(sqlite_
         time.sleep(0.5)
     assert client.post(f"/api/runs/{long}/stop").json()["state"] == "stopped"
     assert client.get(f"/api/runs/{long}").json()["restarts"] == 0  # a new attempt by hand, not a restart
+
+
+@pytest.mark.slow  # ~20 s of 1,000 requests: the fast tier keeps its 3 minutes
+def test_a_thousand_concurrent_new_runs_are_all_kept_even_when_their_ids_clash(sqlite_client, project, monkeypatch):
+    """Creating a draft inserts, never overwrites: here every other id a request draws is the one id the first
+    draft took, so each request but one finds its first id taken and draws again."""
+    import itertools
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from launcher.operations import drafts
+
+    draws, each_thread = itertools.count(), threading.local()  # a request's draws are all on one thread
+
+    def clashing_ids(recipe_name, now=None):
+        each_thread.clash = not getattr(each_thread, "clash", False)
+        return f"{recipe_name}-clash" if each_thread.clash else f"{recipe_name}-fresh-{next(draws)}"
+
+    monkeypatch.setattr(drafts, "new_run_id", clashing_ids)
+
+    def create(n):
+        return sqlite_client.post("/api/runs", json={"recipe": "baseline", "name": f"draft {n}"})
+
+    with ThreadPoolExecutor(20) as pool:
+        made = list(pool.map(create, range(1000)))
+    assert [m.status_code for m in made] == [201] * 1000
+    ids = {m.json()["id"] for m in made}
+    listed = sqlite_client.get("/api/runs", params={"limit": 2000}).json()
+    assert len(ids) == 1000 and {r["id"] for r in listed} == ids
+    assert sorted(r["name"] for r in listed) == sorted(f"draft {n}" for n in range(1000))  # none replaced
+    assert next(draws) >= 999  # every request but the first to draw the clashing id drew a fresh one

@@ -454,3 +454,30 @@ def test_a_target_that_refuses_the_recipe_under_its_default_profile_is_not_liste
     monkeypatch.setattr(local, "unsupported", lambda recipe: "no" if recipe.resources.preferred_gpus == 2 else None)
     views = catalog.recipe_views(PROJECT_DIR)  # the local profile asks for 2 GPUs: refused under it, not bare
     assert {tuple(view.targets) for view in views} == {("skypilot", "vessl")}
+
+
+def test_a_resume_without_a_target_continues_where_the_run_was_launched(launched_run, private_home):
+    done = run_launch("recipe", "baseline", "--run-id", "r1", "--dry-run", home=private_home, cwd=launched_run)
+    assert done.returncode == 0, done.stderr
+    assert any(line.startswith("target     local: ") for line in done.stdout.splitlines())
+    assert "overrides  train.max_steps=200" in done.stdout.splitlines()
+
+
+def test_the_hint_of_a_refused_resume_does_what_it_says(launched_run, private_home):
+    """The hint names a command that resumes the run as launched, where it ran (not a paid SkyPilot launch)."""
+    import re
+    import shlex
+
+    refused = run_launch("recipe", "baseline", "--run-id", "r1", "--override", "train.optim.lr=0.5", "--dry-run",
+                         home=private_home, cwd=launched_run)
+    hint = re.search(r"\(`launch (recipe [^`]+)` reuses", refused.stderr).group(1)
+    done = run_launch(*shlex.split(hint), "--dry-run", home=private_home, cwd=launched_run)
+    assert done.returncode == 0, done.stderr
+    assert any(line.startswith("target     local: ") for line in done.stdout.splitlines())
+
+
+def test_a_local_run_prints_no_secrets_line_and_a_platform_run_names_them(private_home):
+    local = run_launch("recipe", "baseline", "--target", "local", "--dry-run", home=private_home)
+    platform = run_launch("recipe", "baseline", "--target", "skypilot", "--dry-run", home=private_home)
+    assert not any(line.startswith("secrets ") for line in local.stdout.split("---")[0].splitlines())
+    assert any(line.startswith("secrets    MLFLOW_TRACKING_USERNAME") for line in platform.stdout.splitlines())

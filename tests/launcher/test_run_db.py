@@ -440,3 +440,24 @@ def test_of_twenty_concurrent_launches_of_one_run_id_one_launches(db_url, tmp_pa
     assert sorted(outcome for _, outcome in got) == ["launched"] + ["refused"] * (PROCESSES - 1), got
     record = Registry(project, url=db_url).get("same")
     assert set(record.handle) == {"launched_by"}
+
+
+def test_a_new_run_whose_id_another_run_holds_writes_nothing_over_it(db_url, project):
+    from launcher.errors import RunIdTaken
+
+    registry = Registry(project, url=db_url)
+    registry.create(a_record("taken", state=RunState.FINISHED, recipe="critic"))
+    with pytest.raises(RunIdTaken, match=r"^run id taken is another run's already: nothing was written over it"):
+        registry.create(a_record("taken"))
+    with pytest.raises(RunIdTaken):
+        registry.claim_attempt(a_record("taken", state=RunState.LAUNCHING), new=True)  # a launch's new run
+    kept = registry.get("taken")
+    assert (kept.recipe, kept.state) == ("critic", RunState.FINISHED)
+    assert not registry.launching("taken")
+
+
+def test_new_run_ids_carry_32_random_bits_a_second():
+    from launcher.plan import new_run_id
+
+    ids = {new_run_id("baseline", now=0.0) for _ in range(2000)}
+    assert len(ids) == 2000 and all(len(run_id.rsplit("-", 1)[1]) == 8 for run_id in ids)
