@@ -41,8 +41,9 @@ class LaunchRequest:
 
     @property
     def asks_for_settings(self) -> bool:
-        """Whether it asks for any settings of its own (a resume without them continues as launched)."""
-        return bool(self.overrides or self.profile or self.gpus or self.nodes)
+        """Whether it asks for training settings of its own (a resume without them continues as launched; GPUs
+        and nodes are capacity, which a resume may change)."""
+        return bool(self.overrides or self.profile)
 
     def sized(self) -> tuple[str, ...]:
         """`--gpus`/`--nodes` as overrides before the others, so the shipped recipe records them like any."""

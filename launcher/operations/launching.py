@@ -25,7 +25,7 @@ from launcher.sweeps.parent import describe_parent
 from launcher.targets import Handle, get_target
 from launcher.views import PlanView, SweepPlanView
 from spottrain_contract.job import RunState
-from spottrain_contract.recipe import LoadedRecipe, load_recipe, setting_changes
+from spottrain_contract.recipe import LoadedRecipe, capacity_changes, load_recipe, setting_changes
 
 
 class DraftEntry(BaseModel):
@@ -286,14 +286,36 @@ def _as_resume(ws: Workspace, request: LaunchRequest, launched: LoadedRecipe) ->
     keeps the launch's profile unless it names another."""
     record = ws.registry.get(request.run_id)
     if not request.asks_for_settings:
-        request = request.but(profile=launched.profile, overrides=launched.overrides)
+        request = request.but(profile=launched.profile, overrides=(*launched.overrides, *_capacity(request, launched)),
+                              gpus=None, nodes=None)
     elif not request.profile:
         request = request.but(profile=launched.profile)
     return request.but(cell=launched.cell.name if launched.cell else request.cell,
                        sweep_id=record.sweep_id or request.sweep_id)
 
 
+def _capacity(request: LaunchRequest, launched: LoadedRecipe) -> tuple[str, ...]:
+    """A resume on other GPUs or nodes (`--gpus`/`--nodes`), as overrides after the launch's own: the capacity,
+    and the gradient accumulation that keeps the launch's global batch on it (elastic resume)."""
+    if request.gpus is None and request.nodes is None:
+        return ()
+    recipe = launched.recipe
+    gpus = request.gpus if request.gpus is not None else recipe.resources.preferred_gpus
+    nodes = request.nodes if request.nodes is not None else recipe.resources.nodes
+    per_step = recipe.train.batch.per_gpu * gpus * nodes
+    if recipe.effective_batch % per_step:
+        raise LaunchError(f"--gpus {gpus} --nodes {nodes}: the run's global batch of {recipe.effective_batch} "
+                          f"(per_gpu {recipe.train.batch.per_gpu}) cannot be kept on {gpus * nodes} GPUs: resume on "
+                          f"a count that divides it, or pass --override train.batch.grad_accum=N --allow-changes")
+    return (*request.sized(), f"train.batch.grad_accum={recipe.effective_batch // per_step}")
+
+
 def _checked_resume(plan: LaunchPlan, launched: LoadedRecipe, allow_changes: bool) -> LaunchPlan:
+    capacity = capacity_changes(launched.recipe, plan.recipe)
+    if capacity:
+        note = (f"capacity   {'; '.join(capacity)} (since the launch; the global batch of "
+                f"{plan.recipe.effective_batch} kept)")
+        plan = dataclasses.replace(plan, notes=(*plan.notes, note))
     changes = setting_changes(launched.recipe, plan.recipe)
     if changes and not allow_changes:
         listed = "; ".join(changes)

@@ -74,7 +74,7 @@ def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Opti
         rows.append((a.number, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.started)),
                      f"{a.wall_seconds:.0f} s", view.cause, a.world_size, a.device, f"{a.start_step}→{a.last_step}",
                      a.computed, view.recomputed, startup))
-    text = render_table(HEADER, rows) + "\n" + totals_line(ledger)
+    text = render_table(HEADER, rows) + "\n" + totals_line(ledger) + _capacity_line(ledger)
     if platform and recoveries is not None:
         text += "\n" + _platform_line(ledger, platform, recoveries)
     return text
@@ -89,6 +89,18 @@ def totals_line(ledger: Ledger) -> str:
             f"goodput {ledger.goodput:.1%} ({ledger.useful} useful of {ledger.computed} steps computed, "
             f"{ledger.recomputed} recomputed); {ledger.device_hours:.3g} {device_unit(ledger)}-hours used, "
             f"{ledger.device_hours_lost:.3g} lost")
+
+
+def _capacity_line(ledger: Ledger) -> str:
+    """`\ncapacity: 4 ranks (NVIDIA A100) from attempt 1, 2 ranks (NVIDIA A100) from attempt 3` where the run
+    resumed on other capacity (elastic resume); empty where every attempt had the same."""
+    shapes, shown = [], None
+    for view in ledger.attempts:
+        shape = f"{view.attempt.world_size} ranks ({view.attempt.device})"
+        if shape != shown:
+            shapes.append(f"{shape} from attempt {view.attempt.number}")
+            shown = shape
+    return "\ncapacity: " + ", ".join(shapes) if len(shapes) > 1 else ""
 
 
 def _platform_line(ledger: Ledger, platform: str, recoveries: int) -> str:

@@ -106,10 +106,38 @@ def settings_of(recipe: Recipe) -> dict[str, str]:
     return flatten(recipe.model_dump(mode="json", exclude=set(NOT_SHIPPED)))
 
 
+# Where a run trains and on how many devices, not what it trains: a resume may change these freely as long as
+# the global batch is kept (elastic resume: gradient accumulation follows the ranks)
+CAPACITY_KEYS = ("resources.gpus", "resources.nodes", "resources.accelerator", "resources.vessl.preset",
+                 "train.batch.grad_accum")
+
+
 def setting_changes(before: Recipe, after: Recipe) -> list[str]:
-    """`key: old → new` for each setting that differs between two recipes, sorted by key."""
+    """`key: old → new` for each training setting that differs between two recipes, sorted by key. A change of
+    capacity that keeps the global batch is not one (see `capacity_changes`)."""
+    keep = capacity_kept(before, after)
+    return [line for key, line in _differences(before, after) if not (keep and _is_capacity(key))]
+
+
+def capacity_changes(before: Recipe, after: Recipe) -> list[str]:
+    """`key: old → new` for each capacity setting a resume changes while keeping the global batch (none where it
+    does not keep it: those are `setting_changes`)."""
+    if not capacity_kept(before, after):
+        return []
+    return [line for key, line in _differences(before, after) if _is_capacity(key)]
+
+
+def capacity_kept(before: Recipe, after: Recipe) -> bool:
+    return before.effective_batch == after.effective_batch
+
+
+def _is_capacity(key: str) -> bool:
+    return any(key == capacity or key.startswith(f"{capacity}.") for capacity in CAPACITY_KEYS)
+
+
+def _differences(before: Recipe, after: Recipe) -> list[tuple[str, str]]:
     old, new = settings_of(before), settings_of(after)
-    return [f"{key}: {old.get(key, '-')} → {new.get(key, '-')}" for key in sorted(set(old) | set(new))
+    return [(key, f"{key}: {old.get(key, '-')} → {new.get(key, '-')}") for key in sorted(set(old) | set(new))
             if old.get(key) != new.get(key)]
 
 

@@ -481,3 +481,24 @@ def test_a_local_run_prints_no_secrets_line_and_a_platform_run_names_them(privat
     platform = run_launch("recipe", "baseline", "--target", "skypilot", "--dry-run", home=private_home)
     assert not any(line.startswith("secrets ") for line in local.stdout.split("---")[0].splitlines())
     assert any(line.startswith("secrets    MLFLOW_TRACKING_USERNAME") for line in platform.stdout.splitlines())
+
+
+def test_a_resume_on_other_gpus_keeps_the_global_batch_and_needs_no_allow_changes(launched_run, private_home):
+    """GPUs are capacity, not settings: the launch's overrides stay, gradient accumulation keeps the global batch,
+    and the summary says what changed."""
+    done = run_launch("recipe", "baseline", "--run-id", "r1", "--gpus", "1", "--dry-run", home=private_home,
+                      cwd=launched_run)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("---")[0].splitlines()
+    assert "batch      2/GPU × grad-accum 4 × 1 GPUs = 8 effective" in lines
+    assert ("capacity   resources.gpus: 2 → 1; train.batch.grad_accum: 2 → 4 (since the launch; the global batch of 8 "
+            "kept)") in lines
+    assert "overrides  train.max_steps=200 resources.gpus=1 train.batch.grad_accum=4" in lines
+
+
+def test_a_resume_on_gpus_that_cannot_keep_the_global_batch_is_one_line(launched_run, private_home):
+    done = run_launch("recipe", "baseline", "--run-id", "r1", "--gpus", "3", "--dry-run", home=private_home,
+                      cwd=launched_run)
+    assert (done.returncode, error_lines(done)) == (2, [
+        "error: --gpus 3 --nodes 1: the run's global batch of 8 (per_gpu 2) cannot be kept on 3 GPUs: resume on a "
+        "count that divides it, or pass --override train.batch.grad_accum=N --allow-changes"])

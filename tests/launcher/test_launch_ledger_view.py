@@ -83,3 +83,12 @@ def test_a_stopped_attempt_is_counted_as_stopped_not_as_preempted():
                                             "of 90 steps computed, 0 recomputed)")
     assert " stopped " in text.splitlines()[1]  # the table's ENDED AS
     assert ledger_text(LEDGER).splitlines()[-1].startswith("3 attempts, 2 preempted or killed;")  # no stop: unsaid
+
+
+def test_a_run_resumed_on_other_capacity_says_so_under_its_totals():
+    from dataclasses import replace
+
+    views = [attempt(1, 0, 40, 0.0, PREEMPTED), replace(attempt(2, 40, 90, 100.0, FINISHED), world_size=2, gpus=2)]
+    assert ledger_text(ledger_of(views)).splitlines()[-1] == (
+        "capacity: 4 ranks (NVIDIA A100) from attempt 1, 2 ranks (NVIDIA A100) from attempt 2")
+    assert "capacity" not in ledger_text(LEDGER)
