@@ -61,14 +61,26 @@ def plan_adapter_evaluation(project_dir: Path, request: LaunchRequest, adapter: 
     extra = job_overrides(plan.recipe.task, options, request.target)
     plan = with_overrides(plan, project_dir, *extra) if extra else plan
     target = request.target
-    [adapter, output_dir] = input_paths([adapter, output_dir], target)
+    [adapter] = existing_inputs([adapter], target, "--lora-path")
+    [output_dir] = input_paths([output_dir], target)
     return dataclasses.replace(plan, command=("eval", "--adapter", adapter, "--output-dir", output_dir))
 
 
 def job_overrides(task: str, options: Mapping[str, Any], target: str) -> list[str]:
     """The overrides the task's declared job options make (`spottrain_contract.tasks.JobOption`); a path option is
     made absolute for a job here."""
-    return job_option_overrides(task, options, lambda path: input_paths([path], target)[0])
+    return job_option_overrides(task, options, lambda path: existing_inputs([path], target, "--option")[0])
+
+
+def existing_inputs(paths: Sequence[str], target: str, what: str) -> list[str]:
+    """`input_paths` of what a job reads: for a job here, each must exist (one line before anything starts, not a
+    failure after torchrun's start-up); a platform's are paths on its node, not checked from here."""
+    found = input_paths(paths, target)
+    if get_target(target).RUNS_HERE:
+        for given, path in zip(paths, found):
+            if not Path(path).exists():
+                raise UserError(f"{what}: {given}: no such file or directory (the job runs here, on {target})")
+    return found
 
 
 def input_paths(paths: Sequence[str], target: str) -> list[str]:

@@ -10,7 +10,7 @@ from launcher.display import masked_document
 from launcher.operations.launching import Planned
 from launcher.operations.workspace import Workspace
 from launcher.requests import AdapterEvalRequest, JobKind, LaunchRequest, WeightsJobRequest
-from launcher.weights import input_paths, plan_adapter_evaluation, plan_weights_job, trained_on
+from launcher.weights import existing_inputs, input_paths, plan_adapter_evaluation, plan_weights_job, trained_on
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ def plan_job(ws: Workspace, request: WeightsJobRequest) -> PlannedJob:
     arguments = ["--checkpoint", request.checkpoint]
     if request.kind is JobKind.PREDICT:
         arguments += [*(["--out", *input_paths([request.out], target)] if request.out else []),
-                      *input_paths(request.inputs, target)]
+                      *existing_inputs(request.inputs, target, "predict")]
     plan = plan_weights_job(ws.registry, request.run_id, request.kind, arguments, target, request.overrides,
                             dict(request.options))
     doing = "evaluating" if request.kind is JobKind.EVAL else "predicting with"

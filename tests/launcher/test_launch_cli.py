@@ -502,3 +502,13 @@ def test_a_resume_on_gpus_that_cannot_keep_the_global_batch_is_one_line(launched
     assert (done.returncode, error_lines(done)) == (2, [
         "error: --gpus 3 --nodes 1: the run's global batch of 8 (per_gpu 2) cannot be kept on 3 GPUs: resume on a "
         "count that divides it, or pass --override train.batch.grad_accum=N --allow-changes"])
+
+
+def test_a_missing_input_of_a_job_here_is_one_line_before_anything_starts(launched_run, private_home):
+    predicted = run_launch("predict", "r1", "no-such-a.png", "no-such-b.png", home=private_home, cwd=launched_run)
+    judged = run_launch("eval", "--lora-path", "no-such-adapter", "--recipe", "baseline", "--target", "local",
+                        home=private_home, cwd=launched_run)
+    assert (predicted.returncode, error_lines(predicted)) == (2, [
+        "error: predict: no-such-a.png: no such file or directory (the job runs here, on local)"])
+    assert (judged.returncode, error_lines(judged)) == (2, [
+        "error: --lora-path: no-such-adapter: no such file or directory (the job runs here, on local)"])

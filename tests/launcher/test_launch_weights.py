@@ -62,6 +62,7 @@ def test_vlm_evaluation_options_become_overrides_of_the_run_s_recipe(tmp_path, m
                                      state=RunState.FINISHED, started=time.time(), store="s3://b/runs",
                                      local_dir="/l", tracking_uri="", project=str(project),
                                      recipe_document=plan.loaded.shipped()))
+    (tmp_path / "test.csv").write_text("url,query,annotation\n")  # a job here reads it: it must exist
     extra = job_overrides("vlm_lora", {"csv": "test.csv", "prompt_template": "Question: {query}\nAnswer:",
                                        "system_message": "Be brief.", "max_new_tokens": 32}, "local")
     assert extra[0] == f'train.data.test_csv="{tmp_path / "test.csv"}"'  # a path here, made absolute
@@ -79,9 +80,9 @@ def test_a_job_option_the_task_does_not_declare_is_one_line_naming_those_it_does
         job_overrides("vlm_lora", {"temperature": 0.1}, "local")
     assert str(caught.value) == ("--option temperature: not an option of task vlm_lora's jobs (its options: csv, "
                                  "prompt_template, system_message, batch_size, max_new_tokens, model_id, model_type)")
-    with pytest.raises(UserError, match=r"^--option csv: not an option of task pairwise_ranking's jobs \(its "
-                                        r"options: none\)$"):
-        job_overrides("pairwise_ranking", {"csv": "x.csv"}, "local")
+    with pytest.raises(UserError, match=r"^--option csv: not an option of task baseline's jobs \(its options: "
+                                        r"none\)$"):
+        job_overrides("baseline", {"csv": "x.csv"}, "local")
 
 
 def test_an_option_its_model_refuses_is_the_loaders_error(tmp_path, monkeypatch):
