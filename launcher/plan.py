@@ -13,6 +13,7 @@ from typing import Optional
 import yaml
 
 from launcher.requests import LaunchRequest
+from launcher.rundb.records import WeightsJobOf
 from spottrain_contract.recipe import LoadedRecipe, load_recipe
 from spottrain_contract.schema import Recipe
 
@@ -40,6 +41,7 @@ class LaunchPlan:
     notes: tuple[str, ...] = ()  # summary lines about what is settled only at launch (e.g. the critic lookup)
     sweep_id: Optional[str] = None  # a sweep's cell (its cell is the loaded recipe's): the sweep it is a run of
     mlflow_parent: Optional[str] = None  # the sweep's parent MLflow run, made at launch (launcher.sweeps.parent)
+    job_of: Optional[WeightsJobOf] = None  # a job on another run's weights (eval, predict), not a training run
 
     @property
     def recipe(self) -> Recipe:

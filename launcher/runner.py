@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan
 from launcher.registry import Registry, RunRecord, live_message, this_user
+from launcher.rundb.records import WeightsJobOf
 from launcher.secrets import resolve_secrets
 from launcher.targets import Handle, RunStatus, get_target
 from launcher.views import RunView
@@ -104,7 +105,7 @@ def _new_record(plan: LaunchPlan, target, project_dir: Path, registry: Registry)
                      log=str(registry.log_path(plan.run_id)) if target.RUNS_HERE else None, project=str(project_dir),
                      recipe_document=plan.loaded.shipped(), sweep_id=plan.sweep_id,
                      cell=plan.loaded.cell.name if plan.loaded.cell else None, launched_by=this_user(),
-                     task=plan.recipe.task)
+                     task=plan.recipe.task, handle=plan.job_of.entries() if plan.job_of else {})
 
 
 def tracking_uri(plan: LaunchPlan, project_dir: Path) -> Optional[str]:
@@ -155,6 +156,7 @@ def run_view(registry: Registry, record: RunRecord, *, reachable: bool = True) -
                    started=record.started, ended=record.ended, overrides=list(overrides),
                    failure=Handle.of(record).failure, sweep_id=record.sweep_id, cell=record.cell,
                    task=record.task, launched_by=record.launched_by, project=Path(record.project).name,
+                   job_of=job.run_id if (job := WeightsJobOf.of(record)) else None, job=job.kind.value if job else None,
                    **ledger_fields(record))
 
 

@@ -16,6 +16,7 @@ from launcher import runner
 from launcher.plan import LaunchPlan, code_version, plan_launch, with_overrides
 from launcher.registry import Registry
 from launcher.requests import JobKind, LaunchRequest
+from launcher.rundb.records import WeightsJobOf
 from launcher.targets import get_target
 from spottrain_contract.errors import UserError
 from spottrain_contract.recipe import load_recipe
@@ -48,7 +49,8 @@ def plan_weights_job(registry: Registry, run_id: str, kind: JobKind, arguments: 
                          overrides=[*launched.overrides, *ONE_GPU, *extra, *overrides])
     request = LaunchRequest(launched.name, target, run_id=f"{run_id}-{kind.value}-{_random.token_hex(4)}")
     plan = plan_launch(request, project_dir, code=code_version(project_dir), loaded=loaded)
-    return dataclasses.replace(plan, command=(kind.value, "--run-id", run_id, *arguments))
+    return dataclasses.replace(plan, command=(kind.value, "--run-id", run_id, *arguments),
+                               job_of=WeightsJobOf(kind=kind, run_id=run_id))
 
 
 def plan_adapter_evaluation(project_dir: Path, request: LaunchRequest, adapter: str, output_dir: str,

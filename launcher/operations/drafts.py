@@ -8,7 +8,8 @@ import time
 from typing import Any, Mapping, Optional
 
 from launcher.errors import LaunchError, RunIdTaken
-from launcher.operations.launching import DraftEntry, Submitted, keep_draft_entry, plan_run, submit
+from launcher.operations.launching import (DraftEntry, Submitted, keep_draft_entry, plan_run, refuse_a_weights_job,
+                                           submit)
 from launcher.operations.workspace import Workspace
 from launcher.plan import effective_profile, new_run_id
 from launcher.registry import RunRecord, this_user
@@ -90,6 +91,7 @@ def create(ws: Workspace, request: DraftRequest, *, launch: bool) -> RunRecord:
 def clone(ws: Workspace, run_id: str, changes: Mapping[str, Any]) -> RunRecord:
     """A new draft with the run's recipe, target, profile and overrides, plus `changes`, named `<name> (copy)`."""
     record = ws.registry.get(run_id)
+    refuse_a_weights_job(record, "cloned")
     entry = launched_settings(record)
     return save_draft(ws, DraftRequest(entry.recipe, record.target, entry.profile, {**entry.overrides, **changes},
                                        f"{display_name(record)} (copy)"))

@@ -18,6 +18,7 @@ from launcher.errors import LaunchError
 from launcher.operations.workspace import Workspace
 from launcher.plan import LaunchPlan, code_version, effective_profile, plan_launch
 from launcher.requests import DEFAULT_TARGET, DependencyLookup, LaunchRequest
+from launcher.rundb.records import WeightsJobOf
 from launcher.display import masked_document
 from launcher.stages import pipeline_stages, with_stage_inputs
 from launcher.targets.local.supervisor import Chaos
@@ -209,6 +210,7 @@ def resume(ws: Workspace, run_id: str) -> Submitted:
     """A stopped or failed run's next attempt, as `launch recipe RECIPE --run-id RUN` makes it (the settings it was
     launched with, on its target), in the background; the trainer resumes from its newest complete checkpoint."""
     record = ws.registry.get(run_id)
+    refuse_a_weights_job(record, "resumed")
     if record.state not in (RunState.STOPPED, RunState.FAILED):
         raise LaunchError(f"run {run_id} is {record.state}: only a stopped or failed run resumes")
     home = ws.of_run(record.project)
@@ -222,6 +224,15 @@ def resume(ws: Workspace, run_id: str) -> Submitted:
     submitted = submit(home, planned)
     keep_draft_entry(home, run_id, DraftEntry.of(record))
     return submitted
+
+
+def refuse_a_weights_job(record, done: str) -> None:
+    """An eval or predict job is launched again by its command, on the run whose weights it used."""
+    job = WeightsJobOf.of(record)
+    if job is not None:
+        article = "an" if job.kind.value[0] in "aeiou" else "a"
+        raise LaunchError(f"run {record.run_id} is {article} {job.kind.value} job of run {job.run_id}: it is not "
+                          f"{done}; run `launch {job.kind.value} {job.run_id}` again")
 
 
 def keep_draft_entry(ws: Workspace, run_id: str, entry: Optional[DraftEntry]) -> None:

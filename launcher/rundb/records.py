@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
+from pydantic import BaseModel, ConfigDict
+
+from launcher.requests import JobKind
 from spottrain_contract.job import RunState
 
 
@@ -46,3 +49,22 @@ class RunRecord:
 
 def record_from_fields(fields) -> RunRecord:
     return RunRecord(**{**fields, "state": RunState(fields["state"])})
+
+
+class WeightsJobOf(BaseModel):
+    """A record that is a job on another run's weights (`launch eval`/`predict RUN`), kept in its handle under
+    `job`: the lists show it under that run, and it is neither resumed nor cloned."""
+
+    model_config = ConfigDict(extra="ignore")
+    KEY: ClassVar[str] = "job"
+
+    kind: JobKind
+    run_id: str  # the run whose weights it uses
+
+    @classmethod
+    def of(cls, record: RunRecord) -> Optional["WeightsJobOf"]:
+        kept = record.handle.get(cls.KEY)
+        return cls.model_validate(kept) if kept else None
+
+    def entries(self) -> dict:
+        return {self.KEY: self.model_dump(mode="json")}

@@ -85,21 +85,39 @@ def status_header(*, projects: bool = False, who: bool = False) -> Header:
 
 def status_rows(views: list[RunView], *, projects: bool = False, who: bool = False) -> list[tuple]:
     """The table of `launch status`: a run outside any sweep as itself, a sweep as its row and its cells' rows
-    (indented run ids), in launch order; with `projects` and `who`, the columns `status_header` names."""
+    (indented run ids), in launch order, each run's eval and predict jobs indented under it; with `projects` and
+    `who`, the columns `status_header` names."""
     def framed(row: tuple, members: list[RunView]) -> tuple:
         key, *rest = row
         project = (_joined(view.project for view in members),) if projects else ()
         launcher = (_joined(view.launched_by for view in members),) if who else ()
         return (key, *project, *rest, *launcher)
 
+    listed, jobs = _jobs_apart(views)
+
+    def with_jobs(row: tuple, view: RunView) -> list[tuple]:
+        return [row, *(framed(_row(CELL_INDENT + job.id, job, job.job), [job]) for job in jobs.get(view.id, ()))]
+
     rows = []
-    for sweep_id, members in groups(views):
+    for sweep_id, members in groups(listed):
         if sweep_id is None:
-            rows.append(framed(_row(members[0].id, members[0]), members))
+            rows += with_jobs(framed(_row(members[0].id, members[0]), members), members[0])
             continue
         rows.append(framed(sweep_row(sweep_id, members), members))
-        rows += [framed(_row(CELL_INDENT + cell.id, cell), [cell]) for cell in members]
+        for cell in members:
+            rows += with_jobs(framed(_row(CELL_INDENT + cell.id, cell), [cell]), cell)
     return rows
+
+
+def _jobs_apart(views: list[RunView]) -> tuple[list[RunView], dict[str, list[RunView]]]:
+    """The runs listed on their own, and the eval and predict jobs of each run among them (listed under it, the
+    job's kind where the recipe would be); a job whose run is not listed stands on its own."""
+    ids = {view.id for view in views}
+    jobs: dict[str, list[RunView]] = {}
+    for view in views:
+        if view.job_of in ids:
+            jobs.setdefault(view.job_of, []).append(view)
+    return [view for view in views if view.job_of not in ids], jobs
 
 
 def sweep_row(sweep_id: str, cells: list[RunView]) -> tuple:
@@ -120,8 +138,8 @@ def cell_rows(cells: list[RunView]) -> list[tuple]:
     return [(cell.cell, cell.id, str(cell.state), cell.progress, cell.restarts, age(cell.started)) for cell in cells]
 
 
-def _row(key: str, view: RunView) -> tuple:
-    return (key, view.recipe, view.target, str(view.state), view.progress, view.restarts, age(view.started))
+def _row(key: str, view: RunView, what: Optional[str] = None) -> tuple:
+    return (key, what or view.recipe, view.target, str(view.state), view.progress, view.restarts, age(view.started))
 
 
 def _distinct(values: Iterable[Optional[str]]) -> list[str]:

@@ -43,6 +43,9 @@ class RunView(BaseModel):
     task: Optional[str] = Field(None, description="What its recipe trains (None: recorded before it was kept).")
     launched_by: Optional[str] = Field(None, description="`user@host` that launched it (or saved the draft).")
     project: str = Field("", description="The name of the project directory it was launched from.")
+    job_of: Optional[str] = Field(None, description="An eval or predict job: the run whose weights it uses (the lists "
+                                                    "show it under that run; it is neither resumed nor cloned).")
+    job: Optional[str] = Field(None, description="What such a job does: eval or predict.")
     goodput: Optional[float] = Field(None, description="The preemption ledger's goodput (useful ÷ computed "
                                                        "steps) as last read; None: never read.")
     device_hours: Optional[float] = Field(None, description="The ledger's device-hours as last read.")

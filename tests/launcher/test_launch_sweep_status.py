@@ -97,3 +97,27 @@ def test_status_of_a_sweep_on_a_narrow_terminal_keeps_the_cell_run_state_and_ste
     lines = run_launch("status", "abl", home=private_home, cwd=project).stdout.splitlines()
     assert [line.split() for line in lines[1:3]] == [["CELL", "RUN", "STATE", "STEP", "AGE"],
                                                      ["a__x", "abl-a__x", "finished", "-", "5m"]]
+
+
+def test_an_eval_job_is_listed_under_the_run_it_judges_and_neither_resumed_nor_cloned(project, private_home):
+    from launcher import operations as ops
+    from launcher.requests import JobKind
+    from launcher.rundb.records import WeightsJobOf
+
+    registry = Registry(project)
+    registry.save(RunRecord(run_id="solo-eval-0a1b2c3d", recipe="baseline", target="local", state=FINISHED,
+                            started=time.time() - 200, store="s", local_dir="/l", tracking_uri="", project=str(project),
+                            handle=WeightsJobOf(kind=JobKind.EVAL, run_id="solo").entries()))
+    done = run_launch("status", home=private_home, cwd=project)
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert rows[1:3] == [["solo", "baseline", "local", "finished", "-", "0", "6m"],
+                         ["solo-eval-0a1b2c3d", "eval", "local", "finished", "-", "0", "3m"]]
+    assert done.stdout.splitlines()[2].startswith("  solo-eval-")
+    ws = ops.Workspace.open(project)
+    for act, done_to in ((lambda: ops.resume(ws, "solo-eval-0a1b2c3d"), "resumed"),
+                         (lambda: ops.clone(ws, "solo-eval-0a1b2c3d", {}), "cloned")):
+        with pytest.raises(ops.LaunchError) as refused:
+            act()
+        assert str(refused.value) == (f"run solo-eval-0a1b2c3d is an eval job of run solo: it is not {done_to}; run "
+                                      f"`launch eval solo` again")
+    assert ws.registry.get("solo-eval-0a1b2c3d").state is FINISHED

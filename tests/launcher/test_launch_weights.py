@@ -98,3 +98,19 @@ def test_an_option_its_model_refuses_is_the_loaders_error(tmp_path, monkeypatch)
     request = ops.WeightsJobRequest(ops.JobKind.EVAL, "vlm-1", options=(("max_new_tokens", 0),))
     with pytest.raises(ops.UserError, match=r"train\.evaluation\.generation\.max_new_tokens"):
         ops.plan_job(ops.Workspace.open(project), request)
+
+
+def test_a_weights_job_is_recorded_as_a_job_of_its_run(tmp_path):
+    from launcher import runner
+    from launcher.rundb.records import WeightsJobOf
+
+    project = copy_real_recipes(tmp_path, ("pairwise_ranking",))
+    launched = plan_launch("pairwise_ranking", target="local", project_dir=project, profile="local", run_id="r-1")
+    registry = Registry(project)
+    registry.save(RunRecord(run_id="r-1", recipe="pairwise_ranking", target="local", state=RunState.FINISHED,
+                            started=time.time(), store="s", local_dir="/l", tracking_uri="", project=str(project),
+                            recipe_document=launched.loaded.shipped()))
+    plan = plan_weights_job(registry, "r-1", JobKind.PREDICT, ["a.png", "b.png"], None)
+    record = runner._new_record(plan, get_target("local"), project, registry)
+    assert WeightsJobOf.of(record) == WeightsJobOf(kind=JobKind.PREDICT, run_id="r-1")
+    assert runner.run_view(registry, record, reachable=False).job_of == "r-1"
