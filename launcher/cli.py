@@ -349,11 +349,17 @@ def _submit(ws, planned, *, detach: bool = False, training: bool = True, exit_on
 def doctor(name, **flags):
     """Check online what launching NAME on a target needs: secrets, checkpoint store, MLflow, the platform."""
     from launcher import operations as ops
-    from launcher.views.tables import render_table
 
     checks = ops.doctor_checks(_workspace(), _request(name or "", **flags))
-    click.echo(render_table(("CHECK", "", "DETAIL"), [(c.name, "✓" if c.ok else "✗", c.detail) for c in checks]))
-    sys.exit(0 if all(c.ok for c in checks) else 1)
+    click.echo(f"{'CHECK':<{DOCTOR_NAMES}}     DETAIL")
+    passed = True
+    for check in checks:  # each row as its check finishes: the platform's may take half a minute
+        click.echo(f"{check.name:<{DOCTOR_NAMES}}  {'✓' if check.ok else '✗'}  {check.detail}")
+        passed = passed and check.ok
+    sys.exit(0 if passed else 1)
+
+
+DOCTOR_NAMES = 19  # the width of `launch doctor`'s check names (`SkyPilot API server`)
 
 
 @cli.command()
@@ -513,15 +519,21 @@ def predict(run_id, inputs, target, checkpoint, out, yes):
               help="A sweep: show this MLflow metric instead of the evaluation metrics (repeatable).")
 @click.option("--out", type=click.Path(), default=None,
               help="A sweep: where its summary goes (a file, or a directory for ablation_summary.json; "
-                   "default: ./ablation_summary.json).")
+                   "default: runs/sweeps/SWEEP/ablation_summary.json in the project).")
+@click.option("--all", "every_metric", is_flag=True,
+              help="Two runs: every metric, the bookkeeping ones too (perf/*, transfer/*, checkpoint/*, ledger/*, "
+                   "epoch, learning rate); without it, the losses and evaluation metrics.")
 @_json_option
-def compare(runs, plot, metrics, out, as_json):
-    """Two runs: config diff (the settings each run's launch shipped) and final metrics side by side. A sweep: its
-    cells × final metrics (evaluation metrics, train/loss, GPU-hours), also written to ablation_summary.json."""
+def compare(runs, plot, metrics, out, every_metric, as_json):
+    """Two runs: config diff (the settings each run's launch shipped) and final metrics side by side, losses and
+    evaluation metrics first. A sweep: its cells × final metrics (evaluation metrics, train/loss, GPU-hours), also
+    written to runs/sweeps/SWEEP/ablation_summary.json (or --out)."""
     from launcher import operations as ops
 
     ws = _workspace()
     if len(runs) == 1:
+        if every_metric:
+            raise UserError("--all: only for two runs (a sweep's columns: --metric KEY)")
         swept = ops.compare_sweep(ws, runs[0], metrics=metrics, out=Path(out) if out else None,
                                   plot=Path(plot) if plot else None)
         if as_json:
@@ -529,7 +541,8 @@ def compare(runs, plot, metrics, out, as_json):
         else:
             click.echo(f"sweep {runs[0]}: {len(swept.view.cells)} cells")
             click.echo(swept.table)
-            click.echo(f"wrote {swept.written}")
+            written = swept.written.absolute()
+            click.echo(f"wrote {written.relative_to(Path.cwd()) if written.is_relative_to(Path.cwd()) else written}")
         if swept.plotted:
             click.echo(swept.plotted, err=as_json)
         return
@@ -541,7 +554,7 @@ def compare(runs, plot, metrics, out, as_json):
     if as_json:
         _echo_json(view)
         return
-    click.echo(ops.compare_text(view))
+    click.echo(ops.compare_text(view, every_metric))
     if plot:
         click.echo("")
         click.echo(ops.plot_runs(ws, runs, Path(plot)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from launcher.plan import LaunchPlan
 from launcher.process_env import environment
 from launcher.secrets import resolve_secrets
@@ -17,15 +17,16 @@ from launcher.targets import Check, get_target
 from spottrain_contract.errors import UserError
 
 
-def run_checks(plan: LaunchPlan, project_dir: Path) -> list[Check]:
+def run_checks(plan: LaunchPlan, project_dir: Path) -> Iterator[Check]:
+    """Each check as it finishes (a person sees the quick ones while the platform's, which may take half a
+    minute, runs)."""
     recipe, target = plan.recipe, get_target(plan.target)
     found = resolve_secrets(recipe.secrets, project_dir, required=False)
-    checks = [_secrets(recipe.secrets, found.names, needed=not target.RUNS_HERE)]
+    yield _secrets(recipe.secrets, found.names, needed=not target.RUNS_HERE)
     with environment(found.as_dict()):  # the credentials a launch passes, for this process's clients
-        checks.append(_guarded("checkpoint store", lambda: _store(plan, project_dir)))
-        checks.append(_guarded("MLflow", lambda: _mlflow(plan)))
-        checks += target.preflight(recipe, project_dir)
-    return checks
+        yield _guarded("checkpoint store", lambda: _store(plan, project_dir))
+        yield _guarded("MLflow", lambda: _mlflow(plan))
+        yield from target.preflight(recipe, project_dir)
 
 
 def _secrets(names, found, *, needed: bool) -> Check:

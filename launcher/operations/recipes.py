@@ -4,7 +4,7 @@ display, `launch doctor`, the New-run form's fields, and what shell completion o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 from launcher import catalog, doctor
 from launcher.errors import LaunchError
@@ -38,9 +38,9 @@ def render(ws: Workspace, request: LaunchRequest) -> Planned:
     return plan_run(ws, request, DependencyLookup.SKIP)
 
 
-def doctor_checks(ws: Workspace, request: LaunchRequest) -> list[Check]:
-    """What a launch of the request needs, checked online: secrets, store, MLflow, the platform's own checks.
-    Without a recipe name the project's only recipe is checked."""
+def doctor_checks(ws: Workspace, request: LaunchRequest) -> Iterator[Check]:
+    """What a launch of the request needs, checked online: secrets, store, MLflow, the platform's own checks,
+    each as it finishes. Without a recipe name the project's only recipe is checked."""
     names = recipe_names(ws.project_dir)
     if not request.recipe and len(names) != 1:
         raise LaunchError(f"doctor: name the recipe to check (one of: {', '.join(names)})")

@@ -38,7 +38,8 @@ def secret_names(recipe) -> list[str]:
 
 
 def preflight(recipe, project_dir) -> list:
-    """SkyPilot's own `sky check`, in a subprocess (the CLI never imports sky for it): some infra enabled."""
+    """SkyPilot's own `sky check`, in a subprocess (the CLI never imports sky for it): some infra enabled. `sky check`
+    starts SkyPilot's local API server when none runs (half a minute): a row then says so, and how to stop it."""
     import re
     import subprocess
     import sys
@@ -52,12 +53,14 @@ def preflight(recipe, project_dir) -> list:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [Check("SkyPilot", False, f"`sky check` did not run ({type(exc).__name__}): is skypilot installed?")]
     text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+    started = [Check("SkyPilot API server", True, "started for this check, and left running: `sky api stop` stops "
+                                                   "it")] if "SkyPilot API server started" in text else []
     enabled = text.split("Enabled infra", 1)[1].strip().splitlines()[1:] if "Enabled infra" in text else []
     enabled = [line.strip() for line in enabled if line.startswith("  ") and line.strip()]
     if done.returncode != 0 or not enabled or enabled[0].startswith("No infra"):
-        return [Check("SkyPilot", False, "no cloud enabled: run `sky check` and follow its hint for the cloud "
-                                         "that should run this recipe")]
-    return [Check("SkyPilot", True, f"enabled: {', '.join(enabled)}")]
+        return [*started, Check("SkyPilot", False, "no cloud enabled: run `sky check` and follow its hint for the "
+                                                   "cloud that should run this recipe")]
+    return [*started, Check("SkyPilot", True, f"enabled: {', '.join(enabled)}")]
 
 
 def render(plan: LaunchPlan, secrets) -> str:

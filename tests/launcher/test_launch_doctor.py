@@ -94,3 +94,26 @@ def test_skypilot_without_an_enabled_cloud_fails_its_check(project, healthy, pri
     assert (code, "Traceback" in stderr) == (1, False)
     assert rows["SkyPilot"] == ("✗", "no cloud enabled: run `sky check` and follow its hint for the cloud that "
                                      "should run this recipe")
+    assert rows["SkyPilot API server"] == ("✓", "started for this check, and left running: `sky api stop` stops it")
+
+
+def test_each_row_shows_as_its_check_finishes(project, healthy):
+    """A check that waits (an MLflow server that accepts and never answers) does not hold back the rows before
+    it."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    args = [arg for o in [*healthy["overrides"], f"mlflow.tracking_uri=http://127.0.0.1:{silent.getsockname()[1]}"]
+            for arg in ("--override", o)]
+    env = {**healthy["env"], "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+    with subprocess.Popen([launch_executable(), "doctor", "rho1", "--target", "vessl", *args], cwd=project, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as doctor:
+        shown = [doctor.stdout.readline() for _ in range(3)]  # the header, secrets, the checkpoint store
+        waiting = doctor.poll() is None
+        doctor.kill()
+    silent.close()
+    assert [ROW.match(line)[1] for line in shown[1:]] == ["secrets", "checkpoint store"]
+    assert waiting, "the rows came only when doctor ended"
+
