@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import yaml
 
 from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan, cluster_summary
 from launcher.render import job_env, render_template, run_script
+from launcher.secrets import mask_text
 from launcher.targets import Handle, RunStatus
 from spottrain_contract.job import PREEMPTED_EXIT_CODE, RunState
 from spottrain_contract.schema import ACCELERATORS, RECOVERY_STRATEGIES
@@ -163,17 +165,15 @@ def launch(plan: LaunchPlan, document: str, secrets, record) -> SkyPilotHandle:
     sky = _sky()
     task = sky.Task.from_yaml_config(yaml.safe_load(document))
     task.update_secrets(secrets.as_dict())
-    job_ids, _ = sky.stream_and_get(sky.jobs.launch(task, name=plan.run_id))
+    with _sky_errors("launch", secrets):
+        job_ids, _ = sky.stream_and_get(sky.jobs.launch(task, name=plan.run_id))
     return SkyPilotHandle(job_id=job_ids[0])
 
 
 def status(record) -> RunStatus:
     sky = _sky()
-    try:
+    with _sky_errors("status"):  # one line, so a list of runs shows this one as unknown instead of failing
         jobs = sky.get(sky.jobs.queue(refresh=False, job_ids=[SkyPilotHandle.of(record).job_id]))
-    except (sky.exceptions.ApiServerConnectionError, sky.exceptions.ApiServerAuthenticationError) as exc:
-        # one line, so a list of runs shows this one as unknown instead of failing
-        raise LaunchError(f"SkyPilot: {str(exc).splitlines()[0]}") from None
     if not jobs:
         return RunStatus(state=record.state)
     job = jobs[0]
@@ -183,15 +183,38 @@ def status(record) -> RunStatus:
 
 def logs(record, follow: bool):
     sky = _sky()
-    for line in sky.jobs.tail_logs(job_id=SkyPilotHandle.of(record).job_id, follow=follow,
-                                   preload_content=False) or []:
-        if line is not None:
-            yield line
+    with _sky_errors("logs"):
+        for line in sky.jobs.tail_logs(job_id=SkyPilotHandle.of(record).job_id, follow=follow,
+                                       preload_content=False) or []:
+            if line is not None:
+                yield line
 
 
 def stop(record) -> RunState:
     """Graceful cancel: the job gets SIGTERM, checkpoints and exits; SkyPilot kills it after the grace."""
     sky = _sky()
-    sky.stream_and_get(sky.jobs.cancel(job_ids=[SkyPilotHandle.of(record).job_id], graceful=True,
-                                       graceful_timeout=STOP_GRACE_SECONDS))
+    with _sky_errors("stop"):
+        sky.stream_and_get(sky.jobs.cancel(job_ids=[SkyPilotHandle.of(record).job_id], graceful=True,
+                                           graceful_timeout=STOP_GRACE_SECONDS))
     return RunState.STOPPED
+
+
+@contextlib.contextmanager
+def _sky_errors(call: str, secrets=None) -> Iterator[None]:
+    """One line for what SkyPilot or the network raises (its API server out of reach, a cloud's refusal, no
+    capacity, bad credentials), with no secret value in it; anything else is a bug, shown with its traceback."""
+    import requests
+
+    sky = _sky()
+    try:
+        yield
+    except LaunchError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, (sky.exceptions.ApiServerConnectionError, sky.exceptions.ApiServerAuthenticationError,
+                                sky.exceptions.CloudError, sky.exceptions.ResourcesUnavailableError,
+                                sky.exceptions.InvalidCloudCredentials, requests.exceptions.RequestException)):
+            raise
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        values = secrets.as_dict().values() if secrets is not None else ()
+        raise LaunchError(f"SkyPilot: {call} failed: {mask_text(said, values)}") from None

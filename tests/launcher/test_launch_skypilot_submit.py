@@ -137,3 +137,19 @@ def test_status_with_skypilot_out_of_reach_shows_a_live_run_unknown_and_never_as
     assert states == {"sky-live": "unknown", "sky-done": "finished"}
     warnings = done.stderr.splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("warning: sky-live: SkyPilot: "), warnings
+
+
+def test_a_launch_with_skypilots_api_server_out_of_reach_is_one_line_and_leaves_no_record(tmp_path, private_home):
+    """A real SkyPilot client, pointed at an API server nobody runs: one `error:` line, not its exception."""
+    import subprocess
+
+    from launch_helpers import copy_real_recipes, launch_env, launch_executable
+
+    project = copy_real_recipes(tmp_path / "project", ("baseline",))
+    env = {**launch_env(private_home), **SECRET_VALUES, "SKYPILOT_API_SERVER_ENDPOINT": "http://127.0.0.1:9"}
+    done = subprocess.run([launch_executable(), "recipe", "baseline", "--yes", "--run-id", "offline"], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert (done.returncode, done.stderr.splitlines()) == (2, [
+        "error: SkyPilot: launch failed: Could not connect to SkyPilot API server at http://127.0.0.1:9. Please "
+        "ensure that the server is running. Try: curl http://127.0.0.1:9/api/health"]), done.stderr
+    assert not Registry(project).exists("offline")
