@@ -4,6 +4,7 @@ One engine per URL and process; the schema is brought to the newest migration on
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from contextlib import contextmanager
@@ -111,12 +112,14 @@ def upgrade(engine: Engine) -> None:
     """Alembic `upgrade head`, in one transaction that holds a lock every other process opening the database
     waits on (PostgreSQL: a transaction-scoped advisory lock; SQLite: BEGIN EXCLUSIVE): when several
     processes open a fresh database at once, one migrates and the others find it done. The fast path (already
-    at HEAD) loads no Alembic."""
+    at HEAD) loads no Alembic. Quiet: Alembic's logger is set to WARNING unless someone gave it a level (a
+    library may have put the root logger at INFO: `import sky` does), and the root logger is left alone."""
     try:
         if current_revision(engine) == HEAD:
             return
     except Exception:
         pass
+    quiet()  # before the import: loading Alembic logs its plugins
     from alembic import command
     from alembic.config import Config
 
@@ -127,6 +130,13 @@ def upgrade(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def quiet() -> None:
+    """Alembic's logger (and so its `INFO ... Running upgrade` lines) at WARNING, where no level was chosen."""
+    alembic_logger = logging.getLogger("alembic")
+    if alembic_logger.level == logging.NOTSET:
+        alembic_logger.setLevel(logging.WARNING)
 
 
 def dispose_all() -> None:

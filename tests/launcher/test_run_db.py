@@ -461,3 +461,27 @@ def test_new_run_ids_carry_32_random_bits_a_second():
 
     ids = {new_run_id("baseline", now=0.0) for _ in range(2000)}
     assert len(ids) == 2000 and all(len(run_id.rsplit("-", 1)[1]) == 8 for run_id in ids)
+
+
+def test_migrations_run_quietly_under_a_root_logger_at_info(project):
+    """`import sky` calls logging.basicConfig(level=INFO) (one of its catalog fetchers does): a first launch on a
+    platform then printed Alembic's INFO lines. The migrations say nothing, and the root logger is left as the
+    application set it (its INFO lines still print)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from pathlib import Path\n"
+        "from launcher.registry import Registry\n"
+        "Registry(Path(sys.argv[1])).all()\n"
+        "Registry(Path(sys.argv[1]))._db()\n"
+        "root = logging.getLogger()\n"
+        "assert root.level == logging.INFO and len(root.handlers) == 1, (root.level, root.handlers)\n"
+        "logging.getLogger('mine').info('still heard')\n")
+    done = subprocess.run([sys.executable, "-c", script, str(project)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (project / "runs" / "spottrain.db").is_file()
+    assert [line for line in done.stderr.splitlines() if "alembic" in line] == []
+    assert "INFO:mine:still heard" in done.stderr.splitlines()
