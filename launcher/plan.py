@@ -47,6 +47,17 @@ class LaunchPlan:
     def recipe(self) -> Recipe:
         return self.loaded.recipe
 
+    def _batch_change(self) -> str:
+        """` (64 as the recipe gives it: the overrides change the global batch)` where they do (`--gpus 3`)."""
+        loaded, r = self.loaded, self.recipe
+        written = (loaded.as_written("train.batch.per_gpu", r.train.batch.per_gpu)
+                   * loaded.as_written("train.batch.grad_accum", r.train.batch.grad_accum)
+                   * _first(loaded.as_written("resources.gpus", r.resources.gpus))
+                   * loaded.as_written("resources.nodes", r.resources.nodes))
+        if written == r.effective_batch:
+            return ""
+        return f" ({written} as the recipe gives it: the overrides change the global batch)"
+
     def summary(self, where: str, *, secrets: bool = True) -> str:
         """What a person checks before renting GPUs; `where` is the target's own line (resources, recovery);
         `secrets`: name the secrets passed at launch (a run here needs none)."""
@@ -59,7 +70,7 @@ class LaunchPlan:
             f"task       {r.task}, {r.train.epochs} epochs"
             + (f", at most {r.train.max_steps} steps" if r.train.max_steps else ""),
             f"batch      {batch.per_gpu}/GPU × grad-accum {batch.grad_accum} × {r.world_size} GPUs "
-            f"= {r.effective_batch} effective",
+            f"= {r.effective_batch} effective" + self._batch_change(),
             f"run id     {self.run_id}",
             f"store      {r.train.checkpoint.uri}",
         ]
@@ -83,6 +94,10 @@ class LaunchPlan:
         if secrets and r.secrets:
             lines.append(f"secrets    {', '.join(r.secrets)} (values passed at launch, never written)")
         return "\n".join(lines)
+
+
+def _first(value) -> int:
+    return value[0] if isinstance(value, list) else value
 
 
 def cluster_summary(recipe: Recipe) -> str:

@@ -56,6 +56,12 @@ class LoadedRecipe:
     resolved: dict[str, Any] = field(default_factory=dict, repr=False)  # the merged document, profiles applied
     changes: tuple[str, ...] = ()  # a resume allowed to change settings: `key: old → new`, each
     cell: Optional[Cell] = None  # the sweep's cell this run trains (spottrain_contract.sweep)
+    replaced: dict[str, Any] = field(default_factory=dict, repr=False)  # each override's key → the value it replaced
+
+    def as_written(self, key: str, now: Any) -> Any:
+        """The value of `key` before the overrides (`now` where none replaced it)."""
+        before = self.replaced.get(key)
+        return now if before is None else before
 
     def shipped(self) -> str:
         """The resolved document as YAML text, with where it came from: what a launch hands to the job. A job
@@ -198,14 +204,15 @@ def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
             _set_dotted(document, sources, str(key), value, f"{where} (profile {profile})")
 
     chosen = _apply_cell(document, sources, display, cell) if cell is not None else None
-    overrides = tuple(overrides)
+    overrides, replaced = tuple(overrides), {}
     for text in overrides:
         key, value = parse_override(text)
+        replaced.setdefault(key, _get_dotted(document, key))
         _set_dotted(document, sources, key, value, OVERRIDE_SOURCE)
 
     recipe = _validate(document, sources, display)
     return LoadedRecipe(recipe=recipe, name=path.stem, relpath=_display(path, project_dir), profile=profile,
-                        overrides=overrides, resolved=document, cell=chosen)
+                        overrides=overrides, resolved=document, cell=chosen, replaced=replaced)
 
 
 class _SweepOnly(BaseModel):
@@ -334,6 +341,15 @@ def _deep_merge(base: dict, update: dict) -> None:
             _deep_merge(base[key], value)
         else:
             base[key] = value
+
+
+def _get_dotted(document: dict, key: str) -> Any:
+    node: Any = document
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _set_dotted(document: dict, sources: dict, key: str, value: Any, source: str) -> None:

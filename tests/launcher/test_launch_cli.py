@@ -512,3 +512,12 @@ def test_a_missing_input_of_a_job_here_is_one_line_before_anything_starts(launch
         "error: predict: no-such-a.png: no such file or directory (the job runs here, on local)"])
     assert (judged.returncode, error_lines(judged)) == (2, [
         "error: --lora-path: no-such-adapter: no such file or directory (the job runs here, on local)"])
+
+
+def test_a_gpu_count_that_changes_the_global_batch_says_so_in_the_summary(private_home):
+    changed = run_launch("recipe", "baseline", "--gpus", "3", "--dry-run", home=private_home)
+    kept = run_launch("recipe", "baseline", "--gpus", "2", "--override", "train.batch.grad_accum=8", "--dry-run",
+                      home=private_home)
+    assert ("batch      4/GPU × grad-accum 4 × 3 GPUs = 48 effective (64 as the recipe gives it: the overrides "
+            "change the global batch)") in changed.stdout.splitlines()
+    assert "batch      4/GPU × grad-accum 8 × 2 GPUs = 64 effective" in kept.stdout.splitlines()
