@@ -80,11 +80,14 @@ class RestoredRun:
 def evaluate(loaded: LoadedRecipe, run_id: str, checkpoint: str) -> dict[str, float]:
     """The task's test metrics for one checkpoint; printed, and kept in the store beside the run."""
     restored = RestoredRun(loaded, run_id, checkpoint)
-    print(f"run {run_id}: evaluating {restored.where} ({checkpoint})", flush=True)
+    judged = getattr(restored.task, "test_data", None)  # what a task names its test data (several sets may be)
+    print(f"run {run_id}: evaluating {restored.where} ({checkpoint})" + (f" on {judged}" if judged else ""),
+          flush=True)
     with torch.no_grad():
         metrics = restored.task.test_metrics(restored.model)
     key = f"{run_id}/{layout.EVALUATIONS}/{layout.step_tag(restored.step)}.json"
-    record = {"run_id": run_id, "step": restored.step, "checkpoint": checkpoint, "metrics": metrics}
+    record = {"run_id": run_id, "step": restored.step, "checkpoint": checkpoint, "metrics": metrics,
+              **({"test_data": judged} if judged else {})}
     with_retries(lambda: restored.store.put_bytes(json.dumps(record, indent=1).encode(), key), what=f"write {key}")
     _print_metrics(metrics)
     print(f"saved {restored.store.uri}/{key}", flush=True)

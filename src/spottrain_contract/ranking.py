@@ -72,6 +72,20 @@ class RankingData(Strict):
     val_pairs: Optional[PositiveInt] = Field(
         None, description="Validation pairs scored at most (a fixed draw); unset: every pair of the split.")
     augment: Augmentation = Field(default_factory=Augmentation)
+    test_metadata: Optional[str] = Field(
+        None, description="A labelled set to judge instead of the run's stored test split (`launch eval RUN "
+                          "--option labels=PATH`): a CSV of image_id, filename, tier like metadata; every pair of "
+                          "its images of different tiers is judged. Unset: the stored split's test images.")
+    test_image_dir: Optional[str] = Field(
+        None, description="The directory of test_metadata's files (`--option labels_images=DIR`); unset: the "
+                          "directory the CSV is in.")
+
+    @model_validator(mode="after")
+    def _test_images_of_a_test_set(self):
+        if self.test_image_dir is not None and self.test_metadata is None:
+            raise FieldProblem("test_image_dir", "expected test_metadata too (the labelled set whose files these "
+                                                 "are)")
+        return self
 
 
 class RankingOptions(Strict):

@@ -52,6 +52,14 @@ VLM_JOB_OPTIONS = (
     JobOption("model_type", "train.model.type", "Its family (llava, qwen2_vl, qwen2_5_vl, blip2, …)."),
 )
 
+RANKER_JOB_OPTIONS = (
+    JobOption("labels", "train.data.test_metadata", "Judge on this labelled CSV (image_id, filename, tier) instead "
+                                                    "of the run's stored test split: every pair of its images of "
+                                                    "different tiers (a path where the job runs).", path=True),
+    JobOption("labels_images", "train.data.test_image_dir", "The directory of the labels' files (default: the "
+                                                            "CSV's own).", path=True),
+)
+
 
 TASKS: PluginTable[TaskSpec] = PluginTable("task", "spottrain.tasks", {
     "baseline": TaskSpec("spottrain_contract.wmtp:BaselineStage", "spottrain.tasks.wmtp.baseline:BaselineTask"),
@@ -59,7 +67,7 @@ TASKS: PluginTable[TaskSpec] = PluginTable("task", "spottrain.tasks", {
     "verifiable": TaskSpec("spottrain_contract.wmtp:VerifiableStage", "spottrain.tasks.wmtp.verifiable:VerifiableTask"),
     "rho1": TaskSpec("spottrain_contract.wmtp:Rho1Stage", "spottrain.tasks.wmtp.rho1:Rho1Task"),
     "pairwise_ranking": TaskSpec("spottrain_contract.ranking:PairwiseRankingStage",
-                                 "spottrain.tasks.ranking.task:PairwiseRankingTask"),
+                                 "spottrain.tasks.ranking.task:PairwiseRankingTask", job_options=RANKER_JOB_OPTIONS),
     "vlm_lora": TaskSpec("spottrain_contract.vlm:VlmLoraStage", "spottrain.tasks.vlm.task:VlmLoraTask",
                          job_options=VLM_JOB_OPTIONS),
 })

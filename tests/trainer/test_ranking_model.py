@@ -149,3 +149,73 @@ def test_predict_refuses_what_it_cannot_read_in_one_line(images, inputs, expecte
     with pytest.raises(ConfigurationError) as caught:
         predict(brightness, inputs, None)
     assert str(caught.value).startswith(expected)
+
+
+def labelled_csv(root, rows, files=("a.png", "b.png")):
+    root.mkdir(exist_ok=True)
+    for name in files:
+        (root / name).write_bytes(b"not decoded here")
+    (root / "metadata.csv").write_text("\n".join(["image_id,filename,tier", *rows]) + "\n")
+    return root / "metadata.csv"
+
+
+def test_another_labelled_set_is_read_like_metadata_its_files_beside_it_or_in_test_image_dir(tmp_path):
+    from spottrain.tasks.ranking.task import PairwiseRankingTask
+    from spottrain_contract.ranking import RankingData
+
+    def read(**settings):
+        return PairwiseRankingTask._labelled_set(RankingData(metadata="m.csv", image_dir="i", **settings))
+
+    assert read() is None  # the run's stored test split
+    metadata = labelled_csv(tmp_path / "other", ["x,a.png,C", "y,b.png,S"])
+    labelled = read(test_metadata=str(metadata))
+    assert labelled.ids == ("x", "y") and labelled.tiers.tolist() == [3, 0]
+    assert labelled.paths[0] == tmp_path / "other" / "a.png"
+    elsewhere = labelled_csv(tmp_path / "csv-only", ["x,a.png,C", "y,b.png,S"], files=())
+    moved = read(test_metadata=str(elsewhere), test_image_dir=str(tmp_path / "other"))
+    assert moved.paths[1] == metadata.parent / "b.png"
+
+
+@pytest.mark.parametrize(("rows", "image_dir", "expected"), [
+    (["x,a.png,C", "y,b.png,Z"], None, "row 3: tier 'Z': expected one of S, A, B, C"),
+    (["x,a.png,C", "y,c.png,S"], None, "row 3: filename 'c.png': no such file in the CSV's directory ({dir})"),
+    (["x,a.png,C", "y,c.png,S"], "elsewhere",
+     "row 3: filename 'c.png': no such file in train.data.test_image_dir ({dir})"),
+    (["x,a.png,C", "y,b.png,C"], None, "every row has tier C: pairs need images of at least two tiers"),
+], ids=["bad tier", "missing file beside it", "missing file in test_image_dir", "one tier"])
+def test_a_bad_labelled_set_is_one_line_naming_the_file_the_row_and_the_column(tmp_path, rows, image_dir, expected):
+    from spottrain.tasks.ranking.task import PairwiseRankingTask
+    from spottrain_contract.ranking import RankingData
+
+    metadata = labelled_csv(tmp_path / "other", rows)
+    where = tmp_path / image_dir if image_dir else metadata.parent
+    where.mkdir(exist_ok=True)
+    (where / "a.png").write_bytes(b"not decoded here")
+    data = RankingData(metadata="m.csv", image_dir="i", test_metadata=str(metadata),
+                       test_image_dir=str(where) if image_dir else None)
+    with pytest.raises(ConfigurationError) as caught:
+        PairwiseRankingTask._labelled_set(data)
+    message = str(caught.value)
+    assert message == f"train.data.test_metadata ({metadata}): {expected.format(dir=where)}"
+
+
+def test_a_missing_labelled_set_is_one_line_and_test_image_dir_needs_one(tmp_path):
+    from pydantic import ValidationError
+
+    from spottrain.tasks.ranking.task import PairwiseRankingTask
+    from spottrain_contract.ranking import RankingData
+
+    missing = tmp_path / "nowhere.csv"
+    with pytest.raises(ConfigurationError, match=rf"^train\.data\.test_metadata \({missing}\): cannot read it: "):
+        PairwiseRankingTask._labelled_set(RankingData(metadata="m.csv", image_dir="i", test_metadata=str(missing)))
+    with pytest.raises(ValidationError, match="expected test_metadata too"):
+        RankingData(metadata="m.csv", image_dir="i", test_image_dir=str(tmp_path))
+
+
+def test_labels_is_a_job_option_of_the_ranker_setting_its_test_set():
+    from spottrain_contract.tasks import job_option_overrides
+
+    overrides = job_option_overrides("pairwise_ranking", {"labels": "other/metadata.csv", "labels_images": "imgs"},
+                                     lambda path: f"/abs/{path}")
+    assert overrides == ['train.data.test_metadata="/abs/other/metadata.csv"',
+                         'train.data.test_image_dir="/abs/imgs"']

@@ -28,8 +28,11 @@ class Catalog:
         return len(self.ids)
 
 
-def read_catalog(metadata: Path, image_dir: Path) -> Catalog:
-    where = f"train.data.metadata ({metadata})"
+def read_catalog(metadata: Path, image_dir: Path, setting: str = "train.data.metadata",
+                 image_setting: str = "train.data.image_dir") -> Catalog:
+    """The catalog `metadata` lists, its files in `image_dir`; `setting` and `image_setting` name where the two
+    came from in an error."""
+    where = f"{setting} ({metadata})"
     try:
         with open(metadata, newline="", encoding="utf-8-sig") as source:
             reader = csv.DictReader(source)
@@ -54,7 +57,7 @@ def read_catalog(metadata: Path, image_dir: Path) -> Catalog:
         path = image_dir / filename
         if not filename or not path.is_file():
             raise ConfigurationError(f"{where}: row {line}: filename {filename!r}: no such file in "
-                                     f"train.data.image_dir ({image_dir})")
+                                     f"{image_setting} ({image_dir})")
         seen[image_id] = line
         ids.append(image_id)
         paths.append(path)

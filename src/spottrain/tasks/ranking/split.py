@@ -40,7 +40,8 @@ class DataSplit:
             if unknown:
                 raise ConfigurationError(f"train.data.metadata: the run's stored split ({where}) names {len(unknown)} "
                                          f"image id(s) no longer in it, e.g. {unknown[0]!r}: restore those rows, "
-                                         f"or start a new run")
+                                         f"or start a new run (to judge a run on another labelled set, keep its "
+                                         f"metadata and pass `launch eval RUN --option labels=CSV`)")
             parts[name] = np.sort(np.asarray([position[i] for i in stored[name]], dtype=np.int64))
         return cls(**parts)
 

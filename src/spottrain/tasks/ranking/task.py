@@ -32,7 +32,8 @@ from spottrain.tasks.ranking.model import (PairwiseRanker, RankerHead, build_bac
 from spottrain.tasks.ranking.pairs import PairCodec, cross_tier_pairs, epoch_pairs, labels
 from spottrain.tasks.ranking.predict import predict
 from spottrain.tasks.ranking.split import DataSplit, stratified_split
-from spottrain_contract.ranking import GENERATED
+from spottrain_contract.errors import ConfigurationError
+from spottrain_contract.ranking import GENERATED, TIERS
 
 SPLIT_FILE = "split.json"
 HEAD_MODULE, BACKBONE_MODULE = "ranker_head", "ranker_backbone"
@@ -76,6 +77,9 @@ class PairwiseRankingTask:
         self.cached = train.model.freeze_backbone and self.augment is None and self.options.cache_features
         self.features: Optional[torch.Tensor] = None  # [images, F] on the CPU once the model is built, if cached
         self.val_pairs = self._pairs_of("val", data.val_pairs)
+        self.test_set: Optional[Catalog] = self._labelled_set(data)  # read and checked before any weights load
+        self.test_data = (f"the stored test split ({files.key(SPLIT_FILE)})" if self.test_set is None
+                          else f"the labelled set {data.test_metadata} ({len(self.test_set)} images)")
 
     # --- training ----------------------------------------------------------------------------------------
 
@@ -122,8 +126,32 @@ class PairwiseRankingTask:
         return self._report(model, "val", self.val_pairs)
 
     def test_metrics(self, model) -> dict[str, float]:
-        """The stored test split: every cross-tier pair of its images."""
-        return self._report(model, "test", self._pairs_of("test", None))
+        """The stored test split: every cross-tier pair of its images; with `train.data.test_metadata` (`launch eval
+        RUN --option labels=CSV`), every cross-tier pair of that labelled set's images instead, the same report."""
+        if self.test_set is None:
+            return self._report(model, "test", self._pairs_of("test", None))
+        labelled = self.test_set
+        first, second = cross_tier_pairs(labelled.tiers, np.arange(len(labelled)))
+        return ranking_report(self._scores_of_paths(model, labelled.paths), labelled.tiers, first, second,
+                              self.options.loss, self.options.margin, "test")
+
+    @staticmethod
+    def _labelled_set(data) -> Optional[Catalog]:
+        """`train.data.test_metadata` read like metadata.csv (its files in test_image_dir, else beside it), with
+        images of two tiers at least; None without it."""
+        if data.test_metadata is None:
+            return None
+        metadata = Path(data.test_metadata)
+        if data.test_image_dir is None:
+            image_dir, image_setting = metadata.parent, "the CSV's directory"
+        else:
+            image_dir, image_setting = Path(data.test_image_dir), "train.data.test_image_dir"
+        labelled = read_catalog(metadata, image_dir, "train.data.test_metadata", image_setting)
+        present = sorted(set(labelled.tiers.tolist()))
+        if len(present) < 2:
+            raise ConfigurationError(f"train.data.test_metadata ({metadata}): every row has tier "
+                                     f"{TIERS[present[0]]}: pairs need images of at least two tiers")
+        return labelled
 
     def _report(self, model, part: str, pairs: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         members = self.split.part(part)
