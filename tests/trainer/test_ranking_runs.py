@@ -111,3 +111,65 @@ def test_sigkill_mid_epoch_resumes_bitwise_equal(tmp_path, pixels):
     assert run.complete_steps()[-1] < KILL_STEPS
     assert run.run() == 0, run.last_log()
     assert_runs_match(run, reference, KILL_STEPS, lr_metric="learning_rate")
+
+
+OTHER_SET = {"S": 5, "A": 4, "B": 3, "C": 2}  # 14 images: 5·4 + 5·3 + 5·2 + 4·3 + 4·2 + 3·2 = 71 cross-tier pairs
+
+
+def other_labelled_set(folder: Path, source: Path) -> Path:
+    """Another labelled set in `folder`: images of the generated set of another seed (`source`), OTHER_SET of
+    each tier, and its metadata.csv (image_id, filename, tier) beside them."""
+    from spottrain.tasks.ranking.generated import ensure_generated
+
+    ensure_generated(source, seed=1)
+    folder.mkdir()
+    rows = ["image_id,filename,tier"]
+    for tier, count in OTHER_SET.items():
+        for n in range(count):
+            name = f"{tier.lower()}_{n:03d}.png"
+            shutil.copy(source / name, folder / f"other_{name}")
+            rows.append(f"other-{tier}-{n},other_{name},{tier}")
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return folder / "metadata.csv"
+
+
+def test_launch_eval_judges_another_labelled_set_with_the_same_report(trained):
+    metadata = other_labelled_set(trained / "other", trained / "other-source")
+    done = launch(trained, "eval", "ranker", "--option", "labels=other/metadata.csv")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"on the labelled set {metadata} (14 images)" in done.stdout
+    [saved] = (trained / "runs" / "store" / "ranker" / "eval").glob("step-*.json")
+    report = json.loads(saved.read_text())
+    metrics = report["metrics"]
+    assert report["test_data"] == f"the labelled set {metadata} (14 images)"
+    assert metrics["test/total_pairs"] == 71  # every cross-tier pair of that set, not of the stored split
+    assert {f"test/accuracy/{gap}" for gap in ("S-A", "S-B", "S-C", "A-B", "A-C", "B-C")} <= set(metrics)
+    assert -1 <= metrics["test/kendall_tau"] <= 1
+    # The same numbers a user would get by hand: the folder's images scored by `launch predict`, pairs counted.
+    ranked = launch(trained, "predict", "ranker", "other", "--out", "other-ranked.csv")
+    assert ranked.returncode == 0, ranked.stdout[-3000:] + ranked.stderr[-3000:]
+    scores = {Path(row.split(",")[1]).name: float(row.split(",")[2])
+              for row in (trained / "other-ranked.csv").read_text().splitlines()[1:]}
+    tiers = {f"other_{t.lower()}_{n:03d}.png": "SABC".index(t) for t, count in OTHER_SET.items() for n in range(count)}
+    assert set(scores) == set(tiers)
+    pairs = [(a, b) for a in tiers for b in tiers if tiers[a] < tiers[b]]
+    correct = sum(scores[a] > scores[b] for a, b in pairs)
+    near_ties = sum(abs(scores[a] - scores[b]) < 1e-5 for a, b in pairs)  # the CSV keeps six decimals
+    assert len(pairs) == 71 and abs(metrics["test/correct_predictions"] - correct) <= near_ties
+    gap = [(a, b) for a, b in pairs if (tiers[a], tiers[b]) == (0, 3)]
+    assert metrics["test/accuracy/S-C"] == pytest.approx(sum(scores[a] > scores[b] for a, b in gap) / len(gap),
+                                                         abs=near_ties / len(gap) + 1e-9)
+    from scipy.stats import kendalltau
+
+    names = sorted(tiers)
+    tau = kendalltau([scores[n] for n in names], [-tiers[n] for n in names]).statistic
+    assert metrics["test/kendall_tau"] == pytest.approx(tau, abs=1e-3)
+    # A malformed set: the job refuses it in one line naming the file, the row and the column.
+    bad = trained / "bad-labels"
+    shutil.copytree(trained / "other", bad)
+    (bad / "metadata.csv").write_text((bad / "metadata.csv").read_text().replace("other-B-0,other_b_000.png,B",
+                                                                                 "other-B-0,other_b_000.png,Q"))
+    refused = launch(trained, "eval", "ranker", "--option", "labels=bad-labels/metadata.csv")
+    assert refused.returncode != 0
+    assert (f"train.data.test_metadata ({bad / 'metadata.csv'}): row 11: tier 'Q': expected one of S, A, B, C"
+            in refused.stdout + refused.stderr)
