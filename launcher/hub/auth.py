@@ -93,6 +93,16 @@ def refusal(request: Request, status: int, message: str, login_page=None) -> Res
     return JSONResponse({"error": message}, status_code=status)
 
 
+def local_target(path: str) -> str:
+    """Where signing in may return to: a path of this hub (not another site's `//host` or `https://`, nor the
+    login form itself), else the runs page."""
+    if not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return "/"
+    if urlsplit(path).path in PUBLIC_PATHS:
+        return "/"
+    return path
+
+
 def new_csrf_token() -> str:
     return secrets.token_urlsafe(24)
 

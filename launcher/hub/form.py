@@ -29,6 +29,14 @@ class FormField:
     choices: tuple[str, ...] = ()
     required: bool = False
 
+    @property
+    def requirement(self) -> str:
+        """What a required field asks for, as its input's placeholder and its `required` mark say it: `required:
+        <its description>` (or its kind, where it has none); "" for a field that has a default."""
+        if not self.required:
+            return ""
+        return f"required: {self.description or f'a {self.kind} value'}"
+
 
 def _unwrap(annotation) -> tuple[Any, bool]:
     """(the annotation without Optional/Annotated, whether None is allowed)."""

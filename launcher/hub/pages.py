@@ -32,18 +32,23 @@ def _render(request: Request, template: str, status_code: int = 200, **context) 
 
 def _error(request: Request, exc: UserError) -> HTMLResponse:
     status = getattr(exc, "status", 400)  # as the API's (see app)
-    return _render(request, "error.html", status_code=status, message=str(exc).splitlines()[0])
+    return _render(request, "error.html", status_code=status, message=str(exc).splitlines()[0],
+                   not_found=status == 404)
 
 
-def login_page(request: Request, status_code: int = 200, failed: bool = False) -> HTMLResponse:
-    nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return _render(request, "login.html", status_code=status_code, next=nxt if nxt != "/login" else "/",
+def login_page(request: Request, status_code: int = 200, failed: bool = False,
+               next: Optional[str] = None) -> HTMLResponse:
+    """The form, returning to `next` once signed in (by default the page asked for: the guard shows this form
+    in its place)."""
+    if next is None:
+        next = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return _render(request, "login.html", status_code=status_code, next=auth.local_target(next),
                    failed=failed, csrf="")
 
 
 @router.get("/login")
 def login_form(request: Request, next: str = "/"):
-    return login_page(request)
+    return login_page(request, next=next)
 
 
 @router.post("/login")
@@ -52,9 +57,8 @@ def login(request: Request, token: str = Form(""), next: str = Form("/")):
     if expected is None:
         return RedirectResponse("/", status_code=303)
     if not auth.token_ok(expected, token):
-        return login_page(request, status_code=401, failed=True)
-    target = next if next.startswith("/") and not next.startswith("//") and "\\" not in next else "/"
-    response = RedirectResponse(target, status_code=303)
+        return login_page(request, status_code=401, failed=True, next=next)
+    response = RedirectResponse(auth.local_target(next), status_code=303)
     response.set_cookie(auth.SESSION_COOKIE, auth.session_value(expected), httponly=True, samesite="strict",
                         path="/")
     return response

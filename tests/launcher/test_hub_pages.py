@@ -39,3 +39,29 @@ def test_every_page_renders(client):
 
 def test_an_unknown_run_page_is_404(client):
     assert client.get("/runs/nope").status_code == 404
+
+
+def _title_and_heading(html: str) -> tuple[str, str]:
+    return (re.search(r"<title>(.*?)</title>", html, re.S).group(1).strip(),
+            re.search(r"<h1>(.*?)</h1>", html, re.S).group(1).strip())
+
+
+def test_the_404_page_says_not_found_and_other_errors_keep_their_wording(client):
+    missing = client.get("/runs/nope")
+    assert missing.status_code == 404
+    title, heading = _title_and_heading(missing.text)
+    assert title.startswith("Not found") and heading == "Not found"
+    assert re.search(r'<p class="error" id="error">[^<]*nope', missing.text)
+    refused = client.get("/compare?run=only-one")
+    assert refused.status_code == 400
+    title, heading = _title_and_heading(refused.text)
+    assert "Not found" not in title and heading == "Not possible"
+
+
+def test_a_required_field_says_what_it_requires(client):
+    html = client.get("/new?recipe=baseline&target=local").text
+    lr = re.search(r'<input class="field" id="f-train\.optim\.lr"[^>]*>', html).group(0)
+    assert 'placeholder="required: Peak learning rate (AdamW)."' in lr
+    assert re.search(r'<span class="req" title="required: Peak learning rate \(AdamW\)\.">required</span>', html)
+    optional = re.search(r'<input class="field" id="f-train\.max_steps"[^>]*>', html).group(0)
+    assert "required" not in optional

@@ -108,3 +108,41 @@ def test_hub_on_a_public_address_without_a_token_exits_2(project, tmp_path):
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["error: --host 0.0.0.0: the hub would be reachable from other machines: "
                                         "give it a token (--token or SPOTTRAIN_HUB_TOKEN), or listen on 127.0.0.1"]
+
+
+def _sign_in_form(page) -> tuple[str, dict]:
+    """The login form of a page: (where it posts, its hidden fields)."""
+    import html as html_lib
+    import re
+
+    form = re.search(r'<form method="post" action="([^"]*)">(.*?)</form>', page.text, re.S)
+    assert form, page.text
+    hidden = dict(re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', form.group(2)))
+    return html_lib.unescape(form.group(1)), {k: html_lib.unescape(v) for k, v in hidden.items()}
+
+
+def test_signing_in_returns_to_the_page_asked_for(project):
+    """From the page asked for (even after a wrong token first), and from /login?next=; never off the hub."""
+    run_id = evil_run(project)
+    asked = f"/runs/{run_id}?tab=log"
+    with client_for(project, token="s3cret") as client:
+        refused = client.get(asked)
+        assert refused.status_code == 401
+        action, hidden = _sign_in_form(refused)
+        assert hidden["next"] == asked
+        wrong = client.post(action, data={**hidden, "token": "wrong"})
+        assert wrong.status_code == 401 and "That token is not the hub" in wrong.text
+        action, hidden = _sign_in_form(wrong)
+        landed = client.post(action, data={**hidden, "token": "s3cret"})
+        assert landed.status_code == 200 and landed.url.path + "?" + landed.url.query.decode() == asked
+        assert [step.status_code for step in landed.history] == [303]
+    with client_for(project, token="s3cret") as client:
+        action, hidden = _sign_in_form(client.get(f"/login?next=/runs/{run_id}"))
+        assert hidden["next"] == f"/runs/{run_id}"
+        landed = client.post(action, data={**hidden, "token": "s3cret"})
+        assert landed.status_code == 200 and landed.url.path == f"/runs/{run_id}"
+    for elsewhere in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "/login", "runs/x"):
+        with client_for(project, token="s3cret") as client:
+            action, hidden = _sign_in_form(client.get("/login", params={"next": elsewhere}))
+            done = client.post(action, data={**hidden, "token": "s3cret"}, follow_redirects=False)
+            assert done.headers["location"] == "/", elsewhere
