@@ -7,8 +7,9 @@ params (`launch.*` bookkeeping left out).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from launcher.errors import LaunchError
 from launcher.mlflow_runs import final_metrics, mlflow_run, tracking_uri_of
@@ -18,6 +19,25 @@ from launcher.views import CompareView
 from spottrain_contract.recipe import from_shipped, settings_of
 
 CURVES = ("train/loss", "val/loss", "train/value_loss", "train/weighted_ce_loss")
+# bookkeeping, not results: shown by `launch compare --all` and the Compare page's toggle
+BOOKKEEPING_PREFIXES = ("perf/", "transfer/", "checkpoint/", "ledger/", "system/")
+BOOKKEEPING_NAMES = ("epoch", "global_step", "learning_rate", "lr")  # a key's last part (train/epoch, learning_rate)
+
+
+def is_bookkeeping(key: str) -> bool:
+    """Whether a metric keeps the books (speed, transfers, checkpoints, the ledger, system, epoch, learning rate)
+    rather than saying how well the run did."""
+    return key.startswith(BOOKKEEPING_PREFIXES) or key.rsplit("/", 1)[-1] in BOOKKEEPING_NAMES
+
+
+def metric_order(keys: Iterable[str]) -> list[str]:
+    """The one order both faces list metrics in: the training losses (train/*loss*), then val/* (and eval/*), then
+    test/*, then the other results, then the bookkeeping; losses first within each group, then by name."""
+    def rank(key: str) -> tuple:
+        group = (4 if is_bookkeeping(key) else 0 if key.startswith("train/") and "loss" in key
+                 else 1 if key.startswith(("val/", "eval/")) else 2 if key.startswith("test/") else 3)
+        return group, "loss" not in key.rsplit("/", 1)[-1], key
+    return sorted(keys, key=rank)
 
 
 def run_settings(record: RunRecord, draft_settings: Callable[[RunRecord], Optional[dict[str, str]]]) -> dict[str, str]:
@@ -41,16 +61,29 @@ def compare_view(records: list[RunRecord],
     settings = [run_settings(record, draft_settings) for record in records]
     keys = sorted(set().union(*settings))
     diff = {key: [s.get(key) for s in settings] for key in keys if len({s.get(key) for s in settings}) > 1}
-    return CompareView(runs=[r.run_id for r in records], config_diff=diff, metrics=final_metrics(records))
+    finals = final_metrics(records)
+    return CompareView(runs=[r.run_id for r in records], config_diff=diff,
+                       metrics={key: finals[key] for key in metric_order(finals)})
 
 
-def compare_text(view: CompareView) -> str:
-    """The comparison as two tables."""
+def metric_rows(view: CompareView) -> list[tuple[str, list[str], bool]]:
+    """Each metric in `metric_order`: (its key, its readable final value in each run, whether it is bookkeeping)."""
+    return [(key, [fmt(v) for v in view.metrics[key]], is_bookkeeping(key)) for key in metric_order(view.metrics)]
+
+
+def compare_text(view: CompareView, every_metric: bool = False) -> str:
+    """The comparison as two tables; the bookkeeping metrics only with `every_metric` (else a line says how many
+    were left out)."""
     lines = [render_table(["PARAM", *view.runs], [[k, *(v if v is not None else "-" for v in values)]
                                                   for k, values in view.config_diff.items()])
              if view.config_diff else "same configuration"]
-    lines += ["", render_table(["METRIC (final)", *view.runs], [[k, *map(fmt, values)]
-                                                               for k, values in view.metrics.items()])]
+    rows = metric_rows(view)
+    shown = [[key, *values] for key, values, bookkeeping in rows if every_metric or not bookkeeping]
+    hidden = len(rows) - len(shown)
+    lines += ["", render_table(["METRIC (final)", *view.runs], shown) if shown else "no results logged yet"]
+    if hidden:
+        lines += [f"({hidden} bookkeeping metrics left out: perf/*, transfer/*, checkpoint/*, ledger/*, epoch, "
+                  f"learning rate; --all shows them)"]
     return "\n".join(lines)
 
 
@@ -102,5 +135,14 @@ def save_figure(figure, path: Path) -> Path:
     return path
 
 
-def fmt(value) -> str:
-    return "-" if value is None else f"{value:.6g}"
+def fmt(value: Optional[float]) -> str:
+    """A metric's value as a person reads it: up to 4 significant digits without an exponent (0.1235, 2.5, 812.4),
+    a thousand or more as a whole number with separators (9,159,110); "-" for none. Only below 0.0001 or from
+    10¹⁵ on does an exponent remain (3e-05)."""
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    if 1000 <= abs(value) < 1e15:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"

@@ -1,5 +1,6 @@
 """`launch compare SWEEP`: the sweep's cells × their final metrics, read back from MLflow, as a table, as
-`ablation_summary.json`, and with `--plot` as one bar chart per metric.
+`ablation_summary.json` (runs/sweeps/<sweep id>/ in the project unless `--out` says), and with `--plot` as one bar
+chart per metric.
 
 The columns: the evaluation metrics the cells logged (`test/*`, then `val/*`: test/exact_match, test/bleu4, … for
 the VLM task, val/loss for the WMTP stages), or the metrics `--metric` names instead; then the final `train/loss`;
@@ -70,13 +71,22 @@ def ablation_table(view: AblationView) -> str:
                         [[cell.cell, *(fmt(cell.metrics[column]) for column in view.metrics)] for cell in view.cells])
 
 
-def write_summary(view: AblationView, out: Path) -> Path:
-    """`ablation_summary.json` (in `out` if it is a directory, else `out` itself); the file written."""
+def default_summary_path(project_dir: Path, sweep_id: str) -> Path:
+    """runs/sweeps/<sweep id>/ablation_summary.json: under runs/, which the project's .gitignore leaves out."""
+    return Path(project_dir) / "runs" / "sweeps" / sweep_id / SUMMARY_FILE
+
+
+def write_summary(view: AblationView, out: Path, *, make_dirs: bool = False) -> Path:
+    """`ablation_summary.json` (in `out` if it is a directory, else `out` itself; with `make_dirs` its directory
+    is made first, as the default's is); the file written."""
     path = out / SUMMARY_FILE if out.is_dir() else out
     try:
+        if make_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(view.model_dump(mode="json"), indent=1, ensure_ascii=False) + "\n")
     except OSError as exc:
-        raise LaunchError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
+        option = "compare" if make_dirs else "--out"
+        raise LaunchError(f"{option}: cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -105,3 +105,80 @@ def test_the_cli_and_the_hub_give_the_same_config_diff_of_two_launched_runs(tmp_
     with client_for(project) as client:
         hub = client.get("/api/compare", params={"run": ["run-a", "run-b"]}).json()
     assert cli["config_diff"] == hub["config_diff"] == {"train.optim.lr": ["0.001", "0.003"]}
+
+
+# what a real run logs besides its results: speed, transfers, checkpoints, the ledger, where it is, its learning rate
+NOISE = {"perf/step_seconds": (0.5, 0.25), "transfer/upload_bytes": (9159110.0, 12345678.0),
+         "checkpoint/upload_retries": (0.0, 1.0), "ledger/device_hours": (1.5, 2.0), "train/epoch": (3.0, 3.0),
+         "train/learning_rate": (1e-05, 5e-05), "test/accuracy": (0.123456, 0.5), "train/accuracy": (0.75, 0.8),
+         "val/perplexity": (8.16617, 4.953)}
+
+
+@pytest.fixture
+def noisy_runs(two_runs):
+    """The two runs with the bookkeeping metrics a real run logs, and more results."""
+    from mlflow.tracking import MlflowClient
+
+    for index, run_id in enumerate(("run-a", "run-b")):
+        record = two_runs.get(run_id)
+        client = MlflowClient(record.tracking_uri)
+        run = client.search_runs(client.search_experiments()[0].experiment_id,
+                                 f"tags.`spottrain.run_id` = '{run_id}'")[0]
+        for key, values in NOISE.items():
+            client.log_metric(run.info.run_id, key, values[index], step=3)
+    return two_runs
+
+
+def _metric_rows(text: str) -> list[list[str]]:
+    table = text.split("METRIC (final)")[1].split("\n\n")[0]
+    return [line.split() for line in table.splitlines()[1:] if line.strip() and not line.startswith("(")]
+
+
+def test_compare_shows_losses_and_evaluation_metrics_first_and_leaves_the_bookkeeping_out(noisy_runs):
+    out = compare(noisy_runs, "run-a", "run-b")
+    assert _metric_rows(out) == [["train/loss", "2", "1.5"], ["val/loss", "2.1", "1.6"],
+                                 ["val/perplexity", "8.166", "4.953"], ["test/accuracy", "0.1235", "0.5"],
+                                 ["train/accuracy", "0.75", "0.8"]]
+    assert out.splitlines()[-1] == ("(6 bookkeeping metrics left out: perf/*, transfer/*, checkpoint/*, ledger/*, "
+                                    "epoch, learning rate; --all shows them)")
+    assert "e+" not in out
+
+
+def test_compare_all_shows_the_bookkeeping_after_the_results_in_readable_numbers(noisy_runs):
+    ws = ops.Workspace(noisy_runs.project_dir, noisy_runs)
+    out = ops.compare_text(ops.compare_runs(ws, ["run-a", "run-b"]), every_metric=True)
+    rows = _metric_rows(out)
+    assert [row[0] for row in rows] == [
+        "train/loss", "val/loss", "val/perplexity", "test/accuracy", "train/accuracy", "checkpoint/upload_retries",
+        "ledger/device_hours", "perf/step_seconds", "train/epoch", "train/learning_rate", "transfer/upload_bytes"]
+    assert rows[-1] == ["transfer/upload_bytes", "9,159,110", "12,345,678"]
+    assert rows[-2] == ["train/learning_rate", "1e-05", "5e-05"] and "left out" not in out
+
+
+def test_the_json_keeps_every_metric_in_the_same_order(noisy_runs):
+    view = ops.compare_runs(ops.Workspace(noisy_runs.project_dir, noisy_runs), ["run-a", "run-b"])
+    assert list(view.metrics)[:5] == ["train/loss", "val/loss", "val/perplexity", "test/accuracy", "train/accuracy"]
+    assert view.metrics["transfer/upload_bytes"] == [9159110.0, 12345678.0]  # the values themselves, unrounded
+
+
+@pytest.mark.parametrize("value, shown", [(None, "-"), (2.0, "2"), (0.123456, "0.1235"), (812.44, "812.4"),
+                                          (9159110.0, "9,159,110"), (-2500.4, "-2,500"), (3e-05, "3e-05"),
+                                          (0.0, "0"), (float("nan"), "nan")])
+def test_a_metric_reads_as_a_person_writes_it(value, shown):
+    from launcher.compare import fmt
+
+    assert fmt(value) == shown
+
+
+def test_launch_compare_all_is_the_flag_that_shows_the_bookkeeping(noisy_runs, monkeypatch):
+    from click.testing import CliRunner
+
+    from launcher.cli import cli
+
+    monkeypatch.setenv("LAUNCH_PROJECT_DIR", str(noisy_runs.project_dir))
+    monkeypatch.delenv("SPOTTRAIN_DB", raising=False)
+    short = CliRunner().invoke(cli, ["compare", "run-a", "run-b"])
+    every = CliRunner().invoke(cli, ["compare", "run-a", "run-b", "--all"])
+    assert (short.exit_code, every.exit_code) == (0, 0), short.output + every.output
+    assert "transfer/upload_bytes" not in short.output and "--all shows them" in short.output
+    assert ["transfer/upload_bytes", "9,159,110", "12,345,678"] in [line.split() for line in every.output.splitlines()]

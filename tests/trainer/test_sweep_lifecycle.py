@@ -133,7 +133,7 @@ def test_compare_prints_and_writes_the_final_metrics_mlflow_holds(swept):
     done = launch(project, "compare", sweep_id)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[1].split() == ["CELL", "val/loss", "train/loss", "gpu_hours"]
-    summary = json.loads((project / "ablation_summary.json").read_text())
+    summary = json.loads((project / "runs" / "sweeps" / sweep_id / "ablation_summary.json").read_text())
     client = MlflowClient(f"sqlite:///{project}/runs/local/mlflow.db")
     for cell in summary["cells"]:
         final = client.get_run(cell["mlflow_run_id"]).data.metrics
