@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 
 from launcher import operations as ops
 from launcher.hub import stream
-from launcher.views import CheckpointsView, HubRunView, LedgerView
+from launcher.operations import comparing
+from launcher.views import AblationView, CheckpointsView, HubRunView, LedgerView
 
 router = APIRouter(prefix="/api")
 
@@ -148,10 +149,21 @@ def run_ledger(run_id: str, ws: ops.Workspace = Depends(workspace)):
 
 @router.get("/compare")
 def compare(run: list[str] = Query(default_factory=list), ws: ops.Workspace = Depends(workspace)):
+    """The runs' settings that differ and their final metrics, in the order both faces list them (losses and
+    evaluation metrics first); `bookkeeping` names those the page hides unless asked (`launch compare --all`)."""
     if len(run) < 2:
         return JSONResponse({"error": "compare: name at least two runs (?run=A&run=B)"}, status_code=400)
     page = ops.compare_page(ws, run)
-    return {"runs": run, "config_diff": page.view.config_diff, "metrics": page.view.metrics, "usage": page.usage}
+    return {"runs": run, "config_diff": page.view.config_diff, "metrics": page.view.metrics,
+            "bookkeeping": page.bookkeeping, "usage": page.usage}
+
+
+@router.get("/compare-sweep/{sweep_id}", response_model=AblationView)
+def compare_sweep(sweep_id: str, ws: ops.Workspace = Depends(workspace),
+                  metric: list[str] = Query(default_factory=list, description="Columns instead of the "
+                                                                                 "evaluation metrics.")):
+    """`launch compare SWEEP --json`: the sweep's cells × final metrics (nothing written)."""
+    return comparing.sweep_view(ws, sweep_id, metric)
 
 
 @router.get("/runs/{run_id}/events")

@@ -15,6 +15,7 @@ from launcher import operations as ops
 from launcher.errors import UserError
 from launcher.hub import auth
 from launcher.hub.form import train_fields
+from launcher.operations import comparing
 from spottrain_contract.job import RunState
 
 router = APIRouter(include_in_schema=False)
@@ -118,7 +119,9 @@ def external_run_page(request: Request, mlflow_run_id: str):
 
 
 @router.get("/compare", response_class=HTMLResponse)
-def compare_page(request: Request, run: list[str] = Query(default_factory=list)):
+def compare_page(request: Request, run: list[str] = Query(default_factory=list), all: bool = False):
+    """Runs side by side: the losses and evaluation metrics; the bookkeeping ones too with `all` (the page's
+    toggle, as `launch compare --all`)."""
     try:
         if len(run) < 2:
             raise UserError("compare: tick at least two runs on the Runs page")
@@ -126,4 +129,17 @@ def compare_page(request: Request, run: list[str] = Query(default_factory=list))
     except UserError as exc:
         return _error(request, exc)
     return _render(request, "compare.html", runs=[{"id": r, "name": n} for r, n in zip(run, page.names)],
-                   diff=page.view.config_diff, finals=page.view.metrics, usage=page.usage)
+                   diff=page.view.config_diff, rows=page.rows, show_all=all, usage=page.usage)
+
+
+@router.get("/compare-sweep/{sweep_id}", response_class=HTMLResponse)
+def compare_sweep_page(request: Request, sweep_id: str, metric: list[str] = Query(default_factory=list)):
+    """A sweep's cells × final metrics, as `launch compare SWEEP` prints them (`metric`: its `--metric`)."""
+    try:
+        page = comparing.sweep_page(request.app.state.workspace, sweep_id, metric)
+    except UserError as exc:
+        return _error(request, exc)
+    cells = [{"cell": c.cell, "run_id": c.run_id, "entries": c.entries, "values": values}
+             for c, values in zip(page.view.cells, page.rows)]
+    return _render(request, "compare_sweep.html", sweep_id=sweep_id, recipe=page.view.recipe,
+                   metrics=page.view.metrics, cells=cells)

@@ -118,11 +118,24 @@ def test_launch_compare_sweep_prints_the_table_and_writes_the_summary(sweep, pri
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "sweep abl: 4 cells"
-    assert lines[-2:] == ["wrote ablation_summary.json",
+    assert lines[-2:] == ["wrote runs/sweeps/abl/ablation_summary.json",
                           "wrote bars.png (test/bleu4, test/exact_match, val/loss, train/loss, gpu_hours)"]
-    summary = json.loads((project / "ablation_summary.json").read_text())
+    summary = json.loads((project / "runs" / "sweeps" / "abl" / "ablation_summary.json").read_text())
     assert summary == json.loads(ablation_view(Registry(project), sweep_id).model_dump_json())
     assert (project / "bars.png").is_file()
+
+
+def test_the_summary_goes_under_runs_so_the_project_stays_clean(sweep, private_home):
+    """Not into the project root, where every later launch would report `+ uncommitted changes`: under runs/,
+    which the project's .gitignore leaves out, from any directory of the project."""
+    project, sweep_id = sweep
+    (project / "notebooks").mkdir()
+    done = run_launch("compare", sweep_id, home=private_home, cwd=project / "notebooks")
+    assert done.returncode == 0, done.stderr
+    summary = project / "runs" / "sweeps" / "abl" / "ablation_summary.json"
+    assert done.stdout.splitlines()[-1] == f"wrote {summary}"
+    assert summary.is_file() and not (project / "ablation_summary.json").exists()
+    assert not (project / "notebooks" / "ablation_summary.json").exists()
 
 
 def test_launch_compare_sweep_out_names_where_the_summary_goes(sweep, private_home, tmp_path):
@@ -136,3 +149,43 @@ def test_launch_compare_of_one_run_says_to_name_two(sweep, private_home):
     done = run_launch("compare", "abl-lr_1e3__s1", home=private_home, cwd=project)
     assert (done.returncode, done.stderr.splitlines()) == (
         2, ["error: compare: abl-lr_1e3__s1 is a run, not a sweep: name two runs (launch compare RUN_A RUN_B)"])
+
+
+def test_the_table_shows_readable_numbers(sweep):
+    project, sweep_id = sweep
+    view = ablation_view(Registry(project), sweep_id)
+    view.cells[0].metrics.update({"test/bleu4": 0.123456789, "gpu_hours": 12345.678})
+    row = ablation_table(view).splitlines()[1].split()
+    assert row[:2] == ["lr_1e3__s1", "0.1235"] and row[-1] == "12,346"
+
+
+def test_the_hub_compare_sweep_page_and_api_give_the_clis_view(sweep):
+    """The Runs page's "compare sweep" link opens the cells × metrics `launch compare SWEEP` prints; the hub writes
+    no summary."""
+    import re
+
+    from hub_helpers import client_for
+
+    project, sweep_id = sweep
+    with client_for(project) as client:
+        api = client.get(f"/api/compare-sweep/{sweep_id}")
+        html = client.get(f"/compare-sweep/{sweep_id}").text
+        chosen = client.get(f"/api/compare-sweep/{sweep_id}", params={"metric": ["val/loss"]}).json()
+        missing = client.get("/compare-sweep/abx")
+        a_run = client.get("/api/compare-sweep/abl-lr_1e3__s1")
+    assert api.status_code == 200
+    assert api.json() == json.loads(ablation_view(Registry(project), sweep_id).model_dump_json())
+    assert chosen["metrics"] == ["val/loss", "train/loss", "gpu_hours"]
+    table = html[html.index('id="sweep-cells"'):]
+    heads = re.findall(r'<th class="mono">([^<]*)</th>', table)
+    assert heads == ["test/bleu4", "test/exact_match", "val/loss", "train/loss", "gpu_hours"]
+    rows = re.findall(r'<tr data-id="([^"]*)"><td><a href="/runs/[^"]*">([^<]*)</a></td>((?:<td>[^<]*</td>)*)</tr>',
+                      table)
+    assert [(run_id, cell, re.findall(r"<td>([^<]*)</td>", values)) for run_id, cell, values in rows] == [
+        ("abl-lr_1e3__s1", "lr_1e3__s1", ["0.125", "0.25", "2.5", "2", "1.5"]),
+        ("abl-lr_1e3__s2", "lr_1e3__s2", ["0.25", "0.5", "2.25", "1.75", "2"]),
+        ("abl-lr_3e3__s1", "lr_3e3__s1", ["-", "0.75", "2", "1.5", "2.5"]),
+        ("abl-lr_3e3__s2", "lr_3e3__s2", ["-", "-", "-", "-", "-"])]
+    assert missing.status_code == 400 and "no sweep &#39;abx&#39; launched from this project" in missing.text
+    assert a_run.status_code == 400 and a_run.json()["error"].startswith("compare: abl-lr_1e3__s1 is a run")
+    assert not list(project.rglob("ablation_summary.json"))

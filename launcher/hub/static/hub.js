@@ -126,7 +126,7 @@ function runsPage() {
     const links = row.insertCell();
     if (sweep.cells.length > 1) {
       const link = document.createElement("a");
-      link.href = "/compare?" + new URLSearchParams(sweep.cells.map((id) => ["run", id]));
+      link.href = "/compare-sweep/" + encodeURIComponent(sweep.sweep_id);
       link.className = "compare-sweep"; link.textContent = "compare sweep";
       links.append(link);
     }
@@ -526,6 +526,13 @@ function runPage() {
 // --- Compare -------------------------------------------------------------------------------------------
 async function comparePage() {
   const runs = JSON.parse(document.getElementById("compare-data").textContent);
+  const showAll = document.getElementById("show-all");  // the bookkeeping metrics: hidden unless ticked (?all=true)
+  if (showAll) showAll.addEventListener("change", () => {
+    for (const row of document.querySelectorAll("#finals tr.bookkeeping")) row.hidden = !showAll.checked;
+    const url = new URL(location.href);
+    if (showAll.checked) url.searchParams.set("all", "true"); else url.searchParams.delete("all");
+    history.replaceState(null, "", url);
+  });
   const all = await Promise.all(runs.map((r) => getJSON(`/api/runs/${encodeURIComponent(r.id)}/metrics`)));
   const label = (r) => `${r.name} (${r.id.slice(-4)})`;
   drawCharts(document.getElementById("curves"), runs.map((r, i) => ({metrics: all[i], label: label(r)})));
