@@ -34,9 +34,10 @@ class RankerModel(Strict):
 class Split(Strict):
     """Stratified by tier; computed once per run and stored with it (`<run id>/task/split.json`)."""
 
-    train: Annotated[float, between(0, 1)] = 0.8
-    val: Annotated[float, between(0, 1)] = 0.1
-    test: Annotated[float, between(0, 1)] = 0.1
+    train: Annotated[float, between(0, 1)] = Field(0.8, description="Fraction of the images trained on.")
+    val: Annotated[float, between(0, 1)] = Field(0.1, description="Fraction of the images validated on.")
+    test: Annotated[float, between(0, 1)] = Field(0.1, description="Fraction of the images held out for "
+                                                                   "`launch eval`.")
     seed: int = Field(42, description="Seed of the split (independent of train.seed).")
 
     @model_validator(mode="after")
@@ -65,13 +66,16 @@ class RankingData(Strict):
     metadata: str = Field(description="CSV with image_id, filename, tier (S/A/B/C), or 'generated' for the small "
                                       "generated set (written to image_dir).")
     image_dir: str = Field(description="Directory of the images (local path or a volume's mount).")
-    split: Split = Field(default_factory=Split)
+    split: Split = Field(default_factory=Split, description="How the images are divided into train, val and "
+                                                            "test (fractions summing to 1).")
     pairs_per_epoch: Optional[PositiveInt] = Field(
         None, description="Training pairs drawn each epoch, every tier gap equally; unset: every pair of training "
                           "images of different tiers (O(N²)).")
     val_pairs: Optional[PositiveInt] = Field(
         None, description="Validation pairs scored at most (a fixed draw); unset: every pair of the split.")
-    augment: Augmentation = Field(default_factory=Augmentation)
+    augment: Augmentation = Field(
+        default_factory=Augmentation,
+        description="Random flips, rotations and brightness/contrast jitter of the training images.")
     test_metadata: Optional[str] = Field(
         None, description="A labelled set to judge instead of the run's stored test split (`launch eval RUN "
                           "--option labels=PATH`): a CSV of image_id, filename, tier like metadata; every pair of "
@@ -102,6 +106,8 @@ class RankingOptions(Strict):
 class PairwiseRankingStage(Strict):
     """Pairwise quality ranking of images by tier (seed 003)."""
 
-    model: RankerModel = Field(default_factory=RankerModel)
-    data: RankingData
-    ranking: RankingOptions = Field(default_factory=RankingOptions)
+    model: RankerModel = Field(default_factory=RankerModel, description="The scoring model: backbone and "
+                                                                        "projector.")
+    data: RankingData = Field(description="The images, their tiers and how they are split and paired.")
+    ranking: RankingOptions = Field(default_factory=RankingOptions,
+                                    description="The pairwise loss and how backbone features are computed.")

@@ -165,7 +165,8 @@ class Resources(Strict):
     nodes: Annotated[int, between(1, 64)] = Field(1, description="Number of nodes.")
     spot: bool = Field(True, description="Use spot instances (the job is recovered after a preemption).")
     disk_gb: Annotated[int, between(50, 65536)] = Field(500, description="Boot disk size per node.")
-    recovery: Recovery = Field(default_factory=Recovery)
+    recovery: Recovery = Field(default_factory=Recovery, description="How SkyPilot brings the job back after a "
+                                                                     "preemption or a failure.")
     vessl: Optional[VesslResources] = Field(None, description="Cluster and preset when launched on VESSL.")
 
     @property
@@ -228,15 +229,17 @@ class Batch(Strict):
 
 class Optim(Strict):
     lr: Annotated[float, above(0)] = Field(description="Peak learning rate (AdamW).")
-    weight_decay: Annotated[float, between(0, 1)] = 0.0
-    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: Annotated[float, between(0, 1)] = Field(0.0, description="AdamW's decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW's (β1, β2).")
     grad_clip: Annotated[float, between(0, 1e6)] = Field(1.0, description="Gradient norm clip; 0 disables it.")
 
 
 class Schedule(Strict):
     warmup_ratio: Annotated[float, between(0, 1)] = Field(0.03, description="Fraction of steps of linear warmup.")
-    decay: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: Annotated[float, between(0, 1)] = 0.0
+    decay: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Shape of the learning rate after the warmup, down to min_lr_ratio × lr.")
+    min_lr_ratio: Annotated[float, between(0, 1)] = Field(
+        0.0, description="The learning rate at the end of the decay, as a fraction of the peak.")
 
 
 class Cadence(Strict):
@@ -269,13 +272,16 @@ class Checkpoint(Cadence):
     every_epochs: Optional[PositiveInt] = Field(None, description="Save every N epochs (instead of every_steps).")
     keep: PositiveInt = Field(3, description="Newest complete intermediate checkpoints kept (best and final always).")
     best_metric: str = Field("val/loss", description="Metric that picks the best checkpoint.")
-    best_mode: Literal["min", "max"] = "min"
+    best_mode: Literal["min", "max"] = Field("min", description="Whether the best checkpoint has the lowest "
+                                                                "(min) or the highest (max) best_metric.")
     endpoint_url: Optional[str] = Field(None, description="S3-compatible endpoint (MinIO, R2, ...).")
 
 
 class DeepSpeedSettings(Strict):
-    zero_stage: Annotated[int, between(0, 3)] = 2
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    zero_stage: Annotated[int, between(0, 3)] = Field(2, description="DeepSpeed ZeRO stage: 0 none; 1 "
+                                                                      "optimizer states, 2 and gradients, 3 and "
+                                                                      "parameters sharded across ranks.")
+    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Training precision.")
 
 
 class Performance(Strict):
@@ -315,17 +321,19 @@ class Train(Strict):
     """What every task shares; the task's own options sit beside these keys. Any key can be overridden as
     `train.a.b=value`."""
 
-    batch: Batch
+    batch: Batch = Field(description="Batch size per GPU and gradient accumulation.")
     epochs: Annotated[float, above(0)] = Field(description="Passes over the training set (may be fractional).")
     max_steps: Optional[PositiveInt] = Field(None, description="Stop after this many optimizer steps.")
-    seed: int = 42
-    log_every_steps: PositiveInt = 10
-    optim: Optim
-    schedule: Schedule = Field(default_factory=Schedule)
-    checkpoint: Checkpoint
-    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
-    performance: Performance = Field(default_factory=Performance)
-    eval: Evaluation = Field(default_factory=Evaluation)
+    seed: int = Field(42, description="Seed of the initialisation, data order and sampling.")
+    log_every_steps: PositiveInt = Field(10, description="Log the training metrics every N optimizer steps.")
+    optim: Optim = Field(description="The optimizer (AdamW).")
+    schedule: Schedule = Field(default_factory=Schedule, description="The learning-rate schedule.")
+    checkpoint: Checkpoint = Field(description="Where and how often checkpoints are saved, and which is best.")
+    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings,
+                                         description="DeepSpeed's ZeRO stage and precision.")
+    performance: Performance = Field(default_factory=Performance, description="How fast the same training runs "
+                                                                             "on a GPU (nothing trained changes).")
+    eval: Evaluation = Field(default_factory=Evaluation, description="How often the validation set is evaluated.")
     early_stopping: Optional[EarlyStopping] = Field(None, description="Stop when the best metric stops "
                                                                       "improving (off when unset).")
 
@@ -335,12 +343,14 @@ class Recipe(Strict):
 
     name: Annotated[str, _matching(_JOB_NAME, "lowercase letters, digits and dashes")] = Field(
         description="Job name on every target.")
-    description: str = ""
+    description: str = Field("", description="What the stage is for, in a line (a VESSL run's description; "
+                                              "unset: <task> stage from <recipe>).")
     task: str = Field(description="What the stage trains: a registered task (`launch list` shows them).")
     image: str = Field(description="Container image, e.g. pytorch/pytorch:2.5.1-cuda12.4-cudnn9-devel.")
-    resources: Resources
-    code: Code
-    volumes: dict[str, Volume] = Field(default_factory=dict)
+    resources: Resources = Field(description="The machines: accelerator, GPUs, nodes, spot, disk, recovery.")
+    code: Code = Field(description="Where the code comes from on the node.")
+    volumes: dict[str, Volume] = Field(default_factory=dict, description="Storage mounted on the nodes, by name "
+                                                                         "(models, datasets).")
     env: dict[EnvName, Text] = Field(default_factory=dict, description="Plain environment variables.")
     secrets: list[EnvName] = Field(default_factory=list, description="Names of secrets taken from the "
                                    "environment or .env at launch; values never enter a file or a log.")
@@ -349,8 +359,9 @@ class Recipe(Strict):
                                 "values from .env at launch through a private temporary file.")
     setup: str = Field("pip install -e '.[node]'", description="Shell run once per node before training (the "
                        "`node` extra: the trainer and the contract, none of the launcher's dependencies).")
-    mlflow: MLflowSettings
-    train: Train
+    mlflow: MLflowSettings = Field(description="Where the run's metrics are tracked.")
+    train: Train = Field(description="What is trained and how: the settings every task shares and the task's "
+                                     "own options.")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named sets of dotted overrides, e.g. local: {train.max_steps: 40}.")
     sweep: Axes = Field(
@@ -362,6 +373,16 @@ class Recipe(Strict):
                     "--override. Axis and entry names: lowercase letters and digits with single '.', '_' or '-' "
                     "between them. The recipe as written must be valid too (what no cell changes). Empty: one "
                     "run.")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs):
+        """A task's recipe model narrows `train` to its own Train (tasks.recipe_model): the field keeps the
+        description it has here. Descriptions only; validation is not touched."""
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, field in cls.model_fields.items():
+            inherited = Recipe.model_fields.get(name)
+            if inherited is not None and not field.description and inherited.description:
+                field.description = inherited.description
 
     @property
     def world_size(self) -> int:

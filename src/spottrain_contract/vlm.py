@@ -65,11 +65,12 @@ class VlmData(Strict):
     test_csv: Optional[str] = Field(None, description="Evaluation CSV (image, query, annotation columns), "
                                                       "answered by generation after training.")
     generated_dir: str = Field("runs/vlm-data", description="Where the generated set is written, if used.")
-    image_column: str = "url"
-    instruction_column: str = "instruction"
-    response_column: str = "response"
-    query_column: str = "query"
-    annotation_column: str = "annotation"
+    image_column: str = Field("url", description="Column of the image path (every CSV).")
+    instruction_column: str = Field("instruction", description="Column of the prompt (training CSVs).")
+    response_column: str = Field("response", description="Column of the answer trained on (training CSVs).")
+    query_column: str = Field("query", description="Column of the question asked (test CSV).")
+    annotation_column: str = Field("annotation", description="Column of the expected answer the generation is "
+                                                             "scored against (test CSV).")
     max_length: PositiveInt = Field(512, description="Prompt and response tokens kept per example (image "
                                                      "tokens included); the response is cut first.")
 
@@ -77,12 +78,14 @@ class VlmData(Strict):
 class Generation(Strict):
     """transformers' generate() options, as the seed names them."""
 
-    max_new_tokens: PositiveInt = 128
-    min_new_tokens: Annotated[int, between(0, 10**6)] = 0
-    num_beams: PositiveInt = 1
-    do_sample: bool = False
-    temperature: Optional[Annotated[float, above(0)]] = None
-    top_p: Optional[Annotated[float, between(0, 1)]] = None
+    max_new_tokens: PositiveInt = Field(128, description="Most tokens generated per answer.")
+    min_new_tokens: Annotated[int, between(0, 10**6)] = Field(0, description="Fewest tokens generated per answer.")
+    num_beams: PositiveInt = Field(1, description="Beams of beam search (1: none).")
+    do_sample: bool = Field(False, description="Sample instead of greedy or beam search.")
+    temperature: Optional[Annotated[float, above(0)]] = Field(
+        None, description="Sampling temperature (with do_sample; unset: the model's default).")
+    top_p: Optional[Annotated[float, between(0, 1)]] = Field(
+        None, description="Nucleus sampling: keep the smallest set of tokens of this probability (with do_sample).")
 
     @model_validator(mode="after")
     def _sampling_options(self):
@@ -103,7 +106,7 @@ class VlmEvaluation(Strict):
     prompt_template: str = Field("{query}", description="The user turn; {query} is the CSV's query.")
     system_message: Optional[str] = Field(None, description="A system turn before it, where the family's "
                                                             "template has one.")
-    generation: Generation = Field(default_factory=Generation)
+    generation: Generation = Field(default_factory=Generation, description="How answers are generated.")
 
     @model_validator(mode="after")
     def _template_has_query(self):
@@ -116,10 +119,11 @@ class VlmEvaluation(Strict):
 class VlmLoraStage(Strict):
     """LoRA fine-tuning of a vision-language model, evaluated by generation (seed 002)."""
 
-    model: VlmModel
-    lora: Lora = Field(default_factory=Lora)
-    data: VlmData
-    evaluation: VlmEvaluation = Field(default_factory=VlmEvaluation)
+    model: VlmModel = Field(description="The vision-language model adapted.")
+    lora: Lora = Field(default_factory=Lora, description="The LoRA adapters trained.")
+    data: VlmData = Field(description="The training, validation and test CSVs and their columns.")
+    evaluation: VlmEvaluation = Field(default_factory=VlmEvaluation,
+                                      description="Evaluation by generation after training.")
 
     @model_validator(mode="after")
     def _evaluation_has_data(self):

@@ -39,7 +39,7 @@ class CodeData(Strict):
 class CriticOptions(Strict):
     loss_type: Literal["mse", "pairwise"] = Field(description="λ-return regression or pairwise ranking.")
     lam: Annotated[float, between(0, 1)] = Field(1.0, description="λ of the λ-return.")
-    gamma: Annotated[float, between(0, 1)] = 1.0
+    gamma: Annotated[float, between(0, 1)] = Field(1.0, description="Discount γ of the λ-return (1: none).")
 
 
 class VerifiableOptions(Strict):
@@ -48,11 +48,13 @@ class VerifiableOptions(Strict):
         stage_option="critic_stage",
         description="Explicit critic checkpoint (path or URI); resolved from the store when unset.")
     beta: Annotated[float, above(0)] = Field(0.9, description="Temperature of the exponential TD weights.")
-    value_coef: Annotated[float, between(0, 1e3)] = 0.5
+    value_coef: Annotated[float, between(0, 1e3)] = Field(
+        0.5, description="Weight of the value head's λ-return regression loss added to the weighted CE.")
     weight_clip: tuple[float, float] = Field((0.1, 5.0), description="[w_min, w_max] of the token weights.")
-    lam: Annotated[float, between(0, 1)] = 0.95
-    gamma: Annotated[float, between(0, 1)] = 1.0
-    ema_momentum: Annotated[float, between(0, 1)] = 0.1
+    lam: Annotated[float, between(0, 1)] = Field(0.95, description="λ of the advantages (GAE) and λ-returns.")
+    gamma: Annotated[float, between(0, 1)] = Field(1.0, description="Discount γ of the TD errors (1: none).")
+    ema_momentum: Annotated[float, between(0, 1)] = Field(
+        0.1, description="Weight of each batch in the running mean and std that whiten the advantages.")
 
     @model_validator(mode="after")
     def _clip_ordered(self):
@@ -65,30 +67,34 @@ class VerifiableOptions(Strict):
 class Rho1Options(Strict):
     reference_model: str = Field(description="Frozen reference model path, or 'micro'.")
     k_percent: Annotated[float, AfterValidator(fraction)] = Field(0.6, description="Fraction of tokens kept, in (0, 1].")
-    selection: Literal["hard", "soft"] = "hard"
+    selection: Literal["hard", "soft"] = Field(
+        "hard", description="'hard' keeps the tokens of the top k_percent excess loss; 'soft' weights each by "
+                            "σ((excess − threshold)/temperature).")
     temperature: Annotated[float, above(0)] = Field(1.0, description="Soft selection temperature.")
 
 
 class BaselineStage(Strict):
     """Stage 1: correct solutions only, every token weighted 1."""
 
-    model: MtpModel
-    data: CodeData
+    model: MtpModel = Field(description="The model trained.")
+    data: CodeData = Field(description="The training and validation data.")
 
 
 class CriticStage(BaselineStage):
     """Stage 2: a value head on the frozen trunk learns P(correct) per token."""
 
-    critic: CriticOptions
+    critic: CriticOptions = Field(description="The critic's own settings: its loss and λ-return.")
 
 
 class VerifiableStage(BaselineStage):
     """Stage 3: tokens weighted by the critic's TD errors."""
 
-    verifiable: VerifiableOptions
+    verifiable: VerifiableOptions = Field(description="The stage's own settings: the critic it starts from, "
+                                                      "the TD-error token weights and the value loss.")
 
 
 class Rho1Stage(BaselineStage):
     """Stage 4: tokens selected by their excess loss over a frozen reference model."""
 
-    rho1: Rho1Options
+    rho1: Rho1Options = Field(description="The stage's own settings: the reference model and the token "
+                                      "selection.")
