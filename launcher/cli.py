@@ -443,8 +443,9 @@ _CHECKPOINT_HELP = "Which of the run's checkpoints: best, last, or a step number
               help="Where the evaluation runs (default: where the run trained).")
 @click.option("--checkpoint", default="best", show_default=True, help=_CHECKPOINT_HELP)
 @click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
-              help="An option the run's task declares for its jobs (repeatable; vlm_lora: csv, prompt_template, "
-                   "system_message, batch_size, max_new_tokens, model_id, model_type).")
+              help="An option the run's task declares for its jobs (repeatable). vlm_lora: csv, prompt_template, "
+                   "system_message, batch_size, max_new_tokens, model_id, model_type; pairwise_ranking: labels "
+                   "(another labelled metadata CSV), labels_images.")
 @click.option("--csv", default=None, help="Alias of --option csv=PATH (vlm_lora: judge on this CSV of url, query, "
                                           "annotation; a path where it runs).")
 @click.option("--prompt-template", default=None, help="Alias of --option prompt_template=… (the user turn, "

@@ -71,7 +71,8 @@ def plan_adapter_evaluation(project_dir: Path, request: LaunchRequest, adapter: 
 def job_overrides(task: str, options: Mapping[str, Any], target: str) -> list[str]:
     """The overrides the task's declared job options make (`spottrain_contract.tasks.JobOption`); a path option is
     made absolute for a job here."""
-    return job_option_overrides(task, options, lambda path: existing_inputs([path], target, "--option")[0])
+    return job_option_overrides(task, options,
+                                lambda name, path: existing_inputs([path], target, f"--option {name}")[0])
 
 
 def existing_inputs(paths: Sequence[str], target: str, what: str) -> list[str]:

@@ -73,9 +73,9 @@ TASKS: PluginTable[TaskSpec] = PluginTable("task", "spottrain.tasks", {
 })
 
 
-def job_option_overrides(task: str, options: Mapping[str, Any], absolute: Callable[[str], str]) -> list[str]:
-    """The overrides a job's `--option NAME=VALUE`s make (`absolute`: what a path option becomes where the job
-    runs). Values are JSON: override values are typed as YAML, where "Question: {query}" would be a mapping. An
+def job_option_overrides(task: str, options: Mapping[str, Any], absolute: Callable[[str, str], str]) -> list[str]:
+    """The overrides a job's `--option NAME=VALUE`s make (`absolute(name, path)`: what a path option becomes where
+    the job runs). Values are JSON: override values are typed as YAML, where "Question: {query}" would be a mapping. An
     option the task does not declare is a one-line error naming those it does."""
     declared = {option.name: option for option in TASKS.get(task).job_options}
     overrides = []
@@ -84,7 +84,7 @@ def job_option_overrides(task: str, options: Mapping[str, Any], absolute: Callab
             known = ", ".join(declared) or "none"
             raise UserError(f"--option {name}: not an option of task {task}'s jobs (its options: {known})")
         option = declared[name]
-        overrides.append(f"{option.key}={json.dumps(absolute(value) if option.path else value)}")
+        overrides.append(f"{option.key}={json.dumps(absolute(name, value) if option.path else value)}")
     return overrides
 
 

@@ -75,7 +75,8 @@ def test_nodes_option_sets_the_node_count(sized_render):
 
 
 def test_sizing_options_change_the_effective_batch(sized_render):
-    assert "batch      4/GPU × grad-accum 4 × 16 GPUs = 256 effective" in error_lines(sized_render[0])
+    assert ("batch      4/GPU × grad-accum 4 × 16 GPUs = 256 effective (64 as the recipe gives it: the overrides "
+            "change the global batch)") in error_lines(sized_render[0])
 
 
 def test_sizing_options_reach_the_trainer_as_overrides(sized_render):

@@ -216,6 +216,6 @@ def test_labels_is_a_job_option_of_the_ranker_setting_its_test_set():
     from spottrain_contract.tasks import job_option_overrides
 
     overrides = job_option_overrides("pairwise_ranking", {"labels": "other/metadata.csv", "labels_images": "imgs"},
-                                     lambda path: f"/abs/{path}")
+                                     lambda name, path: f"/abs/{path}")
     assert overrides == ['train.data.test_metadata="/abs/other/metadata.csv"',
                          'train.data.test_image_dir="/abs/imgs"']
