@@ -13,6 +13,7 @@ import pytest
 
 from launcher.errors import LaunchError
 from launcher.registry import Registry, RunRecord
+from launcher.targets import Handle
 from spottrain_contract.job import RunState
 
 PROCESSES = 20
@@ -380,9 +381,14 @@ def test_a_stale_live_record_whose_supervisor_died_blocks_no_new_attempt(project
     registry.claim_attempt(a_record("r1", started=2.0))
 
 
+class _SlowHandle(Handle):
+    launched_by: int
+
+
 class _SlowTarget:
     """A target whose launch takes a moment (the window two concurrent launches of one run id would share)."""
     RUNS_HERE = False
+    HANDLE = _SlowHandle
 
     @staticmethod
     def secret_names(recipe):
@@ -401,7 +407,7 @@ class _SlowTarget:
         import time
 
         time.sleep(0.3)
-        return {"launched_by": os.getpid()}
+        return _SlowHandle(launched_by=os.getpid())
 
     @staticmethod
     def status(record):
