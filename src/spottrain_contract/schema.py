@@ -374,16 +374,6 @@ class Recipe(Strict):
                     "between them. The recipe as written must be valid too (what no cell changes). Empty: one "
                     "run.")
 
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs):
-        """A task's recipe model narrows `train` to its own Train (tasks.recipe_model): the field keeps the
-        description it has here. Descriptions only; validation is not touched."""
-        super().__pydantic_init_subclass__(**kwargs)
-        for name, field in cls.model_fields.items():
-            inherited = Recipe.model_fields.get(name)
-            if inherited is not None and not field.description and inherited.description:
-                field.description = inherited.description
-
     @property
     def world_size(self) -> int:
         """The ranks the recipe asks for (its preferred GPUs × nodes): the global batch is computed with it."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, Field, create_model
 
 from spottrain_contract.errors import UserError
 from spottrain_contract.plugins import PluginTable, load_object
@@ -101,4 +101,5 @@ def recipe_model(task: str) -> type[Recipe]:
         raise TypeError(f"task {task}: options model {options.__name__} redefines common train keys: {clash}")
     train = create_model(f"{options.__name__}Train", __base__=(Train, options))
     train.__doc__ = f"{Train.__doc__}\n\n{options.__doc__ or ''}".strip()
-    return create_model(f"{options.__name__}Recipe", __base__=Recipe, train=(train, ...))
+    described = Field(..., description=Recipe.model_fields["train"].description)  # the task's train, documented
+    return create_model(f"{options.__name__}Recipe", __base__=Recipe, train=(train, described))
