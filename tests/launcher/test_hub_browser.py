@@ -405,3 +405,31 @@ def test_every_page_fits_a_narrow_window_and_is_photographed(seeded, page, page_
                 page.screenshot(path=str(folder / f"{name}-{width}.png"), full_page=True)
     print(f"screenshots in {folder}")
     assert not too_wide, too_wide
+
+
+def test_an_eval_job_is_listed_under_its_run_and_cannot_be_resumed_or_cloned(tmp_path, page):
+    from launcher.registry import Registry, RunRecord
+    from launcher.requests import JobKind
+    from launcher.rundb.records import WeightsJobOf
+    from spottrain_contract.job import RunState
+
+    project = hub_project(tmp_path / "project")
+    registry, now = Registry(project), time.time()
+    for run_id, started, handle in (("trained", now - 300, {}), ("later", now - 100, {}),
+                                    ("trained-eval-0a1b2c3d", now - 50,
+                                     WeightsJobOf(kind=JobKind.EVAL, run_id="trained").entries())):
+        registry.save(RunRecord(run_id=run_id, recipe="baseline", target="local", state=RunState.FAILED,
+                                started=started, ended=started + 10, store="", local_dir="", tracking_uri="",
+                                project=str(project), handle=handle))
+    with serving(project, tmp_path) as url:
+        page.goto(url)
+        page.wait_for_selector("#live:text('live')")
+        ids = page.eval_on_selector_all("#runs tbody tr", "rows => rows.map(row => row.dataset.id)")
+        assert ids == ["later", "trained", "trained-eval-0a1b2c3d"]  # newest first, the job under its run
+        assert page.get_attribute("tr[data-id='trained-eval-0a1b2c3d']", "class") == "cell job"
+        assert page.text_content("tr[data-id='trained-eval-0a1b2c3d'] a") == "eval job"
+        page.goto(f"{url}/runs/trained-eval-0a1b2c3d")
+        assert page.is_disabled("#resume") and page.is_disabled("#clone")
+        assert "eval job of run trained" in page.text_content("#job-of")
+        page.goto(f"{url}/runs/trained")
+        assert page.is_enabled("#resume") and page.is_enabled("#clone")

@@ -61,7 +61,7 @@ function runsPage() {
     controls[name] = document.getElementById("filter-" + name);
     filters[name] = query.get(name) || "";
   }
-  const picked = new Set(), collapsed = new Set();
+  const picked = new Set(), collapsed = new Set(), jobsOf = new Map();  // run id → its eval and predict jobs
   let runs = JSON.parse(document.getElementById("initial-runs").textContent);
   let sweeps = JSON.parse(document.getElementById("initial-sweeps").textContent);
   controls.state.value = filters.state; controls.q.value = filters.q;
@@ -86,25 +86,35 @@ function runsPage() {
       }
     }
   }
-  function groups() {  // launch order, a sweep's cells together where its first cell was launched
-    const listed = [], cellsOf = new Map();
+  function groups() {  // launch order, a sweep's cells together where its first cell was launched, jobs apart
+    const listed = [], cellsOf = new Map(), ids = new Set(runs.map((run) => run.id));
+    jobsOf.clear();
     for (const run of runs) {
-      if (!run.sweep_id) listed.push([null, [run]]);
+      if (run.job_of && ids.has(run.job_of)) {  // listed under the run whose weights it uses
+        if (!jobsOf.has(run.job_of)) jobsOf.set(run.job_of, []);
+        jobsOf.get(run.job_of).push(run);
+      } else if (!run.sweep_id) listed.push([null, [run]]);
       else if (cellsOf.has(run.sweep_id)) cellsOf.get(run.sweep_id).push(run);
       else { cellsOf.set(run.sweep_id, [run]); listed.push([run.sweep_id, cellsOf.get(run.sweep_id)]); }
     }
     return listed;
   }
-  function runRow(body, run, sweepId) {
+  function withJobs(body, run, sweepId) {  // a run's row, then its jobs' rows under it
+    runRow(body, run, sweepId);
+    for (const job of (jobsOf.get(run.id) || []).filter(matches)) runRow(body, job, null, run.id);
+  }
+  function runRow(body, run, sweepId, jobOf) {
     const row = body.insertRow();
     row.dataset.id = run.id; row.dataset.state = run.state;
     if (sweepId) { row.className = "cell"; row.dataset.sweep = sweepId; }
+    if (jobOf) { row.className = "cell job"; row.dataset.jobOf = jobOf; }
     const box = document.createElement("input");
     box.type = "checkbox"; box.className = "pick"; box.value = run.id; box.checked = picked.has(run.id);
     box.addEventListener("change", () => { box.checked ? picked.add(run.id) : picked.delete(run.id); update(); });
     row.insertCell().append(box);
     const link = document.createElement("a");
-    link.href = "/runs/" + encodeURIComponent(run.id); link.textContent = sweepId ? run.cell : run.name;
+    link.href = "/runs/" + encodeURIComponent(run.id);
+    link.textContent = jobOf ? `${run.job} job` : sweepId ? run.cell : run.name;
     row.insertCell().append(link);
     cell(row, run.id, "mono"); cell(row, run.recipe); cell(row, run.task); cell(row, run.target);
     row.insertCell().append(stateBadge(run.state));
@@ -149,9 +159,9 @@ function runsPage() {
       const matching = members.filter(matches);
       shown += matching.length;
       if (!matching.length) continue;
-      if (!sweepId || !sweeps[sweepId]) { for (const run of matching) runRow(body, run, sweepId); continue; }
+      if (!sweepId || !sweeps[sweepId]) { for (const run of matching) withJobs(body, run, sweepId); continue; }
       sweepRow(body, sweeps[sweepId]);
-      if (!collapsed.has(sweepId)) for (const run of matching) runRow(body, run, sweepId);
+      if (!collapsed.has(sweepId)) for (const run of matching) withJobs(body, run, sweepId);
     }
     document.getElementById("empty").hidden = runs.length > 0;
     document.getElementById("no-match").hidden = runs.length === 0 || shown > 0;
@@ -487,7 +497,7 @@ function runPage() {
     document.getElementById("run-step").textContent = progress(view);
     document.getElementById("run-failure").textContent = view.failure || "";
     document.getElementById("stop").disabled = ["draft", "finished", "failed", "stopped"].includes(view.state);
-    document.getElementById("resume").disabled = !["failed", "stopped"].includes(view.state);
+    document.getElementById("resume").disabled = Boolean(view.job_of) || !["failed", "stopped"].includes(view.state);
     if (view.step !== shownStep || ["finished", "failed", "stopped"].includes(view.state)) {
       shownStep = view.step;
       drawAll();
