@@ -17,9 +17,11 @@ from launcher.errors import LaunchError
 from launcher.plan import LaunchPlan
 from launcher.registry import Registry, RunRecord, live_message, this_user
 from launcher.rundb.records import WeightsJobOf
+from launcher.run_store import run_store
 from launcher.secrets import resolve_secrets
 from launcher.targets import Handle, RunStatus, get_target
 from launcher.views import RunView
+from spottrain_contract import layout
 from spottrain_contract.errors import UserError
 from spottrain_contract.job import RunState, mlflow_tracking_uri
 from spottrain_contract.lookup import StoredRun
@@ -41,6 +43,8 @@ def submit(registry: Registry, plan: LaunchPlan) -> RunRecord:
     document = target.render(plan, secrets)
     target.validate(document)
     earlier = registry.get(plan.run_id) if registry.exists(plan.run_id) else None
+    if earlier is not None and earlier.store and not target.RUNS_HERE:
+        _stop_request(earlier, ask=False)  # a new attempt: an earlier stop's request is answered
     record = _new_record(plan, target, project_dir, registry)
     token = registry.claim_attempt(record, new=earlier is None)  # saves it; a concurrent launch of the id loses
     try:
@@ -195,12 +199,30 @@ def stop(registry: Registry, record: RunRecord) -> RunState:
     """Ask the target to stop the run gracefully; a state the run's own supervisor wrote meanwhile stands."""
     if record.state is RunState.DRAFT:
         raise LaunchError(f"run {record.run_id} is a draft: nothing to stop (launch it from the hub first)")
-    state = get_target(record.target).stop(record)
+    target = get_target(record.target)
+    if not target.RUNS_HERE:
+        _stop_request(record, ask=True)  # the attempt then ends `stopped`, not `preempted` (a run here: its supervisor)
+    state = target.stop(record)
     current = registry.get(record.run_id)
     if current.state.is_terminal:
         return current.state
     registry.update(record.run_id, state=state, **({"ended": time.time()} if state.is_terminal else {}))
     return state
+
+
+def _stop_request(record: RunRecord, *, ask: bool) -> None:
+    """Leave (or take back) a person's stop request in a platform run's store, for the trainer to read when the
+    platform's SIGTERM comes. Best effort: a store out of reach from here (no credentials on this machine) must not
+    keep a stop from happening; the attempt is then counted preempted, as before."""
+    key = f"{record.run_id}/{layout.STOP_REQUESTED}"
+    try:
+        store = run_store(record)
+        if ask:
+            store.put_bytes(b"stop requested\n", key)
+        else:
+            store.delete([key])
+    except Exception:  # boto3 and the filesystem raise many types; each only means the request was not left
+        pass
 
 
 def wait_until_finished(registry: Registry, run_id: str, poll_seconds: float = 30.0) -> None:

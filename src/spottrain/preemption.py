@@ -17,15 +17,32 @@ class PreemptionNotice:
         """`stop_request`: the run's stop-request file (`spottrain_contract.job.stop_request_path`)."""
         self.received = False
         self.stop_request = stop_request
+        self.store_request = None  # (store, key) of a platform run's stop request (`asked_in_store`)
         signal.signal(signal.SIGTERM, self._handle)
+
+    def asked_in_store(self, store, key: str) -> None:
+        """A platform's run is stopped through its platform (`launch stop`, the hub's Stop): the launcher leaves the
+        request in the run's store first (`layout.STOP_REQUESTED`), read here when a SIGTERM came."""
+        self.store_request = (store, key)
 
     def _handle(self, signum, frame) -> None:
         self.received = True
 
     @property
     def stopped(self) -> bool:
-        """The SIGTERM was a person's stop, not a spot notice: asked for where the supervisor says so."""
-        return self.received and self.stop_request is not None and self.stop_request.exists()
+        """The SIGTERM was a person's stop, not a spot notice: asked for where the supervisor (a run here) or the
+        launcher (a platform's run, in its store) says so. A store that cannot be read says nothing: preempted."""
+        if not self.received:
+            return False
+        if self.stop_request is not None and self.stop_request.exists():
+            return True
+        if self.store_request is None:
+            return False
+        store, key = self.store_request
+        try:
+            return store.get_bytes(key) is not None
+        except Exception:  # out of reach while the VM goes away: counted as the preemption it may well be
+            return False
 
 
 def report_exit_code(code: int) -> None:

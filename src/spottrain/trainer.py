@@ -97,6 +97,7 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
     # the ranks present may differ from the recipe's (spot capacity): the global batch is the recipe's
     cfg = fitted_to_world(loaded.recipe.train, loaded.recipe.world_size, ranks.world_size)
     store = open_store(cfg.checkpoint.uri, cfg.checkpoint.endpoint_url)
+    notice.asked_in_store(store, f"{run_id}/{layout.STOP_REQUESTED}")
     done = StoredRun(store, run_id).completed()
     if done is not None:  # before anything is built: a finished run says so in seconds
         log.info("run %s already finished at step %d", run_id, done)

@@ -31,6 +31,7 @@ TASK_FILES = "task"
 EVALUATIONS = "eval"
 LEDGER = "ledger"
 TRAINER_STATE = "trainer_state.json"
+STOP_REQUESTED = "stop-requested"  # a person's stop of a platform's run, asked before its SIGTERM (not a spot notice)
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _RANK_FILE = re.compile(r"(?:zero_pp_rank_|rank-)(\d+)")
 

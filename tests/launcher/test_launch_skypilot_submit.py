@@ -153,3 +153,31 @@ def test_a_launch_with_skypilots_api_server_out_of_reach_is_one_line_and_leaves_
         "error: SkyPilot: launch failed: Could not connect to SkyPilot API server at http://127.0.0.1:9. Please "
         "ensure that the server is running. Try: curl http://127.0.0.1:9/api/health"]), done.stderr
     assert not Registry(project).exists("offline")
+
+
+def test_a_person_s_stop_leaves_its_request_in_the_run_s_store_and_the_next_attempt_takes_it_back(
+        boundary, s3_bucket, tmp_path, monkeypatch):
+    """The trainer reads the request when the platform's SIGTERM comes (spottrain.preemption): the attempt is
+    `stopped`, not `preempted`. A new attempt starts with none."""
+    import sky
+
+    from spottrain_contract import layout
+    from spottrain_contract.store import open_store
+
+    monkeypatch.chdir(PROJECT)
+    for name, value in SECRET_VALUES.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sky.jobs, "queue", lambda **kw: "queue-request")
+    monkeypatch.setattr(sky, "get", lambda request: [{"status": "CANCELLED"}])
+    plan = plan_launch("baseline", target="skypilot", project_dir=PROJECT, run_id="stopped-run",
+                       overrides=[f"train.checkpoint.uri={s3_bucket.uri}",
+                                  f"train.checkpoint.endpoint_url={s3_bucket.endpoint_url}"])
+    registry = Registry(tmp_path)
+    record = runner.submit(registry, plan)
+    store = open_store(s3_bucket.uri, s3_bucket.endpoint_url)
+    key = f"stopped-run/{layout.STOP_REQUESTED}"
+    assert store.get_bytes(key) is None
+    assert runner.stop(registry, record) is RunState.STOPPED
+    assert store.get_bytes(key) is not None and boundary.cancelled
+    runner.submit(registry, plan)  # the run's next attempt
+    assert store.get_bytes(key) is None

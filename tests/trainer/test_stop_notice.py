@@ -28,3 +28,23 @@ def test_a_sigterm_is_a_stop_when_a_stop_was_requested_else_a_spot_notice(tmp_pa
         assert not PreemptionNotice(None).stopped  # no contract file to look at (a node set up by hand)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_platform_runs_stop_is_read_from_its_store_and_an_unreadable_store_says_preempted(tmp_path):
+    from spottrain.preemption import PreemptionNotice
+    from spottrain_contract.store import open_store
+
+    store = open_store(str(tmp_path / "store"))
+    notice = PreemptionNotice(tmp_path / "local" / ".stop-requested")
+    notice.asked_in_store(store, "run/stop-requested")
+    notice.received = True  # the platform's SIGTERM
+    assert not notice.stopped
+    store.put_bytes(b"stop requested\n", "run/stop-requested")
+    assert notice.stopped
+
+    class Unreachable:
+        def get_bytes(self, key):
+            raise ConnectionError("the VM is going away")
+
+    notice.asked_in_store(Unreachable(), "run/stop-requested")
+    assert not notice.stopped
