@@ -206,7 +206,7 @@ def test_the_runs_page_groups_a_sweeps_cells_and_filters_them(hub, page, page_er
     sweep = page.text_content("tr.sweep")
     assert "1/2 cells" in sweep and "1 finished, 1 failed" in sweep and "0.42 GPU-h" in sweep
     assert "goodput 93.1% · 0.42 GPU-h" in page.text_content("tr[data-id='abl-x']")
-    assert page.get_attribute("a.compare-sweep", "href") == "/compare?run=abl-x&run=abl-y"
+    assert page.get_attribute("a.compare-sweep", "href") == "/compare-sweep/abl"  # launch compare SWEEP's view
 
     page.select_option("#filter-who", "bo@lab")
     page.select_option("#filter-state", "failed")

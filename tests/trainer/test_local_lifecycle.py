@@ -110,7 +110,7 @@ def test_chaos_kills_lose_nothing_and_end_bitwise_equal_to_an_uninterrupted_run(
     as_run = lambda run_id: TrainingRun(run_id, project / "runs", ())  # noqa: E731 - store/local under runs/
     assert_runs_match(as_run("chaos"), as_run("calm"), CHAOS_STEPS)
     [(step, goodput)] = as_run("chaos").metric_history("ledger/goodput")[-1:]
-    assert (step, goodput) == (CHAOS_STEPS, pytest.approx(ledger.goodput))  # launch compare shows it too
+    assert (step, goodput) == (CHAOS_STEPS, pytest.approx(ledger.goodput))  # launch compare --all shows it too
     assert as_run("calm").metric_history("ledger/goodput") == [(CHAOS_STEPS, 1.0)]
 
 
