@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from launch_helpers import PROJECT_DIR
-from launch_helpers import plan_launch
+from launch_helpers import PROJECT_DIR, plan_launch
 from launcher.secrets import MaskedSecrets
 from launcher.targets import get_target
 from spottrain_contract.errors import RecipeError

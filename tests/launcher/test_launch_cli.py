@@ -492,8 +492,8 @@ def test_a_resume_on_other_gpus_keeps_the_global_batch_and_needs_no_allow_change
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split("---")[0].splitlines()
     assert "batch      2/GPU × grad-accum 4 × 1 GPUs = 8 effective" in lines
-    assert ("capacity   resources.gpus: 2 → 1; train.batch.grad_accum: 2 → 4 (since the launch; the global batch of 8 "
-            "kept)") in lines
+    assert ("capacity   resources.gpus: 2 → 1; train.batch.grad_accum: 2 → 4 (since the launch; the global batch "
+            "of 8 kept)") in lines
     assert "overrides  train.max_steps=200 resources.gpus=1 train.batch.grad_accum=4" in lines
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from launch_helpers import PROJECT_DIR, TARGETS
-from launch_helpers import render_for_display
+from launch_helpers import PROJECT_DIR, TARGETS, render_for_display
 from spottrain_contract.recipe import recipe_names
 
 GOLDEN_DIR = Path(__file__).parent / "golden"

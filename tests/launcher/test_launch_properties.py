@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from functools import cache
 
 import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from launch_helpers import PROJECT_DIR, copy_real_recipes
-from launch_helpers import render_for_display
-from launch_helpers import plan_launch
+from launch_helpers import PROJECT_DIR, copy_real_recipes, plan_launch, render_for_display
+from launcher.process_env import environment
 from launcher.secrets import MASK, ResolvedSecrets
 from launcher.targets import get_target, skypilot, vessl
 from launcher.yaml_safe import yaml_value
@@ -91,18 +88,6 @@ def display_project(tmp_path_factory):
     return project
 
 
-@contextmanager
-def environment(values: dict):
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 ENV_SAFE = MARKED.filter(lambda v: "\x00" not in v)

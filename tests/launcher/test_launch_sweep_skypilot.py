@@ -71,7 +71,8 @@ def sweep_on_skypilot(project: Path, max_parallel=None, says=None):
     """`launch recipe lr_sweep` on SkyPilot (logging to a SQLite MLflow store the test reads), through the
     sweep's core as the CLI calls it; polls without sleeping."""
     ws = ops.Workspace.open(project)
-    request = ops.LaunchRequest("lr_sweep", "skypilot", overrides=(f"mlflow.tracking_uri=sqlite:///{project}/mlflow.db",))
+    request = ops.LaunchRequest("lr_sweep", "skypilot",
+                                overrides=(f"mlflow.tracking_uri=sqlite:///{project}/mlflow.db",))
     sweep = ops.prepare(ws, request).sweep
     states = launch_sweep(sweep, ws.registry, submit=lambda plan: runner.submit(ws.registry, plan) and None,
                           say=(says if says is not None else []).append, max_parallel=max_parallel, poll_seconds=0)

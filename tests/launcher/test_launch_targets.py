@@ -12,11 +12,9 @@ import pytest
 import yaml
 from hypothesis import assume, given, settings, strategies as st
 
-from launch_helpers import PROJECT_DIR
+from launch_helpers import PROJECT_DIR, plan_launch, render_for_display
 from spottrain_contract import job as job_contract
-from launch_helpers import render_for_display
 from launcher.errors import LaunchError, RecipeError
-from launch_helpers import plan_launch
 from spottrain_contract.recipe import NOT_SHIPPED, LoadedRecipe, from_shipped, load_recipe, recipe_names
 from launcher.secrets import MaskedSecrets
 from launcher.targets import get_target, skypilot, vessl

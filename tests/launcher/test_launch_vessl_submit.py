@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch_helpers import copy_real_recipes, launch_env, launch_executable
+from launch_helpers import copy_real_recipes, launch_env, launch_executable, plan_launch
 from launcher.errors import LaunchError
-from launch_helpers import plan_launch
 from launcher.registry import Registry, RunRecord
 from launcher.secrets import ResolvedSecrets
 from launcher.targets import vessl

@@ -54,7 +54,9 @@ def test_eval_and_predict_of_an_unknown_run_are_one_line_errors(tmp_path, privat
                f"settings it was launched with")
 
 
-def test_vlm_evaluation_options_become_overrides_of_the_run_s_recipe(tmp_path, monkeypatch):
+@pytest.fixture
+def vlm_run(tmp_path, monkeypatch):
+    """A project (the working directory) whose registry holds `vlm-1`, a finished vlm_ablation run on SkyPilot."""
     monkeypatch.chdir(tmp_path)
     project = copy_real_recipes(tmp_path, ("vlm_ablation",))
     plan = plan_launch("vlm_ablation", target="skypilot", project_dir=project, run_id="vlm-1")
@@ -62,6 +64,11 @@ def test_vlm_evaluation_options_become_overrides_of_the_run_s_recipe(tmp_path, m
                                      state=RunState.FINISHED, started=time.time(), store="s3://b/runs",
                                      local_dir="/l", tracking_uri="", project=str(project),
                                      recipe_document=plan.loaded.shipped()))
+    return project
+
+
+def test_vlm_evaluation_options_become_overrides_of_the_run_s_recipe(vlm_run, tmp_path):
+    project = vlm_run
     (tmp_path / "test.csv").write_text("url,query,annotation\n")  # a job here reads it: it must exist
     extra = job_overrides("vlm_lora", {"csv": "test.csv", "prompt_template": "Question: {query}\nAnswer:",
                                        "system_message": "Be brief.", "max_new_tokens": 32}, "local")
@@ -85,16 +92,10 @@ def test_a_job_option_the_task_does_not_declare_is_one_line_naming_those_it_does
         job_overrides("baseline", {"csv": "x.csv"}, "local")
 
 
-def test_an_option_its_model_refuses_is_the_loaders_error(tmp_path, monkeypatch):
+def test_an_option_its_model_refuses_is_the_loaders_error(vlm_run):
     from launcher import operations as ops
 
-    monkeypatch.chdir(tmp_path)
-    project = copy_real_recipes(tmp_path, ("vlm_ablation",))
-    plan = plan_launch("vlm_ablation", target="skypilot", project_dir=project, run_id="vlm-1")
-    Registry(project).save(RunRecord(run_id="vlm-1", recipe="vlm_ablation", target="skypilot",
-                                     state=RunState.FINISHED, started=time.time(), store="s3://b/runs",
-                                     local_dir="/l", tracking_uri="", project=str(project),
-                                     recipe_document=plan.loaded.shipped()))
+    project = vlm_run
     request = ops.WeightsJobRequest(ops.JobKind.EVAL, "vlm-1", options=(("max_new_tokens", 0),))
     with pytest.raises(ops.UserError, match=r"train\.evaluation\.generation\.max_new_tokens"):
         ops.plan_job(ops.Workspace.open(project), request)
