@@ -27,7 +27,7 @@ from launcher.operations.launching import (Outcome, Planned, PlannedSweep, Submi
 from launcher.operations.recipes import (RecipeChoices, check, doctor_checks, names as recipe_names, pipelines,
                                          recipe_choices, recipe_table, recipes, render, targets)
 from launcher.operations.runs import (PAGE_SIZE, Listing, StatusReport, checkpoints, ledger, listing, logs,
-                                      metric_histories, run, run_count, run_names, status, stop, system_histories,
+                                      metric_histories, run, run_names, status, stop, system_histories,
                                       wait_for, wait_for_ledger_reads, window)
 from launcher.operations.watching import RunWatch
 from launcher.operations.workspace import Workspace
@@ -44,6 +44,6 @@ __all__ = [
     "doctor_checks", "draft_entry", "follow", "is_sweep", "launch_draft", "launch_stage", "launch_sweep",
     "ledger", "listing", "logs", "metric_histories", "outcome", "override_list", "pipeline_requests", "pipelines",
     "plan_adapter_eval", "plan_job", "plot_runs", "prepare", "recipe_choices", "recipe_names", "recipe_table",
-    "recipes", "render", "resume", "run", "run_count", "run_names", "save_draft", "status", "stop", "submit",
+    "recipes", "render", "resume", "run", "run_names", "save_draft", "status", "stop", "submit",
     "system_histories", "targets", "wait_for", "wait_for_ledger_reads", "window",
 ]

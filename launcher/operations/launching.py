@@ -253,10 +253,6 @@ def launch_stage(ws: Workspace, request: LaunchRequest, before: dict[str, str]) 
     return plan_run(ws, request.but(after=tuple(before.items())), DependencyLookup.REQUIRE)
 
 
-def wait_until_finished(ws: Workspace, run_id: str) -> None:
-    runner.wait_until_finished(ws.registry, run_id)
-
-
 def confirm_needed(target: str) -> bool:
     """Whether launching on `target` spends money (a platform): the faces ask before they submit."""
     return not get_target(target).RUNS_HERE
@@ -339,5 +335,5 @@ def _checked_resume(plan: LaunchPlan, launched: LoadedRecipe, allow_changes: boo
 __all__ = [
     "DraftEntry", "Outcome", "Planned", "PlannedSweep", "Submitted", "confirm_needed", "follow",
     "keep_draft_entry", "launch_stage", "launch_sweep", "masked_document", "outcome", "pipeline_requests",
-    "plan_run", "prepare", "resume", "submit", "wait_until_finished",
+    "plan_run", "prepare", "resume", "submit",
 ]

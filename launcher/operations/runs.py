@@ -138,10 +138,6 @@ def run(ws: Workspace, run_id: str) -> HubRunView:
     return hub_view(ws, ws.registry.get(run_id))
 
 
-def run_count(ws: Workspace) -> int:
-    return ws.registry.count()
-
-
 @dataclass(frozen=True)
 class Listing:
     """A window of the run list (the newest `limit` after the `offset` newest, oldest first), each sweep's summary
@@ -192,5 +188,5 @@ def wait_for_ledger_reads() -> None:
 
 
 __all__ = ["Listing", "LaunchError", "PAGE_SIZE", "StatusReport", "checkpoints", "hub_view", "ledger", "listing",
-           "logs", "metric_histories", "run", "run_count", "run_names", "status", "stop", "system_histories",
+           "logs", "metric_histories", "run", "run_names", "status", "stop", "system_histories",
            "wait_for", "wait_for_ledger_reads", "window"]
