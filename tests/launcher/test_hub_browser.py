@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hub_helpers import hub_project
-from launch_helpers import PROJECT_DIR, launch_executable
+from launch_helpers import PROJECT_DIR, launch_executable, plan_launch
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = PROJECT_DIR / "runs" / "test-artifacts" / "hub"
@@ -287,6 +287,13 @@ def seeded(tmp_path):
                                 launched_by="ana@box", task="baseline",
                                 handle={"hub": {"recipe": "baseline", "profile": None, "name": run_id,
                                                 "overrides": {"train.optim.lr": lr}}}))
+    shipped = plan_launch("baseline", target="local", project_dir=project, profile="local").loaded.shipped()
+    for cell, loss in (("x", 1.4), ("y", 1.1)):  # a sweep of two cells, for its compare-sweep page
+        logged(f"swept-{cell}", {MLFLOW_RUN_ID_TAG: f"swept-{cell}"}, {"train/loss": [(1, loss + 0.5), (2, loss)]})
+        registry.save(RunRecord(run_id=f"swept-{cell}", recipe="baseline", target="local", state=RunState.FINISHED,
+                                started=now - 600, ended=now - 500, store="", local_dir="", tracking_uri=uri,
+                                project=str(project), recipe_document=shipped, sweep_id="swept", cell=cell,
+                                task="baseline"))
     external = logged("by-hand", {"mlflow.user": "alice"}, {"train/loss": [(s, 3.0 - 0.1 * s) for s in range(1, 6)]})
     with serving(project, tmp_path, "--mlflow", uri) as url:
         yield url, external
@@ -381,7 +388,7 @@ def test_the_log_shows_the_last_frame_of_a_rewritten_line(seeded, page):
 PAGES = {"runs": ("/", "#live:text('live')"), "run": ("/runs/seeded-a", "#chart-loss[data-points='4']"),
          "new-run": ("/new", "#run-form"), "compare": ("/compare?run=seeded-a&run=seeded-b", "#chart-loss[data-points]"),
          "external-run": (None, "#chart-loss[data-points]"), "login": ("/login", "form"),
-         "not-found": ("/runs/no-such-run", "#error")}
+         "not-found": ("/runs/no-such-run", "#error"), "compare-sweep": ("/compare-sweep/swept", "#sweep-cells")}
 
 
 def test_every_page_fits_a_narrow_window_and_is_photographed(seeded, page, page_errors):
