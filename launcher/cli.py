@@ -232,8 +232,7 @@ def _sweep(ws, sweep, *, dry_run: bool, detach: bool, yes: bool, as_json: bool) 
     click.echo(f"sweep      {plan.sweep_id}: {len(sweep.cells)} cells of {' × '.join(plan.axes)} "
                f"({plan.loaded.relpath}) on {plan.target}, {sweep.pace}")
     click.echo(render_table(("CELL", "RUN ID", "OVERRIDES"), [
-        (view.cell, view.run_id, " ".join(f"{k}={_flow(v)}" for k, v in view.cell_overrides.items()) or "-")
-        for view in sweep.view().cells]))
+        (cell, run_id, " ".join(overrides) or "-") for cell, run_id, overrides in sweep.cell_rows()]))
     if dry_run:
         click.echo(sweep.parent)
         for cell in sweep.cells:
@@ -252,13 +251,6 @@ def _sweep(ws, sweep, *, dry_run: bool, detach: bool, yes: bool, as_json: bool) 
     click.echo(f"  launch status {plan.sweep_id}    launch compare {plan.sweep_id}")
     if any(state is RunState.FAILED for state in ended):
         sys.exit(1)
-
-
-def _flow(value) -> str:
-    """A value as `--override` takes it (YAML's flow style)."""
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
 
 
 @cli.command()

@@ -77,12 +77,11 @@ def _refuse_a_second_live_attempt(registry: Registry, run_id: str) -> None:
         raise LaunchError(live_message(run_id, record.target, str(now.state), now.progress))
 
 
-def launched_recipe(registry: Registry, run_id: Optional[str]) -> Optional[LoadedRecipe]:
-    """The recipe an earlier launch of `run_id` shipped, or None (a new run, or a draft)."""
-    if not run_id or not registry.exists(run_id):
+def launched_recipe(record: Optional[RunRecord]) -> Optional[LoadedRecipe]:
+    """The recipe the run's latest launch shipped, or None (no record: a new run; a draft)."""
+    if record is None or not record.recipe_document:
         return None
-    record = registry.get(run_id)
-    return from_shipped(record.recipe_document, f"run {run_id} in the run database") if record.recipe_document else None
+    return from_shipped(record.recipe_document, f"run {record.run_id} in the run database")
 
 
 def completed_here(plan: LaunchPlan, project_dir: Path) -> Optional[int]:

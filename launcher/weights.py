@@ -41,7 +41,7 @@ def plan_weights_job(registry: Registry, run_id: str, kind: JobKind, arguments: 
     (another test CSV, other generation options), then `overrides`."""
     project_dir = registry.project_dir
     target = target or trained_on(registry, run_id, kind)
-    launched = runner.launched_recipe(registry, run_id)
+    launched = runner.launched_recipe(registry.get(run_id) if registry.exists(run_id) else None)
     if launched is None:
         raise UserError(f"run {run_id}: its registry record keeps no recipe (launched by an older launch?)")
     extra = job_overrides(launched.recipe.task, options, target)

@@ -12,19 +12,19 @@ from typing import Any, Callable, ClassVar, Iterator, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from launcher import runner
-from launcher.sweeps import cells as sweeps
-from launcher.views.console import for_console
+from launcher.display import masked_document
 from launcher.errors import LaunchError
 from launcher.operations.workspace import Workspace
-from launcher.plan import LaunchPlan, code_version, effective_profile, plan_launch
+from launcher.plan import LaunchPlan, code_version, effective_profile, override_text, plan_launch
 from launcher.requests import DEFAULT_TARGET, DependencyLookup, LaunchRequest
-from launcher.rundb.records import WeightsJobOf
-from launcher.display import masked_document
+from launcher.rundb.records import RunRecord, WeightsJobOf
 from launcher.stages import pipeline_stages, with_stage_inputs
-from launcher.targets.local.supervisor import Chaos
+from launcher.sweeps import cells as sweeps
 from launcher.sweeps.parent import describe_parent
 from launcher.targets import Handle, get_target
+from launcher.targets.local.supervisor import Chaos
 from launcher.views import PlanView, SweepPlanView
+from launcher.views.console import for_console
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import LoadedRecipe, capacity_changes, load_recipe, setting_changes
 
@@ -105,6 +105,12 @@ class PlannedSweep:
             return "one after another"
         return f"at most {self.max_parallel} at once" if self.max_parallel else "all at once"
 
+    def cell_rows(self) -> list[tuple[str, str, list[str]]]:
+        """Each cell's name, run id and what it sets, as `--override` takes it."""
+        return [(plan.loaded.cell.name, plan.run_id,
+                 [override_text(key, value) for key, value in plan.loaded.cell.overrides.items()])
+                for plan in self.sweep.cells]
+
     def view(self) -> SweepPlanView:
         return SweepPlanView(sweep_id=self.sweep.sweep_id, recipe=self.sweep.loaded.name, target=self.sweep.target,
                              cells=[cell.view() for cell in self.cells])
@@ -141,8 +147,8 @@ def prepare(ws: Workspace, request: LaunchRequest,
     sweep recipe. Nothing is submitted; a bad request is a one-line error before anything starts."""
     if request.chaos:
         Chaos.parse(request.chaos)  # a bad spec is a one-line error before anything is rendered
-    request = with_target(ws, request)
     if request.run_id is None and request.cell is None:
+        request = with_target(request, None)  # a new run: no record to ask
         bare = load_recipe(request.recipe, project_dir=ws.project_dir, profile=effective_profile(request),
                            overrides=request.sized())
         if bare.recipe.sweep:
@@ -158,10 +164,11 @@ def plan_run(ws: Workspace, request: LaunchRequest, lookup: DependencyLookup,
     """One run: a resume of a run this project launched takes the settings it was launched with unless the
     request asks for others, and refuses settings that differ from them unless `allow_changes`. `loaded`: the
     request's recipe where the caller loaded it already (a new run's)."""
-    request = with_target(ws, request)
-    launched = _launched(ws, request.run_id)
+    earlier = ws.registry.get(request.run_id) if request.run_id and ws.registry.exists(request.run_id) else None
+    request = with_target(request, earlier)
+    launched = runner.launched_recipe(earlier)
     if launched is not None:
-        request = _as_resume(ws, request, launched)
+        request = _as_resume(request, earlier, launched)
     plan = plan_launch(request, ws.project_dir, code=code_version(ws.project_dir), loaded=loaded)
     if lookup is not DependencyLookup.SKIP:
         plan = with_stage_inputs(plan, ws.project_dir, required=lookup is DependencyLookup.REQUIRE,
@@ -189,8 +196,9 @@ def follow(ws: Workspace, run_id: str) -> Iterator[str]:
 
 
 def outcome(ws: Workspace, run_id: str) -> Outcome:
-    final = runner.refresh(ws.registry, ws.registry.get(run_id))
-    failure = Handle.of(ws.registry.get(run_id)).failure if final.state is RunState.FAILED else None
+    record = ws.registry.get(run_id)
+    final = runner.refresh(ws.registry, record)
+    failure = Handle.of(record).failure if final.state is RunState.FAILED else None
     return Outcome(run_id, final.state, final.progress, failure)
 
 
@@ -214,7 +222,7 @@ def resume(ws: Workspace, run_id: str) -> Submitted:
     if record.state not in (RunState.STOPPED, RunState.FAILED):
         raise LaunchError(f"run {run_id} is {record.state}: only a stopped or failed run resumes")
     home = ws.of_run(record.project)
-    launched = _launched(home, run_id)
+    launched = runner.launched_recipe(record)
     if launched is None:
         raise LaunchError(f"run {run_id}: its launch kept no recipe to resume")
     planned = plan_run(home, LaunchRequest(launched.name, record.target, run_id=run_id), DependencyLookup.REQUIRE)
@@ -258,15 +266,13 @@ def confirm_needed(target: str) -> bool:
     return not get_target(target).RUNS_HERE
 
 
-def with_target(ws: Workspace, request: LaunchRequest) -> LaunchRequest:
-    """The request with its target settled: the one asked for, else a resume's recorded one (so a hint like
-    `launch recipe R --run-id RUN` continues the run where it ran, never on a paid platform it never used), else
-    DEFAULT_TARGET."""
+def with_target(request: LaunchRequest, earlier: Optional[RunRecord]) -> LaunchRequest:
+    """The request with its target settled: the one asked for, else the one the run's `earlier` record names (so a
+    hint like `launch recipe R --run-id RUN` continues the run where it ran, never on a paid platform it never
+    used), else DEFAULT_TARGET."""
     if request.target is not None:
         return request
-    recorded = ws.registry.get(request.run_id).target if request.run_id and ws.registry.exists(request.run_id) \
-        else None
-    return request.but(target=recorded or DEFAULT_TARGET)
+    return request.but(target=earlier.target if earlier is not None else DEFAULT_TARGET)
 
 
 def _refuse_sweep_options(request: LaunchRequest) -> None:
@@ -284,14 +290,9 @@ def _prepare_sweep(ws: Workspace, request: LaunchRequest, bare: LoadedRecipe,
                         describe_parent(sweep, ws.project_dir) if cells else "")
 
 
-def _launched(ws: Workspace, run_id: Optional[str]) -> Optional[LoadedRecipe]:
-    return runner.launched_recipe(ws.registry, run_id)
-
-
-def _as_resume(ws: Workspace, request: LaunchRequest, launched: LoadedRecipe) -> LaunchRequest:
+def _as_resume(request: LaunchRequest, record: RunRecord, launched: LoadedRecipe) -> LaunchRequest:
     """A plain resume continues as launched (profile, overrides, its sweep cell); one that asks for settings
     keeps the launch's profile unless it names another."""
-    record = ws.registry.get(request.run_id)
     if not request.asks_for_settings:
         request = request.but(profile=launched.profile, overrides=(*launched.overrides, *_capacity(request, launched)),
                               gpus=None, nodes=None)
@@ -309,12 +310,12 @@ def _capacity(request: LaunchRequest, launched: LoadedRecipe) -> tuple[str, ...]
     recipe = launched.recipe
     gpus = request.gpus if request.gpus is not None else recipe.resources.preferred_gpus
     nodes = request.nodes if request.nodes is not None else recipe.resources.nodes
-    per_step = recipe.train.batch.per_gpu * gpus * nodes
-    if recipe.effective_batch % per_step:
+    accum = recipe.grad_accum_on(gpus, nodes)
+    if accum is None:
         raise LaunchError(f"--gpus {gpus} --nodes {nodes}: the run's global batch of {recipe.effective_batch} "
                           f"(per_gpu {recipe.train.batch.per_gpu}) cannot be kept on {gpus * nodes} GPUs: resume on "
                           f"a count that divides it, or pass --override train.batch.grad_accum=N --allow-changes")
-    return (*request.sized(), f"train.batch.grad_accum={recipe.effective_batch // per_step}")
+    return (*request.sized(), f"train.batch.grad_accum={accum}")
 
 
 def _checked_resume(plan: LaunchPlan, launched: LoadedRecipe, allow_changes: bool) -> LaunchPlan:

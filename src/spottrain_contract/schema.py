@@ -383,9 +383,10 @@ class Recipe(Strict):
     def effective_batch(self) -> int:
         return self.train.batch.per_gpu * self.train.batch.grad_accum * self.world_size
 
-    def grad_accum_on(self, gpus: int) -> Optional[int]:
-        """The gradient accumulation that keeps the global batch on `gpus` per node (None if none does)."""
-        ranks = self.train.batch.per_gpu * gpus * self.resources.nodes
+    def grad_accum_on(self, gpus: int, nodes: Optional[int] = None) -> Optional[int]:
+        """The gradient accumulation that keeps the global batch on `gpus` per node (and `nodes`, default the
+        recipe's) (None if none does)."""
+        ranks = self.train.batch.per_gpu * gpus * (nodes if nodes is not None else self.resources.nodes)
         return self.effective_batch // ranks if self.effective_batch % ranks == 0 else None
 
     @model_validator(mode="after")
