@@ -7,6 +7,7 @@ with the same models (`from_shipped`), so the node trains exactly what the dry r
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -18,7 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from spottrain_contract.errors import RecipeError, UserError
-from spottrain_contract.schema import Recipe
+from spottrain_contract.command import CommandRecipe, config_problems, config_schema
+from spottrain_contract.schema import FieldProblem, Recipe
 from spottrain_contract.sweep import Axes, Cell, cell_job_name, cell_named
 from spottrain_contract.tasks import TASKS, recipe_model
 from spottrain_contract.validation import describe_validation_errors
@@ -203,6 +205,7 @@ def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
                 document.pop("sweep", None)
             _set_dotted(document, sources, str(key), value, f"{where} (profile {profile})")
 
+    written_config = copy.deepcopy(document.get("config"))  # a command recipe's: the types its overrides keep
     chosen = _apply_cell(document, sources, display, cell) if cell is not None else None
     overrides, replaced = tuple(overrides), {}
     for text in overrides:
@@ -211,6 +214,8 @@ def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
         _set_dotted(document, sources, key, value, OVERRIDE_SOURCE)
 
     recipe = _validate(document, sources, display)
+    if isinstance(recipe, CommandRecipe):
+        _check_config(recipe, path, written_config, sources, display)
     return LoadedRecipe(recipe=recipe, name=path.stem, relpath=_display(path, project_dir), profile=profile,
                         overrides=overrides, resolved=document, cell=chosen, replaced=replaced)
 
@@ -261,6 +266,17 @@ def _validate(document: dict, sources: dict[str, str], display: str) -> Recipe:
         return model.model_validate(document)
     except ValidationError as exc:
         raise _recipe_error(exc, model, sources, display) from None
+
+
+def _check_config(recipe: CommandRecipe, path: Path, written: Any, sources: dict[str, str], display: str) -> None:
+    """A command recipe's `config` against its schema; each problem blamed on what set its key."""
+    try:
+        problems = config_problems(recipe.config, config_schema(recipe, path, written))
+    except FieldProblem as exc:
+        raise RecipeError(_blame(sources, exc.key, display), exc.key, str(exc)) from None
+    if problems:
+        first, *more = [RecipeError(_blame(sources, key, display), key, reason) for key, reason in problems]
+        raise RecipeError(first.source, first.key, first.reason, also=tuple(more))
 
 
 def _recipe_error(exc: ValidationError, model, sources: dict[str, str], display: str) -> RecipeError:

@@ -36,9 +36,10 @@ class JobOption:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    options: str  # module:Class of the options model, merged into `train`
-    implementation: str  # module:callable(train settings, ranks) -> the trainer's Task
+    options: str = ""  # module:Class of the options model, merged into `train`
+    implementation: str = ""  # module:callable(train settings, ranks) -> the trainer's Task
     job_options: tuple[JobOption, ...] = ()  # what its eval/predict jobs take beyond the run's settings
+    recipe: str = ""  # module:Class of a whole recipe model of its own (the command task: not the trainer's)
 
 
 VLM_JOB_OPTIONS = (
@@ -70,6 +71,7 @@ TASKS: PluginTable[TaskSpec] = PluginTable("task", "spottrain.tasks", {
                                  "spottrain.tasks.ranking.task:PairwiseRankingTask", job_options=RANKER_JOB_OPTIONS),
     "vlm_lora": TaskSpec("spottrain_contract.vlm:VlmLoraStage", "spottrain.tasks.vlm.task:VlmLoraTask",
                          job_options=VLM_JOB_OPTIONS),
+    "command": TaskSpec(recipe="spottrain_contract.command:CommandRecipe"),  # a team's own script
 })
 
 
@@ -94,7 +96,11 @@ def options_model(task: str) -> type[BaseModel]:
 
 @lru_cache(maxsize=None)
 def recipe_model(task: str) -> type[Recipe]:
-    """The Recipe model whose `train` holds the common settings plus the task's options."""
+    """The Recipe model whose `train` holds the common settings plus the task's options (or the task's own recipe
+    model: the command task's)."""
+    spec = TASKS.get(task)
+    if spec.recipe:
+        return load_object(spec.recipe)
     options = options_model(task)
     clash = sorted(set(options.model_fields) & set(Train.model_fields))
     if clash:
