@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from spottrain_contract.registration import Registration
 from spottrain_contract.sweep import Axes
 
 # Accelerator names SkyPilot's catalogues use; its schema accepts any string, so a typo would only fail at
@@ -362,6 +363,8 @@ class Recipe(Strict):
     mlflow: MLflowSettings = Field(description="Where the run's metrics are tracked.")
     train: Train = Field(description="What is trained and how: the settings every task shares and the task's "
                                      "own options.")
+    register: Optional[Registration] = Field(None, description="Register the run's model in the MLflow Model "
+                                                               "Registry when it finishes (launch models lists it).")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named sets of dotted overrides, e.g. local: {train.max_steps: 40}.")
     sweep: Axes = Field(
