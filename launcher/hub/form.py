@@ -1,20 +1,18 @@
-"""The New run form, generated from the recipe schema: one field per `train` setting of the recipe's task, with
-its type, the schema's default, its description and its choices (the pydantic model is the one place that
-documents each key), and the value the chosen recipe and profile give it."""
+"""The New run form, generated from the recipe's schemas: one field per `train` setting of the recipe's task (the
+pydantic model is the one place that documents each key) and, for a command recipe, per `config` key (its JSON
+Schema), each with its type, the schema's default, its description and its choices, and the value the chosen
+recipe and profile give it."""
 
 from __future__ import annotations
 
 import json
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
-
-from spottrain_contract.recipe import load_recipe
+from launcher.hub.form_settings import NO_DEFAULT, Setting, model_settings, schema_settings
+from spottrain_contract.command import CommandRecipe, config_schema
+from spottrain_contract.recipe import load_recipe, recipe_path
 from spottrain_contract.tasks import recipe_model
 
 
@@ -38,23 +36,6 @@ class FormField:
         return f"required: {self.description or f'a {self.kind} value'}"
 
 
-def _unwrap(annotation) -> tuple[Any, bool]:
-    """(the annotation without Optional/Annotated, whether None is allowed)."""
-    optional = False
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            optional = optional or len(args) < len(typing.get_args(annotation))
-            if len(args) != 1:
-                return annotation, optional
-            annotation = args[0]
-        else:
-            return annotation, optional
-
-
 def as_input(value: Any) -> str:
     """A setting as a person types it (and an override carries it): YAML reads it back the same."""
     if value is None:
@@ -66,49 +47,36 @@ def as_input(value: Any) -> str:
     return str(value)
 
 
-def _kind(annotation) -> tuple[str, tuple[str, ...]]:
-    if typing.get_origin(annotation) is typing.Literal:
-        return "choice", tuple(str(a) for a in typing.get_args(annotation))
-    if annotation is bool:
-        return "bool", ("true", "false")
-    if annotation is int:
-        return "int", ()
-    if annotation is float:
-        return "float", ()
-    if annotation is str:
-        return "text", ()
-    return "yaml", ()
-
-
-def _walk(model: type[BaseModel], prefix: str, current: dict, base: dict) -> list[FormField]:
+def _walk(settings: dict[str, Setting], prefix: str, current: dict, base: dict) -> list[FormField]:
+    """The one walker: a field per key of `settings` (into each section), valued from `current` and `base`."""
     fields = []
-    for name, info in model.model_fields.items():
+    for name, setting in settings.items():
         key = f"{prefix}.{name}"
-        annotation, optional = _unwrap(info.annotation)
         here, there = (current or {}).get(name), (base or {}).get(name)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            fields += _walk(annotation, key, here if isinstance(here, dict) else {},
+        if setting.children is not None:
+            fields += _walk(setting.children, key, here if isinstance(here, dict) else {},
                             there if isinstance(there, dict) else {})
             continue
-        kind, choices = _kind(annotation)
-        if kind == "bool" and optional:
+        choices = tuple(as_input(choice) for choice in setting.choices)
+        if setting.kind == "bool" and setting.optional:
             choices = ("", *choices)
-        default = info.default
-        has_default = default is not PydanticUndefined or info.default_factory is not None
-        if info.default_factory is not None:
-            default = info.default_factory()
-        fields.append(FormField(key=key, kind=kind, value=as_input(here), base=as_input(there),
-                                default=as_input(default) if has_default else None,
-                                description=info.description or "", choices=choices,
-                                required=not has_default and not optional))
+        fields.append(FormField(key=key, kind=setting.kind, value=as_input(here), base=as_input(there),
+                                default=None if setting.default is NO_DEFAULT else as_input(setting.default),
+                                description=setting.description, choices=choices, required=setting.required))
     return fields
 
 
-def train_fields(project_dir: Path, recipe: str, profile: Optional[str],
-                 overrides: list[str]) -> tuple[str, list[FormField]]:
-    """(the recipe's task, one field per `train` setting). Raises the loader's error for a bad recipe."""
+def recipe_fields(project_dir: Path, recipe: str, profile: Optional[str],
+                  overrides: list[str]) -> tuple[str, list[FormField]]:
+    """(the recipe's task, its fields): a command recipe's `config` keys from its JSON Schema (the file it names,
+    else the types its values imply), then one field per `train` setting. Raises the loader's error for a bad
+    recipe."""
     loaded = load_recipe(recipe, project_dir=project_dir, profile=profile, overrides=overrides)
     base = load_recipe(recipe, project_dir=project_dir, profile=profile) if overrides else loaded
-    train_model = recipe_model(loaded.recipe.task).model_fields["train"].annotation
-    current = loaded.recipe.model_dump(mode="json")["train"]
-    return loaded.recipe.task, _walk(train_model, "train", current, base.recipe.model_dump(mode="json")["train"])
+    sections = [("train", model_settings(recipe_model(loaded.recipe.task).model_fields["train"].annotation))]
+    if isinstance(base.recipe, CommandRecipe):
+        schema = config_schema(base.recipe, recipe_path(project_dir, recipe), base.recipe.config)
+        sections.insert(0, ("config", schema_settings(schema)))
+    current, written = loaded.recipe.model_dump(mode="json"), base.recipe.model_dump(mode="json")
+    return loaded.recipe.task, [field for name, settings in sections
+                                for field in _walk(settings, name, current[name], written[name])]

@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from launcher import operations as ops
 from launcher.errors import UserError
 from launcher.hub import auth
-from launcher.hub.form import train_fields
+from launcher.hub.form import recipe_fields
 from launcher.operations import comparing
 from spottrain_contract.job import RunState
 
@@ -88,7 +88,7 @@ def new_run_page(request: Request, recipe: Optional[str] = None, target: str = "
         recipe = recipe or ("baseline" if "baseline" in names else names[0])
         choices = ops.recipe_choices(ws, recipe, target)
         profile = choices.default_profile if profile is None else (profile or None)
-        task, fields = train_fields(ws.project_dir, recipe, profile, list(ops.override_list(overrides)))
+        task, fields = recipe_fields(ws.project_dir, recipe, profile, list(ops.override_list(overrides)))
     except UserError as exc:
         return _error(request, exc)
     field_keys = {f.key for f in fields}

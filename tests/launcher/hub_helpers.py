@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -12,6 +13,19 @@ TINY = {"train.max_steps": 6, "train.checkpoint.every_steps": 3, "train.eval.eve
 
 def hub_project(root: Path) -> Path:
     return copy_real_recipes(root, ("baseline",))
+
+
+FIXTURE_RECIPES = Path(__file__).with_name("recipes")
+SCRIPT_RECIPES = ("script_schema", "script_implied")  # command recipes: one with a JSON Schema, one without
+
+
+def command_project(root: Path) -> Path:
+    """The hub's project plus the command fixture recipes (and the schemas they name)."""
+    project = hub_project(root)
+    for name in SCRIPT_RECIPES:
+        shutil.copy(FIXTURE_RECIPES / f"{name}.yaml", project / "recipes" / f"{name}.yaml")
+    shutil.copytree(FIXTURE_RECIPES / "schemas", project / "recipes" / "schemas")
+    return project
 
 
 def client_for(project: Path, token=None, **options):
