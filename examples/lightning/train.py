@@ -77,7 +77,7 @@ def main() -> None:
     pl.seed_everything(config["seed"])  # the same initial weights on every rank
     model = Regression(config)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this node
-    trainer = pl.Trainer(accelerator=config["train"]["accelerator"], devices=local,
+    trainer = pl.Trainer(accelerator="auto", devices=local,
                          num_nodes=int(os.environ.get("WORLD_SIZE", "1")) // local, strategy="ddp",
                          max_steps=config["train"]["steps"], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
