@@ -327,6 +327,8 @@ def _submit(ws, planned, *, detach: bool = False, training: bool = True, exit_on
         return final.state
     finished = final.state is RunState.FINISHED
     click.echo(f"run {run.run_id} {final.state} at step {final.step}")
+    if finished and (registered := ops.registration_of(ws, run.run_id)):
+        click.echo(f"  model        {registered}")
     click.echo(f"  checkpoints  {run.store}/{run.run_id}" + ("  (final weights in final-hf/)" if finished else ""))
     click.echo(f"  metrics      mlflow ui --backend-store-uri {run.tracking_uri}")
     if not finished:
@@ -430,7 +432,7 @@ _CHECKPOINT_HELP = "Which of the run's checkpoints: best, last, or a step number
 
 
 @cli.command("eval")
-@click.argument("run_id", required=False, shell_complete=_complete_runs)
+@click.argument("run_id", required=False, shell_complete=_complete_runs, metavar="[RUN_ID|models:/NAME@ALIAS]")
 @click.option("--target", default=None, shell_complete=_complete_targets,
               help="Where the evaluation runs (default: where the run trained).")
 @click.option("--checkpoint", default="best", show_default=True, help=_CHECKPOINT_HELP)
@@ -461,7 +463,7 @@ _CHECKPOINT_HELP = "Which of the run's checkpoints: best, last, or a step number
               help="With --lora-path: where predictions.jsonl and generation_metrics.json are written.")
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
 def evaluate(run_id, lora_path, yes, **flags):
-    """Judge RUN_ID's weights on its test data: the ranker's test split (accuracy, per-gap accuracy, Kendall's
+    """Judge RUN_ID's (or a registered version's: models:/NAME@ALIAS, models:/NAME/VERSION) weights on its test data: the ranker's test split (accuracy, per-gap accuracy, Kendall's
     tau), the VLM task's test CSV by generation (exact match, BLEU-4, METEOR, ROUGE-L). Without RUN_ID,
     --lora-path judges an adapter trained anywhere."""
     from launcher import operations as ops
@@ -474,9 +476,24 @@ def evaluate(run_id, lora_path, yes, **flags):
         job = ops.plan_adapter_eval(ws, ops.AdapterEvalRequest(lora_path, flags["recipe_name"], target or "local",
                                                                flags["output_dir"], options, overrides))
     else:
-        job = ops.plan_job(ws, ops.WeightsJobRequest(ops.JobKind.EVAL, run_id, flags["checkpoint"], target, options,
+        run_id, checkpoint = _run_of(ws, run_id, flags["checkpoint"])
+        job = ops.plan_job(ws, ops.WeightsJobRequest(ops.JobKind.EVAL, run_id, checkpoint, target, options,
                                                      overrides))
     _run_job(ws, job, yes, "Launch the evaluation?")
+
+
+def _run_of(ws, run_or_model: str, checkpoint: str) -> tuple[str, str]:
+    """RUN as given, or the run and checkpoint step a registered version (models:/NAME@ALIAS, models:/NAME/N)
+    names, in the registry of MLFLOW_TRACKING_URI (else where this project's newest run logged)."""
+    from launcher import operations as ops
+
+    if not run_or_model.startswith("models:/"):
+        return run_or_model, checkpoint
+    if checkpoint != "best":
+        raise UserError(f"--checkpoint: {run_or_model} names its checkpoint already")
+    run_id, step = ops.resolve_model(ws, run_or_model)
+    click.echo(f"{run_or_model} is run {run_id}, step {step}")
+    return run_id, step
 
 
 def _run_job(ws, job, yes: bool, question: str) -> None:
@@ -494,14 +511,77 @@ def _run_job(ws, job, yes: bool, question: str) -> None:
 @click.option("-o", "--out", default=None, help="Write the results to this file (on the machine that runs it).")
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
 def predict(run_id, inputs, target, checkpoint, out, yes):
-    """Use RUN_ID's weights on INPUTS: IMAGE_A IMAGE_B (the winner), a CSV of pairs (JSONL) or a folder (a
+    """Use RUN_ID's (or a registered version's: models:/NAME@ALIAS) weights on INPUTS: IMAGE_A IMAGE_B (the winner), a CSV of pairs (JSONL) or a folder (a
     ranked CSV)."""
     from launcher import operations as ops
 
     ws = _workspace()
+    run_id, checkpoint = _run_of(ws, run_id, checkpoint)
     job = ops.plan_job(ws, ops.WeightsJobRequest(ops.JobKind.PREDICT, run_id, checkpoint, target,
                                                  inputs=tuple(inputs), out=out))
     _run_job(ws, job, yes, "Launch the prediction?")
+
+
+_MLFLOW_OPTION = click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
+                              help="The MLflow server of the Model Registry (default: MLFLOW_TRACKING_URI, else "
+                                   "where this project's newest run logged).")
+
+
+@cli.command()
+@click.argument("run_id", shell_complete=_complete_runs)
+@click.option("--name", required=True, help="The registered model (created on first use).")
+@click.option("--checkpoint", default="final", show_default=True,
+              help="final (the final-hf/ export), best, or a complete step number.")
+@click.option("--alias", default=None, help="Move this alias to the new version, e.g. champion.")
+@click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
+              help="The MLflow server of the Model Registry (default: the one the run logged to).")
+@_json_option
+def register(run_id, name, checkpoint, alias, mlflow_uri, as_json):
+    """Register a finished run's checkpoint as a version of model NAME in MLflow's Model Registry, with its
+    lineage (run, resolved recipe, commit, data digests, metrics, goodput); the weights stay in the store."""
+    from launcher import operations as ops
+
+    view = ops.register(_workspace(), ops.RegisterRequest(run_id, name, checkpoint, alias, mlflow_uri))
+    if as_json:
+        _echo_json(view)
+        return
+    click.echo(f"registered run {run_id} ({view.checkpoint} checkpoint, step {view.step}) as models:/{name}/"
+               f"{view.version}" + (f" (alias {alias}: models:/{name}@{alias})" if alias else ""))
+    click.echo(f"  weights  {view.weights}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--alias", default=None, help="With NAME as models:/NAME/VERSION: move this alias to that version.")
+@_MLFLOW_OPTION
+@_json_option
+def models(name, alias, mlflow_uri, as_json):
+    """The Model Registry: each model's versions, aliases, the run each came from, and versions whose files
+    the store no longer holds."""
+    from launcher import operations as ops
+    from launcher.views.tables import render_table
+
+    ws = _workspace()
+    if alias:
+        if not name:
+            raise UserError("--alias: name the version, models:/NAME/VERSION")
+        view = ops.set_model_alias(ws, name, alias, mlflow_uri)
+        click.echo(f"models:/{view.name}@{alias} is version {view.version} (run {view.run_id})")
+        return
+    found = ops.models(ws, mlflow_uri, name)
+    if as_json:
+        _echo_json(found)
+        return
+    rows = [(v.name, v.version, ",".join(v.aliases) or "-", v.run_id or "-", v.checkpoint or "-",
+             "-" if v.step is None else v.step, _files_state(v.missing_files))
+            for model in found for v in model.versions]
+    click.echo(render_table(("MODEL", "VERSION", "ALIASES", "RUN", "CHECKPOINT", "STEP", "FILES"), rows))
+
+
+def _files_state(missing) -> str:
+    if missing is None:
+        return "not checked"
+    return f"MISSING {len(missing)} ({missing[0]}…)" if missing else "in store"
 
 
 @cli.command()

@@ -145,6 +145,10 @@ def refresh(registry: Registry, record: RunRecord) -> RunStatus:
         changes["restarts"] = now.restarts
     if changes:
         registry.update(record.run_id, **changes)
+        if changes.get("state") is RunState.FINISHED:
+            from launcher.registering import register_when_finished
+
+            register_when_finished(registry, registry.get(record.run_id))
     return now
 
 

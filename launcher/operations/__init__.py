@@ -12,6 +12,7 @@ for both faces.
   `ledger`, `RunWatch` (a run's stream)
 - compare: `compare_runs`, `compare_page`, `compare_sweep`
 - weights: `plan_job` (eval, predict), `plan_adapter_eval`
+- models: `register`, `models`, `set_model_alias`, `resolve_model` (models:/NAME@ALIAS to a run and checkpoint)
 - recipes: `recipes`, `check`, `render`, `doctor_checks`, `recipe_choices`, `form_fields`
 """
 
@@ -21,6 +22,8 @@ from launcher.operations.comparing import (ComparePage, SweepComparison, compare
                                            compare_text, is_sweep, plot_runs)
 from launcher.operations.drafts import clone, create, draft_entry, launch_draft, override_list, save_draft
 from launcher.operations.jobs import PlannedJob, plan_adapter_eval, plan_job
+from launcher.operations.models import (RegisterRequest, models, register, registration_of, resolve as resolve_model,
+                                       set_model_alias)
 from launcher.operations.launching import (Outcome, Planned, PlannedSweep, Submitted, confirm_needed, follow,
                                            launch_sweep, launch_stage, outcome, pipeline_requests, prepare, resume,
                                            submit)
@@ -38,12 +41,12 @@ from launcher.requests import (AdapterEvalRequest, DependencyLookup, DraftReques
 __all__ = [
     "AdapterEvalRequest", "ComparePage", "DependencyLookup", "DraftRequest", "ExternalRunDetail", "ExternalRuns",
     "ExternalRunsView", "JobKind", "LaunchError", "LaunchRequest", "Listing", "Outcome", "PAGE_SIZE", "Planned",
-    "PlannedJob", "PlannedSweep", "RecipeChoices", "RunNotFound", "RunWatch", "StatusReport", "Submitted",
+    "PlannedJob", "PlannedSweep", "RecipeChoices", "RegisterRequest", "RunNotFound", "RunWatch", "StatusReport", "Submitted",
     "SweepComparison", "UserError", "WeightsJobRequest", "Workspace", "check", "checkpoints", "clone",
     "code_version", "compare_page", "compare_runs", "compare_sweep", "compare_text", "confirm_needed", "create",
     "doctor_checks", "draft_entry", "follow", "is_sweep", "launch_draft", "launch_stage", "launch_sweep",
-    "ledger", "listing", "logs", "metric_histories", "outcome", "override_list", "pipeline_requests", "pipelines",
+    "ledger", "listing", "logs", "metric_histories", "models", "outcome", "override_list", "pipeline_requests", "pipelines",
     "plan_adapter_eval", "plan_job", "plot_runs", "prepare", "recipe_choices", "recipe_names", "recipe_table",
-    "recipes", "render", "resume", "run", "run_names", "save_draft", "status", "stop", "submit",
+    "recipes", "register", "registration_of", "render", "resolve_model", "resume", "run", "run_names", "save_draft", "set_model_alias", "status", "stop", "submit",
     "system_histories", "targets", "wait_for", "wait_for_ledger_reads", "window",
 ]
