@@ -42,6 +42,7 @@ def create_app(workspace: Union[Workspace, Path], token: Optional[str] = None, *
     app.state.token = token
     app.state.poll_seconds = poll_seconds
     app.state.external = ExternalRuns(app.state.project_dir, mlflow_uri)
+    app.state.mlflow_uri = mlflow_uri  # the Models page's registry (None: as `launch models` finds it)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):

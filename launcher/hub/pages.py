@@ -108,6 +108,16 @@ def run_page(request: Request, run_id: str):
     return _render(request, "run.html", run=view)
 
 
+@router.get("/models", response_class=HTMLResponse)
+def models_page(request: Request):
+    """The Model Registry: each name's versions, aliases and the run each came from (`launch models`)."""
+    try:
+        found = ops.models(request.app.state.workspace, request.app.state.mlflow_uri)
+    except UserError as exc:
+        return _error(request, exc)
+    return _render(request, "models.html", models=[model.model_dump(mode="json") for model in found])
+
+
 @router.get("/mlflow-runs/{mlflow_run_id}", response_class=HTMLResponse)
 def external_run_page(request: Request, mlflow_run_id: str):
     """A run logged elsewhere: read-only (no Stop, Clone or Launch)."""

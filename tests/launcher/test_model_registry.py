@@ -208,3 +208,16 @@ def test_a_recipe_s_register_is_done_when_the_run_is_seen_finished_and_its_failu
     assert said.startswith("not registered as wmtp-e: "), said
     assert said in (project / "wmtp-4.log").read_text()
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "wrong"
+
+
+def test_the_hub_shows_a_model_s_versions_with_a_link_to_each_run(project, mlflow):
+    from fastapi.testclient import TestClient
+
+    from launcher.hub.app import create_app
+
+    assert launch(project, "register", RUN, "--name", "wmtp-f", "--alias", "champion").returncode == 0
+    hub = TestClient(create_app(project, mlflow_uri=mlflow.uri), base_url="http://127.0.0.1")
+    page = hub.get("/models")
+    assert page.status_code == 200
+    assert 'id="model-wmtp-f"' in page.text and f'<a href="/runs/{RUN}">{RUN}</a>' in page.text
+    assert "champion" in page.text and "in store" in page.text
