@@ -463,7 +463,8 @@ _CHECKPOINT_HELP = "Which of the run's checkpoints: best, last, or a step number
               help="With --lora-path: where predictions.jsonl and generation_metrics.json are written.")
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
 def evaluate(run_id, lora_path, yes, **flags):
-    """Judge RUN_ID's (or a registered version's: models:/NAME@ALIAS, models:/NAME/VERSION) weights on its test data: the ranker's test split (accuracy, per-gap accuracy, Kendall's
+    """Judge RUN_ID's (or a registered version's: models:/NAME@ALIAS, models:/NAME/VERSION) weights on its
+    test data: the ranker's test split (accuracy, per-gap accuracy, Kendall's
     tau), the VLM task's test CSV by generation (exact match, BLEU-4, METEOR, ROUGE-L). Without RUN_ID,
     --lora-path judges an adapter trained anywhere."""
     from launcher import operations as ops
@@ -511,7 +512,8 @@ def _run_job(ws, job, yes: bool, question: str) -> None:
 @click.option("-o", "--out", default=None, help="Write the results to this file (on the machine that runs it).")
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
 def predict(run_id, inputs, target, checkpoint, out, yes):
-    """Use RUN_ID's (or a registered version's: models:/NAME@ALIAS) weights on INPUTS: IMAGE_A IMAGE_B (the winner), a CSV of pairs (JSONL) or a folder (a
+    """Use RUN_ID's (or a registered version's: models:/NAME@ALIAS) weights on INPUTS: IMAGE_A IMAGE_B (the
+    winner), a CSV of pairs (JSONL) or a folder (a
     ranked CSV)."""
     from launcher import operations as ops
 
