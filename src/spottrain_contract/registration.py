@@ -4,7 +4,6 @@ hand). Here so that the recipe model validates it; the launcher registers (`laun
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Annotated, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -12,10 +11,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")  # no '/', '@' or ':': it must read back out of models:/
 ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")  # MLflow's alias rule, less its reserved `latest` and `vN`
 CHECKPOINT = re.compile(r"^(best|final|\d+)$")
-
-# The recipe's `register` key shadows the `register` every pydantic model inherits from ABCMeta (a virtual
-# subclass hook no one calls on a recipe); the key is the documented one, so pydantic's warning is only noise.
-warnings.filterwarnings("ignore", message=r'Field name "register" in "Recipe" shadows', category=UserWarning)
 
 
 def _matching(pattern: re.Pattern, expected: str):

@@ -363,8 +363,11 @@ class Recipe(Strict):
     mlflow: MLflowSettings = Field(description="Where the run's metrics are tracked.")
     train: Train = Field(description="What is trained and how: the settings every task shares and the task's "
                                      "own options.")
-    register: Optional[Registration] = Field(None, description="Register the run's model in the MLflow Model "
-                                                               "Registry when it finishes (launch models lists it).")
+    # written `register:`; named otherwise here, since a field called `register` inherits ABCMeta.register as
+    # its default in every subclass pydantic makes (each task's recipe model)
+    registration: Optional[Registration] = Field(
+        None, alias="register", description="Register the run's model in the MLflow Model Registry when it "
+                                            "finishes (launch models lists it).")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named sets of dotted overrides, e.g. local: {train.max_steps: 40}.")
     sweep: Axes = Field(
