@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets as _random
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ import yaml
 
 from launcher.requests import LaunchRequest
 from launcher.rundb.records import WeightsJobOf
-from spottrain_contract.recipe import LoadedRecipe, load_recipe
+from spottrain_contract.command import CommandRecipe
+from spottrain_contract.recipe import LoadedRecipe, flatten, load_recipe
 from spottrain_contract.schema import Recipe
 
 
@@ -62,15 +64,11 @@ class LaunchPlan:
         """What a person checks before renting GPUs; `where` is the target's own line (resources, recovery);
         `secrets`: name the secrets passed at launch (a run here needs none)."""
         r = self.recipe
-        batch = r.train.batch
         lines = [
             f"recipe     {self.loaded.name} ({self.loaded.relpath})"
             + (f", profile {self.loaded.profile}" if self.loaded.profile else ""),
             f"target     {self.target}: {where}",
-            f"task       {r.task}, {r.train.epochs} epochs"
-            + (f", at most {r.train.max_steps} steps" if r.train.max_steps else ""),
-            f"batch      {batch.per_gpu}/GPU × grad-accum {batch.grad_accum} × {r.world_size} GPUs "
-            f"= {r.effective_batch} effective" + self._batch_change(),
+            *self._training_lines(),
             f"run id     {self.run_id}",
             f"store      {r.train.checkpoint.uri}",
         ]
@@ -94,6 +92,21 @@ class LaunchPlan:
         if secrets and r.secrets:
             lines.append(f"secrets    {', '.join(r.secrets)} (values passed at launch, never written)")
         return "\n".join(lines)
+
+
+    def _training_lines(self) -> list[str]:
+        """What is trained: the task's length and global batch, or a command recipe's command and config."""
+        r = self.recipe
+        if isinstance(r, CommandRecipe):
+            how = "python" if r.launcher == "python" else f"torchrun × {r.world_size} ranks"
+            return [f"command    {how}: {shlex.join(r.argv)}",
+                    f"config     {r.config_file}, {len(flatten(r.config))} settings"
+                    + (f", checked by {r.config_schema}" if r.config_schema else "")]
+        batch = r.train.batch
+        return [f"task       {r.task}, {r.train.epochs} epochs"
+                + (f", at most {r.train.max_steps} steps" if r.train.max_steps else ""),
+                f"batch      {batch.per_gpu}/GPU × grad-accum {batch.grad_accum} × {r.world_size} GPUs "
+                f"= {r.effective_batch} effective" + self._batch_change()]
 
 
 def _first(value) -> int:

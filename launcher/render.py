@@ -17,6 +17,7 @@ import jinja2
 from launcher.plan import LaunchPlan
 from launcher.yaml_safe import yaml_value
 from spottrain_contract import job
+from spottrain_contract.command import COMMAND_WRAPPER, CommandRecipe
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -36,12 +37,17 @@ def render_template(template: str, **values) -> str:
 
 def run_script(plan: LaunchPlan, rendezvous: str, exports: Optional[dict[str, str]] = None) -> str:
     """torchrun around `python -m spottrain train` (or the plan's other command: eval, predict), which reads the
-    recipe shipped in the job's environment; `exports` puts that environment in the script itself, for a target
-    without an env section."""
+    recipe shipped in the job's environment; a command recipe's training runs its own command, under torchrun or
+    python, inside the node wrapper (`python -m spottrain command -- …`). `exports` puts the job's environment in
+    the script itself, for a target without an env section."""
+    recipe, wrapper, launcher = plan.recipe, "", "torchrun"
+    entry = ["-m", job.TRAINER_MODULE, *plan.command]
+    if isinstance(recipe, CommandRecipe) and plan.job_of is None:
+        wrapper = f"python -m {job.TRAINER_MODULE} {COMMAND_WRAPPER} -- "
+        entry, launcher = recipe.argv, recipe.launcher
     return render_template(
-        "torchrun.sh.j2", rendezvous=rendezvous, gpus=plan.recipe.resources.preferred_gpus,
-        master_port=job.MASTER_PORT, trainer_module=job.TRAINER_MODULE, trainer_args=list(plan.command),
-        exit_file_env=job.EXIT_FILE_ENV, exports=exports or {})
+        "torchrun.sh.j2", rendezvous=rendezvous, gpus=recipe.resources.preferred_gpus, master_port=job.MASTER_PORT,
+        wrapper=wrapper, launcher=launcher, entry=entry, exit_file_env=job.EXIT_FILE_ENV, exports=exports or {})
 
 
 def with_ranks(script: str, ranks: int) -> str:

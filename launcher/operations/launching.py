@@ -308,6 +308,8 @@ def _capacity(request: LaunchRequest, launched: LoadedRecipe) -> tuple[str, ...]
     if request.gpus is None and request.nodes is None:
         return ()
     recipe = launched.recipe
+    if recipe.effective_batch is None:  # a command recipe: the script adapts to the ranks it gets
+        return request.sized()
     gpus = request.gpus if request.gpus is not None else recipe.resources.preferred_gpus
     nodes = request.nodes if request.nodes is not None else recipe.resources.nodes
     accum = recipe.grad_accum_on(gpus, nodes)

@@ -116,9 +116,9 @@ class PlanView(BaseModel):
     capacity: list[str] = Field(description="`TYPE:GPUS` a platform may provision, in order of preference.")
     nodes: int
     spot: bool
-    effective_batch: int
+    effective_batch: Optional[int]  # None: a command recipe's script owns its batch
     max_steps: Optional[int] = None
-    epochs: float
+    epochs: Optional[float]
     store: str
     overrides: list[str]
     changes: list[str] = Field(default_factory=list, description="Settings a resume changes (--allow-changes).")

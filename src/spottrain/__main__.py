@@ -26,8 +26,11 @@ def main(argv=None) -> int:
     evaluate = commands.add_parser("eval", help="a run's test metrics, from one of its checkpoints")
     predict = commands.add_parser("predict", help="a run's predictions for INPUTS, from one of its checkpoints")
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    wrapped = commands.add_parser("command", help="a command recipe's script, spot-safe: `command -- torchrun … "
+                                                  "train.py --config {config}` (the run script renders it)")
+    wrapped.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- LAUNCHER ARGS")
     predict.add_argument("--out", type=Path, default=None, help="write the results here (default: stdout)")
-    for command in (train, evaluate, predict):
+    for command in (train, evaluate, predict, wrapped):
         command.add_argument("--recipe", default=None,
                              help=f"recipe file (default: the recipe shipped in ${RECIPE_ENV})")
         command.add_argument("--profile", default=None)
@@ -56,6 +59,10 @@ def main(argv=None) -> int:
         from spottrain.trainer import train as run_training
 
         return run_training(loaded)
+    if args.command == "command":
+        from spottrain.command.wrapper import run_command
+
+        return run_command(loaded, args.argv[1:] if args.argv[:1] == ["--"] else args.argv)
     return _use_weights(args, loaded)
 
 

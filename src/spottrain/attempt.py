@@ -20,6 +20,11 @@ from spottrain_contract.store import CheckpointStore, with_retries
 log = logging.getLogger(__name__)
 
 
+def ledger_metrics(ledger: Optional[Ledger]) -> dict[str, float]:
+    """The ledger's totals as `ledger/*` metrics (`launch compare` shows them beside the training metrics)."""
+    return {f"ledger/{name}": float(value) for name, value in ledger.totals().items()} if ledger else {}
+
+
 class AttemptRecorder:
     def __init__(self):
         self.store: Optional[CheckpointStore] = None

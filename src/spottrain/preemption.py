@@ -53,15 +53,17 @@ def report_exit_code(code: int) -> None:
             out.write(str(code))
 
 
-def record_failure(local_dir: str | Path, reason: str) -> bool:
+def record_failure(local_dir: str | Path, reason: str, rank: Optional[int] = None) -> bool:
     """Why this job ended, for the supervisor and `launch`: the first failing rank's error, one line, in the failure
     file of the run named by $SPOTTRAIN_RUN_ID under `local_dir` (the recipe's checkpoint.local_dir). True for
-    that first rank (the others only add to the log), and where no launch named the run (nobody reads the file)."""
+    that first rank (the others only add to the log), and where no launch named the run (nobody reads the file).
+    `rank`: the rank that failed, where another process tells (a command script's wrapper); default this one's."""
     run_id = os.environ.get(RUN_ID_ENV)
     if not run_id:
         return True
     path = failure_path(local_dir, run_id)
-    line = f"[rank {os.environ.get('RANK', '0')}] {reason.splitlines()[0] if reason else 'failed'}"
+    rank = os.environ.get("RANK", "0") if rank is None else rank
+    line = f"[rank {rank}] {reason.splitlines()[0] if reason else 'failed'}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "x") as out:  # exclusive: the first rank to fail writes it

@@ -20,11 +20,13 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from spottrain_contract.job import (MLFLOW_PARENT_RUN_TAG, MLFLOW_RUN_ID_TAG, mlflow_experiment_id,
-                                    sqlite_store_absent)
+from spottrain_contract.job import (GIT_COMMIT_ENV, MLFLOW_CELL_TAG, MLFLOW_PARENT_RUN_ENV, MLFLOW_PARENT_RUN_TAG,
+                                    MLFLOW_RUN_ID_TAG, RESOLVED_RECIPE_FILE, TARGET_ENV, mlflow_experiment_id,
+                                    mlflow_tracking_uri, sqlite_store_absent)
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 1.0  # a metric reaches MLflow (and the hub's live curves) within a second: one batch a second
@@ -270,6 +272,45 @@ class Tracker:
                 self.client.set_terminated(self.mlflow_run_id, status=status)
             except Exception as exc:
                 log.error("MLflow: could not mark run %s: %s", status, exc)
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """How an attempt really runs, as its MLflow run is tagged: ranks, ranks per node, the device (`cpu` here) and
+    the GPUs per node (0 on CPU)."""
+
+    ranks: int
+    per_node: int
+    device: str
+    gpus_per_node: int
+
+
+def tracker_for(loaded, run_id: str, shape: RunShape) -> "Tracker":
+    """The run's MLflow run (`loaded`: the LoadedRecipe): the resolved recipe as params and as an artifact, each
+    user override once; tags say how it really ran (target, the device and how many) and the commit the launch came
+    from. A sweep's cell also says which cell it is and what the cell changes, and nests under the sweep's parent
+    run (made by the launcher, passed in the job's environment). The trainer's rank 0 and the wrapper around a
+    command recipe's script make theirs here."""
+    from spottrain_contract.recipe import settings_of
+
+    recipe = loaded.recipe
+    params = settings_of(recipe)
+    params.update({"launch.recipe": loaded.relpath, "launch.profile": str(loaded.profile),
+                   "launch.world_size": str(shape.ranks)})
+    params.update({f"launch.override.{key}": value for key, _, value in (o.partition("=") for o in loaded.overrides)})
+    tags = {"task": recipe.task, "target": os.environ.get(TARGET_ENV, "unknown"), "gpu": shape.device,
+            "gpus": str(shape.gpus_per_node), "ranks": str(shape.ranks),
+            "nodes": str(max(1, shape.ranks // shape.per_node)), "recipe": loaded.relpath,
+            "git_commit": os.environ.get(GIT_COMMIT_ENV, "unknown"), **recipe.mlflow.tags}
+    if loaded.cell is not None:  # one run of a sweep: which, and what its cell changes
+        params.update({"launch.cell": loaded.cell.name,
+                       **{f"launch.cell.{key}": str(value) for key, value in loaded.cell.overrides.items()}})
+        tags[MLFLOW_CELL_TAG] = loaded.cell.name
+    Path(recipe.train.checkpoint.local_dir).mkdir(parents=True, exist_ok=True)
+    return Tracker(uri=mlflow_tracking_uri(recipe.mlflow.tracking_uri, recipe.train.checkpoint.local_dir),
+                   experiment=recipe.mlflow.experiment, run_name=recipe.mlflow.run_name, run_id=run_id,
+                   params=params, tags=tags, texts={RESOLVED_RECIPE_FILE: loaded.shipped()},
+                   parent_run_id=os.environ.get(MLFLOW_PARENT_RUN_ENV) or None)
 
 
 class NullTracker:

@@ -7,7 +7,6 @@ checkpointer and the deterministic step sampler.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -20,7 +19,7 @@ from typing import Optional
 import torch
 
 from spottrain import runtime
-from spottrain.attempt import AttemptRecorder
+from spottrain.attempt import AttemptRecorder, ledger_metrics
 from spottrain.batches import StepBatches
 from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful, Transfers
 from spottrain.early_stopping import EarlyStopping
@@ -30,19 +29,18 @@ from spottrain.preemption import PreemptionNotice, record_failure, report_exit_c
 from spottrain.run_files import RunFiles
 from spottrain.sampler import StepSampler
 from spottrain.startup import StartupClock
+from spottrain.run_settings import settings_as_launched
 from spottrain.tasks import CheckpointExtras, JudgedAfterTraining, Task, create_task
-from spottrain.tracking import (NodeSystemMetrics, NullTracker, Tracker, node_system_metrics,
-                                prepare_node_system_metrics)
+from spottrain.tracking import (NodeSystemMetrics, NullTracker, RunShape, Tracker, node_system_metrics,
+                                prepare_node_system_metrics, tracker_for)
 from spottrain_contract import layout
 from spottrain_contract.errors import ConfigurationError
-from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, GIT_COMMIT_ENV, MLFLOW_CELL_TAG, MLFLOW_PARENT_RUN_ENV,
-                                    PREEMPTED_EXIT_CODE, RESOLVED_RECIPE_FILE, RUN_ID_ENV, TARGET_ENV,
-                                    mlflow_tracking_uri, progress_path, stop_request_path)
+from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, PREEMPTED_EXIT_CODE, RUN_ID_ENV, mlflow_tracking_uri,
+                                    progress_path, stop_request_path, write_progress)
 from spottrain_contract.ledger import FAILED, FINISHED, PREEMPTED, STOPPED
 from spottrain_contract.lookup import StoredRun
-from spottrain_contract.recipe import LoadedRecipe, from_shipped, setting_changes, settings_of
-from spottrain_contract.store import (StoreUnavailable, is_permanent, open_store, probe_store, store_failure,
-                                     with_retries)
+from spottrain_contract.recipe import LoadedRecipe
+from spottrain_contract.store import StoreUnavailable, is_permanent, open_store, probe_store, store_failure
 
 log = logging.getLogger("spottrain")
 
@@ -104,7 +102,7 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
         report_exit_code(0)
         return 0
     probe_store(store, run_id, ranks.rank)
-    changes = runtime.decided_by_rank_zero(lambda: _settings_as_launched(store, run_id, loaded))
+    changes = runtime.decided_by_rank_zero(lambda: settings_as_launched(store, run_id, loaded))
     runtime.seed_everything(cfg.seed)
     # MLflow (a server round trip, or a local database's migrations) is set up while the model is built.
     tracker_setup = ThreadPoolExecutor(1).submit(_tracker, loaded, run_id, ranks)
@@ -186,22 +184,6 @@ def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:
     return _end_attempt(ending, position.step, engine, task, checkpoints, tracker, node_metrics, ranks, attempt)
 
 
-def _settings_as_launched(store, run_id: str, loaded: LoadedRecipe) -> list[str]:
-    """A run trains the settings it was launched with: the first attempt keeps them in the store, a later one
-    must match them, unless its launch allowed changes (then they are the run's settings from here on). Returns
-    the changes this attempt makes, to be logged at the step it resumes from."""
-    key = f"{run_id}/{layout.LAUNCHED_RECIPE}"
-    stored = with_retries(lambda: store.get_bytes(key), what=f"read {key}")
-    changes = setting_changes(from_shipped(stored.decode(), key).recipe, loaded.recipe) if stored else []
-    if changes and not loaded.changes:
-        raise ConfigurationError(
-            f"run {run_id} was launched with other settings ({'; '.join(changes)}): resume it with `launch recipe "
-            f"{loaded.name} --run-id {run_id}` (the launch's own settings), or pass --allow-changes")
-    if stored is None or changes:
-        with_retries(lambda: store.put_bytes(loaded.shipped().encode(), key), what=f"write {key}")
-    return changes
-
-
 def _train_step(engine, task: Task, micro_batches: list) -> dict[str, torch.Tensor]:
     """One optimizer step: DeepSpeed accumulates over the micro-batches (on the device) and steps at the
     boundary."""
@@ -249,7 +231,7 @@ def _end_attempt(ending: str, step: int, engine, task: Task, checkpoints: Checkp
         if ranks.is_main:
             checkpoints.verify(step)
     ledger = attempt.end(ending, step)  # rank 0's entry; None on the other ranks
-    tracker.log(_ledger_metrics(ledger), step)
+    tracker.log(ledger_metrics(ledger), step)
     tracker.close(status="FINISHED" if finished else None)
     if finished and ranks.is_main:
         checkpoints.mark_complete(step)
@@ -276,11 +258,6 @@ def _publish_final_export(engine, task: Task, checkpoints: Checkpointer, tracker
             tracker.log_artifacts([out_dir / name for name in task.mlflow_artifacts])
 
 
-def _ledger_metrics(ledger) -> dict[str, float]:
-    """The ledger's totals as `ledger/*` metrics (`launch compare` shows them beside the training metrics)."""
-    return {f"ledger/{name}": float(value) for name, value in ledger.totals().items()} if ledger else {}
-
-
 def _node_system_metrics(loaded: LoadedRecipe, ranks, tracker: Tracker | NullTracker) -> Optional[NodeSystemMetrics]:
     """Every node's system metrics in the run's one MLflow run: rank 0's tracker logs its node's, the local rank 0
     of each other node its own, into the MLflow run whose id rank 0 shares here (a collective: every rank calls
@@ -294,31 +271,13 @@ def _node_system_metrics(loaded: LoadedRecipe, ranks, tracker: Tracker | NullTra
 
 
 def _tracker(loaded: LoadedRecipe, run_id: str, ranks) -> Tracker | NullTracker:
-    """MLflow from rank 0 (a NullTracker on the other ranks): the resolved recipe as params and as an artifact,
-    each user override once; tags say how it really ran (target, the device and how many, `cpu` here) and the
-    commit the launch came from. A sweep's cell also says which cell it is and what the cell changes, and nests
-    under the sweep's parent run (made by the launcher, passed in the job's environment)."""
+    """MLflow from rank 0 (a NullTracker on the other ranks), tagged with how this attempt really runs."""
     if not ranks.is_main:
         return NullTracker()
-    recipe = loaded.recipe
-    params = settings_of(recipe)
-    params.update({"launch.recipe": loaded.relpath, "launch.profile": str(loaded.profile),
-                   "launch.world_size": str(ranks.world_size)})
-    params.update({f"launch.override.{key}": value for key, _, value in (o.partition("=") for o in loaded.overrides)})
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size))
-    tags = {"task": recipe.task, "target": os.environ.get(TARGET_ENV, "unknown"), "gpu": runtime.device_name(),
-            "gpus": str(per_node if runtime.device().type == "cuda" else 0), "ranks": str(ranks.world_size),
-            "nodes": str(max(1, ranks.world_size // per_node)), "recipe": loaded.relpath,
-            "git_commit": os.environ.get(GIT_COMMIT_ENV, "unknown"), **recipe.mlflow.tags}
-    if loaded.cell is not None:  # one run of a sweep: which, and what its cell changes
-        params.update({"launch.cell": loaded.cell.name,
-                       **{f"launch.cell.{key}": str(value) for key, value in loaded.cell.overrides.items()}})
-        tags[MLFLOW_CELL_TAG] = loaded.cell.name
-    Path(recipe.train.checkpoint.local_dir).mkdir(parents=True, exist_ok=True)
-    return Tracker(uri=mlflow_tracking_uri(recipe.mlflow.tracking_uri, recipe.train.checkpoint.local_dir),
-                   experiment=recipe.mlflow.experiment, run_name=recipe.mlflow.run_name, run_id=run_id,
-                   params=params, tags=tags, texts={RESOLVED_RECIPE_FILE: loaded.shipped()},
-                   parent_run_id=os.environ.get(MLFLOW_PARENT_RUN_ENV) or None)
+    on_gpus = runtime.device().type == "cuda"
+    return tracker_for(loaded, run_id, RunShape(ranks=ranks.world_size, per_node=per_node,
+                                                device=runtime.device_name(), gpus_per_node=per_node if on_gpus else 0))
 
 
 class _Progress:
@@ -347,9 +306,5 @@ class _Progress:
         self.bar.close()
 
     def _write(self, step: int) -> None:
-        if not self.is_main:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{self.path.name}.partial")
-        partial.write_text(json.dumps({"step": step, "total": self.total, "attempt_start": self.start}))
-        os.replace(partial, self.path)
+        if self.is_main:
+            write_progress(self.path, step, self.total, self.start)

@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 from spottrain_contract.schema import Checkpoint, FieldProblem, Recipe, Strict
 
 CONFIG_PLACEHOLDER = "{config}"
+COMMAND_WRAPPER = "command"  # `python -m spottrain command -- <launcher> <argv>`: the node wrapper around the script
 _CONFIG_FILE = re.compile(r"^[A-Za-z0-9_.-]+\.(ya?ml|json)$")
 
 
@@ -45,6 +46,15 @@ class CommandTrain(Strict):
 
     checkpoint: CommandCheckpoint = Field(description="The durable store of the script's checkpoints and how "
                                                       "many are kept.")
+
+    @property
+    def epochs(self) -> None:
+        """The script's own (in `config`): unknown to spottrain, as is `max_steps`."""
+        return None
+
+    @property
+    def max_steps(self) -> None:
+        return None
 
 
 class CommandRecipe(Recipe):

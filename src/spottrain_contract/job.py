@@ -68,6 +68,17 @@ def progress_path(local_dir: str | Path, run_id: str) -> Path:
     return run_dir(local_dir, run_id) / PROGRESS_FILE
 
 
+def write_progress(path: Path, step: int, total: int, attempt_start: int) -> None:
+    """The progress file, replaced whole (a reader never sees half of it): written by rank 0 of the trainer, or by
+    the wrapper around a command recipe's script."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps({"step": step, "total": total, "attempt_start": attempt_start}))
+    os.replace(partial, path)
+
+
 def exit_file_path(local_dir: str | Path, run_id: str) -> Path:
     return run_dir(local_dir, run_id) / EXIT_FILE
 

@@ -85,7 +85,7 @@ CASES = [
          "recipes/x.yaml: expected a mapping at the top level, got list"),
     Case("missing task", {"x.yaml": stage().replace("task: baseline\n", "")},
          "recipes/x.yaml: task: required key is missing (known tasks: baseline, critic, verifiable, rho1, "
-         "pairwise_ranking, vlm_lora)"),
+         "pairwise_ranking, vlm_lora, command)"),
     Case("unknown task", {"x.yaml": stage(task="rho2")},
          "recipes/x.yaml: task: unknown task 'rho2': did you mean 'rho1'? expected one of baseline, critic, "
          "verifiable, rho1, pairwise_ranking, vlm_lora"),

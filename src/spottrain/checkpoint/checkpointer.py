@@ -146,16 +146,17 @@ class Transfers:
 
     # --- moving files ----------------------------------------------------------------------------------------
 
-    def download(self, manifest: Manifest) -> Path:
+    def download(self, manifest: Manifest, every_file: bool = False) -> Path:
         """This rank's files on local disk (no collective: it may run on a background thread); verified local
         copies are not fetched again. A checkpoint of another world size is resharded on each node from all of
-        its files: local rank 0 fetches them, the other ranks none."""
+        its files: local rank 0 fetches them, the other ranks none. `every_file`: all of them, whoever owns them
+        (a command script's checkpoint, which the node wrapper restores whole)."""
         step_dir = self.local_dir / layout.step_tag(manifest.step)
         prefix = layout.step_prefix(self.run_id, manifest.step)
         shared = [e for e in manifest.files if layout.owner_rank(e.path) is None]
         own = [e for e in manifest.files if layout.owner_rank(e.path) == self.ranks.rank]
         mine = (shared if self.ranks.local_rank == 0 else []) + own
-        if manifest.world_size != self.ranks.world_size:
+        if manifest.world_size != self.ranks.world_size or every_file:
             mine = list(manifest.files) if self.ranks.local_rank == 0 else []
         # In parallel, file by file (checksums too: hashlib and the store's transfers release the GIL); a
         # verified local copy is reused, the rest downloads straight to its place.
@@ -455,29 +456,7 @@ class Checkpointer:
         return self.stored.best_step()
 
     def apply_retention(self, final_step: Optional[int] = None) -> list[int]:
-        """Retention over complete checkpoints, then the debris of killed attempts: a step older than the newest
-        complete one that never got its manifest can no longer complete (attempts run one at a time and save
-        in step order; a resumed attempt that reaches that step again writes it anew), so its files go."""
-        listed = self._retry(lambda: self.store.list(f"{self.run_id}/"), "list checkpoints")
-        complete, keys_by_step = steps_in(listed)
-        for step, keys in sorted(keys_by_step.items()):
-            if complete and step < complete[-1] and step not in complete:
-                self._retry(lambda: self.store.delete(keys), f"delete incomplete step {step}")
-        best = self._retry(self.best_step, "read best pointer")
-        finals = {s for s in complete if s == final_step}
-        doomed = checkpoints_to_delete(complete, keep=self.keep, best=best, final=finals)
-        deleted = []
-        for step in doomed:
-            if self._retry(lambda: self.manifest(step), f"read manifest of step {step}").final:
-                continue  # a final checkpoint is kept even when it is no longer the newest
-            prefix = layout.step_prefix(self.run_id, step)
-            manifest = prefix + layout.MANIFEST
-            # The manifest goes first: a crash mid-delete leaves an incomplete (ignored) checkpoint.
-            self._retry(lambda: self.store.delete([manifest]), f"delete {prefix}")
-            rest = [key for key in keys_by_step[step] if key != manifest]
-            self._retry(lambda: self.store.delete(rest), f"delete {prefix}")
-            deleted.append(step)
-        return deleted
+        return apply_retention(self.stored, keep=self.keep, retry=self._retry, final_step=final_step)
 
     # --- restore ---------------------------------------------------------------------------------------------
 
@@ -527,6 +506,34 @@ class Checkpointer:
         for entry in self.manifest(step).files:
             if self.store.size(prefix + entry.path) != entry.size:
                 raise UploadFailed(f"{prefix}{entry.path}: size in the store differs from the manifest")
+
+
+def apply_retention(stored: StoredRun, *, keep: int, retry: Callable, final_step: Optional[int] = None) -> list[int]:
+    """Retention over a run's complete checkpoints (`retry(action, what)`: under the store's retries), then the
+    debris of killed attempts: a step older than the newest complete one that never got its manifest can no
+    longer complete (attempts run one at a time and save in step order; a resumed attempt that reaches that step
+    again writes it anew), so its files go. Returns the steps deleted."""
+    store, run_id = stored.store, stored.run_id
+    listed = retry(lambda: store.list(f"{run_id}/"), "list checkpoints")
+    complete, keys_by_step = steps_in(listed)
+    for step, keys in sorted(keys_by_step.items()):
+        if complete and step < complete[-1] and step not in complete:
+            retry(lambda: store.delete(keys), f"delete incomplete step {step}")
+    best = retry(stored.best_step, "read best pointer")
+    finals = {s for s in complete if s == final_step}
+    doomed = checkpoints_to_delete(complete, keep=keep, best=best, final=finals)
+    deleted = []
+    for step in doomed:
+        if retry(lambda: stored.manifest(step), f"read manifest of step {step}").final:
+            continue  # a final checkpoint is kept even when it is no longer the newest
+        prefix = layout.step_prefix(run_id, step)
+        manifest = prefix + layout.MANIFEST
+        # The manifest goes first: a crash mid-delete leaves an incomplete (ignored) checkpoint.
+        retry(lambda: store.delete([manifest]), f"delete {prefix}")
+        rest = [key for key in keys_by_step[step] if key != manifest]
+        retry(lambda: store.delete(rest), f"delete {prefix}")
+        deleted.append(step)
+    return deleted
 
 
 def _files_in(directory: Path) -> list[Path]:
