@@ -115,7 +115,7 @@ def page(page_errors):
 
 
 def points(page) -> int:
-    return page.evaluate("Number(document.querySelector('#chart-loss').dataset.points || 0)")
+    return page.evaluate("Number(document.querySelector('#chart-train').dataset.points || 0)")
 
 
 def test_new_run_stop_clone_and_compare(hub, page, page_errors):
@@ -142,10 +142,10 @@ def test_new_run_stop_clone_and_compare(hub, page, page_errors):
     page.wait_for_url(f"{url}/runs/*")
     first = page.url.rsplit("/", 1)[1]
 
-    page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points || 0) >= 2",
+    page.wait_for_function("Number(document.querySelector('#chart-train').dataset.points || 0) >= 2",
                            timeout=180_000)
     seen = points(page)
-    page.wait_for_function(f"Number(document.querySelector('#chart-loss').dataset.points || 0) > {seen}",
+    page.wait_for_function(f"Number(document.querySelector('#chart-train').dataset.points || 0) > {seen}",
                            timeout=120_000)
     assert page.text_content("#run-state") == "running"
     page.screenshot(path=str(ARTIFACTS / "run.png"), full_page=True)
@@ -174,7 +174,7 @@ def test_new_run_stop_clone_and_compare(hub, page, page_errors):
     page.wait_for_url(f"{url}/compare?*")
     assert page.locator("#config-diff .diff-key").all_text_contents() == ["train.optim.lr"]
     assert "goodput" in page.text_content("#usage")
-    page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points || 0) > 0")
+    page.wait_for_function("Number(document.querySelector('#chart-train').dataset.points || 0) > 0")
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
 
 
@@ -335,7 +335,7 @@ def overlap(a, b) -> bool:
 def test_the_charts_keep_one_scale_each_leave_counts_out_and_wait_for_two_points(seeded, page):
     url, _ = seeded
     page.goto(f"{url}/runs/seeded-a")
-    page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points || 0) >= 4")
+    page.wait_for_function("Number(document.querySelector('#chart-train').dataset.points || 0) >= 4")
     page.wait_for_selector("#system-title:not([hidden])")
     page.wait_for_function("document.querySelector('#chart-ram').data")
     charts = {chart["id"]: chart for chart in page.evaluate(CHARTS)}
@@ -348,7 +348,7 @@ def test_the_charts_keep_one_scale_each_leave_counts_out_and_wait_for_two_points
     assert "val/total_pairs 96" in page.text_content("#counts") and "train/epoch 1" in page.text_content("#counts")
     assert "transfer/upload_bytes" not in plotted, names  # the store's traffic: no training curve
     assert charts["chart-cpu"]["hidden"], "one CPU sample is no chart"
-    assert "chart-ram" in shown and "train/loss" in names["chart-loss"]
+    assert "chart-ram" in shown and "train/loss" in names["chart-train"]
     for name in ("train/learning_rate", "val/loss", "val/accuracy", "val/kendall_tau", "val/perplexity"):
         assert name in plotted, names
     [with_accuracy] = [id for id, traces in names.items() if "val/accuracy" in traces]
@@ -385,9 +385,9 @@ def test_the_log_shows_the_last_frame_of_a_rewritten_line(seeded, page):
     assert page.text_content("#log") == TQDM_SHOWN
 
 
-PAGES = {"runs": ("/", "#live:text('live')"), "run": ("/runs/seeded-a", "#chart-loss[data-points='4']"),
-         "new-run": ("/new", "#run-form"), "compare": ("/compare?run=seeded-a&run=seeded-b", "#chart-loss[data-points]"),
-         "external-run": (None, "#chart-loss[data-points]"), "login": ("/login", "form"),
+PAGES = {"runs": ("/", "#live:text('live')"), "run": ("/runs/seeded-a", "#chart-train[data-points='4']"),
+         "new-run": ("/new", "#run-form"), "compare": ("/compare?run=seeded-a&run=seeded-b", "#chart-train[data-points]"),
+         "external-run": (None, "#chart-train[data-points]"), "login": ("/login", "form"),
          "not-found": ("/runs/no-such-run", "#error"), "compare-sweep": ("/compare-sweep/swept", "#sweep-cells")}
 
 
@@ -440,3 +440,64 @@ def test_an_eval_job_is_listed_under_its_run_and_cannot_be_resumed_or_cloned(tmp
         assert "eval job of run trained" in page.text_content("#job-of")
         page.goto(f"{url}/runs/trained")
         assert page.is_enabled("#resume") and page.is_enabled("#clone")
+
+
+# --- A command run: whatever its script logs, charted by prefix, one scale a chart -----------------------------
+SCRIPT_CURVES = {  # as a team's script reports them: prefixed or not, of very different sizes within a prefix
+    "train/loss": [(s, 2.0 - 0.1 * s) for s in range(1, 5)],
+    "train/grad_norm": [(s, 0.9 - 0.05 * s) for s in range(1, 5)],
+    "train/learning_rate": [(s, 1e-4 * s / 4) for s in range(1, 5)],
+    "eval/accuracy": [(2, 0.5), (4, 0.7)], "eval/loss": [(2, 1.5), (4, 1.2)],
+    "hash/bit_entropy": [(2, 5.2), (4, 6.8)], "hash/quantization_error": [(2, 0.02), (4, 0.01)],
+    "temperature": [(s, 0.07) for s in range(1, 5)], "throughput": [(s, 1200.5 + s) for s in range(1, 5)],
+    "transfer/upload_bytes": [(s, 0.0) for s in range(1, 5)],  # spottrain's books: no curve
+}
+
+
+@pytest.fixture
+def script_run(tmp_path):
+    """A hub over one stopped command run (`script-run`, the fixture recipe script_schema) and the metrics its
+    script logged. Yields the hub's URL."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from hub_helpers import command_project
+    from launcher.registry import Registry, RunRecord
+    from spottrain_contract.job import MLFLOW_RUN_ID_TAG, RunState
+    from spottrain_contract.recipe import load_recipe
+
+    project = command_project(tmp_path / "project")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    made = client.create_run(client.create_experiment("scripts"), run_name="script-run",
+                             tags={MLFLOW_RUN_ID_TAG: "script-run"})
+    client.log_batch(made.info.run_id, metrics=[Metric(key, value, int((time.time() + step) * 1000), step)
+                                                for key, curve in SCRIPT_CURVES.items() for step, value in curve])
+    client.set_terminated(made.info.run_id, status="KILLED")
+    shipped = load_recipe("script_schema", project_dir=project, profile="local").shipped()
+    Registry(project).save(RunRecord(run_id="script-run", recipe="script_schema", target="local",
+                                     state=RunState.STOPPED, started=time.time(), store=str(tmp_path / "store"),
+                                     local_dir=str(tmp_path), tracking_uri=uri, project=str(project),
+                                     recipe_document=shipped, launched_by="ana@box", task="command"))
+    with serving(project, tmp_path) as url:
+        yield url
+
+
+def test_a_command_runs_metrics_are_charted_by_prefix_one_scale_a_chart(script_run, page):
+    url = script_run
+    page.goto(f"{url}/runs/script-run")
+    page.wait_for_function("document.querySelector('#chart-other-2') && document.querySelector('#chart-other-2').data")
+    charts = [chart for chart in page.evaluate(CHARTS) if chart["traces"]]
+    assert [(c["id"], c["title"], [t["name"] for t in c["traces"]]) for c in charts] == [
+        ("chart-train", "train", ["train/loss", "train/grad_norm"]),  # losses first, as Compare lists them
+        ("chart-train-2", "train/learning_rate", ["train/learning_rate"]),  # 1e-4: not on the loss's axis
+        ("chart-eval", "eval", ["eval/loss", "eval/accuracy"]),
+        ("chart-hash", "hash/bit_entropy", ["hash/bit_entropy"]),
+        ("chart-hash-2", "hash/quantization_error", ["hash/quantization_error"]),
+        ("chart-other", "temperature", ["temperature"]),  # the unprefixed ones: one group, split by scale
+        ("chart-other-2", "throughput", ["throughput"]),
+    ]
+    assert not any(chart["hidden"] for chart in charts)
+    assert not page.is_disabled("#resume") and not page.is_disabled("#clone") and page.is_disabled("#stop")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "command-run.png"), full_page=True)

@@ -82,3 +82,27 @@ def test_a_changed_field_is_a_config_override_the_loader_checks(client):
     assert unknown.status_code == 400
     assert unknown.json()["error"].startswith("--override: config.optim.lrr: unknown key (expected one of: lr, warmup)")
     assert len(client.get("/api/runs").json()) == 1
+
+
+def test_a_stopped_command_run_is_cloned_with_one_config_value_changed_and_compares_by_it(client, tmp_path):
+    """Stop, Resume, Clone and Compare go through the operations as for every run: a command run's clone with
+    another temperature differs from it in exactly that key."""
+    from launcher.registry import Registry, RunRecord
+    from spottrain_contract.job import RunState
+    from spottrain_contract.recipe import load_recipe
+
+    project = tmp_path / "project"
+    shipped = load_recipe("script_schema", project_dir=project, profile="local").shipped()
+    Registry(project).save(RunRecord(run_id="script-run", recipe="script_schema", target="local",
+                                     state=RunState.STOPPED, started=0.0, store="", local_dir="", tracking_uri="",
+                                     project=str(project), recipe_document=shipped, task="command"))
+    page = client.get("/runs/script-run").text
+    assert re.search(r'<button id="resume"\s*>', page) and re.search(r'<button id="clone"\s*>', page)
+    assert re.search(r'<button id="stop"\s+disabled>', page)  # stopped already
+    cloned = client.post("/api/runs/script-run/clone", json={"overrides": {"config.loss.temperature": "0.1"}})
+    assert cloned.status_code == 201, cloned.text
+    copy = cloned.json()["id"]
+    form = client.get(f"/new?draft={copy}").text
+    assert re.search(r'value="0.1" data-base="0.07"', field(form, "config.loss.temperature"))
+    compared = client.get("/api/compare", params={"run": ["script-run", copy]}).json()
+    assert compared["config_diff"] == {"config.loss.temperature": ["0.07", "0.1"]}

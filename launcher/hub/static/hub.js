@@ -254,24 +254,28 @@ function newRunPage() {
 }
 
 // --- Charts --------------------------------------------------------------------------------------------
-// One scale a chart: the metrics are grouped by where they come from (training, evaluation) and what they are
-// (losses, the learning rate, other measures), and a group whose series differ in size by more than SCALE_RATIO
-// is split. Counts (integer bookkeeping such as val/total_pairs) are no curves: their latest values are listed.
-// A chart shows once one of its series has two points; each series in a chart has its own colour.
+// Whatever a run logs is charted, grouped by prefix (train/loss and train/learning_rate: `train`; an unprefixed
+// metric: `other`), the groups and their metrics in the compare order (`launcher.compare.metric_order`: training,
+// then val/eval, then test, then the rest; losses first). One scale a chart: a group whose series differ in size by
+// more than SCALE_RATIO is split. Counts (integer bookkeeping such as val/total_pairs) are no curves: their latest
+// values are listed; nor are spottrain's own books (launcher.compare's BOOKKEEPING_PREFIXES: the store's traffic,
+// speed, checkpoints, the ledger, system). A chart shows once one of its series has two points; each series in a
+// chart has its own colour.
 const SCALE_RATIO = 10;
-const EVAL = /^(val|eval|test)\//;
+const NO_CURVES = /^(perf|transfer|checkpoint|ledger|system)\//;
 const IS_LR = (k) => /(learning_rate|(^|\/)lr$)/.test(k);
 const IS_LOSS = (k) => /loss/.test(k);
 const COUNT_NAME = /(^|[/_])(count|counts|total|num|pairs|predictions|samples|examples|tokens)($|[/_])/;
 const PROGRESS = /(^|[/_])(epoch|epochs|step|steps)$/;  // where the run is (train/epoch): bookkeeping, never a curve
-const TRAINING = (k) => /^train\//.test(k) || !k.includes("/");  // not checkpoint/, transfer/, perf/: no curves
-const CHART_GROUPS = [
-  {id: "chart-loss", title: "loss", test: (k) => IS_LOSS(k) && !IS_LR(k) && !EVAL.test(k)},
-  {id: "chart-lr", title: "learning rate", test: IS_LR},
-  {id: "chart-train", title: "training", test: (k) => !IS_LOSS(k) && !IS_LR(k) && TRAINING(k)},
-  {id: "chart-val", title: "validation loss", test: (k) => IS_LOSS(k) && EVAL.test(k)},
-  {id: "chart-eval", title: "evaluation", test: (k) => !IS_LOSS(k) && !IS_LR(k) && EVAL.test(k)},
-];
+const OTHER = "other";  // the group of the unprefixed metrics
+const groupOf = (key) => key.includes("/") ? key.slice(0, key.indexOf("/")) : OTHER;
+const GROUP_RANK = {train: 0, val: 1, eval: 1, test: 2};
+const groupRank = (group) => [group === OTHER ? 4 : GROUP_RANK[group] ?? 3, group];
+const keyRank = (key) => [!IS_LOSS(key.slice(key.lastIndexOf("/") + 1)), key];
+const byRank = (rank) => (a, b) => {
+  const [x, y] = [rank(a), rank(b)];
+  return x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0);
+};
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
                  "#17becf"];
 const colour = (i) => i < PALETTE.length ? PALETTE[i] : `hsl(${Math.round(i * 137.5) % 360}, 65%, 40%)`;
@@ -287,7 +291,8 @@ function isCount(key, points) {
 }
 
 // `series` ([{key, points, ...}]) in parts of one scale: sorted by size (the largest |value|), a part ends where the
-// next series is more than SCALE_RATIO times its smallest; series all zero go with the smallest part.
+// next series is more than SCALE_RATIO times its smallest; series all zero go with the smallest part. The parts, and
+// the series in each, keep the order `series` came in (the part of its first series first).
 function byScale(series) {
   const size = (s) => Math.max(0, ...finiteValues(s.points).map(Math.abs));
   const sized = series.map((s, order) => ({s, order, size: size(s)})).sort((a, b) => a.size - b.size);
@@ -299,7 +304,8 @@ function byScale(series) {
   }
   const zeros = sized.filter((i) => i.size === 0);
   if (zeros.length) parts.length ? parts[0].items.push(...zeros) : parts.push({floor: 0, items: zeros});
-  return parts.map((part) => part.items.sort((a, b) => a.order - b.order).map((i) => i.s));
+  for (const part of parts) part.items.sort((a, b) => a.order - b.order);
+  return parts.sort((a, b) => a.items[0].order - b.items[0].order).map((part) => part.items.map((i) => i.s));
 }
 
 function axisTicks(traces, date) {  // no tick between two steps, none finer than a second
@@ -330,31 +336,33 @@ function plot(id, title, traces, {xaxis = {title: {text: "step"}}, yaxis = {}, l
   }, {displayModeBar: false, responsive: true});
 }
 
-// The curve charts of `runs` ([{metrics, label}]: one run on its page, several compared) in `container`, each
-// group's parts in order (chart-loss, chart-loss-2, ...); the counts' latest values, for the caller to list.
+// The curve charts of `runs` ([{metrics, label}]: one run on its page, several compared) in `container`: a group's
+// parts in order (chart-train, chart-train-2, ...); the counts' latest values, for the caller to list.
 function drawCharts(container, runs) {
-  const counts = [], wanted = [];
-  for (const group of CHART_GROUPS) {
-    const series = [];
+  const counts = [], groups = new Map();  // group → its series
+  const keys = [...new Set(runs.flatMap(({metrics}) => Object.keys(metrics)))].filter((k) => !NO_CURVES.test(k));
+  for (const group of [...new Set(keys.map(groupOf))].sort(byRank(groupRank))) groups.set(group, []);
+  for (const key of keys.sort(byRank(keyRank))) {
     for (const {metrics, label} of runs) {
-      for (const key of Object.keys(metrics).sort()) {
-        if (!group.test(key)) continue;
-        if (isCount(key, metrics[key])) {
-          const last = Number(finiteValues(metrics[key]).pop().toPrecision(4));
-          if (!label) counts.push([key, last]);
-          continue;
-        }
-        series.push({key, label, points: metrics[key]});
+      if (!metrics[key]) continue;
+      if (isCount(key, metrics[key])) {
+        const last = Number(finiteValues(metrics[key]).pop().toPrecision(4));
+        if (!label) counts.push([key, last]);
+        continue;
       }
+      groups.get(groupOf(key)).push({key, label, points: metrics[key]});
     }
+  }
+  const wanted = [];
+  for (const [group, series] of groups) {
     byScale(series).forEach((part, n) => {
-      const id = n === 0 ? group.id : `${group.id}-${n + 1}`;
-      const keys = [...new Set(part.map((s) => s.key))];
+      const id = `chart-${group.replace(/[^A-Za-z0-9_-]/g, "_")}${n === 0 ? "" : `-${n + 1}`}`;
+      const names = [...new Set(part.map((s) => s.key))];
       const traces = part.map((s) => ({
         x: s.points.map((p) => p[0]), y: s.points.map((p) => p[1]), mode: "lines+markers",
-        name: !s.label ? s.key : keys.length === 1 ? s.label : `${s.label} ${s.key}`,
+        name: !s.label ? s.key : names.length === 1 ? s.label : `${s.label} ${s.key}`,
       }));
-      wanted.push([id, keys.length === 1 ? keys[0] : group.title, traces]);
+      wanted.push([id, names.length === 1 ? names[0] : group, traces]);
     });
   }
   const nodes = wanted.map(([id]) => document.getElementById(id) || Object.assign(document.createElement("div"),
