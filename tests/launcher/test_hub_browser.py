@@ -501,3 +501,61 @@ def test_a_command_runs_metrics_are_charted_by_prefix_one_scale_a_chart(script_r
     assert not page.is_disabled("#resume") and not page.is_disabled("#clone") and page.is_disabled("#stop")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "command-run.png"), full_page=True)
+
+
+# --- The seed's scenarios A and B with the Hugging Face Trainer example (task: command) ---------------------------
+@pytest.fixture
+def hf_hub(tmp_path):
+    """`launch hub` over a project holding the hf_trainer recipe, its schema and its script; its URL."""
+    project = hub_project(tmp_path / "project")
+    shutil.copy(PROJECT_DIR / "recipes" / "hf_trainer.yaml", project / "recipes")
+    shutil.copytree(PROJECT_DIR / "recipes" / "schemas", project / "recipes" / "schemas")
+    shutil.copytree(PROJECT_DIR / "examples" / "hf_trainer", project / "examples" / "hf_trainer")
+    with serving(project, tmp_path) as url:
+        yield url
+
+
+def test_the_hf_trainer_example_from_its_schema_form_stopped_cloned_and_compared(hf_hub, page):
+    """Scenario A: the New run form from the config's JSON Schema, its presets the recipe's profiles, a launch on
+    this machine with a live curve; B: Stop, Clone with one config value changed, launch, and Compare showing
+    exactly that key."""
+    url = hf_hub
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{url}/new?recipe=hf_trainer&target=local")
+    assert page.eval_on_selector_all("#profile option", "options => options.map(o => o.value)") == [
+        "", "local", "colab"]
+    assert page.input_value("#profile") == "local"
+    assert page.input_value("[id='f-config.training.max_steps']") == "30"  # the local preset's
+    page.fill("#name", "hf-e2e")
+    page.fill("[id='f-config.training.max_steps']", "5000")  # train until stopped
+    page.click("#launch")
+    page.wait_for_url(f"{url}/runs/*")
+    first = page.url.rsplit("/", 1)[1]
+    page.wait_for_function("Number(document.querySelector('#chart-train').dataset.points || 0) >= 2",
+                           timeout=180_000)
+    seen = points(page)
+    page.wait_for_function(f"Number(document.querySelector('#chart-train').dataset.points || 0) > {seen}",
+                           timeout=120_000)
+    assert page.text_content("#run-state") == "running"
+    page.screenshot(path=str(ARTIFACTS / "hf-run.png"), full_page=True)
+
+    page.click("#stop")
+    page.wait_for_function("document.querySelector('#run-state').textContent === 'stopped'", timeout=240_000)
+    assert not page.is_disabled("#resume")
+    page.click("#clone")
+    page.wait_for_url(f"{url}/new?draft=*")
+    assert page.input_value("[id='f-config.training.max_steps']") == "5000"
+    page.fill("[id='f-config.training.learning_rate']", "0.002")
+    page.click("#launch")  # Save & Launch
+    page.wait_for_url(f"{url}/runs/*")
+    second = page.url.rsplit("/", 1)[1]
+    assert second != first
+    page.wait_for_function("!['draft', 'launching'].includes(document.querySelector('#run-state').textContent)")
+
+    page.goto(url)
+    page.check(f"input.pick[value='{first}']")
+    page.check(f"input.pick[value='{second}']")
+    page.click("#compare")
+    page.wait_for_url(f"{url}/compare?*")
+    assert page.locator("#config-diff .diff-key").all_text_contents() == ["config.training.learning_rate"]
+    page.screenshot(path=str(ARTIFACTS / "hf-compare.png"), full_page=True)
