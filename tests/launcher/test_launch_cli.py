@@ -22,10 +22,12 @@ def error_lines(done: subprocess.CompletedProcess) -> list[str]:
 
 # --- launch list --------------------------------------------------------------------------------------------------
 
-def test_list_shows_the_five_recipes(private_home):
+def test_list_shows_every_recipe_and_its_task(private_home):
     done = run_launch("list", home=private_home)
     rows = [line.split()[:2] for line in done.stdout.splitlines()[1:]]
     assert (done.returncode, rows) == (0, [["baseline", "baseline"], ["critic", "critic"],
+                                           ["ddp_example", "command"], ["hf_trainer", "command"],
+                                           ["lightning_example", "command"],
                                            ["pairwise_ranking", "pairwise_ranking"], ["rho1", "rho1"],
                                            ["verifiable", "verifiable"], ["vlm_ablation", "vlm_lora"]])
 
@@ -99,7 +101,7 @@ def test_render_into_a_missing_directory_is_a_one_line_error(private_home, tmp_p
 
 def test_check_passes_every_recipe_target_and_profile(private_home):
     done = run_launch("check", "--target", "skypilot", "--target", "vessl", home=private_home)
-    assert (done.returncode, done.stdout.splitlines()[-1]) == (0, "40 passed, 0 failed")
+    assert (done.returncode, done.stdout.splitlines()[-1]) == (0, "54 passed, 0 failed")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +138,8 @@ def test_check_still_checks_the_good_recipes_and_counts_both(broken_check):
 BAD_INPUT = {
     "unknown recipe": (["render", "baselin"],
                        "error: unknown recipe 'baselin': did you mean 'baseline'? known recipes: baseline, critic, "
-                       "pairwise_ranking, rho1, verifiable, vlm_ablation"),
+                       "ddp_example, hf_trainer, lightning_example, pairwise_ranking, rho1, verifiable, "
+                       "vlm_ablation"),
     "malformed override": (["render", "baseline", "--override", "train.optim.lr"],
                            "error: --override: train.optim.lr: expected dotted.key=value, e.g. train.optim.lr=5e-5"),
     "bad override value": (["render", "baseline", "--override", "resources.gpus=0"],
@@ -353,7 +356,8 @@ def test_list_json_is_a_list_of_recipe_views(private_home):
     done = run_launch("list", "--json", home=private_home)
     views = TypeAdapter(list[RecipeView]).validate_json(done.stdout)
     assert [(v.name, v.task, v.gpus, v.error) for v in views] == [
-        ("baseline", "baseline", 4, None), ("critic", "critic", 4, None),
+        ("baseline", "baseline", 4, None), ("critic", "critic", 4, None), ("ddp_example", "command", 4, None),
+        ("hf_trainer", "command", 4, None), ("lightning_example", "command", 4, None),
         ("pairwise_ranking", "pairwise_ranking", 1, None), ("rho1", "rho1", 4, None),
         ("verifiable", "verifiable", 4, None), ("vlm_ablation", "vlm_lora", 1, None)]
 

@@ -48,6 +48,7 @@ def test_every_golden_file_belongs_to_a_current_render():
     assert stale == []
 
 
-def test_there_is_a_golden_file_for_each_of_the_six_recipes():
-    assert {recipe for recipe, _, _ in CASES} == {"baseline", "critic", "pairwise_ranking", "rho1", "verifiable",
+def test_there_is_a_golden_file_for_each_recipe():
+    assert {recipe for recipe, _, _ in CASES} == {"baseline", "critic", "ddp_example", "hf_trainer",
+                                                  "lightning_example", "pairwise_ranking", "rho1", "verifiable",
                                                   "vlm_ablation"}

@@ -88,7 +88,7 @@ CASES = [
          "pairwise_ranking, vlm_lora, command)"),
     Case("unknown task", {"x.yaml": stage(task="rho2")},
          "recipes/x.yaml: task: unknown task 'rho2': did you mean 'rho1'? expected one of baseline, critic, "
-         "verifiable, rho1, pairwise_ranking, vlm_lora"),
+         "verifiable, rho1, pairwise_ranking, vlm_lora, command"),
     Case("the old key names the new one", {"x.yaml": stage().replace("task: baseline\n", "pipeline: baseline\n")},
          "recipes/x.yaml: pipeline: renamed to `task` (what the stage trains; `launch pipeline` runs stages in "
          "sequence)"),
