@@ -44,6 +44,13 @@ class Sequences(torch.utils.data.Dataset):
         return {"input_ids": self.tokens[index], "labels": self.tokens[index]}
 
 
+def cpu_ranks_can_resume() -> None:
+    """transformers 5.x loads a resumed optimizer onto the rank's device, "cpu:0" for a CPU rank under torchrun,
+    which torch.load does not know: read it as "cpu" (CPU only: the local profile)."""
+    torch.serialization.register_package(
+        5, lambda storage: None, lambda storage, location: storage if location.startswith("cpu:") else None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
@@ -54,9 +61,12 @@ def main() -> None:
     vocab = config["model"]["vocab_size"]
     train = Sequences(data["train_samples"], data["length"], vocab, seed)
     val = Sequences(data["val_samples"], data["length"], vocab, seed + 1)
+    if not torch.cuda.is_available():
+        cpu_ranks_can_resume()
     output = spottrain.checkpoint_dir("out")
     args = TrainingArguments(output_dir=str(output), eval_strategy="steps", save_strategy="steps",
-                             metric_for_best_model="eval_loss", **config["training"])
+                             metric_for_best_model="eval_loss", use_cpu=not torch.cuda.is_available(),
+                             **config["training"])  # use_cpu: without it, CPU ranks under torchrun train alone
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                       callbacks=[SpottrainCallback()])
     trainer.train(resume_from_checkpoint=str(spottrain.resume_dir()) if spottrain.resume_dir() else None)

@@ -53,9 +53,10 @@ def _rank_zero() -> bool:
 
 
 def attach(framework: str = "pytorch") -> None:
-    """Tell the wrapper, once, that this script checks for a stop request: a preemption notice then becomes the
-    stop file instead of a SIGTERM to the ranks. should_stop() calls it; a framework callback calls it first so
-    that its name is the one recorded."""
+    """Tell the wrapper, once, that an integration is in the script: a preemption notice then becomes the stop
+    file instead of a SIGTERM to the ranks. The first report(), checkpoint_saved() or should_stop() calls it (not
+    checkpoint_dir() nor resume_dir(), which a script asks before its framework starts); a framework callback
+    calls it when training begins, so that its name is the one recorded."""
     control = _control_dir()
     if control is None or _Process.attached:
         return
@@ -83,6 +84,7 @@ def report(step: int, total: Optional[int] = None, **metrics: float) -> None:
     control = _control_dir()
     if control is None or not _rank_zero():
         return
+    attach()
     numbers = {name: float(value) for name, value in metrics.items() if isinstance(value, (int, float))}
     append_event(control, PROGRESS, step=int(step), total=None if total is None else int(total), metrics=numbers)
 
@@ -95,6 +97,7 @@ def checkpoint_saved(path: str | Path, step: int, metric: Optional[float] = None
     control = _control_dir()
     if control is None or not _rank_zero():
         return None
+    attach()
     staged = stage(control, Path(path), int(step))
     append_event(control, SAVED, step=int(step), name=Path(path).name,
                  metric=None if metric is None else float(metric))

@@ -1,0 +1,131 @@
+"""Each example under torchrun (2 CPU ranks, the recipe's local config) with the node contract's environment but
+without the wrapper: one uninterrupted run; one stopped by the stop file mid-run; one resumed from the checkpoint
+the stopped run staged. The stopped run saves and exits 0, the resumed one reports only the steps left, and its
+final weights equal the uninterrupted run's bit for bit (every example resumes exactly)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+import torch
+
+from spottrain_contract.script import ATTACHED, SAVED
+from tests.integrations.harness import Attempt, local_config, run_example
+
+STOP_AT = 12  # the stop file appears once step 12 is reported; saves are at 10, 20, 30
+
+
+@dataclass(frozen=True)
+class Example:
+    script: str
+    recipe: str
+    framework: str
+    final_weights: str  # under the checkpoint directory
+    steps: Callable[[dict], int]
+    complete: Callable[[Path, int], bool]  # a staged checkpoint holds everything a resume needs, of that step
+    has_metric: bool
+
+
+def _ddp_complete(staged: Path, step: int) -> bool:
+    return (torch.load(staged / "train.pt")["step"] == step
+            and {p.name for p in staged.iterdir()} == {"train.pt", "rng-0.pt", "rng-1.pt"})
+
+
+def _hf_complete(staged: Path, step: int) -> bool:
+    names = {p.name for p in staged.iterdir()}
+    state = json.loads((staged / "trainer_state.json").read_text())
+    return state["global_step"] == step and {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state_0.pth",
+                                             "rng_state_1.pth"} <= names
+
+
+def _lightning_complete(staged: Path, step: int) -> bool:
+    return staged.is_file() and torch.load(staged, weights_only=False)["global_step"] == step
+
+
+EXAMPLES = {
+    "ddp": Example("examples/ddp/train.py", "ddp_example", "pytorch", "final.pt",
+                   lambda config: config["train"]["steps"], _ddp_complete, has_metric=False),
+    "hf_trainer": Example("examples/hf_trainer/train.py", "hf_trainer", "transformers", "final/model.safetensors",
+                          lambda config: config["training"]["max_steps"], _hf_complete, has_metric=True),
+    "lightning": Example("examples/lightning/train.py", "lightning_example", "lightning", "final.pt",
+                         lambda config: config["train"]["steps"], _lightning_complete, has_metric=True),
+}
+
+
+@dataclass
+class Runs:
+    example: Example
+    total: int
+    reference: Attempt
+    stopped: Attempt
+    resumed: Optional[Attempt]
+
+
+@pytest.fixture(scope="module", params=sorted(EXAMPLES))
+def runs(request, tmp_path_factory) -> Runs:
+    """The three attempts of one example, shared by every test of it."""
+    example = EXAMPLES[request.param]
+    config = local_config(example.recipe)
+    root = tmp_path_factory.mktemp(request.param)
+    reference = run_example(example.script, config, root / "reference")
+    stopped = run_example(example.script, config, root / "stopped", stop_at=STOP_AT)
+    saved = stopped.of(SAVED)
+    resumed = (run_example(example.script, config, root / "resumed", resume_from=stopped.last_staged())
+               if stopped.returncode == 0 and saved else None)
+    return Runs(example, example.steps(config), reference, stopped, resumed)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path)
+
+
+@pytest.mark.slow
+def test_an_uninterrupted_run_reports_every_step_and_stages_complete_checkpoints(runs):
+    reference, total = runs.reference, runs.total
+    assert reference.returncode == 0, reference.output[-3000:]
+    assert reference.events[0] == {"event": ATTACHED, "framework": runs.example.framework}
+    assert set(reference.progress_steps()) == set(range(1, total + 1))
+    saved = reference.of(SAVED)
+    assert [event["step"] for event in saved] == [10, 20, 30]
+    assert all(runs.example.complete(reference.staged(event), event["step"]) for event in saved)
+    assert all((event["metric"] is not None) == runs.example.has_metric for event in saved)
+    assert (reference.checkpoint_dir / runs.example.final_weights).is_file()
+
+
+@pytest.mark.slow
+def test_a_stop_request_saves_the_step_reached_and_exits_zero(runs):
+    stopped = runs.stopped
+    assert stopped.returncode == 0, stopped.output[-3000:]
+    last = stopped.of(SAVED)[-1]
+    assert STOP_AT <= last["step"] < runs.total, "the run ended before the stop file was seen"
+    assert max(stopped.progress_steps()) == last["step"]
+    assert runs.example.complete(stopped.staged(last), last["step"])
+    assert not (stopped.checkpoint_dir / runs.example.final_weights).exists()
+
+
+@pytest.mark.slow
+def test_the_resumed_run_reports_only_the_steps_left(runs):
+    assert runs.resumed is not None and runs.resumed.returncode == 0, (runs.resumed or runs.stopped).output[-3000:]
+    first, second = set(runs.stopped.progress_steps()), set(runs.resumed.progress_steps())
+    assert first & second == set()
+    assert first | second == set(range(1, runs.total + 1))
+    assert [event["step"] for event in runs.resumed.of(SAVED)][-1] == runs.total
+
+
+@pytest.mark.slow
+def test_the_resumed_run_ends_with_the_uninterrupted_weights_bit_for_bit(runs):
+    assert runs.resumed is not None and runs.resumed.returncode == 0
+    expected = weights(runs.reference.checkpoint_dir / runs.example.final_weights)
+    got = weights(runs.resumed.checkpoint_dir / runs.example.final_weights)
+    assert expected.keys() == got.keys()
+    differing = {name: (expected[name] - got[name]).abs().max().item() for name in expected
+                 if not torch.equal(expected[name], got[name])}
+    assert differing == {}
