@@ -58,8 +58,8 @@ def _walk(settings: dict[str, Setting], prefix: str, current: dict, base: dict) 
                             there if isinstance(there, dict) else {})
             continue
         choices = tuple(as_input(choice) for choice in setting.choices)
-        if setting.kind == "bool" and setting.optional:
-            choices = ("", *choices)
+        if choices and "" not in choices and (here is None or setting.kind == "bool" and setting.optional):
+            choices = ("", *choices)  # unset: offered where it may be, or is (a select shows what it is)
         fields.append(FormField(key=key, kind=setting.kind, value=as_input(here), base=as_input(there),
                                 default=None if setting.default is NO_DEFAULT else as_input(setting.default),
                                 description=setting.description, choices=choices, required=setting.required))

@@ -531,6 +531,7 @@ def test_the_hf_trainer_example_from_its_schema_form_stopped_cloned_and_compared
     page.click("#launch")
     page.wait_for_url(f"{url}/runs/*")
     first = page.url.rsplit("/", 1)[1]
+    assert page.text_content("#overrides").split() == ["config.training.max_steps=5000"]  # only what was changed
     page.wait_for_function("Number(document.querySelector('#chart-train').dataset.points || 0) >= 2",
                            timeout=180_000)
     seen = points(page)

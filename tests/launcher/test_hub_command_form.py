@@ -32,10 +32,10 @@ def options(select: str) -> list[str]:
 def test_the_fields_come_from_the_config_schema(client):
     html = client.get("/new?recipe=script_schema&target=local").text
     keys = re.findall(r'<label for="f-([^"]+)">', html)
-    assert keys[:7] == ["config.model.backbone", "config.model.freeze_backbone", "config.training.lr",
+    assert keys[:8] == ["config.model.backbone", "config.model.freeze_backbone", "config.training.lr",
                         "config.training.max_epochs", "config.training.batch_size", "config.loss.temperature",
-                        "config.loss.bits"]  # the schema's order, a `$ref` followed
-    assert [key for key in keys[7:] if not key.startswith("train.checkpoint.")] == []  # then spottrain's own
+                        "config.loss.bits", "config.loss.normalize"]  # the schema's order, a `$ref` followed
+    assert [key for key in keys[8:] if not key.startswith("train.checkpoint.")] == []  # then spottrain's own
     assert options(field(html, "config.model.backbone")) == ["small", "large"]
     assert options(field(html, "config.model.freeze_backbone")) == ["true", "false"]
     lr = field(html, "config.training.lr")
@@ -46,6 +46,8 @@ def test_the_fields_come_from_the_config_schema(client):
     temperature = field(html, "config.loss.temperature")
     assert 'placeholder="required: Softmax temperature of the contrastive loss."' in temperature
     assert 'data-kind="yaml"' in field(html, "config.loss.bits") and "[16, 32]" in html  # its default
+    unset = field(html, "config.loss.normalize")  # not written: the select shows it unset, no override
+    assert options(unset) == ["", "true", "false"] and re.search(r'<option value=""\s+selected>', unset)
 
 
 def test_without_a_schema_the_fields_are_the_types_the_values_imply(client):
