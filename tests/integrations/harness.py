@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import psutil
 import yaml
 
 from spottrain_contract.job import RUN_ID_ENV
@@ -59,9 +61,9 @@ def local_config(recipe: str) -> dict:
 
 
 def run_example(script: str, config: dict, root: Path, stop_at: Optional[int] = None,
-                resume_from: Optional[Path] = None) -> Attempt:
+                resume_from: Optional[Path] = None, sigterm: bool = False) -> Attempt:
     """Run `script` to its end. `stop_at`: write the stop file once progress reaches that step (the wrapper on a
-    notice). `resume_from`: a staged checkpoint copied into the fresh checkpoint directory (the wrapper's
+    notice), or with `sigterm` send SIGTERM to the ranks instead. `resume_from`: a staged checkpoint copied into the fresh checkpoint directory (the wrapper's
     restore) and named by SPOTTRAIN_RESUME_DIR."""
     attempt = Attempt(root)
     attempt.checkpoint_dir.mkdir(parents=True)
@@ -81,7 +83,7 @@ def run_example(script: str, config: dict, root: Path, stop_at: Optional[int] = 
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watcher = None
     if stop_at is not None:
-        watcher = threading.Thread(target=_stop_when, args=(attempt.control_dir, stop_at, process), daemon=True)
+        watcher = threading.Thread(target=_stop_when, args=(attempt.control_dir, stop_at, process, sigterm), daemon=True)
         watcher.start()
     attempt.output, _ = process.communicate(timeout=300)
     attempt.returncode = process.returncode
@@ -91,11 +93,15 @@ def run_example(script: str, config: dict, root: Path, stop_at: Optional[int] = 
     return attempt
 
 
-def _stop_when(control_dir: Path, step: int, process: subprocess.Popen) -> None:
+def _stop_when(control_dir: Path, step: int, process: subprocess.Popen, sigterm: bool) -> None:
     offset = 0
     while process.poll() is None:
         events, offset = read_events(control_dir, offset)
         if any(event["event"] == PROGRESS and event["step"] >= step for event in events):
-            (control_dir / STOP_FILE).touch()
+            if not sigterm:
+                (control_dir / STOP_FILE).touch()
+                return
+            for rank in psutil.Process(process.pid).children():  # torchrun's workers, not torchrun itself
+                rank.send_signal(signal.SIGTERM)
             return
         threading.Event().wait(0.005)

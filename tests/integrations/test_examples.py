@@ -129,3 +129,18 @@ def test_the_resumed_run_ends_with_the_uninterrupted_weights_bit_for_bit(runs):
     differing = {name: (expected[name] - got[name]).abs().max().item() for name in expected
                  if not torch.equal(expected[name], got[name])}
     assert differing == {}
+
+
+@pytest.mark.slow
+def test_lightning_answers_a_sigterm_with_a_checkpoint_and_exit_zero(tmp_path):
+    """Lightning's own SIGTERM handling would end fit() with SIGTERMException before any save; the callback's
+    handler makes a SIGTERM one more stop request."""
+    example = EXAMPLES["lightning"]
+    config = local_config(example.recipe)
+    stopped = run_example(example.script, config, tmp_path, stop_at=STOP_AT, sigterm=True)
+    assert stopped.returncode == 0, stopped.output[-3000:]
+    last = stopped.of(SAVED)[-1]
+    assert STOP_AT <= last["step"] < example.steps(config)
+    assert example.complete(stopped.staged(last), last["step"])
+    assert "SIGTERMException" not in stopped.output
+    assert not (stopped.checkpoint_dir / example.final_weights).exists()
