@@ -41,7 +41,7 @@ RESUME_DIR_ENV = "SPOTTRAIN_RESUME_DIR"
 CONFIG_ENV = "SPOTTRAIN_CONFIG"
 CONTROL_DIR_ENV = "SPOTTRAIN_CONTROL_DIR"
 EVENTS_FILE = "events.jsonl"
-STOP_FILE = "stop"  # written by the wrapper on a notice: an attached script saves and ends with exit code 75
+STOP_FILE = "stop"  # written by the wrapper on a notice: an attached script saves and returns normally (exit 0)
 STAGED_DIR = "staged"
 ATTACHED, PROGRESS, SAVED = "attached", "progress", "saved"
 

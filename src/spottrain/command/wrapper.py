@@ -27,6 +27,7 @@ from typing import Optional
 from spottrain.attempt import AttemptRecorder, ledger_metrics
 from spottrain.command.child import ScriptProcess, script_environment
 from spottrain.command.sync import ScriptCheckpoints
+from spottrain.command.unannounced import UnannouncedCheckpoints
 from spottrain.preemption import PreemptionNotice, record_failure, report_exit_code
 from spottrain.run_settings import settings_as_launched
 from spottrain.tracking import RunShape, Tracker, tracker_for
@@ -42,6 +43,7 @@ from spottrain_contract.store import StoreUnavailable, is_permanent, open_store,
 
 log = logging.getLogger("spottrain.command")
 POLL_SECONDS = 0.2
+SCAN_EVERY_POLLS = 10  # a script without an integration: its checkpoint directory looked at every 2 s
 NODE_RANK_ENV = "SKYPILOT_NODE_RANK"  # the run script's torchrun takes --node_rank from it; unset: one node
 CHECKPOINTS, CONTROL = "checkpoints", "control"  # under the run's local directory
 _STOPPED_CODES = (0, PREEMPTED_EXIT_CODE, -15, 128 + 15)  # how a script asked to stop may end and still be stopped
@@ -137,11 +139,13 @@ class _Attempt:
             environment[script.RESUME_DIR_ENV] = str(restored[1].resolve())
             log.info("resuming run %s from step %d (%s)", self.run_id, restored[0], restored[1].name)
         self.control_dir = control_dir
+        self.unannounced = UnannouncedCheckpoints(checkpoint_dir, self.start_step)
         return environment
 
     def _watch(self, child: ScriptProcess, started: float) -> int:
-        """Until the script exits: its events acted on, a notice passed on once."""
-        offset, told = 0, False
+        """Until the script exits: its events acted on, a notice passed on once, and for a script without an
+        integration, its checkpoints found in its directory."""
+        offset, told, polls = 0, False, 0
         while True:
             code = child.poll()
             events, offset = script.read_events(self.control_dir, offset)
@@ -152,7 +156,35 @@ class _Attempt:
             if self.notice.received and not told:
                 told = True
                 self._pass_notice(child)
+            polls += 1
+            if not self.attached and polls % SCAN_EVERY_POLLS == 0:
+                self._take_unannounced(script_ended=False)
             time.sleep(POLL_SECONDS)
+
+    def _take_unannounced(self, script_ended: bool) -> None:
+        """A checkpoint of a script without an integration, once complete: staged and uploaded as an announced
+        one is; its step is the attempt's progress where the script reports none."""
+        found = self.unannounced.newly_complete(script_ended) if self.keeps_the_run else None
+        if found is None:
+            return
+        step, path = found
+        script.stage(self.control_dir, path, step)
+        self._on_event({"event": script.SAVED, "step": step, "name": path.name}, started=time.time())
+        if step > self.step:
+            self._progressed(step, started=None, metrics={})
+
+    def _progressed(self, step: int, started: Optional[float], metrics: dict[str, float]) -> None:
+        """The script is at `step`: the progress file, the ledger's beat and its metrics (each step once in the
+        MLflow run, across attempts); the first step of the attempt also says how long the start took."""
+        self.step = step
+        write_progress(progress_path(self.recipe.train.checkpoint.local_dir, self.run_id), step,
+                       self.total or step, self.start_step)
+        if not self.started_training and started is not None:
+            self.started_training = True
+            metrics = {**metrics, "perf/start_to_first_step_seconds": time.time() - started}
+            self.attempt.beat(step, startup_seconds=time.time() - started)
+        self.tracker.log(metrics, step)
+        self.attempt.beat(step)
 
     def _pass_notice(self, child: ScriptProcess) -> None:
         if self.attached:
@@ -169,17 +201,10 @@ class _Attempt:
             if self.notice.received:  # a notice that came before the script could hear it
                 (self.control_dir / script.STOP_FILE).touch()
         elif kind == script.PROGRESS:
-            self.step, self.total = int(event["step"]), event.get("total") or self.total
+            self.total = event.get("total") or self.total
             if self.keeps_the_run:
-                write_progress(progress_path(self.recipe.train.checkpoint.local_dir, self.run_id), self.step,
-                               self.total or self.step, self.start_step)
                 metrics = {k: float(v) for k, v in (event.get("metrics") or {}).items() if _is_number(v)}
-                if not self.started_training:
-                    self.started_training = True
-                    metrics["perf/start_to_first_step_seconds"] = time.time() - started
-                    self.attempt.beat(self.step, startup_seconds=time.time() - started)
-                self.tracker.log(metrics, self.step)
-                self.attempt.beat(self.step)
+                self._progressed(int(event["step"]), started, metrics)
         elif kind == script.SAVED and self.keeps_the_run:
             step = int(event["step"])
             staged = script.staged_path(self.control_dir, step, event["name"])
@@ -196,6 +221,8 @@ class _Attempt:
 
     def _end(self, child: ScriptProcess, code: int) -> int:
         code = child.asked_code(code)
+        if code == 0 and not self.attached and not self.notice.received:
+            self._take_unannounced(script_ended=True)  # its newest checkpoint is complete now
         failed_upload = self._uploads_done() if self.keeps_the_run else None
         if failed_upload is not None:
             what = f"checkpoint upload to {self.store.uri} failed: {store_failure(failed_upload)}"
