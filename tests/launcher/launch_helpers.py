@@ -40,6 +40,7 @@ def copy_real_recipes(root: Path, names: Optional[tuple[str, ...]] = None) -> Pa
     for path in sorted((PROJECT_DIR / "recipes").glob("*.yaml")):
         if names is None or path.stem == "_base" or path.stem in names:
             shutil.copy(path, root / "recipes" / path.name)
+    shutil.copytree(PROJECT_DIR / "recipes" / "schemas", root / "recipes" / "schemas")  # command recipes' configs
     return root
 
 

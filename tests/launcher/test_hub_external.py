@@ -161,7 +161,8 @@ def test_the_server_is_the_recipes_else_mlflow_tracking_uri_and_every_recipe_nam
     (project / ".env").write_text("MLFLOW_TRACKING_URI=http://team-mlflow.invalid\n")
     project.joinpath(".env").chmod(0o600)
     experiments = {"weighted-mtp/production": "baseline, critic, rho1, verifiable", "mirip/ranking":
-                   "pairwise_ranking", "vlm/lora-ablation": "vlm_ablation"}
+                   "pairwise_ranking", "vlm/lora-ablation": "vlm_ablation", "examples/ddp": "ddp_example",
+                   "examples/hf-trainer": "hf_trainer", "examples/lightning": "lightning_example"}
     assert external.watched(project) == [external.Watched("http://team-mlflow.invalid", experiments)]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env.invalid")
     assert [w.uri for w in external.watched(project)] == ["http://from-env.invalid"]
