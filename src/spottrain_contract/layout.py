@@ -3,6 +3,7 @@
     <run id>/step-00000500/<files written by DeepSpeed and the trainer>
     <run id>/step-00000500/_parts/rank-00003.json   what rank 3 uploaded (sizes, checksums)
     <run id>/step-00000500/MANIFEST.json            written last, alone marks the checkpoint complete
+    <run id>/step-00000500/_spottrain/…             a command script's step: what the wrapper keeps beside it
     <run id>/BEST.json                              which complete step holds the best metric
     <run id>/final-hf/                              the final weights as a from_pretrained directory
     <run id>/COMPLETE.json                          written last of all: export published, metrics sent
@@ -31,6 +32,7 @@ TASK_FILES = "task"
 EVALUATIONS = "eval"
 LEDGER = "ledger"
 TRAINER_STATE = "trainer_state.json"
+UNSENT_METRICS = "_spottrain/unsent-metrics.json"  # in a command script's step: metrics MLflow had not confirmed
 STOP_REQUESTED = "stop-requested"  # a person's stop of a platform's run, asked before its SIGTERM (not a spot notice)
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _RANK_FILE = re.compile(r"(?:zero_pp_rank_|rank-)(\d+)")

@@ -23,6 +23,7 @@ _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: 
 _ROOT_CAUSE = "Root Cause (first observed failure):"
 _EXITCODE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 _FAILED_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
+_TORCHRUN_SIGTERM = re.compile(r"SignalException: Process \d+ got signal: 15$")
 
 
 class ScriptProcess:
@@ -51,6 +52,12 @@ class ScriptProcess:
         notice only this way."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    def ended_by_sigterm(self, code: int) -> bool:
+        """The script died of the SIGTERM passed to it: its own code says so, or torchrun's (it exits 1 with a
+        SignalException when a SIGTERM reaches it)."""
+        return code in (-signal.SIGTERM, 128 + signal.SIGTERM) or any(
+            _TORCHRUN_SIGTERM.search(line) for line in list(self.lines)[-5:])
 
     def asked_code(self, code: int) -> int:
         """The exit code the failing rank asked for, where torchrun reports one (it exits 1 itself)."""

@@ -29,9 +29,10 @@ class ScriptCheckpoints:
         self.keep, self.best_mode = keep, best_mode
         self.best: Optional[float] = None  # the best metric so far, read from the store's pointer at restore
 
-    def restore_into(self, checkpoint_dir: Path) -> Optional[tuple[int, Path]]:
+    def restore_into(self, checkpoint_dir: Path) -> Optional[tuple[int, Path, list]]:
         """The newest complete checkpoint, verified, moved into `checkpoint_dir` under the name the script gave
-        it: (its step, its path there), or None before the first."""
+        it: (its step, its path there, the metrics of its steps MLflow had not confirmed when it was saved), or
+        None before the first."""
         newest = self.transfers.retry(self.stored.newest, "find the newest checkpoint")
         pointer = self.transfers.retry(lambda: self.store.get_bytes(f"{self.run_id}/{layout.BEST_POINTER}"),
                                        "read the best pointer")
@@ -43,11 +44,14 @@ class ScriptCheckpoints:
         for name in names:
             shutil.move(str(step_dir / name), str(checkpoint_dir / name))
         shutil.rmtree(step_dir, ignore_errors=True)
-        return newest.step, checkpoint_dir / names[0]
+        key = layout.step_prefix(self.run_id, newest.step) + layout.UNSENT_METRICS
+        unsent = self.transfers.retry(lambda: self.store.get_bytes(key), f"read {key}")
+        return newest.step, checkpoint_dir / names[0], json.loads(unsent) if unsent else []
 
-    def publish(self, staged: Path, step: int, metric: Optional[float], ranks: int) -> None:
-        """Upload a staged checkpoint (a directory or a file), then its manifest, then the best pointer where
-        `metric` betters the best; retention; the staged copy goes."""
+    def publish(self, staged: Path, step: int, metric: Optional[float], ranks: int, unsent: list) -> None:
+        """Upload a staged checkpoint (a directory or a file), the metrics of its steps MLflow had not confirmed
+        (`unsent`, requeued by the attempt that resumes from it: steps before it are never reported again), then
+        its manifest, then the best pointer where `metric` betters the best; retention; the staged copy goes."""
         prefix = layout.step_prefix(self.run_id, step)
         files = [staged] if staged.is_file() else sorted(p for p in staged.rglob("*") if p.is_file())
         meter = self.transfers.meter("upload", step, sum(path.stat().st_size for path in files))
@@ -58,6 +62,9 @@ class ScriptCheckpoints:
                                  f"upload {prefix}{relative}")
             entries.append(FileEntry(relative, path.stat().st_size, layout.sha256_of(path)))
         self.transfers.count("upload", meter)
+        unsent_key = prefix + layout.UNSENT_METRICS
+        self.transfers.retry(lambda: self.store.put_bytes(json.dumps(unsent).encode(), unsent_key),
+                             f"upload {unsent_key}")
         metrics = {} if metric is None else {"metric": metric}
         self._write_manifest(Manifest(step=step, world_size=ranks, final=False, files=entries, metrics=metrics))
         if metric is not None and self._improves(metric):

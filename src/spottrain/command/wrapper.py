@@ -46,7 +46,7 @@ POLL_SECONDS = 0.2
 SCAN_EVERY_POLLS = 10  # a script without an integration: its checkpoint directory looked at every 2 s
 NODE_RANK_ENV = "SKYPILOT_NODE_RANK"  # the run script's torchrun takes --node_rank from it; unset: one node
 CHECKPOINTS, CONTROL = "checkpoints", "control"  # under the run's local directory
-_STOPPED_CODES = (0, PREEMPTED_EXIT_CODE, -15, 128 + 15)  # how a script asked to stop may end and still be stopped
+_STOPPED_CODES = (0, PREEMPTED_EXIT_CODE)  # how a script asked to stop may end and still be stopped (or of the SIGTERM)
 
 
 def run_command(loaded: LoadedRecipe, argv: list[str]) -> int:
@@ -90,6 +90,7 @@ class _Attempt:
         self.tracker: Optional[Tracker] = None
         self.attached, self.start_step, self.step, self.total, self.ranks = False, 0, 0, None, 1
         self.started_training = False
+        self.unsent: list = []  # metrics the checkpoint resumed from kept for MLflow
 
     @property
     def keeps_the_run(self) -> bool:
@@ -111,6 +112,7 @@ class _Attempt:
         self.ranks = shape.ranks
         if self.keeps_the_run:
             self.tracker = tracker_for(self.loaded, self.run_id, shape)
+            self.tracker.requeue(self.unsent)
             environment.update(_mlflow_environment(self.tracker, self.recipe))
             self.attempt.start(self.store, self.run_id, started=started, start_step=self.start_step,
                                world_size=shape.ranks, device=shape.device,
@@ -135,9 +137,10 @@ class _Attempt:
                        script.CONTROL_DIR_ENV: str(control_dir.resolve())}
         restored = self.checkpoints.restore_into(checkpoint_dir)
         if restored is not None:
-            self.start_step = self.step = restored[0]
-            environment[script.RESUME_DIR_ENV] = str(restored[1].resolve())
-            log.info("resuming run %s from step %d (%s)", self.run_id, restored[0], restored[1].name)
+            self.start_step, resume_path, self.unsent = restored
+            self.step = self.start_step
+            environment[script.RESUME_DIR_ENV] = str(resume_path.resolve())
+            log.info("resuming run %s from step %d (%s)", self.run_id, self.start_step, resume_path.name)
         self.control_dir = control_dir
         self.unannounced = UnannouncedCheckpoints(checkpoint_dir, self.start_step)
         return environment
@@ -208,8 +211,9 @@ class _Attempt:
         elif kind == script.SAVED and self.keeps_the_run:
             step = int(event["step"])
             staged = script.staged_path(self.control_dir, step, event["name"])
+            unsent = [m for m in self.tracker.pending() if m[3] <= step]  # reported before it was saved
             self.pending.append(self.uploads.submit(self.checkpoints.publish, staged, step, event.get("metric"),
-                                                    self.ranks))
+                                                    self.ranks, unsent))
 
     def _uploads_done(self) -> Optional[BaseException]:
         """Wait for every upload; the first that failed after its retries, if any."""
@@ -229,7 +233,7 @@ class _Attempt:
             permanent = is_permanent(failed_upload)
             return self._fail(f"train.checkpoint.uri: {what}" if permanent else what, None,
                               DO_NOT_RESTART_EXIT_CODE if permanent else 1)
-        if self.notice.received and code in _STOPPED_CODES:
+        if self.notice.received and (code in _STOPPED_CODES or child.ended_by_sigterm(code)):
             ending = STOPPED if self.notice.stopped else PREEMPTED
             return self._close(ending, PREEMPTED_EXIT_CODE)
         if code == 0:
