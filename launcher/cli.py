@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import click
 
@@ -431,6 +431,12 @@ def _job_options(flags: dict) -> tuple[tuple[str, object], ...]:
 _CHECKPOINT_HELP = "Which of the run's checkpoints: best, last, or a step number (default: best)."
 
 
+# `launch eval`, `launch predict` and `launch models` read the Model Registry alike (operations.models.registry_uri)
+_MLFLOW_OPTION = click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
+                              help="The MLflow server of the Model Registry a models:/ name is read from (default: "
+                                   "MLFLOW_TRACKING_URI, else where this project's newest run logged).")
+
+
 @cli.command("eval")
 @click.argument("run_id", required=False, shell_complete=_complete_runs, metavar="[RUN_ID|models:/NAME@ALIAS]")
 @click.option("--target", default=None, shell_complete=_complete_targets,
@@ -461,6 +467,7 @@ _CHECKPOINT_HELP = "Which of the run's checkpoints: best, last, or a step number
               help="With --lora-path: the recipe whose resources, data and options the evaluation uses.")
 @click.option("--output-dir", default="eval_results", show_default=True,
               help="With --lora-path: where predictions.jsonl and generation_metrics.json are written.")
+@_MLFLOW_OPTION
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
 def evaluate(run_id, lora_path, yes, **flags):
     """Judge RUN_ID's (or a registered version's: models:/NAME@ALIAS, models:/NAME/VERSION) weights on its
@@ -477,22 +484,23 @@ def evaluate(run_id, lora_path, yes, **flags):
         job = ops.plan_adapter_eval(ws, ops.AdapterEvalRequest(lora_path, flags["recipe_name"], target or "local",
                                                                flags["output_dir"], options, overrides))
     else:
-        run_id, checkpoint = _run_of(ws, run_id, flags["checkpoint"])
+        run_id, checkpoint = _run_of(ws, run_id, flags["checkpoint"], flags["mlflow_uri"])
         job = ops.plan_job(ws, ops.WeightsJobRequest(ops.JobKind.EVAL, run_id, checkpoint, target, options,
                                                      overrides))
     _run_job(ws, job, yes, "Launch the evaluation?")
 
 
-def _run_of(ws, run_or_model: str, checkpoint: str) -> tuple[str, str]:
+def _run_of(ws, run_or_model: str, checkpoint: str, mlflow_uri: Optional[str]) -> tuple[str, str]:
     """RUN as given, or the run and checkpoint step a registered version (models:/NAME@ALIAS, models:/NAME/N)
-    names, in the registry of MLFLOW_TRACKING_URI (else where this project's newest run logged)."""
+    names, in the registry `launch models` reads (--mlflow, else MLFLOW_TRACKING_URI, else where this project's
+    newest run logged)."""
     from launcher import operations as ops
 
     if not run_or_model.startswith("models:/"):
         return run_or_model, checkpoint
     if checkpoint != "best":
         raise UserError(f"--checkpoint: {run_or_model} names its checkpoint already")
-    run_id, step = ops.resolve_model(ws, run_or_model)
+    run_id, step = ops.resolve_model(ws, run_or_model, mlflow_uri)
     click.echo(f"{run_or_model} is run {run_id}, step {step}")
     return run_id, step
 
@@ -510,23 +518,19 @@ def _run_job(ws, job, yes: bool, question: str) -> None:
               help="Where the prediction runs (default: where the run trained); inputs are paths there.")
 @click.option("--checkpoint", default="best", show_default=True, help=_CHECKPOINT_HELP)
 @click.option("-o", "--out", default=None, help="Write the results to this file (on the machine that runs it).")
+@_MLFLOW_OPTION
 @click.option("-y", "--yes", is_flag=True, help="Launch on a paid target without asking.")
-def predict(run_id, inputs, target, checkpoint, out, yes):
+def predict(run_id, inputs, target, checkpoint, out, mlflow_uri, yes):
     """Use RUN_ID's (or a registered version's: models:/NAME@ALIAS) weights on INPUTS: IMAGE_A IMAGE_B (the
     winner), a CSV of pairs (JSONL) or a folder (a
     ranked CSV)."""
     from launcher import operations as ops
 
     ws = _workspace()
-    run_id, checkpoint = _run_of(ws, run_id, checkpoint)
+    run_id, checkpoint = _run_of(ws, run_id, checkpoint, mlflow_uri)
     job = ops.plan_job(ws, ops.WeightsJobRequest(ops.JobKind.PREDICT, run_id, checkpoint, target,
                                                  inputs=tuple(inputs), out=out))
     _run_job(ws, job, yes, "Launch the prediction?")
-
-
-_MLFLOW_OPTION = click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
-                              help="The MLflow server of the Model Registry (default: MLFLOW_TRACKING_URI, else "
-                                   "where this project's newest run logged).")
 
 
 @cli.command()

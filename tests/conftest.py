@@ -55,3 +55,16 @@ def s3_bucket(s3_endpoint) -> S3Bucket:
     name = f"test-{os.getpid()}-{next(_bucket_numbers)}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return S3Bucket(name=name, prefix="checkpoints", endpoint_url=s3_endpoint)
+
+
+@pytest.fixture(scope="session")
+def mlflow_auth_server(tmp_path_factory):
+    """A real `mlflow server` with basic auth on 127.0.0.1 for the whole session (one takes seconds to start): the
+    Model Registry tests, launcher and trainer alike, register into it, each under model names of its own."""
+    from tests.trainer.mlflow_server import start_mlflow_server
+
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-auth"), auth=True)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,4 +1,5 @@
-"""Fixtures of the trainer tests: fresh directories and the resume tests' reference runs (S3: tests/conftest.py)."""
+"""Fixtures of the trainer tests: fresh directories, the resume tests' reference runs and the runs launched to the end
+that several modules judge (S3 and the MLflow server: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -48,5 +49,23 @@ def reference(tmp_path_factory) -> Callable[[int], "TrainingRun"]:
             assert run.run() == 0, run.last_log()
             runs[zero_stage] = run
         return runs[zero_stage]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def launched(tmp_path_factory) -> Callable[[str, str], Path]:
+    """launched(recipe, run_id): a project of the real recipes where `recipe`'s local profile was launched as run
+    `run_id` to the end; one training per recipe for the whole session, shared by the tests that evaluate,
+    predict with and register it (they add evaluation reports and inputs of their own; none changes the run)."""
+    from tests.trainer.harness import launched_to_the_end
+
+    projects: dict[tuple[str, str], Path] = {}
+
+    def get(recipe: str, run_id: str) -> Path:
+        if (recipe, run_id) not in projects:
+            projects[recipe, run_id] = launched_to_the_end(tmp_path_factory.mktemp(f"{recipe}-project"), recipe,
+                                                           run_id)
+        return projects[recipe, run_id]
 
     return get

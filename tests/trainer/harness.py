@@ -47,6 +47,27 @@ def launched_to_the_end(project: Path, recipe: str, run_id: str) -> Path:
     return project
 
 
+def adapter_answers(project: Path, adapter: Path, rows: list[dict]) -> list[str]:
+    """What a user gets from a VLM run's LoRA adapter outside spottrain: `adapter` loaded with peft on the tiny
+    base model the run in `project` built, its processor from beside the adapter, greedy answers to `rows`
+    (predictions.jsonl's image and query) with the local profile's max_new_tokens."""
+    from peft import PeftModel
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from spottrain.tasks.vlm import prompts
+
+    [base_dir] = (project / "runs" / "local" / "tiny-models").iterdir()
+    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base_dir), str(adapter)).eval()
+    processor = AutoProcessor.from_pretrained(adapter)
+    images = [Image.open(row["image"]).convert("RGB") for row in rows]
+    family = prompts.resolve_family("auto", model.config.model_type)
+    inputs = prompts.generation_batch(processor, family, images, [row["query"] for row in rows], None)
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=24, do_sample=False)
+    return prompts.decode_new_tokens(processor, output, inputs["input_ids"].shape[1])
+
+
 def attempt_env(run_id: str, marker: str) -> dict[str, str]:
     """What a node gives the run script here: CPU only, one thread per rank, the venv's torchrun, the attempt
     marker (to find every process of it) and no MLflow server (SQLite beside)."""

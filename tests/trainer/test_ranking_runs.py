@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.harness import TrainingRun, assert_runs_match, launch, launched_to_the_end
+from tests.trainer.harness import TrainingRun, assert_runs_match, launch
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +20,11 @@ STEPS_PER_EPOCH = 8  # the local profile: 256 pairs an epoch, 2 ranks × 16 pair
 SEED_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "learning_rate")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The local profile launched in a fresh project, to the end (an early stop or its last epoch)."""
-    return launched_to_the_end(tmp_path_factory.mktemp("ranking-project"), "pairwise_ranking", "ranker")
+@pytest.fixture
+def trained(launched):
+    """The local profile launched in a fresh project, to the end (an early stop or its last epoch): the session's
+    one training of it (`launched`)."""
+    return launched("pairwise_ranking", "ranker")
 
 
 def mlflow_history(project: Path, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.harness import TrainingRun, assert_runs_match, launch, launched_to_the_end
+from tests.trainer.harness import TrainingRun, adapter_answers, assert_runs_match, launch
 
 pytestmark = pytest.mark.slow
 
 METRICS = ("test/exact_match", "test/bleu4", "test/meteor", "test/rouge_l")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The recipe as written under the local profile (no sweep: one run), to the end: training, export, generation."""
-    return launched_to_the_end(tmp_path_factory.mktemp("vlm-project"), "vlm_ablation", "vlm")
+@pytest.fixture
+def trained(launched):
+    """The recipe as written under the local profile (no sweep: one run), to the end: training, export, generation
+    (the session's one training of it: `launched`)."""
+    return launched("vlm_ablation", "vlm")
 
 
 def mlflow_run(project: Path, run_id: str):
@@ -50,26 +51,9 @@ def test_the_run_learns_and_keeps_adapter_predictions_and_metrics_in_its_store_a
 
 
 def test_the_exported_adapter_loads_with_peft_and_generates_the_same_answers(trained):
-    import torch
-    from peft import PeftModel
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from spottrain.tasks.vlm import prompts
-
     final = trained / "runs" / "store" / "vlm" / "final-hf"
-    [base_dir] = (trained / "runs" / "local" / "tiny-models").iterdir()
-    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base_dir),
-                                      str(final / "lora_adapter")).eval()
-    processor = AutoProcessor.from_pretrained(final / "lora_adapter")
     rows = [json.loads(line) for line in (final / "predictions.jsonl").read_text().splitlines()][:8]
-    images = [Image.open(row["image"]).convert("RGB") for row in rows]
-    family = prompts.resolve_family("auto", model.config.model_type)
-    inputs = prompts.generation_batch(processor, family, images, [row["query"] for row in rows], None)
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=24, do_sample=False)  # the local profile's
-    answers = prompts.decode_new_tokens(processor, output, inputs["input_ids"].shape[1])
-    assert answers == [row["prediction"] for row in rows]
+    assert adapter_answers(trained, final / "lora_adapter", rows) == [row["prediction"] for row in rows]
 
 
 def test_launch_eval_judges_a_checkpoint_s_adapter_on_another_csv(trained):
