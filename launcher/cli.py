@@ -300,7 +300,8 @@ def _submit(ws, planned, *, detach: bool = False, training: bool = True, exit_on
     run = ops.submit(ws, planned)
     if run.finished_at is not None:
         click.echo(f"run {run.run_id} already finished at step {run.finished_at}: nothing to resume "
-                   f"(launch status {run.run_id}; final weights in its store's final-hf/)")
+                   f"(launch status {run.run_id}" + ("; final weights in its store's final-hf/)" if run.exports_final
+                                                     else ")"))
         return RunState.FINISHED
     click.echo(f"launched {run.run_id} on {run.target}" + (f" ({run.where})" if run.where else "")
                + (f", log {run.log}" if run.log else ""))
@@ -329,7 +330,8 @@ def _submit(ws, planned, *, detach: bool = False, training: bool = True, exit_on
     click.echo(f"run {run.run_id} {final.state} at step {final.step}")
     if finished and (registered := ops.registration_of(ws, run.run_id)):
         click.echo(f"  model        {registered}")
-    click.echo(f"  checkpoints  {run.store}/{run.run_id}" + ("  (final weights in final-hf/)" if finished else ""))
+    click.echo(f"  checkpoints  {run.store}/{run.run_id}"
+               + ("  (final weights in final-hf/)" if finished and run.exports_final else ""))
     click.echo(f"  metrics      mlflow ui --backend-store-uri {run.tracking_uri}")
     if not finished:
         click.echo(f"  resume       launch recipe {run.recipe} --run-id {run.run_id}")

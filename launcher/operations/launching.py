@@ -25,6 +25,7 @@ from launcher.targets import Handle, get_target
 from launcher.targets.local.supervisor import Chaos
 from launcher.views import PlanView, SweepPlanView
 from launcher.views.console import for_console
+from spottrain_contract.command import CommandRecipe
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import LoadedRecipe, capacity_changes, load_recipe, setting_changes
 
@@ -129,6 +130,7 @@ class Submitted:
     log: Optional[str] = None
     store: str = ""
     tracking_uri: str = ""
+    exports_final: bool = True  # its final weights go to final-hf/ (a command recipe's script keeps its own)
 
 
 @dataclass(frozen=True)
@@ -181,13 +183,15 @@ def plan_run(ws: Workspace, request: LaunchRequest, lookup: DependencyLookup,
 def submit(ws: Workspace, planned: Planned) -> Submitted:
     """Hand one planned run to its target (a run here that finished before is not started again)."""
     plan = planned.plan
+    exports_final = not isinstance(plan.recipe, CommandRecipe)
     done = runner.completed_here(plan, ws.project_dir)
     if done is not None:
-        return Submitted(plan.run_id, plan.target, plan.loaded.name, planned.runs_here, finished_at=done)
+        return Submitted(plan.run_id, plan.target, plan.loaded.name, planned.runs_here, finished_at=done,
+                         exports_final=exports_final)
     record = runner.submit(ws.registry, plan)
     where = get_target(record.target).HANDLE.of(record).where()
     return Submitted(record.run_id, record.target, record.recipe, planned.runs_here, where=where, log=record.log,
-                     store=record.store, tracking_uri=record.tracking_uri)
+                     store=record.store, tracking_uri=record.tracking_uri, exports_final=exports_final)
 
 
 def follow(ws: Workspace, run_id: str) -> Iterator[str]:
