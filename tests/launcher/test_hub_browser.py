@@ -118,6 +118,16 @@ def points(page) -> int:
     return page.evaluate("Number(document.querySelector('#chart-train').dataset.points || 0)")
 
 
+def _live_curve_grows(page) -> None:
+    """The running run's training curve gets points, then more: the page follows the run live."""
+    page.wait_for_function("Number(document.querySelector('#chart-train').dataset.points || 0) >= 2",
+                           timeout=180_000)
+    seen = points(page)
+    page.wait_for_function(f"Number(document.querySelector('#chart-train').dataset.points || 0) > {seen}",
+                           timeout=120_000)
+    assert page.text_content("#run-state") == "running"
+
+
 def test_new_run_stop_clone_and_compare(hub, page, page_errors):
     url, project = hub
     page_errors.allow(r"/new: console error: Failed to load resource: .* 400 .*/api/dry-run")  # lr -1: refused
@@ -142,12 +152,7 @@ def test_new_run_stop_clone_and_compare(hub, page, page_errors):
     page.wait_for_url(f"{url}/runs/*")
     first = page.url.rsplit("/", 1)[1]
 
-    page.wait_for_function("Number(document.querySelector('#chart-train').dataset.points || 0) >= 2",
-                           timeout=180_000)
-    seen = points(page)
-    page.wait_for_function(f"Number(document.querySelector('#chart-train').dataset.points || 0) > {seen}",
-                           timeout=120_000)
-    assert page.text_content("#run-state") == "running"
+    _live_curve_grows(page)
     page.screenshot(path=str(ARTIFACTS / "run.png"), full_page=True)
 
     page.click("#stop")
@@ -532,12 +537,7 @@ def test_the_hf_trainer_example_from_its_schema_form_stopped_cloned_and_compared
     page.wait_for_url(f"{url}/runs/*")
     first = page.url.rsplit("/", 1)[1]
     assert page.text_content("#overrides").split() == ["config.training.max_steps=5000"]  # only what was changed
-    page.wait_for_function("Number(document.querySelector('#chart-train').dataset.points || 0) >= 2",
-                           timeout=180_000)
-    seen = points(page)
-    page.wait_for_function(f"Number(document.querySelector('#chart-train').dataset.points || 0) > {seen}",
-                           timeout=120_000)
-    assert page.text_content("#run-state") == "running"
+    _live_curve_grows(page)
     page.screenshot(path=str(ARTIFACTS / "hf-run.png"), full_page=True)
 
     page.click("#stop")
