@@ -60,8 +60,30 @@ def launch_env(home: Path) -> dict[str, str]:
 
 
 def run_launch(*args: str, home: Path, cwd: Path = PROJECT_DIR) -> subprocess.CompletedProcess:
-    return subprocess.run([launch_executable(), *args], cwd=cwd, env=launch_env(home), capture_output=True,
-                          text=True, timeout=120)
+    """`launch ARGS` from `cwd` as the shell runs it (its exit code, stdout and stderr, the environment of
+    launch_env), but in this process: a subprocess spends seconds importing the CLI's libraries for every command.
+    A test that needs a fresh process (what a command imports, the console script itself) runs
+    launch_executable() instead."""
+    import pytest
+    from click.testing import CliRunner
+
+    from launcher.cli import main
+
+    env = {"HOME": str(home), "SKYPILOT_DISABLE_USAGE_COLLECTION": "1", "LAUNCH_PROJECT_DIR": None}
+    with pytest.MonkeyPatch.context() as patch, CliRunner(mix_stderr=False).isolation(env=env) as (out, err):
+        patch.chdir(cwd)
+        patch.setattr(sys, "argv", ["launch", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:  # as the interpreter exits: None is 0, a message is printed and exits 1
+            code = exc.code or 0
+            if not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return subprocess.CompletedProcess(list(args), code, out.getvalue().decode(), err.getvalue().decode())
 
 
 def plan_launch(name: str, *, target: str, project_dir: Path, profile: Optional[str] = None, overrides=(),

@@ -21,11 +21,11 @@ BOOKKEEPING = [["ledger/device_hours", "1.5", "2"], ["perf/step_seconds", "0.5",
 
 
 @pytest.fixture
-def client(tmp_path):
+def client(tmp_path, mlflow_sqlite):
     from mlflow.tracking import MlflowClient
 
     project = hub_project(tmp_path / "project")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_sqlite(tmp_path / "mlflow.db")
     mlflow = MlflowClient(uri)
     experiment = mlflow.create_experiment("weighted-mtp/test")
     registry = Registry(project)

@@ -24,13 +24,13 @@ HUB_ENTRY = {"recipe": "baseline", "target": "local", "profile": "local", "overr
 
 
 @pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory) -> str:
-    """One MLflow SQLite store for the module (its migrations take seconds): the system metrics as MLflow 3's
-    monitor names them, two samples ten seconds apart, and one training metric (not a system metric)."""
+def tracking_uri(tmp_path_factory, mlflow_sqlite) -> str:
+    """One MLflow SQLite store for the module: the system metrics as MLflow 3's monitor names them, two samples
+    ten seconds apart, and one training metric (not a system metric)."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    uri = mlflow_sqlite(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
     client = MlflowClient(uri)
     experiment = client.create_experiment("hub-panels")
     metrics = []

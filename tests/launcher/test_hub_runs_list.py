@@ -129,12 +129,12 @@ def test_a_failed_read_keeps_the_cache_as_it_was(client, project, reads):
     assert (listed(client)["cut"]["goodput"], listed(client)["cut"]["device_unit"]) == (0.5, "rank")
 
 
-def test_a_diverged_runs_nan_loss_is_no_value_in_the_list_and_in_the_run_pages_data(client, project):
+def test_a_diverged_runs_nan_loss_is_no_value_in_the_list_and_in_the_run_pages_data(client, project, mlflow_sqlite):
     from mlflow.tracking import MlflowClient
 
     from spottrain_contract.job import MLFLOW_RUN_ID_TAG
 
-    uri = f"sqlite:///{project / 'mlflow.db'}"
+    uri = mlflow_sqlite(project / "mlflow.db")
     mlflow = MlflowClient(tracking_uri=uri)
     run = mlflow.create_run(mlflow.create_experiment("diverged"), tags={MLFLOW_RUN_ID_TAG: "diverged-1"})
     mlflow.log_metric(run.info.run_id, "train/loss", float("nan"), step=3)
@@ -145,13 +145,13 @@ def test_a_diverged_runs_nan_loss_is_no_value_in_the_list_and_in_the_run_pages_d
     assert data["loss"] is None and "NaN" not in html
 
 
-def test_the_run_stream_says_when_new_metrics_are_logged_without_waiting_for_the_next_step(project):
+def test_the_run_stream_says_when_new_metrics_are_logged_without_waiting_for_the_next_step(project, mlflow_sqlite):
     """The page redraws its curves on `metrics`: a step's points reach MLflow after the step was reported."""
     from mlflow.tracking import MlflowClient
 
     from spottrain_contract.job import MLFLOW_RUN_ID_TAG
 
-    uri = f"sqlite:///{project / 'mlflow.db'}"
+    uri = mlflow_sqlite(project / "mlflow.db")
     mlflow = MlflowClient(tracking_uri=uri)
     run = mlflow.create_run(mlflow.create_experiment("live"), tags={MLFLOW_RUN_ID_TAG: "live-1"})
     mlflow.log_metric(run.info.run_id, "train/loss", 2.0, step=1)

@@ -1,4 +1,5 @@
-"""The `launch` command as a user runs it: a subprocess of the installed console script."""
+"""The `launch` command as a user runs it: its entry point in this process (run_launch), and the installed console
+script where a fresh process matters (what a command imports, the completion script, the environment it reads)."""
 
 from __future__ import annotations
 

@@ -19,10 +19,10 @@ def compare(registry, run_a, run_b, plot=None) -> str:
 
 
 @pytest.fixture
-def two_runs(tmp_path):
+def two_runs(tmp_path, mlflow_sqlite):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_sqlite(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     experiment = client.create_experiment("weighted-mtp/test")
     registry = Registry(tmp_path)

@@ -30,14 +30,14 @@ LOGGED = {
 
 
 @pytest.fixture
-def sweep(tmp_path) -> tuple[Path, str]:
+def sweep(tmp_path, mlflow_sqlite) -> tuple[Path, str]:
     """A project whose registry holds the cells of sweep `abl` of the example recipe, their MLflow runs in a
     SQLite store (earlier train/loss values too, and metrics compare leaves out)."""
     from mlflow.tracking import MlflowClient
 
     project = copy_real_recipes(tmp_path / "project", names=("baseline",))
     shutil.copy(SWEEP_RECIPE, project / "recipes")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_sqlite(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     experiment = client.create_experiment("weighted-mtp/production")
     registry = Registry(project)
