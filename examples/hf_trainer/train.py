@@ -20,7 +20,7 @@ import yaml
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
 from spottrain.integrations import script as spottrain
-from spottrain.integrations.transformers import SpottrainCallback
+from spottrain.integrations.transformers import SpottrainCallback, trained_to_the_end
 
 
 def load_config(path: str) -> dict:
@@ -67,9 +67,14 @@ def main() -> None:
     args = TrainingArguments(output_dir=str(output), eval_strategy="steps", save_strategy="steps",
                              metric_for_best_model="eval_loss", use_cpu=not torch.cuda.is_available(),
                              **config["training"])  # use_cpu: without it, CPU ranks under torchrun train alone
+    resume = spottrain.resume_dir()
+    if trained_to_the_end(resume, args.max_steps):  # killed after its last save: only the final weights are left
+        Trainer(model=LlamaForCausalLM.from_pretrained(resume), args=args, eval_dataset=val).save_model(
+            str(output / "final"))
+        return
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                       callbacks=[SpottrainCallback()])
-    trainer.train(resume_from_checkpoint=str(spottrain.resume_dir()) if spottrain.resume_dir() else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.state.global_step >= trainer.state.max_steps:  # not stopped early: the final weights
         trainer.save_model(str(output / "final"))
 

@@ -6,6 +6,7 @@ final weights equal the uninterrupted run's bit for bit (every example resumes e
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -13,6 +14,7 @@ from typing import Callable, Optional
 import pytest
 import torch
 
+from spottrain_contract.recipe import flatten, load_recipe
 from spottrain_contract.script import ATTACHED, SAVED
 from tests.integrations.harness import Attempt, local_config, run_example
 
@@ -58,6 +60,7 @@ EXAMPLES = {
 
 @dataclass
 class Runs:
+    param: str
     example: Example
     total: int
     reference: Attempt
@@ -76,7 +79,7 @@ def runs(request, tmp_path_factory) -> Runs:
     saved = stopped.of(SAVED)
     resumed = (run_example(example.script, config, root / "resumed", resume_from=stopped.last_staged())
                if stopped.returncode == 0 and saved else None)
-    return Runs(example, example.steps(config), reference, stopped, resumed)
+    return Runs(request.param, example, example.steps(config), reference, stopped, resumed)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -144,3 +147,82 @@ def test_lightning_answers_a_sigterm_with_a_checkpoint_and_exit_zero(tmp_path):
     assert example.complete(stopped.staged(last), last["step"])
     assert "SIGTERMException" not in stopped.output
     assert not (stopped.checkpoint_dir / example.final_weights).exists()
+
+
+# --- the same example launched as a user launches it: the node wrapper around it, chaos on the way ------------------
+
+CHAOS = "kills=2,signals=KILL+TERM,every=0.5:2.5,seed=1"  # a SIGKILL, then a SIGTERM notice, each mid-training
+# The DDP and Lightning examples' local configs train their 30 steps in about a second: launched, they train
+# longer, so that the kills land while they train (their reference then runs the same config bare).
+LONGER = {"ddp": {"train": {"steps": 1500, "save_every": 100}}, "lightning": {"train": {"steps": 600, "save_every": 50}}}
+
+
+@dataclass
+class Launched:
+    project: Path
+    run_id: str
+    done: subprocess.CompletedProcess
+    reference: Attempt  # the uninterrupted bare run of the same config
+
+
+@pytest.fixture(scope="module")
+def launched(runs, tmp_path_factory) -> Launched:
+    """`launch recipe <example> --target local --chaos …` in a project holding the recipes and examples."""
+    import shutil
+
+    from tests.integrations.harness import PROJECT
+    from tests.trainer.harness import launch
+
+    project = tmp_path_factory.mktemp("launched")
+    for directory in ("recipes", "examples"):
+        shutil.copytree(PROJECT / directory, project / directory)
+    run_id = f"{runs.example.recipe}-chaos"
+    longer = LONGER.get(runs.param, {})
+    overrides = [f"--override=config.{key}={value}" for key, value in flatten(longer).items()]
+    done = launch(project, "recipe", runs.example.recipe, "--target", "local", "--run-id", run_id, "--chaos", CHAOS,
+                  *overrides, timeout=900)
+    reference = runs.reference
+    if longer:
+        config = load_recipe(runs.example.recipe, project_dir=project, profile="local",
+                             overrides=[o.removeprefix("--override=") for o in overrides]).recipe.config
+        reference = run_example(runs.example.script, config, tmp_path_factory.mktemp("longer-reference"))
+    return Launched(project, run_id, done, reference)
+
+
+@pytest.mark.slow
+def test_launched_with_chaos_it_finishes_with_the_uninterrupted_weights(runs, launched):
+    assert launched.done.returncode == 0, launched.done.stdout[-3000:] + launched.done.stderr[-3000:]
+    assert "2 chaos kills" in launched.done.stdout
+    expected = weights(launched.reference.checkpoint_dir / runs.example.final_weights)
+    got = weights(launched.project / "runs" / "local" / launched.run_id / "checkpoints" / runs.example.final_weights)
+    assert {name for name in expected if not torch.equal(expected[name], got[name])} == set()
+
+
+@pytest.mark.slow
+def test_launched_with_chaos_its_ledger_adds_up_and_a_notice_costs_no_step(runs, launched):
+    from spottrain_contract.ledger import PREEMPTED, read_ledger
+    from spottrain_contract.lookup import StoredRun
+    from spottrain_contract.store import open_store
+
+    store = open_store(str(launched.project / "runs" / "store"))
+    ledger = read_ledger(store, launched.run_id)
+    total = launched.reference.progress_steps()[-1]
+    assert ledger.useful == total and ledger.computed == ledger.useful + ledger.recomputed
+    assert len(ledger.attempts) == 3
+    assert [view.recomputed for view in ledger.attempts if view.cause == PREEMPTED] == [0]
+    stored = StoredRun(store, launched.run_id)
+    assert stored.newest().final and stored.completed() == total
+
+
+@pytest.mark.slow
+def test_resumed_from_its_final_checkpoint_an_example_trains_no_step_more(runs, tmp_path):
+    """An attempt killed after its last save leaves the final checkpoint; the next one must end with the same
+    weights (Trainer resumed at max_steps would train a step past it: the HF example skips train())."""
+    final = runs.reference.of(SAVED)[-1]
+    again = run_example(runs.example.script, local_config(runs.example.recipe), tmp_path,
+                        resume_from=runs.reference.staged(final))
+    assert again.returncode == 0, again.output[-3000:]
+    assert [step for step in again.progress_steps() if step > runs.total] == []
+    expected = weights(runs.reference.checkpoint_dir / runs.example.final_weights)
+    got = weights(again.checkpoint_dir / runs.example.final_weights)
+    assert {name for name in expected if not torch.equal(expected[name], got[name])} == set()

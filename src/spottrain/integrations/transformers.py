@@ -24,6 +24,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from spottrain.integrations import script
@@ -50,6 +51,15 @@ class SpottrainCallback(TrainerCallback):
             dist.barrier()
         checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         script.checkpoint_saved(checkpoint, state.global_step, metric=best_metric_at(args, state))
+
+
+def trained_to_the_end(checkpoint: Optional[Path], max_steps: int) -> bool:
+    """Whether the checkpoint to resume from already holds `max_steps` steps (the attempt before was killed after
+    its last save). Skip train() then: Trainer (transformers 5.x) resumed at max_steps trains one step past it
+    before it checks, and the run would end with other weights than an uninterrupted one."""
+    if checkpoint is None or not (Path(checkpoint) / TRAINER_STATE_NAME).is_file():
+        return False
+    return TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME)).global_step >= max_steps
 
 
 def metric_names(logs: dict) -> dict[str, float]:
