@@ -58,9 +58,11 @@ class SkyQueue:
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
+def project(tmp_path, monkeypatch, mlflow_sqlite) -> Path:
+    """The sweep's project; its MLflow store (where the sweep's parent run goes) starts with its tables made."""
     root = copy_real_recipes(tmp_path / "project", names=("baseline",))
     shutil.copy(SWEEP_RECIPE, root / "recipes")
+    mlflow_sqlite(root / "mlflow.db")
     monkeypatch.chdir(root)  # SkyPilot resolves `workdir: .` against the launch directory
     for name, value in SECRET_VALUES.items():
         monkeypatch.setenv(name, value)
