@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -63,11 +64,14 @@ def s3_bucket(s3_endpoint) -> S3Bucket:
 @pytest.fixture(scope="session")
 def mlflow_sqlite(tmp_path_factory) -> Callable[[Path], str]:
     """mlflow_sqlite(path) -> the URI of a new, empty MLflow SQLite store at `path`: a copy of one whose tables were
-    made once for the session, since MLflow's migrations take seconds for every new database (a copy: ~50 ms)."""
+    made once for the session, since MLflow's migrations take seconds for every new database (a copy: ~50 ms).
+    `mlflow server --backend-store-uri sqlite:///PATH` starts on one as fast."""
     from mlflow.tracking import MlflowClient
 
     template = tmp_path_factory.mktemp("mlflow-sqlite") / "mlflow.db"
     MlflowClient(f"sqlite:///{template}").search_experiments()  # makes the tables
+    with sqlite3.connect(template) as db:  # and the Default experiment, under this client's artifact root: each
+        db.execute("DELETE FROM experiments WHERE experiment_id = 0")  # store makes its own, as a new one would
 
     def make(path: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,12 +82,14 @@ def mlflow_sqlite(tmp_path_factory) -> Callable[[Path], str]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_auth_server(tmp_path_factory):
+def mlflow_auth_server(tmp_path_factory, mlflow_sqlite):
     """A real `mlflow server` with basic auth on 127.0.0.1 for the whole session (one takes seconds to start): the
     Model Registry tests, launcher and trainer alike, register into it, each under model names of its own."""
     from tests.trainer.mlflow_server import start_mlflow_server
 
-    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-auth"), auth=True)
+    workdir = tmp_path_factory.mktemp("mlflow-auth")
+    mlflow_sqlite(workdir / "mlflow.db")
+    server = start_mlflow_server(workdir, auth=True)
     try:
         yield server
     finally:

@@ -26,8 +26,10 @@ def no_server_from_the_environment(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def mlflow(tmp_path_factory):
-    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+def mlflow(tmp_path_factory, mlflow_sqlite):
+    workdir = tmp_path_factory.mktemp("mlflow")
+    mlflow_sqlite(workdir / "mlflow.db")
+    server = start_mlflow_server(workdir)
     yield server
     server.stop()
 
