@@ -24,7 +24,7 @@ def command_project(root: Path) -> Path:
     project = hub_project(root)
     for name in SCRIPT_RECIPES:
         shutil.copy(FIXTURE_RECIPES / f"{name}.yaml", project / "recipes" / f"{name}.yaml")
-    shutil.copytree(FIXTURE_RECIPES / "schemas", project / "recipes" / "schemas")
+    shutil.copytree(FIXTURE_RECIPES / "schemas", project / "recipes" / "schemas", dirs_exist_ok=True)
     return project
 
 

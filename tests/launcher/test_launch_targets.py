@@ -14,6 +14,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from launch_helpers import PROJECT_DIR, plan_launch, render_for_display
 from spottrain_contract import job as job_contract
+from spottrain_contract.command import CommandRecipe
 from launcher.errors import LaunchError, RecipeError
 from spottrain_contract.recipe import NOT_SHIPPED, LoadedRecipe, from_shipped, load_recipe, recipe_names
 from launcher.secrets import MaskedSecrets
@@ -25,11 +26,13 @@ needs_bash = pytest.mark.skipif(BASH is None, reason="no bash to run the job scr
 
 def run_job_script(script: str, tmp_path: Path, torchrun_body: str,
                    env: Optional[dict] = None) -> tuple[int, list[str]]:
-    """Run a job script under bash, with `env` as the platform sets it, and `torchrun` replaced by a function:
-    (exit status, torchrun's argv). The recipe torchrun's trainers would read is left in tmp_path/recipe."""
+    """Run a job script under bash, with `env` as the platform sets it, and `torchrun` (and `python`, which starts a
+    command recipe's node wrapper) replaced by a function: (exit status, its argv). The recipe the trainers (or the
+    wrapper) would read is left in tmp_path/recipe."""
     argv_file, recipe_file = tmp_path / "argv", tmp_path / "recipe"
-    fake = (f'torchrun() {{ printf "%s\\0" "$@" > {shlex.quote(str(argv_file))}; '
-            f'printenv {job_contract.RECIPE_ENV} > {shlex.quote(str(recipe_file))}; {torchrun_body}; }}\n')
+    fake = "".join(f'{program}() {{ printf "%s\\0" "$@" > {shlex.quote(str(argv_file))}; '
+                   f'printenv {job_contract.RECIPE_ENV} > {shlex.quote(str(recipe_file))}; {torchrun_body}; }}\n'
+                   for program in ("torchrun", "python"))
     (tmp_path / "job.sh").write_text(fake + script)
     done = subprocess.run([BASH, str(tmp_path / "job.sh")], cwd=tmp_path, capture_output=True, text=True,
                           timeout=30, env={**(env or {}), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
@@ -201,7 +204,11 @@ def test_run_ids_are_fresh_per_launch_and_start_with_the_recipe_name():
 @pytest.mark.parametrize("name", recipe_names(PROJECT_DIR))
 def test_run_script_starts_the_trainer_on_the_recipe_the_launch_resolved(name, tmp_path):
     argv, shipped = trainer_sees(sky_config(name), tmp_path)
-    assert argv[argv.index("-m"):] == ["-m", job_contract.TRAINER_MODULE, "train"]
+    if isinstance(shipped.recipe, CommandRecipe):  # the node wrapper, around torchrun and the script
+        assert argv[:5] == ["-m", job_contract.TRAINER_MODULE, "command", "--", "torchrun"]
+        assert argv[-len(shipped.recipe.argv):] == shipped.recipe.argv
+    else:
+        assert argv[argv.index("-m"):] == ["-m", job_contract.TRAINER_MODULE, "train"]
     assert (shipped.name, shipped.relpath) == (name, f"recipes/{name}.yaml")
     assert same_settings(shipped.recipe, load_recipe(name, project_dir=PROJECT_DIR).recipe)
 

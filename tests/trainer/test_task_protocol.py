@@ -15,8 +15,8 @@ MEMBERS = sorted(set(Task.__annotations__) | {name for name, value in vars(Task)
                                               if callable(value) and not name.startswith("_")})
 
 
-@pytest.mark.parametrize("name", sorted(TASKS.builtin))
-def test_a_built_in_task_declares_every_member_of_the_protocol(name):
+@pytest.mark.parametrize("name", sorted(name for name, spec in TASKS.builtin.items() if spec.implementation))
+def test_a_built_in_task_declares_every_member_of_the_protocol(name):  # (the command task's is the team's script)
     implementation = load_object(TASKS.get(name).implementation)
     assert [member for member in MEMBERS if not hasattr(implementation, member)] == []
 
