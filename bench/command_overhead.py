@@ -2,7 +2,7 @@
 same script run bare.
 
     .venv/bin/python bench/command_overhead.py [--steps 200] [--every 20] [--hidden 4096] [--batch 512]
-                                               [--repeats 3] [--nproc 2]
+                                               [--repeats 3] [--nproc 2] [--idle-wait 120]
 
 Runs the plain DDP example (examples/ddp/train.py, recipe ddp_example) with one config, `--repeats` times each,
 alternating:
