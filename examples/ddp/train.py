@@ -90,7 +90,8 @@ def main() -> None:
         if stop.item():
             break
     if rank == 0 and step == train["steps"]:
-        torch.save(model.module.state_dict(), checkpoints / "final.pt")
+        spottrain.export_dir().mkdir(parents=True, exist_ok=True)  # published as the run's final export
+        torch.save(model.module.state_dict(), spottrain.export_dir() / "final.pt")
     dist.destroy_process_group()
 
 

@@ -70,13 +70,13 @@ def main() -> None:
     resume = spottrain.resume_dir()
     if trained_to_the_end(resume, args.max_steps):  # killed after its last save: only the final weights are left
         Trainer(model=LlamaForCausalLM.from_pretrained(resume), args=args, eval_dataset=val).save_model(
-            str(output / "final"))
+            str(spottrain.export_dir()))
         return
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                       callbacks=[SpottrainCallback()])
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.state.global_step >= trainer.state.max_steps:  # not stopped early: the final weights
-        trainer.save_model(str(output / "final"))
+        trainer.save_model(str(spottrain.export_dir()))  # published as the run's final export
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ def main() -> None:
                                                       monitor="train/loss")])
     trainer.fit(model, ckpt_path=spottrain.resume_dir())
     if trainer.is_global_zero and trainer.global_step >= trainer.max_steps:  # not stopped early: the final weights
-        torch.save(model.state_dict(), spottrain.checkpoint_dir("checkpoints") / "final.pt")
+        spottrain.export_dir().mkdir(parents=True, exist_ok=True)  # published as the run's final export
+        torch.save(model.state_dict(), spottrain.export_dir() / "final.pt")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ The environment of every rank:
                                `checkpoint-500/` directory, a `last.ckpt` file), so `resume_from_checkpoint=True`
                                or `ckpt_path="last"` just works; anything else there is removed first.
     SPOTTRAIN_RESUME_DIR       the restored checkpoint's path inside it (unset on a run's first attempt)
+    SPOTTRAIN_EXPORT_DIR       a local directory for the final weights: what the script leaves there when it exits
+                               0 is published as the run's final export (`<run id>/final-hf/` in the store, where
+                               the built-in tasks put theirs: `launch register` and later stages find it)
     SPOTTRAIN_CONTROL_DIR      where the integrations write events and find the stop request
     MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME, MLFLOW_RUN_ID
                                the run's one MLflow run, the same across attempts: the script's own MLflow
@@ -38,6 +41,7 @@ from typing import Any, Optional
 
 CHECKPOINT_DIR_ENV = "SPOTTRAIN_CHECKPOINT_DIR"
 RESUME_DIR_ENV = "SPOTTRAIN_RESUME_DIR"
+EXPORT_DIR_ENV = "SPOTTRAIN_EXPORT_DIR"
 CONFIG_ENV = "SPOTTRAIN_CONFIG"
 CONTROL_DIR_ENV = "SPOTTRAIN_CONTROL_DIR"
 EVENTS_FILE = "events.jsonl"

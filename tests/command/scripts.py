@@ -40,6 +40,9 @@ while step < total:
         spottrain.checkpoint_saved(path, step, metric=abs(weight))
     if stop:
         sys.exit(0)
+if rank == 0:  # the final weights, published as the run's final export
+    spottrain.export_dir().mkdir(parents=True, exist_ok=True)
+    (spottrain.export_dir() / "weight.json").write_text(json.dumps({"weight": weight}))
 '''
 
 WITHOUT_INTEGRATION = '''

@@ -63,6 +63,8 @@ def test_chaos_kills_and_notices_lose_nothing(project, chaos):
     assert re.search(r"finished: 40 steps, \d+ computed \(\d+ recomputed\), \d+ restarts, 3 chaos kills",
                      chaos.stdout), chaos.stdout[-2000:]
     assert _final_state(project, "chaos") == {"step": 40, "weight": _uninterrupted_weight()}
+    export = project / "runs" / "store" / "chaos" / layout.FINAL_EXPORT / "weight.json"
+    assert json.loads(export.read_text()) == {"weight": _uninterrupted_weight()}
 
 
 def test_the_ledger_adds_up_and_a_notice_costs_no_step(project, chaos):
@@ -96,7 +98,8 @@ def test_a_store_that_refuses_writes_stops_the_run_before_the_script_starts(proj
     done = launch(project, "recipe", "train_spot", "--target", "local", "--run-id", "refused",
                   "--override", "train.checkpoint.uri=/sys/spottrain-store")  # EPERM, even for root
     assert done.returncode == 1
-    assert re.findall(r"\[supervisor\] attempt \d+: [^\n]*", done.stdout) == ["[supervisor] attempt 1: no step, exit code 78"]
+    assert re.findall(r"\[supervisor\] attempt \d+: [^\n]*", done.stdout) == [
+        "[supervisor] attempt 1: no step, exit code 78"]
     assert re.match(r"run refused failed at step -: \[rank 0\] train\.checkpoint\.uri: cannot write to the "
                     r"checkpoint store /sys/spottrain-store", done.stdout.splitlines()[-1])
     assert not started.exists() or not any(started.iterdir())

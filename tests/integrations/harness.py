@@ -19,8 +19,8 @@ import yaml
 
 from spottrain_contract.job import RUN_ID_ENV
 from spottrain_contract.recipe import load_recipe
-from spottrain_contract.script import (CHECKPOINT_DIR_ENV, CONFIG_ENV, CONTROL_DIR_ENV, PROGRESS, RESUME_DIR_ENV,
-                                       SAVED, STOP_FILE, read_events, staged_path)
+from spottrain_contract.script import (CHECKPOINT_DIR_ENV, CONFIG_ENV, CONTROL_DIR_ENV, EXPORT_DIR_ENV, PROGRESS,
+                                       RESUME_DIR_ENV, SAVED, STOP_FILE, read_events, staged_path)
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -37,6 +37,10 @@ class Attempt:
     @property
     def checkpoint_dir(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
 
     @property
     def control_dir(self) -> Path:
@@ -63,8 +67,8 @@ def local_config(recipe: str) -> dict:
 def run_example(script: str, config: dict, root: Path, stop_at: Optional[int] = None,
                 resume_from: Optional[Path] = None, sigterm: bool = False) -> Attempt:
     """Run `script` to its end. `stop_at`: write the stop file once progress reaches that step (the wrapper on a
-    notice), or with `sigterm` send SIGTERM to the ranks instead. `resume_from`: a staged checkpoint copied into the fresh checkpoint directory (the wrapper's
-    restore) and named by SPOTTRAIN_RESUME_DIR."""
+    notice), or with `sigterm` send SIGTERM to the ranks instead. `resume_from`: a staged checkpoint copied into the
+    fresh checkpoint directory (the wrapper's restore) and named by SPOTTRAIN_RESUME_DIR."""
     attempt = Attempt(root)
     attempt.checkpoint_dir.mkdir(parents=True)
     attempt.control_dir.mkdir()
@@ -72,7 +76,8 @@ def run_example(script: str, config: dict, root: Path, stop_at: Optional[int] = 
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "SPOTTRAIN_"))}
     env.update({RUN_ID_ENV: "test-run", CONFIG_ENV: str(config_file), CHECKPOINT_DIR_ENV: str(attempt.checkpoint_dir),
-                CONTROL_DIR_ENV: str(attempt.control_dir), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                CONTROL_DIR_ENV: str(attempt.control_dir),
+                EXPORT_DIR_ENV: str(attempt.export_dir), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "OMP_NUM_THREADS": "1"})
     if resume_from is not None:
         restored = attempt.checkpoint_dir / resume_from.name
@@ -83,7 +88,8 @@ def run_example(script: str, config: dict, root: Path, stop_at: Optional[int] = 
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watcher = None
     if stop_at is not None:
-        watcher = threading.Thread(target=_stop_when, args=(attempt.control_dir, stop_at, process, sigterm), daemon=True)
+        watcher = threading.Thread(target=_stop_when, args=(attempt.control_dir, stop_at, process, sigterm),
+                                   daemon=True)
         watcher.start()
     attempt.output, _ = process.communicate(timeout=300)
     attempt.returncode = process.returncode

@@ -26,7 +26,7 @@ class Example:
     script: str
     recipe: str
     framework: str
-    final_weights: str  # under the checkpoint directory
+    final_weights: str  # under the export directory
     steps: Callable[[dict], int]
     complete: Callable[[Path, int], bool]  # a staged checkpoint holds everything a resume needs, of that step
     has_metric: bool
@@ -51,7 +51,7 @@ def _lightning_complete(staged: Path, step: int) -> bool:
 EXAMPLES = {
     "ddp": Example("examples/ddp/train.py", "ddp_example", "pytorch", "final.pt",
                    lambda config: config["train"]["steps"], _ddp_complete, has_metric=False),
-    "hf_trainer": Example("examples/hf_trainer/train.py", "hf_trainer", "transformers", "final/model.safetensors",
+    "hf_trainer": Example("examples/hf_trainer/train.py", "hf_trainer", "transformers", "model.safetensors",
                           lambda config: config["training"]["max_steps"], _hf_complete, has_metric=True),
     "lightning": Example("examples/lightning/train.py", "lightning_example", "lightning", "final.pt",
                          lambda config: config["train"]["steps"], _lightning_complete, has_metric=True),
@@ -100,7 +100,7 @@ def test_an_uninterrupted_run_reports_every_step_and_stages_complete_checkpoints
     assert [event["step"] for event in saved] == [10, 20, 30]
     assert all(runs.example.complete(reference.staged(event), event["step"]) for event in saved)
     assert all((event["metric"] is not None) == runs.example.has_metric for event in saved)
-    assert (reference.checkpoint_dir / runs.example.final_weights).is_file()
+    assert (reference.export_dir / runs.example.final_weights).is_file()
 
 
 @pytest.mark.slow
@@ -111,7 +111,7 @@ def test_a_stop_request_saves_the_step_reached_and_exits_zero(runs):
     assert STOP_AT <= last["step"] < runs.total, "the run ended before the stop file was seen"
     assert max(stopped.progress_steps()) == last["step"]
     assert runs.example.complete(stopped.staged(last), last["step"])
-    assert not (stopped.checkpoint_dir / runs.example.final_weights).exists()
+    assert not (stopped.export_dir / runs.example.final_weights).exists()
 
 
 @pytest.mark.slow
@@ -126,8 +126,8 @@ def test_the_resumed_run_reports_only_the_steps_left(runs):
 @pytest.mark.slow
 def test_the_resumed_run_ends_with_the_uninterrupted_weights_bit_for_bit(runs):
     assert runs.resumed is not None and runs.resumed.returncode == 0
-    expected = weights(runs.reference.checkpoint_dir / runs.example.final_weights)
-    got = weights(runs.resumed.checkpoint_dir / runs.example.final_weights)
+    expected = weights(runs.reference.export_dir / runs.example.final_weights)
+    got = weights(runs.resumed.export_dir / runs.example.final_weights)
     assert expected.keys() == got.keys()
     differing = {name: (expected[name] - got[name]).abs().max().item() for name in expected
                  if not torch.equal(expected[name], got[name])}
@@ -146,7 +146,7 @@ def test_lightning_answers_a_sigterm_with_a_checkpoint_and_exit_zero(tmp_path):
     assert STOP_AT <= last["step"] < example.steps(config)
     assert example.complete(stopped.staged(last), last["step"])
     assert "SIGTERMException" not in stopped.output
-    assert not (stopped.checkpoint_dir / example.final_weights).exists()
+    assert not (stopped.export_dir / example.final_weights).exists()
 
 
 # --- the same example launched as a user launches it: the node wrapper around it, chaos on the way ------------------
@@ -154,7 +154,8 @@ def test_lightning_answers_a_sigterm_with_a_checkpoint_and_exit_zero(tmp_path):
 CHAOS = "kills=2,signals=KILL+TERM,every=0.5:2.5,seed=1"  # a SIGKILL, then a SIGTERM notice, each mid-training
 # The DDP and Lightning examples' local configs train their 30 steps in about a second: launched, they train
 # longer, so that the kills land while they train (their reference then runs the same config bare).
-LONGER = {"ddp": {"train": {"steps": 1500, "save_every": 100}}, "lightning": {"train": {"steps": 600, "save_every": 50}}}
+LONGER = {"ddp": {"train": {"steps": 1500, "save_every": 100}},
+          "lightning": {"train": {"steps": 600, "save_every": 50}}}
 
 
 @dataclass
@@ -193,8 +194,8 @@ def launched(runs, tmp_path_factory) -> Launched:
 def test_launched_with_chaos_it_finishes_with_the_uninterrupted_weights(runs, launched):
     assert launched.done.returncode == 0, launched.done.stdout[-3000:] + launched.done.stderr[-3000:]
     assert "2 chaos kills" in launched.done.stdout
-    expected = weights(launched.reference.checkpoint_dir / runs.example.final_weights)
-    got = weights(launched.project / "runs" / "local" / launched.run_id / "checkpoints" / runs.example.final_weights)
+    expected = weights(launched.reference.export_dir / runs.example.final_weights)
+    got = weights(launched.project / "runs" / "store" / launched.run_id / "final-hf" / runs.example.final_weights)
     assert {name for name in expected if not torch.equal(expected[name], got[name])} == set()
 
 
@@ -223,6 +224,6 @@ def test_resumed_from_its_final_checkpoint_an_example_trains_no_step_more(runs, 
                         resume_from=runs.reference.staged(final))
     assert again.returncode == 0, again.output[-3000:]
     assert [step for step in again.progress_steps() if step > runs.total] == []
-    expected = weights(runs.reference.checkpoint_dir / runs.example.final_weights)
-    got = weights(again.checkpoint_dir / runs.example.final_weights)
+    expected = weights(runs.reference.export_dir / runs.example.final_weights)
+    got = weights(again.export_dir / runs.example.final_weights)
     assert {name for name in expected if not torch.equal(expected[name], got[name])} == set()

@@ -52,7 +52,8 @@ def test_overrides_keep_the_types_the_recipe_wrote(project):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("config.training.lrr=1", "--override: config.training.lrr: unknown key (expected one of: bf16, epochs, layers, lr)"),
+    ("config.training.lrr=1",
+     "--override: config.training.lrr: unknown key (expected one of: bf16, epochs, layers, lr)"),
     ("config.training.epochs=two", "--override: config.training.epochs: expected an integer, got 'two'"),
     ("config.model.hidden=2.5", "--override: config.model.hidden: expected an integer, got 2.5"),
     ("config.training.bf16=1", "--override: config.training.bf16: expected true or false, got 1"),

@@ -413,12 +413,7 @@ class Checkpointer:
                 shutil.rmtree(step_dir, ignore_errors=True)
 
     def publish_directory(self, directory: Path, name: str) -> None:
-        """Upload a directory (the final export) under `<run id>/<name>/` and check every size arrived."""
-        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-            key = f"{self.run_id}/{name}/{path.relative_to(directory)}"
-            self._retry(lambda: self.store.put_file(path, key), f"upload {key}")
-            if self.store.size(key) != path.stat().st_size:
-                raise UploadFailed(f"{key}: size in the store differs from the local file")
+        publish_directory(self.stored, directory, name, retry=self._retry)
 
     def mark_complete(self, step: int) -> None:
         """The last write of a run (rank 0): everything after the final checkpoint is done."""
@@ -506,6 +501,15 @@ class Checkpointer:
         for entry in self.manifest(step).files:
             if self.store.size(prefix + entry.path) != entry.size:
                 raise UploadFailed(f"{prefix}{entry.path}: size in the store differs from the manifest")
+
+
+def publish_directory(stored: StoredRun, directory: Path, name: str, *, retry: Callable) -> None:
+    """Upload a directory (the final export) under `<run id>/<name>/` and check every size arrived."""
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        key = f"{stored.run_id}/{name}/{path.relative_to(directory)}"
+        retry(lambda: stored.store.put_file(path, key), f"upload {key}")
+        if stored.store.size(key) != path.stat().st_size:
+            raise UploadFailed(f"{key}: size in the store differs from the local file")
 
 
 def apply_retention(stored: StoredRun, *, keep: int, retry: Callable, final_step: Optional[int] = None) -> list[int]:

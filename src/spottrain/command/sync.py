@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from spottrain.checkpoint.checkpointer import Transfers, apply_retention
+from spottrain.checkpoint.checkpointer import Transfers, apply_retention, publish_directory
 from spottrain.runtime import Ranks
 from spottrain_contract import layout
 from spottrain_contract.layout import FileEntry, Manifest
@@ -75,9 +75,12 @@ class ScriptCheckpoints:
         apply_retention(self.stored, keep=self.keep, retry=self.transfers.retry)
         shutil.rmtree(staged.parent, ignore_errors=True)
 
-    def finish(self, step: int) -> None:
-        """The script ended its run: its newest checkpoint becomes the final one (kept whatever retention says)
-        and the run is marked complete at `step`, the last step it reported."""
+    def finish(self, step: int, export: Path) -> None:
+        """The script ended its run: what it left in `export` is published as the run's final export, its newest
+        checkpoint becomes the final one (kept whatever retention says) and the run is marked complete at `step`,
+        the last step it reported."""
+        if any(path.is_file() for path in export.rglob("*")):
+            publish_directory(self.stored, export, layout.FINAL_EXPORT, retry=self.transfers.retry)
         newest = self.transfers.retry(self.stored.newest, "find the newest checkpoint")
         if newest is not None and not newest.final:
             newest.final = True

@@ -45,7 +45,7 @@ log = logging.getLogger("spottrain.command")
 POLL_SECONDS = 0.2
 SCAN_EVERY_POLLS = 10  # a script without an integration: its checkpoint directory looked at every 2 s
 NODE_RANK_ENV = "SKYPILOT_NODE_RANK"  # the run script's torchrun takes --node_rank from it; unset: one node
-CHECKPOINTS, CONTROL = "checkpoints", "control"  # under the run's local directory
+CHECKPOINTS, CONTROL, EXPORT = "checkpoints", "control", "export"  # under the run's local directory
 _STOPPED_CODES = (0, PREEMPTED_EXIT_CODE)  # how a script asked to stop may end and still be stopped (or of the SIGTERM)
 
 
@@ -127,14 +127,16 @@ class _Attempt:
         """The config file, an empty checkpoint directory with the newest checkpoint restored into it, an empty
         control directory: the node contract's environment for the script."""
         checkpoint_dir, control_dir = self.local / CHECKPOINTS, self.local / CONTROL
-        for directory in (checkpoint_dir, control_dir):
+        self.export_dir = self.local / EXPORT
+        for directory in (checkpoint_dir, control_dir, self.export_dir):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
         config_file = self.local / self.recipe.config_file
         config_file.write_text(config_text(self.recipe), encoding="utf-8")
         environment = {script.CONFIG_ENV: str(config_file.resolve()),
                        script.CHECKPOINT_DIR_ENV: str(checkpoint_dir.resolve()),
-                       script.CONTROL_DIR_ENV: str(control_dir.resolve())}
+                       script.CONTROL_DIR_ENV: str(control_dir.resolve()),
+                       script.EXPORT_DIR_ENV: str(self.export_dir.resolve())}
         restored = self.checkpoints.restore_into(checkpoint_dir)
         if restored is not None:
             self.start_step, resume_path, self.unsent = restored
@@ -238,7 +240,7 @@ class _Attempt:
             return self._close(ending, PREEMPTED_EXIT_CODE)
         if code == 0:
             if self.keeps_the_run:
-                self.checkpoints.finish(self.step)
+                self.checkpoints.finish(self.step, self.export_dir)
             return self._close(FINISHED, 0)
         if code == PREEMPTED_EXIT_CODE:
             return self._close(PREEMPTED, PREEMPTED_EXIT_CODE)

@@ -14,6 +14,7 @@ Usage (the lines a script adds):
             spottrain.checkpoint_saved(path, step + 1)
         if stop:
             return  # exit 0: the wrapper knows a stop was asked for and starts the run again
+    save_weights(spottrain.export_dir())  # the final weights: published as the run's final-hf/
 
 Outside spottrain (no SPOTTRAIN_RUN_ID) every function does nothing: `checkpoint_dir` is the default given,
 `resume_dir` None, `should_stop` False.
@@ -28,8 +29,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from spottrain_contract.job import RUN_ID_ENV
-from spottrain_contract.script import (ATTACHED, CHECKPOINT_DIR_ENV, CONTROL_DIR_ENV, PROGRESS, RESUME_DIR_ENV, SAVED,
-                                       append_event, stage, stop_requested)
+from spottrain_contract.script import (ATTACHED, CHECKPOINT_DIR_ENV, CONTROL_DIR_ENV, EXPORT_DIR_ENV, PROGRESS,
+                                       RESUME_DIR_ENV, SAVED, append_event, stage, stop_requested)
 
 
 class _Process:
@@ -69,6 +70,13 @@ def checkpoint_dir(default: str | Path = "checkpoints") -> Path:
     """Where to save checkpoints: SPOTTRAIN_CHECKPOINT_DIR (the newest complete checkpoint already restored into
     it), or `default` outside spottrain."""
     value = os.environ.get(CHECKPOINT_DIR_ENV) if _control_dir() is not None else None
+    return Path(value or default)
+
+
+def export_dir(default: str | Path = "final") -> Path:
+    """Where to write the final weights: SPOTTRAIN_EXPORT_DIR (published as the run's final export when the script
+    exits 0), or `default` outside spottrain."""
+    value = os.environ.get(EXPORT_DIR_ENV) if _control_dir() is not None else None
     return Path(value or default)
 
 
