@@ -21,6 +21,8 @@ if rank == 0 and os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_tag("own.logging", "yes")
 if config["crash"]:
     raise ValueError("boom before the first checkpoint")
+if config["exit_code"]:
+    sys.exit(config["exit_code"])  # a code of the job contract, from a rank: torchrun itself exits 1
 step, weight = 0, 0.0
 resume = spottrain.resume_dir()
 if resume is not None:
@@ -68,7 +70,7 @@ while step < config["steps"]:
 
 
 def recipe(script: str, **config) -> str:
-    settings = {"steps": 40, "lr": 0.5, "save_every": 10, "step_seconds": 0.15, "crash": False, **config}
+    settings = {"steps": 40, "lr": 0.5, "save_every": 10, "step_seconds": 0.15, "crash": False, "exit_code": 0, **config}
     return f"""\
 name: {script.replace('_', '-')}
 task: command

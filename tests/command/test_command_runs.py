@@ -113,6 +113,14 @@ def test_a_script_failing_before_its_first_checkpoint_fails_with_its_error(proje
                     done.stdout.splitlines()[-1]), done.stdout[-2000:]
 
 
+def test_a_ranks_do_not_restart_code_ends_the_run_without_a_restart(project):
+    done = launch(project, "recipe", "train_spot", "--target", "local", "--run-id", "exit78",
+                  "--override", "config.exit_code=78")
+    assert done.returncode == 1
+    assert re.findall(r"\[supervisor\] attempt \d+: [^\n]*", done.stdout) == [
+        "[supervisor] attempt 1: no step, exit code 78"]  # read from torchrun's report: it exited 1
+
+
 def test_a_script_without_integration_has_its_checkpoints_kept_and_hears_a_stop(project):
     finished = launch(project, "recipe", "train_plain", "--target", "local", "--run-id", "plain")
     assert finished.returncode == 0, finished.stdout[-3000:]
