@@ -514,7 +514,7 @@ def hf_hub(tmp_path):
     """`launch hub` over a project holding the hf_trainer recipe, its schema and its script; its URL."""
     project = hub_project(tmp_path / "project")
     shutil.copy(PROJECT_DIR / "recipes" / "hf_trainer.yaml", project / "recipes")
-    shutil.copytree(PROJECT_DIR / "recipes" / "schemas", project / "recipes" / "schemas")
+    shutil.copytree(PROJECT_DIR / "recipes" / "schemas", project / "recipes" / "schemas", dirs_exist_ok=True)
     shutil.copytree(PROJECT_DIR / "examples" / "hf_trainer", project / "examples" / "hf_trainer")
     with serving(project, tmp_path) as url:
         yield url
