@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
-from spottrain_contract.job import EXIT_FILE_ENV, RUN_ID_ENV, failure_path
+from spottrain_contract.job import DO_NOT_RESTART_EXIT_CODE, EXIT_FILE_ENV, RUN_ID_ENV, failure_path
 
 
 class PreemptionNotice:
@@ -71,3 +71,25 @@ def record_failure(local_dir: str | Path, reason: str, rank: Optional[int] = Non
         return True
     except FileExistsError:
         return False
+
+
+class Failure(NamedTuple):
+    code: Optional[int]  # None: a bug or a crash, which the caller raises again
+    message: str
+    first: bool  # this process recorded the run's first failure
+
+
+def failed_attempt(exc: Exception, local_dir: str | Path) -> Failure:
+    """How an attempt that raised `exc` ends (the trainer's and a command script's wrapper alike), its one line
+    recorded in the failure file: exit code 1 where a restart may heal it (the store out of reach), the
+    do-not-restart code for bad settings or a store that refuses, none for a bug (recorded with its type)."""
+    from spottrain_contract.errors import ConfigurationError
+    from spottrain_contract.store import StoreUnavailable, is_permanent, store_failure
+
+    healable = isinstance(exc, StoreUnavailable)
+    known = healable or isinstance(exc, ConfigurationError) or is_permanent(exc)
+    message = store_failure(exc) if is_permanent(exc) and not isinstance(exc, ConfigurationError) else str(exc)
+    first = record_failure(local_dir, message if known else f"{type(exc).__name__}: {message}")
+    code = (1 if healable else DO_NOT_RESTART_EXIT_CODE) if known else None
+    return Failure(code, message, first)
+

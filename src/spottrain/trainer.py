@@ -25,7 +25,7 @@ from spottrain.checkpoint.checkpointer import Checkpointer, SavePolicy, Stateful
 from spottrain.early_stopping import EarlyStopping
 from spottrain.elastic import fitted_to_world
 from spottrain.engine import build_engine, consolidated_state_dict
-from spottrain.preemption import PreemptionNotice, record_failure, report_exit_code
+from spottrain.preemption import PreemptionNotice, failed_attempt, report_exit_code
 from spottrain.run_files import RunFiles
 from spottrain.sampler import StepSampler
 from spottrain.startup import StartupClock
@@ -34,13 +34,12 @@ from spottrain.tasks import CheckpointExtras, JudgedAfterTraining, Task, create_
 from spottrain.tracking import (NodeSystemMetrics, NullTracker, RunShape, Tracker, node_system_metrics,
                                 prepare_node_system_metrics, tracker_for)
 from spottrain_contract import layout
-from spottrain_contract.errors import ConfigurationError
-from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, PREEMPTED_EXIT_CODE, RUN_ID_ENV, mlflow_tracking_uri,
-                                    progress_path, stop_request_path, write_progress)
+from spottrain_contract.job import (PREEMPTED_EXIT_CODE, RUN_ID_ENV, mlflow_tracking_uri, progress_path,
+                                    stop_request_path, write_progress)
 from spottrain_contract.ledger import FAILED, FINISHED, PREEMPTED, STOPPED
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe
-from spottrain_contract.store import StoreUnavailable, is_permanent, open_store, probe_store, store_failure
+from spottrain_contract.store import open_store, probe_store
 
 log = logging.getLogger("spottrain")
 
@@ -67,19 +66,14 @@ def train(loaded: LoadedRecipe) -> int:
         return _train(loaded, attempt)
     except Exception as exc:
         attempt.end(FAILED)
-        healable = isinstance(exc, StoreUnavailable)
-        known = healable or isinstance(exc, ConfigurationError) or is_permanent(exc)
-        message = store_failure(exc) if is_permanent(exc) and not isinstance(exc, ConfigurationError) else str(exc)
-        first = record_failure(loaded.recipe.train.checkpoint.local_dir,
-                               f"{type(exc).__name__}: {message}" if not known else message)
-        if not known:
+        failure = failed_attempt(exc, loaded.recipe.train.checkpoint.local_dir)
+        if failure.code is None:
             raise  # a bug or a crash: its traceback (the console shows it once), and the restart budget
-        if first:
-            log.error("%s", message)
+        if failure.first:
+            log.error("%s", failure.message)
         runtime.leave_process_group()
-        code = 1 if healable else DO_NOT_RESTART_EXIT_CODE
-        report_exit_code(code)
-        return code
+        report_exit_code(failure.code)
+        return failure.code
 
 
 def _train(loaded: LoadedRecipe, attempt: AttemptRecorder) -> int:

@@ -28,18 +28,17 @@ from spottrain.attempt import AttemptRecorder, ledger_metrics
 from spottrain.command.child import ScriptProcess, script_environment
 from spottrain.command.sync import ScriptCheckpoints
 from spottrain.command.unannounced import UnannouncedCheckpoints
-from spottrain.preemption import PreemptionNotice, record_failure, report_exit_code
+from spottrain.preemption import PreemptionNotice, failed_attempt, record_failure, report_exit_code
 from spottrain.run_settings import settings_as_launched
 from spottrain.tracking import RunShape, Tracker, tracker_for
 from spottrain_contract import layout, script
 from spottrain_contract.command import CONFIG_PLACEHOLDER, CommandRecipe, config_text
-from spottrain_contract.errors import ConfigurationError
 from spottrain_contract.job import (DO_NOT_RESTART_EXIT_CODE, PREEMPTED_EXIT_CODE, RUN_ID_ENV, progress_path,
                                     run_dir, stop_request_path, write_progress)
 from spottrain_contract.ledger import FAILED, FINISHED, PREEMPTED, STOPPED
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import LoadedRecipe
-from spottrain_contract.store import StoreUnavailable, is_permanent, open_store, probe_store, store_failure
+from spottrain_contract.store import is_permanent, open_store, probe_store, store_failure
 
 log = logging.getLogger("spottrain.command")
 POLL_SECONDS = 0.2
@@ -63,16 +62,12 @@ def run_command(loaded: LoadedRecipe, argv: list[str]) -> int:
         return _Attempt(loaded, run_id, attempt).run(argv)
     except Exception as exc:
         attempt.end(FAILED)
-        healable = isinstance(exc, StoreUnavailable)
-        known = healable or isinstance(exc, ConfigurationError) or is_permanent(exc)
-        message = store_failure(exc) if is_permanent(exc) and not isinstance(exc, ConfigurationError) else str(exc)
-        record_failure(recipe.train.checkpoint.local_dir, message if known else f"{type(exc).__name__}: {message}")
-        if not known:
+        failure = failed_attempt(exc, recipe.train.checkpoint.local_dir)
+        if failure.code is None:
             raise
-        log.error("%s", message)
-        code = 1 if healable else DO_NOT_RESTART_EXIT_CODE
-        report_exit_code(code)
-        return code
+        log.error("%s", failure.message)
+        report_exit_code(failure.code)
+        return failure.code
 
 
 class _Attempt:
@@ -89,7 +84,7 @@ class _Attempt:
         self.pending: list[Future] = []
         self.tracker: Optional[Tracker] = None
         self.attached, self.start_step, self.step, self.total, self.ranks = False, 0, 0, None, 1
-        self.started_training = False
+        self.started, self.started_training = time.time(), False
         self.unsent: list = []  # metrics the checkpoint resumed from kept for MLflow
 
     @property
@@ -97,7 +92,6 @@ class _Attempt:
         return self.node == 0
 
     def run(self, argv: list[str]) -> int:
-        started = time.time()
         self.notice.asked_in_store(self.store, f"{self.run_id}/{layout.STOP_REQUESTED}")
         done = StoredRun(self.store, self.run_id).completed()
         if done is not None:
@@ -114,13 +108,13 @@ class _Attempt:
             self.tracker = tracker_for(self.loaded, self.run_id, shape)
             self.tracker.requeue(self.unsent)
             environment.update(_mlflow_environment(self.tracker, self.recipe))
-            self.attempt.start(self.store, self.run_id, started=started, start_step=self.start_step,
+            self.attempt.start(self.store, self.run_id, started=self.started, start_step=self.start_step,
                                world_size=shape.ranks, device=shape.device,
                                gpus=shape.gpus_per_node * self.recipe.resources.nodes)
         config_file = environment[script.CONFIG_ENV]
         child = ScriptProcess([arg.replace(CONFIG_PLACEHOLDER, config_file) for arg in argv],
                               script_environment(dict(os.environ), environment))
-        code = self._watch(child, started)
+        code = self._watch(child)
         return self._end(child, code)
 
     def _prepare(self) -> dict[str, str]:
@@ -147,7 +141,7 @@ class _Attempt:
         self.unannounced = UnannouncedCheckpoints(checkpoint_dir, self.start_step)
         return environment
 
-    def _watch(self, child: ScriptProcess, started: float) -> int:
+    def _watch(self, child: ScriptProcess) -> int:
         """Until the script exits: its events acted on, a notice passed on once, and for a script without an
         integration, its checkpoints found in its directory."""
         offset, told, polls = 0, False, 0
@@ -155,7 +149,7 @@ class _Attempt:
             code = child.poll()
             events, offset = script.read_events(self.control_dir, offset)
             for event in events:
-                self._on_event(event, started)
+                self._on_event(event)
             if code is not None:
                 return child.wait()
             if self.notice.received and not told:
@@ -174,22 +168,25 @@ class _Attempt:
             return
         step, path = found
         script.stage(self.control_dir, path, step)
-        self._on_event({"event": script.SAVED, "step": step, "name": path.name}, started=time.time())
+        self._publish(step, path.name, metric=None)
         if step > self.step:
-            self._progressed(step, started=None, metrics={})
+            self._progressed(step, metrics={})
 
-    def _progressed(self, step: int, started: Optional[float], metrics: dict[str, float]) -> None:
+    def _progressed(self, step: int, metrics: dict[str, float]) -> None:
         """The script is at `step`: the progress file, the ledger's beat and its metrics (each step once in the
-        MLflow run, across attempts); the first step of the attempt also says how long the start took."""
+        MLflow run, across attempts)."""
         self.step = step
         write_progress(progress_path(self.recipe.train.checkpoint.local_dir, self.run_id), step,
                        self.total or step, self.start_step)
-        if not self.started_training and started is not None:
-            self.started_training = True
-            metrics = {**metrics, "perf/start_to_first_step_seconds": time.time() - started}
-            self.attempt.beat(step, startup_seconds=time.time() - started)
         self.tracker.log(metrics, step)
         self.attempt.beat(step)
+
+    def _publish(self, step: int, name: str, metric: Optional[float]) -> None:
+        """Upload a staged checkpoint on the upload thread, with the metrics MLflow has not confirmed of its steps
+        (reported before it was saved)."""
+        staged = script.staged_path(self.control_dir, step, name)
+        unsent = [m for m in self.tracker.pending() if m[3] <= step]
+        self.pending.append(self.uploads.submit(self.checkpoints.publish, staged, step, metric, self.ranks, unsent))
 
     def _pass_notice(self, child: ScriptProcess) -> None:
         if self.attached:
@@ -199,7 +196,7 @@ class _Attempt:
             log.warning("notice: SIGTERM to the script (it has no spottrain integration)")
             child.terminate()
 
-    def _on_event(self, event: dict, started: float) -> None:
+    def _on_event(self, event: dict) -> None:
         kind = event.get("event")
         if kind == script.ATTACHED:
             self.attached = True
@@ -209,13 +206,14 @@ class _Attempt:
             self.total = event.get("total") or self.total
             if self.keeps_the_run:
                 metrics = {k: float(v) for k, v in (event.get("metrics") or {}).items() if _is_number(v)}
-                self._progressed(int(event["step"]), started, metrics)
+                if not self.started_training:  # the attempt's first step: how long the start took
+                    self.started_training = True
+                    startup = time.time() - self.started
+                    metrics["perf/start_to_first_step_seconds"] = startup
+                    self.attempt.beat(int(event["step"]), startup_seconds=startup)
+                self._progressed(int(event["step"]), metrics)
         elif kind == script.SAVED and self.keeps_the_run:
-            step = int(event["step"])
-            staged = script.staged_path(self.control_dir, step, event["name"])
-            unsent = [m for m in self.tracker.pending() if m[3] <= step]  # reported before it was saved
-            self.pending.append(self.uploads.submit(self.checkpoints.publish, staged, step, event.get("metric"),
-                                                    self.ranks, unsent))
+            self._publish(int(event["step"]), event["name"], event.get("metric"))
 
     def _uploads_done(self) -> Optional[BaseException]:
         """Wait for every upload; the first that failed after its retries, if any."""
