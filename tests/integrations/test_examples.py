@@ -152,9 +152,11 @@ def test_lightning_answers_a_sigterm_with_a_checkpoint_and_exit_zero(tmp_path):
 # --- the same example launched as a user launches it: the node wrapper around it, chaos on the way ------------------
 
 CHAOS = "kills=2,signals=KILL+TERM,every=0.5:2.5,seed=1"  # a SIGKILL, then a SIGTERM notice, each mid-training
-# The DDP and Lightning examples' local configs train their 30 steps in about a second: launched, they train
-# longer, so that the kills land while they train (their reference then runs the same config bare).
+# The examples' local configs train their 30 steps in a few seconds at most (DDP and Lightning in about one):
+# launched, they train longer, so that both kills land while they train on a fast machine too (their reference
+# then runs the same config bare).
 LONGER = {"ddp": {"train": {"steps": 1500, "save_every": 100}},
+          "hf_trainer": {"data": {"train_samples": 1536}, "training": {"max_steps": 90}},
           "lightning": {"train": {"steps": 600, "save_every": 50}}}
 
 
