@@ -2,7 +2,7 @@
 loss curves. One rule for both faces: a run's settings are the recipe its launch shipped (a draft's, its recipe
 with its overrides as they load now), so the CLI and the hub show the same differences, and a run MLflow never
 saw (a draft) compares too. Only a run recorded before launches shipped their recipe falls back to its MLflow
-params (`launch.*` bookkeeping left out).
+params (`launch.*` bookkeeping left out). The ledger's device-hours are priced beside them (`launcher.pricing`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from launcher import pricing
 from launcher.errors import LaunchError
 from launcher.mlflow_runs import final_metrics, mlflow_run, tracking_uri_of
 from launcher.registry import RunRecord
@@ -62,8 +63,28 @@ def compare_view(records: list[RunRecord],
     keys = sorted(set().union(*settings))
     diff = {key: [s.get(key) for s in settings] for key in keys if len({s.get(key) for s in settings}) > 1}
     finals = final_metrics(records)
+    finals.update(dollar_rows(records, finals))
     return CompareView(runs=[r.run_id for r in records], config_diff=diff,
                        metrics={key: finals[key] for key in metric_order(finals)})
+
+
+DOLLARS_USED, DOLLARS_LOST = "ledger/dollars_used", "ledger/dollars_lost"
+
+
+def dollar_rows(records: list[RunRecord], finals: dict[str, list[Optional[float]]]) -> dict[str, list[Optional[float]]]:
+    """The runs' dollars used and lost to preemption beside the ledger's device-hours they price
+    (`launcher.pricing`), bookkeeping like them; None where a run has no price or no hours, and no rows where no
+    run has both."""
+    hours = finals.get("ledger/device_hours") or [None] * len(records)
+    lost = finals.get("ledger/device_hours_lost") or [None] * len(records)
+    costs = []
+    for record, used, wasted in zip(records, hours, lost):
+        price = pricing.run_price(record) if used is not None else None
+        costs.append(pricing.cost_of_hours(price, used, wasted or 0.0) if price else None)
+    if not any(costs):
+        return {}
+    return {DOLLARS_USED: [c.dollars_used if c else None for c in costs],
+            DOLLARS_LOST: [c.dollars_lost if c else None for c in costs]}
 
 
 def metric_rows(view: CompareView) -> list[tuple[str, list[str], bool]]:

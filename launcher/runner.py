@@ -143,8 +143,9 @@ def refresh(registry: Registry, record: RunRecord) -> RunStatus:
             changes["ended"] = time.time()
     if now.restarts is not None and now.restarts != record.restarts:
         changes["restarts"] = now.restarts
-    if changes:
-        registry.update(record.run_id, **changes)
+    handle = {key: value for key, value in (now.handle or {}).items() if record.handle.get(key) != value}
+    if changes or handle:
+        registry.update(record.run_id, handle=handle, **changes)
         if changes.get("state") is RunState.FINISHED:
             from launcher.registering import register_when_finished
 

@@ -21,6 +21,7 @@ from launcher.registry import RunRecord
 from launcher.views import CheckpointsView, HubRunView, LedgerView, RunView
 from spottrain_contract.errors import UserError
 from spottrain_contract.job import RunState, progress_path
+from spottrain_contract.ledger import Ledger
 
 PAGE_SIZE = 200  # the runs a listing shows unless asked for more: the newest
 PLATFORM_COUNTS = {"skypilot": "SkyPilot"}  # targets whose status counts the job's recoveries (record.restarts)
@@ -38,14 +39,20 @@ class StatusReport:
 
 def status(ws: Workspace, name: Optional[str] = None) -> StatusReport:
     """Every run of the workspace's listing (a platform's run that ended is shown as recorded), or the run or sweep
-    `name` (asked of its target). One run's ledger is read first, so its view carries the goodput its table
-    says."""
+    `name` (asked of its target). One run's ledger is read first, so its view carries the goodput and the dollars
+    its table says."""
     registry = ws.registry
     cells = registry.cells_of(name) if name and not registry.exists(name) else []
     if name and not cells:
         record = registry.get(name)
-        table, warnings = _ledger_table(ws, record)
-        return StatusReport([runner.run_view(registry, registry.get(name))], ledger_table=table, warnings=warnings)
+        ledger, warnings = _read_ledger(ws, record)
+        view = runner.run_view(registry, registry.get(name))
+        if ledger is None:
+            return StatusReport([view], warnings=warnings)
+        record = registry.get(name)  # as its target just told: where the job ran prices it
+        cost = ledger_view.cost_model(record, ledger)
+        table = ledger_view.ledger_text(ledger, PLATFORM_COUNTS.get(record.target), record.restarts, cost)
+        return StatusReport([view.model_copy(update={"cost": cost})], ledger_table=table or None)
     views, warnings = [], []
     for record in cells or registry.all():
         try:
@@ -57,12 +64,11 @@ def status(ws: Workspace, name: Optional[str] = None) -> StatusReport:
     return StatusReport(views, sweep_id=name if cells else None, warnings=[*skipped, *warnings])
 
 
-def _ledger_table(ws: Workspace, record: RunRecord) -> tuple[Optional[str], list[str]]:
+def _read_ledger(ws: Workspace, record: RunRecord) -> tuple[Optional[Ledger], list[str]]:
     try:
-        ledger = ledger_view.run_ledger(ws.registry, record)
+        return ledger_view.run_ledger(ws.registry, record), []
     except Exception as exc:  # no credentials for the store here, or it is out of reach: the row still stands
         return None, [f"warning: ledger of {record.run_id} not read from {record.store}: {exc}"]
-    return ledger_view.ledger_text(ledger, PLATFORM_COUNTS.get(record.target), record.restarts) or None, []
 
 
 def run_names(ws: Workspace) -> list[str]:

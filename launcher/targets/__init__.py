@@ -27,6 +27,7 @@ class RunStatus:
     step: Optional[int] = None  # the trainer's last finished step, where the target can see its progress
     total: Optional[int] = None  # the steps the run trains in all
     restarts: Optional[int] = None  # recoveries the platform counted, where it says
+    handle: Optional[dict] = None  # entries for the record's handle the platform told (where it placed the job)
 
     @property
     def progress(self) -> str:

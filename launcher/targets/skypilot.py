@@ -148,6 +148,8 @@ def _sky():
 
 class SkyPilotHandle(Handle):
     job_id: int  # the managed job's id
+    cloud: Optional[str] = None  # where SkyPilot placed the job last, as its job queue says (what prices the run)
+    region: Optional[str] = None
 
     def where(self) -> str:
         return f"managed job {self.job_id}"
@@ -178,7 +180,14 @@ def status(record) -> RunStatus:
         return RunStatus(state=record.state)
     job = jobs[0]
     raw = str(getattr(job, "status", None) or job["status"]).split(".")[-1]
-    return RunStatus(state=_STATES.get(raw, RunState.UNKNOWN), restarts=getattr(job, "recovery_count", None))
+    placed = {key: str(value) for key in ("cloud", "region") if (value := _field(job, key))}
+    return RunStatus(state=_STATES.get(raw, RunState.UNKNOWN), restarts=getattr(job, "recovery_count", None),
+                     handle=placed or None)
+
+
+def _field(job, key: str):
+    """A field of a job queue entry: SkyPilot's record object, or a plain mapping."""
+    return getattr(job, key, None) if not isinstance(job, dict) else job.get(key)
 
 
 def logs(record, follow: bool):

@@ -24,6 +24,22 @@ class RecipeView(BaseModel):
     error: Optional[str] = Field(None, description="Why the recipe does not load, if it does not.")
 
 
+class CostView(BaseModel):
+    """What a run cost in dollars: its ledger's device-hours at the price of one of its nodes (launcher.pricing)."""
+
+    dollars_used: Optional[float] = Field(None, description="Every attempt's device-hours at the price; None: no "
+                                                            "price known (never 0).")
+    dollars_lost: Optional[float] = Field(None, description="What preemption cost of them: the ledger's lost "
+                                                            "device-hours (restarts' start-ups, recomputed steps).")
+    dollars_per_step: Optional[float] = Field(None, description="dollars_used ÷ the run's useful steps.")
+    price_per_hour: Optional[float] = Field(None, description="Dollars an hour of one node as the recipe asks for it "
+                                                              "(accelerator × gpus).")
+    source: Optional[str] = Field(None, description="Where the price came from: `skypilot catalog: CLOUD REGION "
+                                                    "spot|on-demand INSTANCE_TYPE` or `recipe "
+                                                    "resources.price_per_hour`.")
+    summary: str = Field(description="In one line, as `launch status RUN` prints it after `cost:`.")
+
+
 class RunView(BaseModel):
     id: str = Field(description="The run id, stable across restarts.")
     name: str = Field(description="The job name on the platform (the recipe's `name`).")
@@ -50,6 +66,8 @@ class RunView(BaseModel):
                                                        "steps) as last read; None: never read.")
     device_hours: Optional[float] = Field(None, description="The ledger's device-hours as last read.")
     device_unit: Optional[str] = Field(None, description="What device_hours count: `GPU` or `rank` (on CPU).")
+    cost: Optional[CostView] = Field(None, description="Dollars used and lost to preemption, where the run's ledger "
+                                                       "was read for this view (`launch status RUN`); None in lists.")
 
 
     @property
@@ -180,6 +198,7 @@ class LedgerView(BaseModel):
     hours: str = Field(description="What the device-hours count: `GPU-hours` on GPUs, `rank-hours` on CPU.")
     summary: str = Field(description="The totals in one line, as `launch status RUN` prints them (empty: no "
                                      "attempt yet).")
+    cost: Optional[CostView] = Field(None, description="What the attempts cost in dollars (None: no attempt yet).")
 
 
 class CheckpointView(BaseModel):

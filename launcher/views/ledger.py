@@ -1,16 +1,18 @@
 """`launch status RUN`'s preemption ledger, and the hub's: each attempt of the run and what preemption cost it,
-read from the run's store (`spottrain_contract.ledger`), as a table or as data. Every read also refreshes the
-summary the run lists show (goodput, device-hours), cached in the run's row."""
+in steps, device-hours and dollars (`launcher.pricing`), read from the run's store (`spottrain_contract.ledger`), as
+a table or as data. Every read also refreshes the summary the run lists show (goodput, device-hours), cached in the
+run's row."""
 
 from __future__ import annotations
 
 import time
 from typing import Optional
 
+from launcher import pricing
 from launcher.registry import LedgerSummary, Registry, RunRecord
 from launcher.run_store import read_from_store, run_store
 from launcher.views.tables import render_table
-from launcher.views import AttemptRow, LedgerView
+from launcher.views import AttemptRow, CostView, LedgerView
 from spottrain_contract.job import RunState
 from spottrain_contract.ledger import KILLED, PREEMPTED, Ledger, read_ledger
 
@@ -40,8 +42,8 @@ def device_unit(ledger: Ledger) -> str:
     return "GPU" if any(view.attempt.gpus for view in ledger.attempts) else "rank"
 
 
-def ledger_model(ledger: Ledger) -> LedgerView:
-    """The ledger as data: the hub's Run page draws its table and totals line from this."""
+def ledger_model(ledger: Ledger, cost: Optional[CostView] = None) -> LedgerView:
+    """The ledger as data: the hub's Run page draws its table, totals line and cost line from this."""
     rows = [AttemptRow(number=v.attempt.number, started=v.attempt.started, wall_seconds=v.attempt.wall_seconds,
                        ended_as=v.cause, ranks=v.attempt.world_size, device=v.attempt.device, gpus=v.attempt.gpus,
                        start_step=v.attempt.start_step, last_step=v.attempt.last_step, computed=v.attempt.computed,
@@ -51,7 +53,7 @@ def ledger_model(ledger: Ledger) -> LedgerView:
                       goodput=ledger.goodput, useful=ledger.useful, computed=ledger.computed,
                       recomputed=ledger.recomputed, device_hours=ledger.device_hours,
                       device_hours_lost=ledger.device_hours_lost, hours=f"{device_unit(ledger)}-hours",
-                      summary=totals_line(ledger) if ledger.attempts else "")
+                      summary=totals_line(ledger) if ledger.attempts else "", cost=cost)
 
 
 def run_ledger_view(registry: Registry, record: RunRecord) -> LedgerView:
@@ -59,12 +61,36 @@ def run_ledger_view(registry: Registry, record: RunRecord) -> LedgerView:
     if record.state is RunState.DRAFT:
         return ledger_model(Ledger())
     ledger = read_from_store(record, "ledger", lambda store: read_ledger(store, record.run_id))
-    return ledger_model(remembered(registry, record, ledger))
+    return ledger_model(remembered(registry, record, ledger), cost_model(record, ledger))
 
 
-def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Optional[int] = None) -> str:
-    """The attempts as a table, then one line of totals, then what the platform itself counted where it says
-    (SkyPilot's job queue: its recoveries); empty when the run has no attempt yet."""
+def cost_model(record: RunRecord, ledger: Ledger) -> Optional[CostView]:
+    """The run's dollars as data (None: no attempt yet); where no price is known, unknown and why, never $0."""
+    if not ledger.attempts:
+        return None
+    cost = pricing.run_cost(record, ledger)
+    if cost is None:
+        return CostView(summary=f"unknown: {pricing.unpriced(record)}")
+    return CostView(dollars_used=cost.dollars_used, dollars_lost=cost.dollars_lost,
+                    dollars_per_step=cost.dollars_per_step, price_per_hour=cost.price.per_node_hour,
+                    source=cost.price.source, summary=cost_line(cost))
+
+
+def cost_line(cost: pricing.RunCost) -> str:
+    """`$12.40 used, $1.10 lost to preemption (recipe resources.price_per_hour: $3.20/h a node)`."""
+    return (f"{dollars(cost.dollars_used)} used, {dollars(cost.dollars_lost)} lost to preemption "
+            f"({cost.price.source}: {dollars(cost.price.per_node_hour)}/h a node)")
+
+
+def dollars(value: float) -> str:
+    """`$1,234.50`; under a cent, its two significant digits (`$0.0031`), so a short run is not shown as $0.00."""
+    return f"${value:,.2f}" if value == 0 or abs(value) >= 0.01 else f"${value:.2g}"
+
+
+def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Optional[int] = None,
+                cost: Optional[CostView] = None) -> str:
+    """The attempts as a table, then one line of totals, its `cost` where given, then what the platform itself
+    counted where it says (SkyPilot's job queue: its recoveries); empty when the run has no attempt yet."""
     if not ledger.attempts:
         return ""
     rows = []
@@ -74,7 +100,8 @@ def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Opti
         rows.append((a.number, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.started)),
                      f"{a.wall_seconds:.0f} s", view.cause, a.world_size, a.device, f"{a.start_step}→{a.last_step}",
                      a.computed, view.recomputed, startup))
-    text = render_table(HEADER, rows) + "\n" + totals_line(ledger) + _capacity_line(ledger)
+    text = render_table(HEADER, rows) + "\n" + totals_line(ledger) + (f"\ncost: {cost.summary}" if cost else "")
+    text += _capacity_line(ledger)
     if platform and recoveries is not None:
         text += "\n" + _platform_line(ledger, platform, recoveries)
     return text

@@ -166,6 +166,12 @@ class Resources(Strict):
     nodes: Annotated[int, between(1, 64)] = Field(1, description="Number of nodes.")
     spot: bool = Field(True, description="Use spot instances (the job is recovered after a preemption).")
     disk_gb: Annotated[int, between(50, 65536)] = Field(500, description="Boot disk size per node.")
+    price_per_hour: Optional[Annotated[float, above(0)]] = Field(
+        None, description="Dollars per hour of one node as this recipe asks for it (its accelerator × gpus, the "
+                          "first of each where they list several; spot or on-demand as `spot` says), as a price "
+                          "page gives it. A run's dollars are its ledger's device-hours at this price ÷ gpus: used "
+                          "where SkyPilot's catalog cannot price the run (not on SkyPilot, or no catalog on this "
+                          "machine); unset there, the run's dollars are unknown.")
     recovery: Recovery = Field(default_factory=Recovery, description="How SkyPilot brings the job back after a "
                                                                      "preemption or a failure.")
     vessl: Optional[VesslResources] = Field(None, description="Cluster and preset when launched on VESSL.")

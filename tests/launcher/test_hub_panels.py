@@ -130,6 +130,7 @@ def test_the_ledger_has_each_attempt_and_the_totals(client):
     ledger = client.get(f"/api/runs/{STOPPED_RUN}/ledger").json()
     first, second = ledger.pop("attempts")
     assert ledger.pop("summary").startswith("2 attempts, 2 preempted or killed; goodput 85.7% (12 useful of 14 ")
+    assert ledger.pop("cost")["summary"] == "unknown: no recipe recorded with the run to price it by"
     assert first == {"number": 1, "started": T0, "wall_seconds": 100.0, "ended_as": "killed", "ranks": 2,
                      "device": "cpu", "gpus": 0, "start_step": 0, "last_step": 10, "computed": 10, "recomputed": 2,
                      "startup_seconds": 5.0}

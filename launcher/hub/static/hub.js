@@ -493,6 +493,9 @@ function runPage() {
       cell(row, a.computed); cell(row, a.recomputed); cell(row, fmtSeconds(a.startup_seconds));
     });
     document.getElementById("ledger-totals").textContent = ledger.summary || "No attempt recorded yet.";
+    const cost = document.getElementById("ledger-cost");
+    cost.textContent = ledger.cost ? `cost: ${ledger.cost.summary}` : "";
+    cost.hidden = !ledger.cost;
   });
   function drawAll() {
     drawCurves().catch(() => {});
