@@ -13,14 +13,16 @@ from fastapi.templating import Jinja2Templates
 
 from launcher import operations as ops
 from launcher.errors import UserError
-from launcher.hub import auth
+from launcher.hub import api, auth
 from launcher.hub.form import recipe_fields
 from launcher.operations import comparing
+from launcher.views.ledger import dollars
 from spottrain_contract.job import RunState
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(env=jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True))
+templates.env.filters["dollars"] = dollars
 
 STATES = [state.value for state in RunState]
 
@@ -153,3 +155,19 @@ def compare_sweep_page(request: Request, sweep_id: str, metric: list[str] = Quer
              for c, values in zip(page.view.cells, page.rows)]
     return _render(request, "compare_sweep.html", sweep_id=sweep_id, recipe=page.view.recipe,
                    metrics=page.view.metrics, cells=cells)
+
+
+SWEEP_REFRESH_SECONDS = 5  # the sweep page asks again while its sweep runs (its controller looks every 5 s)
+
+
+@router.get("/sweeps/{sweep_id}", response_class=HTMLResponse)
+def sweep_page(request: Request, sweep_id: str):
+    """A sweep a search explores, as `launch sweep status SWEEP` shows it: each cell's metric against its budget
+    (rungs marked, pruned cells grey, the best one highlighted), its decisions, and the money; Stop and Resume."""
+    ws = request.app.state.workspace
+    try:
+        report = ops.search_report(api.search_workspace(ws, sweep_id), sweep_id)
+    except UserError as exc:
+        return _error(request, exc)
+    return _render(request, "sweep.html", sweep=report.model_dump(mode="json"),
+                   refresh_seconds=SWEEP_REFRESH_SECONDS)

@@ -5,7 +5,9 @@ chart per metric.
 The columns: the evaluation metrics the cells logged (`test/*`, then `val/*`: test/exact_match, test/bleu4, … for
 the VLM task, val/loss for the WMTP stages), or the metrics `--metric` names instead; then the final `train/loss`;
 then `gpu_hours`, the preemption ledger's device-hours (`ledger/device_hours`: wall time × ranks of every attempt,
-GPU-hours on GPUs, rank-hours on CPU). A cell's entries and overrides are the ones its run was launched with (the
+GPU-hours on GPUs, rank-hours on CPU), and `dollars`, those hours at the price of one of the cell's nodes
+(`launcher.pricing`: SkyPilot's catalog or the recipe's `resources.price_per_hour`; None where no price is known,
+never 0; no column where no cell has one). A cell's entries and overrides are the ones its run was launched with (the
 registry's shipped recipe); cells are listed by name.
 """
 
@@ -13,12 +15,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
+from launcher import pricing
 from launcher.compare import fmt, save_figure
 from launcher.mlflow_runs import mlflow_run
 from launcher.errors import LaunchError
-from launcher.registry import Registry
+from launcher.registry import Registry, RunRecord
 from launcher.views.tables import render_table
 from launcher.views import AblationCell, AblationView
 from spottrain_contract.recipe import from_shipped
@@ -27,6 +30,7 @@ SUMMARY_FILE = "ablation_summary.json"
 EVALUATION_PREFIXES = ("test/", "val/")
 TRAIN_LOSS = "train/loss"
 GPU_HOURS = "gpu_hours"
+DOLLARS = "dollars"
 LEDGER_DEVICE_HOURS = "ledger/device_hours"
 
 
@@ -38,7 +42,10 @@ def ablation_view(registry: Registry, sweep_id: str, metrics: Sequence[str] = ()
                           + (f" (sweeps: {', '.join(known)})" if known else ""))
     found = {record.run_id: mlflow_run(record)[1] for record in records}
     final = {run_id: dict(run.data.metrics) if run else {} for run_id, run in found.items()}
+    dollars = {record.run_id: _dollars(record, final[record.run_id]) for record in records}
     columns = _columns(metrics or _evaluation_metrics(final.values()), final.values())
+    if any(value is not None for value in dollars.values()) and DOLLARS not in columns:
+        columns.append(DOLLARS)
     cells = []
     for record in records:
         cell = from_shipped(record.recipe_document, f"run {record.run_id} in the run database").cell
@@ -46,8 +53,16 @@ def ablation_view(registry: Registry, sweep_id: str, metrics: Sequence[str] = ()
         cells.append(AblationCell(cell=record.cell, run_id=record.run_id,
                                   mlflow_run_id=run.info.run_id if run else None,
                                   entries=cell.entries if cell else {}, overrides=cell.overrides if cell else {},
-                                  metrics={column: values.get(_mlflow_key(column)) for column in columns}))
+                                  metrics={column: dollars[record.run_id] if column == DOLLARS
+                                           else values.get(_mlflow_key(column)) for column in columns}))
     return AblationView(sweep_id=sweep_id, recipe=records[0].recipe, metrics=columns, cells=cells)
+
+
+def _dollars(record: RunRecord, final: dict) -> Optional[float]:
+    """The cell's ledger's device-hours at its node's price; None where either is unknown (never 0)."""
+    hours = final.get(LEDGER_DEVICE_HOURS)
+    price = pricing.run_price(record) if hours is not None else None
+    return pricing.cost_of_hours(price, hours).dollars_used if price is not None else None
 
 
 def _mlflow_key(column: str) -> str:

@@ -29,10 +29,12 @@ LOGGED = {
 }
 
 
-@pytest.fixture
-def sweep(tmp_path, mlflow_sqlite) -> tuple[Path, str]:
-    """A project whose registry holds the cells of sweep `abl` of the example recipe, their MLflow runs in a
-    SQLite store (earlier train/loss values too, and metrics compare leaves out)."""
+# cell -> the price of one node an hour its recipe says (resources.price_per_hour; 2 GPUs a node in the local
+# profile): lr_1e3__s2 has none, so its dollars are unknown; lr_3e3__s2 logged no GPU-hours to price
+PRICES = {"lr_1e3__s1": 3.2, "lr_3e3__s1": 3.2, "lr_3e3__s2": 3.2}
+
+
+def make_sweep(tmp_path: Path, mlflow_sqlite, prices: dict[str, float]) -> tuple[Path, str]:
     from mlflow.tracking import MlflowClient
 
     project = copy_real_recipes(tmp_path / "project", names=("baseline",))
@@ -43,7 +45,9 @@ def sweep(tmp_path, mlflow_sqlite) -> tuple[Path, str]:
     registry = Registry(project)
     for cell, logged in LOGGED.items():
         run_id = f"abl-{cell}"
-        shipped = load_recipe("lr_sweep", project_dir=project, profile="local", cell=cell).shipped()
+        priced = [f"resources.price_per_hour={prices[cell]}"] if cell in prices else []
+        shipped = load_recipe("lr_sweep", project_dir=project, profile="local", overrides=priced,
+                              cell=cell).shipped()
         registry.save(RunRecord(run_id=run_id, recipe="lr_sweep", target="local", state=RunState.FINISHED,
                                 started=time.time(), store="s", local_dir=str(tmp_path), tracking_uri=uri,
                                 project=str(project), recipe_document=shipped, sweep_id="abl", cell=cell))
@@ -56,6 +60,19 @@ def sweep(tmp_path, mlflow_sqlite) -> tuple[Path, str]:
         for key, value in logged.items():
             client.log_metric(run, key, value, step=10)
     return project, "abl"
+
+
+@pytest.fixture
+def sweep(tmp_path, mlflow_sqlite) -> tuple[Path, str]:
+    """A project whose registry holds the cells of sweep `abl` of the example recipe, their MLflow runs in a
+    SQLite store (earlier train/loss values too, and metrics compare leaves out); no cell's recipe has a price."""
+    return make_sweep(tmp_path, mlflow_sqlite, {})
+
+
+@pytest.fixture
+def priced_sweep(tmp_path, mlflow_sqlite) -> tuple[Path, str]:
+    """The same sweep, its cells' recipes priced as PRICES says."""
+    return make_sweep(tmp_path, mlflow_sqlite, PRICES)
 
 
 def test_the_columns_are_the_evaluation_metrics_then_train_loss_then_gpu_hours(sweep):
@@ -189,3 +206,46 @@ def test_the_hub_compare_sweep_page_and_api_give_the_clis_view(sweep):
     assert missing.status_code == 400 and "no sweep &#39;abx&#39; launched from this project" in missing.text
     assert a_run.status_code == 400 and a_run.json()["error"].startswith("compare: abl-lr_1e3__s1 is a run")
     assert not list(project.rglob("ablation_summary.json"))
+
+
+# --- dollars ----------------------------------------------------------------------------------------------------
+
+
+def test_dollars_are_each_cells_gpu_hours_at_its_price_beside_them(priced_sweep):
+    project, sweep_id = priced_sweep
+    view = ablation_view(Registry(project), sweep_id)
+    assert view.metrics[-2:] == ["gpu_hours", "dollars"]
+    dollars = {cell.cell: cell.metrics["dollars"] for cell in view.cells}
+    assert dollars == {"lr_1e3__s1": pytest.approx(1.5 * 3.2 / 2), "lr_1e3__s2": None,  # no price: unknown, not 0
+                       "lr_3e3__s1": pytest.approx(2.5 * 3.2 / 2), "lr_3e3__s2": None}  # no GPU-hours logged
+
+
+def test_a_sweep_no_price_covers_has_no_dollars_column(sweep):
+    project, sweep_id = sweep
+    view = ablation_view(Registry(project), sweep_id)
+    assert "dollars" not in view.metrics and all("dollars" not in cell.metrics for cell in view.cells)
+
+
+def test_the_table_prints_dollars_after_gpu_hours_and_a_dash_where_unknown(priced_sweep):
+    project, sweep_id = priced_sweep
+    rows = [line.split() for line in ablation_table(ablation_view(Registry(project), sweep_id)).splitlines()]
+    assert [row[-2:] for row in rows] == [["gpu_hours", "dollars"], ["1.5", "2.4"], ["2", "-"], ["2.5", "4"],
+                                          ["-", "-"]]
+
+
+def test_the_hub_compare_sweep_page_shows_dollars_beside_gpu_hours(priced_sweep):
+    import re
+
+    from hub_helpers import client_for
+
+    project, sweep_id = priced_sweep
+    with client_for(project) as client:
+        html = client.get(f"/compare-sweep/{sweep_id}").text
+        api = client.get(f"/api/compare-sweep/{sweep_id}").json()
+    table = html[html.index('id="sweep-cells"'):]
+    assert re.findall(r'<th class="mono">([^<]*)</th>', table)[-2:] == ["gpu_hours", "dollars"]
+    values = [re.findall(r"<td>([^<]*)</td>", row)[-2:] for row in re.findall(r"<tr data-id=.*?</tr>", table)]
+    assert values == [["1.5", "2.4"], ["2", "-"], ["2.5", "4"], ["-", "-"]]
+    assert "-: no price known" in html
+    assert [cell["metrics"]["dollars"] for cell in api["cells"]] == [pytest.approx(2.4), None, pytest.approx(4.0),
+                                                                       None]

@@ -64,6 +64,14 @@ function runsPage() {
   const picked = new Set(), collapsed = new Set(), jobsOf = new Map();  // run id → its eval and predict jobs
   let runs = JSON.parse(document.getElementById("initial-runs").textContent);
   let sweeps = JSON.parse(document.getElementById("initial-sweeps").textContent);
+  // the sweeps a search explores (/api/sweeps), asked again when a sweep not asked about yet shows up
+  let searched = new Set(), asked = new Set();
+  async function learnSearches() {
+    if (Object.keys(sweeps).every((id) => asked.has(id))) return;
+    asked = new Set(Object.keys(sweeps));
+    try { searched = new Set((await getJSON("/api/sweeps")).map((s) => s.sweep_id)); draw(); }
+    catch (error) { asked.clear(); }  // unlinked until the next sweeps event asks again
+  }
   controls.state.value = filters.state; controls.q.value = filters.q;
 
   function matches(run) {
@@ -132,7 +140,12 @@ function runsPage() {
       collapsed.has(sweep.sweep_id) ? collapsed.delete(sweep.sweep_id) : collapsed.add(sweep.sweep_id); draw();
     });
     row.insertCell().append(toggle);
-    cell(row, sweep.sweep_id, "mono sweep-id");
+    const name = cell(row, searched.has(sweep.sweep_id) ? "" : sweep.sweep_id, "mono sweep-id");
+    if (searched.has(sweep.sweep_id)) {  // a search explores it: its page (chart, rungs, decisions, money)
+      const page = document.createElement("a");
+      page.href = "/sweeps/" + encodeURIComponent(sweep.sweep_id); page.textContent = sweep.sweep_id;
+      name.append(page);
+    }
     const links = row.insertCell();
     if (sweep.cells.length > 1) {
       const link = document.createElement("a");
@@ -181,11 +194,11 @@ function runsPage() {
     for (const id of picked) query.append("run", id);
     location.href = "/compare?" + query;
   });
-  draw(); update();
+  draw(); update(); learnSearches();
   const live = document.getElementById("live");
   const offset = Number(new URLSearchParams(location.search).get("offset")) || 0;  // this page's window
   const events = new EventSource("/api/events" + (offset ? `?offset=${offset}` : ""));
-  events.addEventListener("sweeps", (e) => { sweeps = JSON.parse(e.data); });
+  events.addEventListener("sweeps", (e) => { sweeps = JSON.parse(e.data); learnSearches(); });
   events.addEventListener("runs", (e) => { runs = JSON.parse(e.data); draw(); live.textContent = "live"; });
   events.onerror = () => { live.textContent = "reconnecting…"; };
 }
