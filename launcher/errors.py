@@ -21,4 +21,10 @@ class RunIdTaken(LaunchError):
     status = 409
 
 
-__all__ = ["LaunchError", "RecipeError", "RunIdTaken", "RunNotFound", "UserError"]
+class SweepNotFound(LaunchError):
+    """No search recorded for a sweep: a plain grid (every cell trains to the end), or no sweep at all (404)."""
+
+    status = 404
+
+
+__all__ = ["LaunchError", "RecipeError", "RunIdTaken", "RunNotFound", "SweepNotFound", "UserError"]

@@ -82,6 +82,13 @@ class Registry:
     def project_key(self) -> str:
         return str(self.project_dir.resolve())
 
+    @property
+    def database_url(self) -> str:
+        """The database this registry keeps its runs in (a sweep's Optuna study is kept there too)."""
+        from launcher.rundb.engine import database_url
+
+        return database_url(self.project_dir, self.url)
+
     def _db(self, create: bool = True):
         """The engine (migrated, the JSON registry imported); None when `create` is false and the project's
         SQLite file does not exist yet: reading an empty registry writes nothing."""
@@ -282,7 +289,7 @@ class Registry:
             try:
                 with self._write() as connection:
                     connection.execute(insert(LiveAttempt).values(run_id=record.run_id, token=token,
-                                                                  claimed=time.time(), launcher=_this_launcher()))
+                                                                  claimed=time.time(), launcher=this_process()))
                     connection.execute(insert(RunRow).values(values) if new else
                                        upsert(connection, RunRow, values, "run_id"))
                 return token
@@ -330,7 +337,7 @@ class Registry:
         with self._read() as connection:
             claim = connection.execute(select(LiveAttempt.__table__).where(LiveAttempt.run_id == run_id)
                                        ).mappings().first()
-        return bool(claim and claim["launcher"] and _launcher_alive(claim["launcher"], claim["claimed"]))
+        return bool(claim and claim["launcher"] and holder_alive(claim["launcher"], claim["claimed"]))
 
 
 def _taken(run_id: str) -> RunIdTaken:
@@ -347,11 +354,14 @@ def _release(connection, run_id: str, token: Optional[str] = None) -> None:
     connection.execute(delete(LiveAttempt).where(*condition))
 
 
-def _this_launcher() -> str:
+def this_process() -> str:
+    """`host:pid`: who holds a launch's claim of a run, or a sweep's controller."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _launcher_alive(launcher: str, claimed: float) -> bool:
+def holder_alive(launcher: str, claimed: float) -> bool:
+    """Whether the `host:pid` holding a claim lives: asked of this machine's processes, or (another host's)
+    taken as alive while its claim or heartbeat is younger than LAUNCH_CLAIM_SECONDS."""
     host, _, pid = launcher.rpartition(":")
     if host != socket.gethostname():
         return time.time() - claimed < LAUNCH_CLAIM_SECONDS
@@ -364,7 +374,7 @@ def _claim_is_live(claim, run) -> bool:
     if run is None:  # the run's record is gone
         return False
     if claim["launcher"]:
-        return _launcher_alive(claim["launcher"], claim["claimed"])
+        return holder_alive(claim["launcher"], claim["claimed"])
     return run.state not in _TERMINAL_VALUES
 
 

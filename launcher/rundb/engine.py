@@ -16,7 +16,11 @@ from sqlalchemy.engine import make_url
 
 DB_ENV = "SPOTTRAIN_DB"
 DEFAULT_DB = "runs/spottrain.db"
-HEAD = "0002"  # the newest migration in migrations/versions (a test checks it against Alembic's head)
+HEAD = "0003"  # the newest migration in migrations/versions (a test checks it against Alembic's head)
+# This schema's version, in a table of its own: Optuna's study storage (a sweep's, in the same database) keeps
+# Alembic's default `alembic_version` for its own schema. Databases made before 0003 kept ours there: moved once.
+VERSION_TABLE = "spottrain_schema_version"
+_OUR_REVISIONS = ("0001", "0002")  # what `alembic_version` held when it was ours
 BUSY_TIMEOUT_MS = 60_000
 _ADVISORY_LOCK = 0x5370_7454  # pg_advisory_xact_lock key around migrations ("SptT")
 
@@ -103,7 +107,7 @@ def transaction(engine: Engine, *, write: bool = False, exclusive: bool = False)
 def current_revision(engine: Engine) -> Optional[str]:
     with transaction(engine) as connection:
         try:
-            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
         except Exception:  # no table yet: a fresh database
             return None
 
@@ -128,8 +132,25 @@ def upgrade(engine: Engine) -> None:
     with transaction(engine, exclusive=True) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
+        _adopt_old_version_table(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _adopt_old_version_table(connection: Connection) -> None:
+    """A database made before 0003 holds this schema's revision in `alembic_version`: move it to VERSION_TABLE
+    (once), leaving `alembic_version` to Optuna."""
+    from sqlalchemy import inspect
+
+    tables = set(inspect(connection).get_table_names())
+    if "alembic_version" not in tables or VERSION_TABLE in tables:
+        return
+    revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    if revision not in _OUR_REVISIONS:
+        return  # Optuna's own
+    connection.execute(text(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+    connection.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:revision)"), {"revision": revision})
+    connection.execute(text("DROP TABLE alembic_version"))
 
 
 def quiet() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import JSON, Float, Integer, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -70,3 +70,46 @@ class JsonImport(Base):
     imported: Mapped[float] = mapped_column(Float)
     runs: Mapped[int] = mapped_column(Integer)
     skipped: Mapped[list] = mapped_column(Json)
+
+
+class SweepRow(Base):
+    """A sweep a controller explores (`launcher.sweeps.controller`): what the launch asked for (`request`: recipe,
+    target, profile, overrides; the controller plans each cell from it), the search, the sweep's state, and the
+    controller holding it (`host:pid`, its last heartbeat)."""
+
+    __tablename__ = "sweeps"
+
+    sweep_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    registry_project: Mapped[str] = mapped_column(Text, index=True)
+    recipe: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16))
+    request: Mapped[dict] = mapped_column(Json)
+    search: Mapped[dict] = mapped_column(Json)
+    state: Mapped[str] = mapped_column(String(16))
+    started: Mapped[float] = mapped_column(Float)
+    ended: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    controller: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    heartbeat: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    parent_run: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+
+
+class SweepDecision(Base):
+    """One judgement of one cell at one rung (asha, hyperband: the rung's index; median: the evaluation step):
+    promoted or pruned, the metric and budget it was judged at, when the value was reported (MLflow's timestamp),
+    decided, and acted on (the pruned cell's stop handed to its target)."""
+
+    __tablename__ = "sweep_decisions"
+    __table_args__ = (UniqueConstraint("sweep_id", "cell", "rung", name="one_decision_per_rung"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sweep_id: Mapped[str] = mapped_column(String(255), ForeignKey("sweeps.sweep_id", ondelete="CASCADE"), index=True)
+    cell: Mapped[str] = mapped_column(String(255))
+    run_id: Mapped[str] = mapped_column(String(255))
+    rung: Mapped[int] = mapped_column(Integer)
+    budget: Mapped[float] = mapped_column(Float)
+    value: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    decided: Mapped[float] = mapped_column(Float)
+    reported: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    acted: Mapped[Optional[float]] = mapped_column(Float, nullable=True)

@@ -45,6 +45,7 @@ class RunState(str, enum.Enum):
     FINISHED = "finished"
     FAILED = "failed"
     STOPPED = "stopped"
+    PRUNED = "pruned"  # stopped by its sweep's search for losing (checkpoint kept: it can be resumed)
     UNKNOWN = "unknown"  # the platform cannot be asked right now
     DRAFT = "draft"  # saved in the hub, not launched yet: no target has seen it
 
@@ -56,7 +57,7 @@ class RunState(str, enum.Enum):
         return self.value
 
 
-_TERMINAL = frozenset({RunState.FINISHED, RunState.FAILED, RunState.STOPPED})
+_TERMINAL = frozenset({RunState.FINISHED, RunState.FAILED, RunState.STOPPED, RunState.PRUNED})
 
 
 def run_dir(local_dir: str | Path, run_id: str) -> Path:

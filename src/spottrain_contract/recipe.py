@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from spottrain_contract.errors import RecipeError, UserError
 from spottrain_contract.command import CommandRecipe, config_problems, config_schema
 from spottrain_contract.schema import FieldProblem, Recipe
+from spottrain_contract.search import budget_value
 from spottrain_contract.sweep import Axes, Cell, cell_job_name, cell_named
 from spottrain_contract.tasks import TASKS, recipe_model
 from spottrain_contract.validation import describe_validation_errors
@@ -79,7 +80,7 @@ class LoadedRecipe:
 
 
 SHIPPED_ORIGIN = "resolved_from"  # in a shipped recipe: the file, profile, cell and overrides it was resolved from
-NOT_SHIPPED = ("profiles", "sweep")  # ways to resolve a recipe, not settings of the one run a job trains
+NOT_SHIPPED = ("profiles", "sweep", "search")  # ways to resolve a recipe, not settings of the one run a job trains
 
 
 def from_shipped(text: str, source: str) -> LoadedRecipe:
@@ -183,8 +184,9 @@ def recipe_path(project_dir: Path, name: str) -> Path:
 
 
 def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
-                overrides: Iterable[str] = (), cell: Optional[str] = None) -> LoadedRecipe:
-    """`cell`: the name of one cell of the recipe's sweep, resolved after the profile (see `sweep`)."""
+                overrides: Iterable[str] = (), cell: Union[str, Cell, None] = None) -> LoadedRecipe:
+    """`cell`: one cell of the recipe's sweep, resolved after the profile (see `sweep`): a grid cell's name, or a
+    `Cell` (a trial its search sampled: `spottrain_contract.search`)."""
     project_dir = project_dir.resolve()
     path = recipe_path(project_dir, name).resolve()
     display = _display(path, project_dir)
@@ -216,6 +218,8 @@ def load_recipe(name: str, *, project_dir: Path, profile: Optional[str] = None,
     recipe = _validate(document, sources, display)
     if isinstance(recipe, CommandRecipe):
         _check_config(recipe, path, written_config, sources, display)
+    if recipe.search is not None:
+        _check_search(recipe, document, sources, display)
     return LoadedRecipe(recipe=recipe, name=path.stem, relpath=_display(path, project_dir), profile=profile,
                         overrides=overrides, resolved=document, cell=chosen, replaced=replaced)
 
@@ -227,26 +231,53 @@ class _SweepOnly(BaseModel):
     sweep: Axes = {}
 
 
-def _apply_cell(document: dict, sources: dict[str, str], display: str, name: str) -> Cell:
-    """Set the cell's overrides, each blamed on the entry that wrote it (`recipes/x.yaml (sweep.lr.lr_1e4)`); the
-    run is named for its cell: a job name of its own (`<name>-<cell>`), the cell as its MLflow run name."""
+def _apply_cell(document: dict, sources: dict[str, str], display: str, asked: Union[str, Cell]) -> Cell:
+    """Set the cell's overrides, each blamed on the entry that wrote it (`recipes/x.yaml (sweep.lr.lr_1e4)`), a
+    sampled trial's drawn values on the search's space; the run is named for its cell: a job name of its own
+    (`<name>-<cell>`), the cell as its MLflow run name."""
     try:
         axes = _SweepOnly.model_validate({"sweep": document.get("sweep") or {}}).sweep
     except ValidationError as exc:
         raise _recipe_error(exc, _SweepOnly, sources, display) from None
     try:
-        cell = cell_named(axes, name)
+        cell = cell_named(axes, asked) if isinstance(asked, str) else asked
+        for axis, entry in cell.entries.items():
+            if entry not in axes.get(axis, {}):
+                raise ValueError(f"cell {cell.name}: no entry {entry!r} in axis {axis!r}")
     except ValueError as exc:
         raise RecipeError(display, "sweep", str(exc)) from None
     named = f"{display} (sweep cell {cell.name})"
     if isinstance(document.get("name"), str):  # a recipe without one is told so by the validation
         _set_dotted(document, sources, "name", cell_job_name(document["name"], cell.name), named)
     _set_dotted(document, sources, "mlflow.run_name", cell.name, named)
+    from_entries = set()
     for axis, entry in cell.entries.items():
         where = f"{sources.get(f'sweep.{axis}.{entry}', display)} (sweep.{axis}.{entry})"
         for key, value in axes[axis][entry].items():
             _set_dotted(document, sources, key, value, where)
+            from_entries.add(key)
+    for key, value in cell.overrides.items():
+        if key not in from_entries:
+            _set_dotted(document, sources, key, value, f"{sources.get('search', display)} (search.space.{key}, "
+                                                       f"{cell.name})")
     return cell
+
+
+def _check_search(recipe: Recipe, document: dict, sources: dict[str, str], display: str) -> None:
+    """What the search needs of the recipe it explores: cells to explore, and a budget key the recipe sets to a
+    number above the first rung."""
+    search, where = recipe.search, sources.get("search", display)
+    if search.method != "grid" and not recipe.sweep and not search.space:
+        raise RecipeError(where, "search", "nothing to explore: add sweep axes, or a space with trials")
+    if search.budget is None:
+        return
+    full = budget_value(document, search.budget)
+    if full is None:
+        raise RecipeError(where, "search.budget", f"{search.budget} is not a number this recipe sets (expected "
+                                                  f"the key that grows, e.g. train.max_steps or train.epochs)")
+    if search.min_budget is not None and search.min_budget >= full:
+        raise RecipeError(where, "search.min_budget", f"{search.min_budget:g} is not below the full budget "
+                                                      f"({search.budget} = {full:g})")
 
 
 def _validate(document: dict, sources: dict[str, str], display: str) -> Recipe:

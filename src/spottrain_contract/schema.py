@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from spottrain_contract.registration import Registration
+from spottrain_contract.search import Search
 from spottrain_contract.sweep import Axes
 
 # Accelerator names SkyPilot's catalogues use; its schema accepts any string, so a typo would only fail at
@@ -385,6 +386,10 @@ class Recipe(Strict):
                     "--override. Axis and entry names: lowercase letters and digits with single '.', '_' or '-' "
                     "between them. The recipe as written must be valid too (what no cell changes). Empty: one "
                     "run.")
+    search: Optional[Search] = Field(
+        None, description="How the sweep is explored (spottrain_contract.search): grid (every cell to the end) or "
+                          "asha, hyperband or median, which stop losing cells early, judged by an MLflow metric "
+                          "against a growing budget; optionally trials sampled from a space of distributions.")
 
     @property
     def world_size(self) -> int:

@@ -170,7 +170,9 @@ def test_migrations_create_the_schema_from_empty_and_are_idempotent(db_url):
         db.upgrade(engine)
         db.upgrade(engine)
         assert db.current_revision(engine) == db.HEAD
-        assert {"runs", "live_attempts", "json_imports", "alembic_version"} <= set(inspect(engine).get_table_names())
+        assert {"runs", "live_attempts", "json_imports", "sweeps", "sweep_decisions", db.VERSION_TABLE} <= set(
+            inspect(engine).get_table_names())
+        assert "alembic_version" not in inspect(engine).get_table_names()  # Optuna's, for a sweep's study
     finally:
         engine.dispose()
     config = Config()
@@ -217,8 +219,8 @@ def test_migration_0002_upgrades_a_0001_database_holding_runs(db_url, project):
         with db.transaction(engine, write=True) as connection:
             connection.execute(insert(RunRow).values([{k: v for k, v in row.items() if k in old_columns}
                                                       for row in rows]))
-        db.upgrade(engine)
-        assert db.current_revision(engine) == db.HEAD == "0002"
+        _migrate(engine, "0002")
+        assert db.current_revision(engine) == "0002"
         with db.transaction(engine) as connection:
             tasks = dict(connection.execute(select(RunRow.run_id, RunRow.task)).all())
         assert tasks == {"shipped": "ranker", "cut": None, "no_task": None, "odd_task": None, "never_shipped": None}
@@ -230,6 +232,34 @@ def test_migration_0002_upgrades_a_0001_database_holding_runs(db_url, project):
         assert {column["name"] for column in inspect(engine).get_columns("runs")} == old_columns
         with db.transaction(engine) as connection:
             assert connection.execute(select(RunRow.run_id).order_by(RunRow.started)).scalars().all() == list(SHIPPED)
+    finally:
+        engine.dispose()
+        db.dispose_all()
+
+
+def test_a_database_made_before_0003_moves_its_version_out_of_alembic_version_once(db_url, project):
+    """Until 0003 this schema's revision was in Alembic's default table, which a sweep's Optuna study needs for
+    its own: the upgrade moves it, keeps every run, and a second upgrade finds it done."""
+    from sqlalchemy import create_engine, insert, inspect, text
+
+    from launcher.rundb import engine as db
+    from launcher.rundb.models import RunRow
+    from launcher.rundb.store import row_values
+
+    url = db.database_url(None, db_url)
+    if db.sqlite_file(url):
+        db.sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    try:
+        _migrate(engine, "0002")
+        with db.transaction(engine, write=True) as connection:  # as 0002 left it: the revision in alembic_version
+            connection.execute(insert(RunRow).values(row_values(a_record("kept"), str(project))))
+            connection.execute(text(f"ALTER TABLE {db.VERSION_TABLE} RENAME TO alembic_version"))
+        db.upgrade(engine)
+        db.upgrade(engine)
+        tables = set(inspect(engine).get_table_names())
+        assert db.current_revision(engine) == db.HEAD and "alembic_version" not in tables and "sweeps" in tables
+        assert [record.run_id for record in Registry(project, url=db_url).all()] == ["kept"]
     finally:
         engine.dispose()
         db.dispose_all()

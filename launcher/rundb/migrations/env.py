@@ -3,9 +3,11 @@ locked transaction); offline mode is not used."""
 
 from alembic import context
 
+from launcher.rundb.engine import VERSION_TABLE
 from launcher.rundb.models import Base
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=Base.metadata, transactional_ddl=True)
+context.configure(connection=connection, target_metadata=Base.metadata, transactional_ddl=True,
+                  version_table=VERSION_TABLE)
 with context.begin_transaction():
     context.run_migrations()
