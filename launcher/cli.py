@@ -221,16 +221,29 @@ def _sweep(ws, sweep, *, dry_run: bool, detach: bool, yes: bool, as_json: bool) 
     here one after another in the foreground, on a platform one job each, at most `max_parallel` live."""
     from launcher import operations as ops
     from launcher.views.tables import render_table
+    from spottrain_contract.search import budget_value
 
-    if sweep.runs_here and detach and not dry_run:
+    if sweep.runs_here and detach and not dry_run and not sweep.controlled:
         raise UserError("--detach: a sweep's cells run here one after another, in the foreground (Ctrl-C stops the "
                         "cell that runs, and the sweep)")
     if as_json:
         _echo_json(sweep.view())
         return
     plan = sweep.sweep
-    click.echo(f"sweep      {plan.sweep_id}: {len(sweep.cells)} cells of {' × '.join(plan.axes)} "
-               f"({plan.loaded.relpath}) on {plan.target}, {sweep.pace}")
+    search = sweep.search
+    if search is not None and search.trials:
+        click.echo(f"sweep      {plan.sweep_id}: {search.trials} trials drawn by {search.sampler} from "
+                   + ", ".join([*(f"{axis} ({len(entries)} entries)" for axis, entries in plan.axes.items()),
+                                *(f"{key} {d.kind} {list(d.values)}" for key, d in search.distributions.items())])
+                   + f" ({plan.loaded.relpath}) on {plan.target}, {sweep.pace}; its corner cells:")
+    else:
+        click.echo(f"sweep      {plan.sweep_id}: {len(sweep.cells)} cells of {' × '.join(plan.axes)} "
+                   f"({plan.loaded.relpath}) on {plan.target}, {sweep.pace}")
+    if sweep.controlled:
+        rungs = search.rungs(budget_value(plan.loaded.resolved, search.budget) or 0)
+        click.echo(f"search     {search.method} on {search.metric} ({search.mode}), budget {search.budget}"
+                   + (f", rungs at {', '.join(f'{r:g}' for r in rungs)}" if rungs else "")
+                   + ": losing cells are stopped early by the sweep's controller")
     click.echo(render_table(("CELL", "RUN ID", "OVERRIDES"), [
         (cell, run_id, " ".join(overrides) or "-") for cell, run_id, overrides in sweep.cell_rows()]))
     if dry_run:
@@ -243,6 +256,13 @@ def _sweep(ws, sweep, *, dry_run: bool, detach: bool, yes: bool, as_json: bool) 
         return
     _confirm_spending(plan.target, yes, f"Launch the {len(sweep.cells)} cells of sweep {plan.sweep_id} on "
                                         f"{plan.target}, {sweep.pace}?")
+    if sweep.controlled:
+        started = ops.start_search(ws, sweep)
+        click.echo(f"sweep {plan.sweep_id}: {'recorded before, ' if started.relaunched else ''}controller "
+                   f"{started.controller}, log {started.log}")
+        click.echo(f"  launch sweep status {plan.sweep_id}    launch sweep stop {plan.sweep_id}    "
+                   f"launch compare {plan.sweep_id}")
+        return
     states = ops.launch_sweep(ws, sweep, say=click.echo,
                               submit_cell=lambda cell: _submit(ws, cell, exit_on_failure=False))
     ended = [state for state in states.values() if state is not None]
@@ -409,6 +429,46 @@ def stop(run_id):
     from launcher import operations as ops
 
     click.echo(f"run {run_id} {ops.stop(_workspace(), run_id)}")
+
+
+@cli.group()
+def sweep():
+    """A sweep that a search explores (asha, hyperband, median): its controller runs without your terminal."""
+
+
+@sweep.command("status")
+@click.argument("sweep_id")
+@_json_option
+def sweep_status_command(sweep_id, as_json):
+    """Each cell's state, metric and judgements, the best cell, steps against the full grid, and dollars."""
+    from launcher import operations as ops
+    from launcher.sweeps import search_table
+
+    report = ops.search_report(_workspace(), sweep_id)
+    if as_json:
+        _echo_json(report)
+        return
+    for line in search_table.lines(report):
+        click.echo(line)
+
+
+@sweep.command("stop")
+@click.argument("sweep_id")
+def sweep_stop(sweep_id):
+    """Stop the sweep: its controller stops every live cell gracefully (checkpoints kept)."""
+    from launcher import operations as ops
+
+    click.echo(f"sweep {sweep_id} {ops.stop_search(_workspace(), sweep_id)}")
+
+
+@sweep.command("resume")
+@click.argument("sweep_id")
+def sweep_resume(sweep_id):
+    """Go on with a stopped sweep or one whose controller died, where its decisions left it."""
+    from launcher import operations as ops
+
+    started = ops.resume_search(_workspace(), sweep_id)
+    click.echo(f"sweep {sweep_id}: controller {started.controller}, log {started.log}")
 
 
 OPTION_ALIASES = ("csv", "prompt_template", "system_message", "batch_size", "max_new_tokens", "model_id",
@@ -655,6 +715,9 @@ def compare(runs, plot, metrics, out, every_metric, as_json):
 def hub(host, port, token, db, mlflow_uri):
     """Serve the hub: runs, new runs from a form, live curves and logs, stop, clone, compare (a browser face
     over the same runner and registry as these commands), and MLflow runs logged elsewhere, read-only."""
+    import threading
+
+    from launcher import operations as ops
     from launcher.hub.auth import is_loopback
 
     if not is_loopback(host) and not token:
@@ -669,7 +732,12 @@ def hub(host, port, token, db, mlflow_uri):
 
     app = create_app(ws, token=token, mlflow_uri=mlflow_uri)
     click.echo(f"hub for {ws.project_dir} on http://{host}:{port}/" + (" (token required)" if token else ""), err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    stop = threading.Event()
+    ops.keep_sweeps_controlled(ws, stop)  # the controllers of sweeps whose own died run in here
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    finally:
+        stop.set()
 
 
 def main():

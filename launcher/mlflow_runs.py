@@ -52,6 +52,15 @@ def histories(client, run) -> dict[str, list[list[float]]]:
     return found
 
 
+def first_points(client, mlflow_run_id: str, key: str) -> list[tuple[int, float, float]]:
+    """(step, value, when logged in seconds) of one metric in step order, the first value logged at each step: a
+    resumed attempt that recomputes steps logs their evaluations again, and a step is counted once."""
+    first: dict[int, tuple[int, float, float]] = {}
+    for m in sorted(client.get_metric_history(mlflow_run_id, key), key=lambda m: (m.step, m.timestamp)):
+        first.setdefault(m.step, (m.step, m.value, m.timestamp / 1000))
+    return [first[step] for step in sorted(first)]
+
+
 def run_histories(record: RunRecord) -> dict[str, list[list[float]]]:
     client, run = mlflow_run(record)
     return {} if run is None else histories(client, run)

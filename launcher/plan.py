@@ -168,7 +168,7 @@ def with_overrides(plan: LaunchPlan, project_dir: Path, *overrides: str) -> Laun
     validated like any, and shown by the dry run, the shipped recipe and MLflow's params."""
     loaded = plan.loaded
     reloaded = load_recipe(loaded.name, project_dir=project_dir, profile=loaded.profile,
-                           overrides=[*loaded.overrides, *overrides], cell=loaded.cell.name if loaded.cell else None)
+                           overrides=[*loaded.overrides, *overrides], cell=loaded.cell)
     return dataclasses.replace(plan, loaded=dataclasses.replace(reloaded, changes=loaded.changes))
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
+
+from spottrain_contract.sweep import Cell
 
 
 class DependencyLookup(Enum):
@@ -35,7 +37,7 @@ class LaunchRequest:
     chaos: Optional[str] = None  # a run here: kill it at random moments (launcher.targets.local.supervisor.Chaos)
     allow_changes: bool = False  # a resume may change the settings the run was launched with
     sweep_id: Optional[str] = None  # a sweep recipe: its id; a cell: the sweep it belongs to
-    cell: Optional[str] = None  # one cell of the recipe's sweep
+    cell: Union[str, Cell, None] = None  # one cell of the recipe's sweep: a grid cell's name, or a trial drawn
     max_parallel: Optional[int] = None  # a sweep on a platform: at most this many cells live
     after: tuple[tuple[str, str], ...] = ()  # a pipeline stage: (recipe, run id) of the stages launched before it
 

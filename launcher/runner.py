@@ -8,6 +8,7 @@ display render only ever sees masks).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -136,6 +137,8 @@ def refresh(registry: Registry, record: RunRecord) -> RunStatus:
     if record.state is RunState.LAUNCHING and registry.launching(record.run_id):
         return RunStatus(state=RunState.LAUNCHING)
     now = get_target(record.target).status(record)
+    if record.state is RunState.PRUNED and (now.state.is_terminal or now.state is RunState.UNKNOWN):
+        now = dataclasses.replace(now, state=RunState.PRUNED)  # the target saw a stop; its sweep pruned it
     changes = {}
     if now.state != record.state and now.state is not RunState.UNKNOWN:
         changes["state"] = now.state

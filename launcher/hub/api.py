@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from launcher import operations as ops
-from launcher.errors import LaunchError
 from launcher.hub import stream
 from launcher.operations import comparing
 from launcher.sweeps.book import SweepBook
@@ -186,31 +185,12 @@ def all_events(request: Request, ws: ops.Workspace = Depends(workspace),
 # --- sweeps a search explores (asha, hyperband, median) ---------------------------------------------------------
 
 
-class SweepNotFound(LaunchError):
-    """No search recorded for the sweep: a plain grid, or no sweep at all."""
-
-    status = 404
-
-
 class SearchedSweep(BaseModel):
     sweep_id: str
     recipe: str
     target: str
     method: str
     state: str = Field(description="running, stopping, stopped or finished.")
-
-
-def search_workspace(ws: ops.Workspace, sweep_id: str) -> ops.Workspace:
-    """The workspace of the project the sweep was launched from (a hub serves every project's), once it is known
-    that a search explores it; SweepNotFound (404) otherwise."""
-    cells = ws.registry.cells_of(sweep_id)
-    if SweepBook(ws.registry).find(sweep_id) is None:
-        if cells:
-            raise SweepNotFound(f"sweep {sweep_id} has no search: every cell trains to the end (launch compare "
-                                f"{sweep_id} shows them)")
-        raise SweepNotFound(f"no sweep {sweep_id!r} with a search in the run database (launch status lists every "
-                            f"sweep)")
-    return ws.of_run(cells[0].project) if cells else ws
 
 
 @router.get("/sweeps", response_model=list[SearchedSweep])
@@ -224,19 +204,18 @@ def searched_sweeps(ws: ops.Workspace = Depends(workspace)):
 def sweep_report(sweep_id: str, ws: ops.Workspace = Depends(workspace)):
     """`launch sweep status SWEEP --json`: each cell's metric against its budget, the decisions, the best cell,
     steps against the full grid, and the money."""
-    return ops.search_report(search_workspace(ws, sweep_id), sweep_id)
+    return ops.search_report(ws, sweep_id)
 
 
 @router.post("/sweeps/{sweep_id}/stop")
 def stop_sweep(sweep_id: str, ws: ops.Workspace = Depends(workspace)):
     """`launch sweep stop SWEEP`: its controller stops every live cell gracefully, then marks it stopped."""
-    return {"id": sweep_id, "state": str(ops.stop_search(search_workspace(ws, sweep_id), sweep_id))}
+    return {"id": sweep_id, "state": str(ops.stop_search(ws, sweep_id))}
 
 
 @router.post("/sweeps/{sweep_id}/resume")
 def resume_sweep(sweep_id: str, ws: ops.Workspace = Depends(workspace)):
     """`launch sweep resume SWEEP`: a controller goes on where the sweep's decisions left it."""
-    home = search_workspace(ws, sweep_id)
-    started = ops.resume_search(home, sweep_id)
-    return {"id": sweep_id, "state": str(SweepBook(home.registry).get(sweep_id).state),
+    started = ops.resume_search(ws, sweep_id)
+    return {"id": sweep_id, "state": str(SweepBook(ws.registry).get(sweep_id).state),
             "controller": started.controller}

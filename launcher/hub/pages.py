@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from launcher import operations as ops
 from launcher.errors import UserError
-from launcher.hub import api, auth
+from launcher.hub import auth
 from launcher.hub.form import recipe_fields
 from launcher.operations import comparing
 from launcher.views.ledger import dollars
@@ -166,7 +166,7 @@ def sweep_page(request: Request, sweep_id: str):
     (rungs marked, pruned cells grey, the best one highlighted), its decisions, and the money; Stop and Resume."""
     ws = request.app.state.workspace
     try:
-        report = ops.search_report(api.search_workspace(ws, sweep_id), sweep_id)
+        report = ops.search_report(ws, sweep_id)
     except UserError as exc:
         return _error(request, exc)
     return _render(request, "sweep.html", sweep=report.model_dump(mode="json"),

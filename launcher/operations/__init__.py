@@ -10,6 +10,8 @@ for both faces.
 - drafts: `save_draft`, `launch_draft`, `create`, `clone`
 - runs: `status`, `logs`, `stop`, `run`, `listing`, `metric_histories`, `system_histories`, `checkpoints`,
   `ledger`, `RunWatch` (a run's stream)
+- sweeps a search explores: `start_search`, `search_report`, `stop_search`, `resume_search`, `adopt_orphans` (the
+  hub's controllers)
 - compare: `compare_runs`, `compare_page`, `compare_sweep`
 - weights: `plan_job` (eval, predict), `plan_adapter_eval`
 - models: `register`, `models`, `set_model_alias`, `resolve_model` (models:/NAME@ALIAS to a run and checkpoint)
@@ -32,6 +34,8 @@ from launcher.operations.recipes import (RecipeChoices, check, doctor_checks, na
 from launcher.operations.runs import (PAGE_SIZE, Listing, StatusReport, checkpoints, ledger, listing, logs,
                                       metric_histories, run, run_names, status, stop, system_histories,
                                       wait_for, wait_for_ledger_reads, window)
+from launcher.operations.sweeping import (SearchStarted, adopt_orphans, keep_sweeps_controlled, record_search,
+                                          resume_search, search_report, start_search, stop_search)
 from launcher.operations.watching import RunWatch
 from launcher.operations.workspace import Workspace
 from launcher.plan import code_version
@@ -41,13 +45,15 @@ from launcher.requests import (AdapterEvalRequest, DependencyLookup, DraftReques
 __all__ = [
     "AdapterEvalRequest", "ComparePage", "DependencyLookup", "DraftRequest", "ExternalRunDetail", "ExternalRuns",
     "ExternalRunsView", "JobKind", "LaunchError", "LaunchRequest", "Listing", "Outcome", "PAGE_SIZE", "Planned",
-    "PlannedJob", "PlannedSweep", "RecipeChoices", "RegisterRequest", "RunNotFound", "RunWatch", "StatusReport",
+    "PlannedJob", "PlannedSweep", "RecipeChoices", "RegisterRequest", "RunNotFound", "RunWatch", "SearchStarted",
+    "StatusReport",
     "Submitted", "SweepComparison", "UserError", "WeightsJobRequest", "Workspace", "check", "checkpoints", "clone",
     "code_version", "compare_page", "compare_runs", "compare_sweep", "compare_text", "confirm_needed", "create",
     "doctor_checks", "draft_entry", "follow", "is_sweep", "launch_draft", "launch_stage", "launch_sweep", "ledger",
     "listing", "logs", "metric_histories", "models", "outcome", "override_list", "pipeline_requests", "pipelines",
     "plan_adapter_eval", "plan_job", "plot_runs", "prepare", "recipe_choices", "recipe_names", "recipe_table",
-    "recipes", "register", "registration_of", "render", "resolve_model", "resume", "run", "run_names", "save_draft",
-    "set_model_alias", "status", "stop", "submit", "system_histories", "targets", "wait_for",
+    "recipes", "register", "registration_of", "render", "resolve_model", "resume", "resume_search", "run",
+    "run_names", "save_draft", "search_report", "set_model_alias", "start_search", "status", "stop", "stop_search",
+    "submit", "system_histories", "targets", "wait_for", "adopt_orphans", "keep_sweeps_controlled", "record_search",
     "wait_for_ledger_reads", "window",
 ]

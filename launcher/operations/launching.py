@@ -28,6 +28,7 @@ from launcher.views.console import for_console
 from spottrain_contract.command import CommandRecipe
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import LoadedRecipe, capacity_changes, load_recipe, setting_changes
+from spottrain_contract.search import Search
 
 
 class DraftEntry(BaseModel):
@@ -101,7 +102,19 @@ class PlannedSweep:
         return get_target(self.sweep.target).RUNS_HERE
 
     @property
+    def search(self) -> Optional[Search]:
+        return self.sweep.loaded.recipe.search
+
+    @property
+    def controlled(self) -> bool:
+        """Whether a controller explores it (a search that prunes): the launch records it and returns."""
+        return self.search is not None and self.search.prunes
+
+    @property
     def pace(self) -> str:
+        if self.controlled:
+            most = self.max_parallel or self.search.max_parallel
+            return (f"at most {most} at once" if most else "one at a time" if self.runs_here else "all at once")
         if self.runs_here:
             return "one after another"
         return f"at most {self.max_parallel} at once" if self.max_parallel else "all at once"
@@ -153,7 +166,7 @@ def prepare(ws: Workspace, request: LaunchRequest,
         request = with_target(request, None)  # a new run: no record to ask
         bare = load_recipe(request.recipe, project_dir=ws.project_dir, profile=effective_profile(request),
                            overrides=request.sized())
-        if bare.recipe.sweep:
+        if bare.recipe.sweep or (bare.recipe.search is not None and bare.recipe.search.trials):
             return _prepare_sweep(ws, request, bare, lookup)
         _refuse_sweep_options(request)
         return plan_run(ws, request, lookup, loaded=bare)
@@ -210,6 +223,9 @@ def launch_sweep(ws: Workspace, planned: PlannedSweep, *, submit_cell: Callable[
                  say: Callable[[str], None]) -> dict[str, Optional[RunState]]:
     """Each cell in grid order (finished cells skipped, unfinished ones resumed) through `submit_cell`, which
     returns the cell's final state when it follows it here, None when it goes on without it (a platform)."""
+    if planned.controlled:
+        raise LaunchError(f"sweep {planned.sweep.sweep_id}: its search ({planned.search.method}) is explored by a "
+                          f"controller (operations.start_search), not cell after cell")
     if planned.runs_here and planned.max_parallel:
         raise LaunchError("--max-parallel: a sweep's cells run here one after another, in the foreground (Ctrl-C "
                           "stops the cell that runs, and the sweep)")
@@ -223,8 +239,8 @@ def resume(ws: Workspace, run_id: str) -> Submitted:
     launched with, on its target), in the background; the trainer resumes from its newest complete checkpoint."""
     record = ws.registry.get(run_id)
     refuse_a_weights_job(record, "resumed")
-    if record.state not in (RunState.STOPPED, RunState.FAILED):
-        raise LaunchError(f"run {run_id} is {record.state}: only a stopped or failed run resumes")
+    if record.state not in (RunState.STOPPED, RunState.FAILED, RunState.PRUNED):
+        raise LaunchError(f"run {run_id} is {record.state}: only a stopped, pruned or failed run resumes")
     home = ws.of_run(record.project)
     launched = runner.launched_recipe(record)
     if launched is None:
@@ -302,7 +318,7 @@ def _as_resume(request: LaunchRequest, record: RunRecord, launched: LoadedRecipe
                               gpus=None, nodes=None)
     elif not request.profile:
         request = request.but(profile=launched.profile)
-    return request.but(cell=launched.cell.name if launched.cell else request.cell,
+    return request.but(cell=launched.cell or request.cell,
                        sweep_id=record.sweep_id or request.sweep_id)
 
 

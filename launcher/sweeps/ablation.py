@@ -22,6 +22,7 @@ from launcher.compare import fmt, save_figure
 from launcher.mlflow_runs import mlflow_run
 from launcher.errors import LaunchError
 from launcher.registry import Registry, RunRecord
+from launcher.sweeps.book import sweep_dir
 from launcher.views.tables import render_table
 from launcher.views import AblationCell, AblationView
 from spottrain_contract.recipe import from_shipped
@@ -88,7 +89,7 @@ def ablation_table(view: AblationView) -> str:
 
 def default_summary_path(project_dir: Path, sweep_id: str) -> Path:
     """runs/sweeps/<sweep id>/ablation_summary.json: under runs/, which the project's .gitignore leaves out."""
-    return Path(project_dir) / "runs" / "sweeps" / sweep_id / SUMMARY_FILE
+    return sweep_dir(project_dir, sweep_id) / SUMMARY_FILE
 
 
 def write_summary(view: AblationView, out: Path, *, make_dirs: bool = False) -> Path:

@@ -26,7 +26,8 @@ from launcher.requests import LaunchRequest
 from launcher.sweeps.parent import close_parent_run, open_parent_run
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import LoadedRecipe
-from spottrain_contract.sweep import cells, check_name
+from spottrain_contract.search import Search
+from spottrain_contract.sweep import Cell, cells, check_name
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,28 @@ def plan_sweep(request: LaunchRequest, bare: LoadedRecipe) -> SweepPlan:
 
 def cell_requests(sweep: SweepPlan, request: LaunchRequest) -> list[LaunchRequest]:
     """One request per cell, in grid order: the sweep's request for that cell, under its stable run id (a cell
-    launched before resumes, with the settings it was launched with unless `allow_changes`)."""
-    return [request.but(run_id=cell_run_id(sweep.sweep_id, cell.name), cell=cell.name, sweep_id=sweep.sweep_id,
+    launched before resumes, with the settings it was launched with unless `allow_changes`). A search that
+    samples its trials has no cells before it draws them: its two corner cells (every axis's first entry and each
+    space key's lowest value; the last entries and highest values) stand in for them, so the ends of its space
+    are validated and rendered before anything starts."""
+    search = sweep.loaded.recipe.search
+    chosen = corner_cells(sweep.axes, search) if search is not None and search.trials else cells(sweep.axes)
+    return [request.but(run_id=cell_run_id(sweep.sweep_id, cell.name), cell=cell, sweep_id=sweep.sweep_id,
                         max_parallel=None)
-            for cell in cells(sweep.axes)]
+            for cell in chosen]
+
+
+def corner_cells(axes: dict, search: Search) -> list[Cell]:
+    """The lowest and the highest cell a search's trials can draw (choices: the first and the last)."""
+    corners = []
+    for name, pick in (("corner-low", 0), ("corner-high", -1)):
+        entries = {axis: list(entries)[pick] for axis, entries in axes.items()}
+        overrides: dict = {}
+        for axis, entry in entries.items():
+            overrides.update(axes[axis][entry])
+        overrides.update({key: d.values[pick] for key, d in search.distributions.items()})
+        corners.append(Cell(name, entries, overrides))
+    return corners
 
 
 def default_sweep_id(loaded: LoadedRecipe, target: str) -> str:
@@ -66,6 +85,8 @@ def default_sweep_id(loaded: LoadedRecipe, target: str) -> str:
     cells; another target, profile, override or axis is another sweep."""
     asked = {"target": target, "profile": loaded.profile, "overrides": list(loaded.overrides),
              "sweep": loaded.recipe.sweep}
+    if loaded.recipe.search is not None:  # another search of the same axes is another sweep
+        asked["search"] = loaded.recipe.search.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(asked, default=str).encode()).hexdigest()[:8]
     return f"{loaded.name}-{digest}"
 

@@ -60,7 +60,11 @@ def open_parent_run(sweep, project_dir: Path) -> tuple[Optional[str], str]:
 
 def close_parent_run(sweep, project_dir: Path, parent: str, *, finished: bool) -> None:
     """Mark the parent ended once every cell has (a launch that followed them all: runs here)."""
-    uri = runner.tracking_uri(sweep.cells[0], project_dir)
+    end_parent_run(runner.tracking_uri(sweep.cells[0], project_dir), project_dir, parent, finished=finished)
+
+
+def end_parent_run(uri: str, project_dir: Path, parent: str, *, finished: bool) -> None:
+    """Mark the parent run at `uri` ended (its sweep's controller, once the last cell has)."""
     with server_client(uri, project_dir) as client:
         client.set_terminated(parent, status="FINISHED" if finished else "FAILED")
 

@@ -118,7 +118,8 @@ class AblationView(BaseModel):
     recipe: str
     metrics: list[str] = Field(description="The columns: MLflow metric keys (the evaluation metrics, train/loss), "
                                            "then gpu_hours (the ledger's device-hours: GPU-hours on GPUs, "
-                                           "rank-hours on CPU).")
+                                           "rank-hours on CPU), then dollars where a cell's price is known "
+                                           "(launcher.pricing).")
     cells: list[AblationCell]
 
 

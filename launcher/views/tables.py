@@ -20,7 +20,7 @@ import sys
 from typing import Iterable, Optional, Sequence
 
 _STATE_STYLES = {"finished": "green", "running": "cyan", "pending": "cyan", "launching": "cyan",
-                 "restarting": "yellow", "stopping": "yellow", "stopped": "yellow", "failed": "bold red",
+                 "restarting": "yellow", "stopping": "yellow", "stopped": "yellow", "pruned": "dim", "failed": "bold red",
                  "unknown": "dim"}
 _UNCUT = 10_000
 _GAP = 2  # spaces between columns; 1 where two do not fit

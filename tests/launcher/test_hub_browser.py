@@ -56,7 +56,7 @@ def serving(project: Path, home: Path, *args: str):
         yield url
     finally:
         for run in json.load(urllib.request.urlopen(f"{url}/api/runs", timeout=30)):  # nothing trains on after it
-            if run["state"] not in ("draft", "finished", "failed", "stopped"):
+            if run["state"] not in ("draft", "finished", "failed", "stopped", "pruned"):
                 # through the hub: it started the supervisor, so it is the process that can reap it
                 request = urllib.request.Request(f"{url}/api/runs/{run['id']}/stop", data=b"{}", method="POST",
                                                  headers={"X-Spottrain-CSRF": "1",

@@ -162,7 +162,7 @@ def test_the_run_page_offers_resume_only_to_a_stopped_or_failed_run(client):
     assert '<button id="resume" disabled>Resume</button>' in client.get(f"/runs/{OLD_RUN}").text
     refused = client.post(f"/api/runs/{OLD_RUN}/resume")
     assert refused.status_code == 400
-    assert refused.json() == {"error": f"run {OLD_RUN} is finished: only a stopped or failed run resumes"}
+    assert refused.json() == {"error": f"run {OLD_RUN} is finished: only a stopped, pruned or failed run resumes"}
 
 
 def test_resume_submits_the_runs_own_settings_under_its_id(project, monkeypatch):

@@ -520,9 +520,9 @@ function runPage() {
     state.textContent = view.state; state.className = "state state-" + view.state;
     document.getElementById("run-step").textContent = progress(view);
     document.getElementById("run-failure").textContent = view.failure || "";
-    document.getElementById("stop").disabled = ["draft", "finished", "failed", "stopped"].includes(view.state);
-    document.getElementById("resume").disabled = Boolean(view.job_of) || !["failed", "stopped"].includes(view.state);
-    if (view.step !== shownStep || ["finished", "failed", "stopped"].includes(view.state)) {
+    document.getElementById("stop").disabled = ["draft", "finished", "failed", "stopped", "pruned"].includes(view.state);
+    document.getElementById("resume").disabled = Boolean(view.job_of) || !["failed", "stopped", "pruned"].includes(view.state);
+    if (view.step !== shownStep || ["finished", "failed", "stopped", "pruned"].includes(view.state)) {
       shownStep = view.step;
       drawAll();
     }
