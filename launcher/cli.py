@@ -442,13 +442,13 @@ def sweep():
 def sweep_status_command(sweep_id, as_json):
     """Each cell's state, metric and judgements, the best cell, steps against the full grid, and dollars."""
     from launcher import operations as ops
-    from launcher.sweeps import search_table
+    from launcher.sweeps.status import search_lines
 
     report = ops.search_report(_workspace(), sweep_id)
     if as_json:
         _echo_json(report)
         return
-    for line in search_table.lines(report):
+    for line in search_lines(report):
         click.echo(line)
 
 

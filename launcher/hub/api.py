@@ -12,9 +12,7 @@ from pydantic import BaseModel, Field
 from launcher import operations as ops
 from launcher.hub import stream
 from launcher.operations import comparing
-from launcher.sweeps.book import SweepBook
-from launcher.views import AblationView, CheckpointsView, HubRunView, LedgerView
-from launcher.views.search import SearchSweepView
+from launcher.views import AblationView, CheckpointsView, HubRunView, LedgerView, SearchSweepView
 
 router = APIRouter(prefix="/api")
 
@@ -197,7 +195,7 @@ class SearchedSweep(BaseModel):
 def searched_sweeps(ws: ops.Workspace = Depends(workspace)):
     """The sweeps a search explores (each has a page, /sweeps/ID); a plain grid sweep is not among them."""
     return [SearchedSweep(sweep_id=r.sweep_id, recipe=r.recipe, target=r.target, method=r.method, state=str(r.state))
-            for r in SweepBook(ws.registry).all()]
+            for r in ops.searched_sweeps(ws)]
 
 
 @router.get("/sweeps/{sweep_id}", response_model=SearchSweepView)
@@ -217,5 +215,4 @@ def stop_sweep(sweep_id: str, ws: ops.Workspace = Depends(workspace)):
 def resume_sweep(sweep_id: str, ws: ops.Workspace = Depends(workspace)):
     """`launch sweep resume SWEEP`: a controller goes on where the sweep's decisions left it."""
     started = ops.resume_search(ws, sweep_id)
-    return {"id": sweep_id, "state": str(SweepBook(ws.registry).get(sweep_id).state),
-            "controller": started.controller}
+    return {"id": sweep_id, "state": str(started.state), "controller": started.controller}

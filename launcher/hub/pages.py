@@ -16,7 +16,7 @@ from launcher.errors import UserError
 from launcher.hub import auth
 from launcher.hub.form import recipe_fields
 from launcher.operations import comparing
-from launcher.views.ledger import dollars
+from launcher.views.tables import dollars
 from spottrain_contract.job import RunState
 
 router = APIRouter(include_in_schema=False)

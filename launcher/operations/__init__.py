@@ -35,7 +35,8 @@ from launcher.operations.runs import (PAGE_SIZE, Listing, StatusReport, checkpoi
                                       metric_histories, run, run_names, status, stop, system_histories,
                                       wait_for, wait_for_ledger_reads, window)
 from launcher.operations.sweeping import (SearchStarted, adopt_orphans, keep_sweeps_controlled, record_search,
-                                          resume_search, search_report, start_search, stop_search)
+                                          resume_search, search_report, searched_sweeps, start_search,
+                                          stop_search)
 from launcher.operations.watching import RunWatch
 from launcher.operations.workspace import Workspace
 from launcher.plan import code_version
@@ -54,6 +55,6 @@ __all__ = [
     "plan_adapter_eval", "plan_job", "plot_runs", "prepare", "recipe_choices", "recipe_names", "recipe_table",
     "recipes", "register", "registration_of", "render", "resolve_model", "resume", "resume_search", "run",
     "run_names", "save_draft", "search_report", "set_model_alias", "start_search", "status", "stop", "stop_search",
-    "submit", "system_histories", "targets", "wait_for", "adopt_orphans", "keep_sweeps_controlled", "record_search",
+    "submit", "system_histories", "targets", "wait_for", "adopt_orphans", "keep_sweeps_controlled", "record_search", "searched_sweeps",
     "wait_for_ledger_reads", "window",
 ]

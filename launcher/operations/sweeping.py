@@ -23,7 +23,7 @@ from launcher.run_store import run_store
 from launcher.sweeps.book import CONTROLLER_LOG, SweepBook, SweepRecord, SweepState, Verdict, request_of, sweep_dir
 from launcher.sweeps.parent import open_parent_run
 from launcher.views.ledger import cost_model, device_unit
-from launcher.views.search import JudgementView, SearchCellView, SearchSweepView
+from launcher.views import JudgementView, SearchCellView, SearchSweepView
 from spottrain_contract.job import RunState
 from spottrain_contract.ledger import read_ledger
 from spottrain_contract.recipe import from_shipped, load_recipe
@@ -34,6 +34,7 @@ from spottrain_contract.sweep import cells
 @dataclass(frozen=True)
 class SearchStarted:
     sweep_id: str
+    state: SweepState
     controller: str  # `pid N` of the detached controller, or who holds it already
     log: Path
     relaunched: bool  # the sweep was recorded before: its decisions stand, its controller resumes it
@@ -43,7 +44,8 @@ def start_search(ws: Workspace, planned: PlannedSweep) -> SearchStarted:
     """Record the sweep (a relaunch finds it as it was) and start its controller unless a live one holds it."""
     relaunched = record_search(ws, planned)
     sweep_id = planned.sweep.sweep_id
-    return SearchStarted(sweep_id, start_controller(ws, sweep_id), controller_log(ws, sweep_id), relaunched)
+    return SearchStarted(sweep_id, SweepState.RUNNING, start_controller(ws, sweep_id), controller_log(ws, sweep_id),
+                         relaunched)
 
 
 def record_search(ws: Workspace, planned: PlannedSweep) -> bool:
@@ -122,6 +124,11 @@ def keep_sweeps_controlled(ws: Workspace, stop: threading.Event, every: float = 
     return thread
 
 
+def searched_sweeps(ws: Workspace) -> list[SweepRecord]:
+    """The sweeps a search explores, oldest first (a plain grid sweep is not among them)."""
+    return SweepBook(ws.registry).all()
+
+
 def home_of(ws: Workspace, sweep_id: str) -> Workspace:
     """The workspace of the project the sweep was launched from (a hub serves every project's): its recipe is
     read and its controller started there. SweepNotFound (404) where no search explores the sweep."""
@@ -172,7 +179,8 @@ def resume_search(ws: Workspace, sweep_id: str) -> SearchStarted:
         book.update(sweep_id, state=SweepState.RUNNING, ended=None)
     for run_id in _stopped_cells(ws, sweep_id):
         resume(ws, run_id)
-    return SearchStarted(sweep_id, start_controller(ws, sweep_id), controller_log(ws, sweep_id), True)
+    return SearchStarted(sweep_id, SweepState.RUNNING, start_controller(ws, sweep_id), controller_log(ws, sweep_id),
+                         True)
 
 
 def _stopped_cells(ws: Workspace, sweep_id: str) -> list[str]:

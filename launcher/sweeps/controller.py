@@ -12,8 +12,9 @@ cell whose stop was not handed over is stopped, and no cell is lost.
 Judging a cell: progress is the step its metric was evaluated at (in the budget's unit), never wall time or an
 attempt's own count; a step is judged once, with the first value logged at it (a resumed attempt that recomputes
 steps logs them again); a cell that is restarting after a preemption reports nothing new and so is never judged,
-let alone pruned for being behind. A pruned cell is stopped gracefully (it checkpoints: it can be resumed later,
-`launch recipe RECIPE --run-id RUN` or the hub's Resume), its run ends `pruned`, and its device-hours stay in its ledger.
+let alone pruned for being behind. A pruned cell is stopped gracefully (it checkpoints: `launch recipe RECIPE
+--run-id RUN`, or the hub's Resume, trains it on later), its run ends `pruned`, and its device-hours stay in its
+ledger.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from launcher.requests import DependencyLookup
 from launcher.sweeps.book import ControllerBusy, Decision, SweepBook, SweepState, Verdict, request_of
 from launcher.sweeps.cells import cell_run_id
 from launcher.sweeps.parent import end_parent_run
-from launcher.sweeps.study import (CELL_ATTR, completed_rungs, new_grid_trial, new_sampled_trial, open_study,
-                                   pruner_for)
+from launcher.sweeps.study import (CELL_ATTR, cell_of, completed_rungs, new_grid_trial, new_sampled_trial,
+                                   open_study, pruner_for)
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import from_shipped, load_recipe
 from spottrain_contract.search import Search, budget_value, trial_cell_name
@@ -285,13 +286,7 @@ class Controller:
         return chosen
 
     def _cell_of(self, trial) -> Cell:
-        name = trial.user_attrs[CELL_ATTR]
-        entries = {axis: trial.params[axis] for axis in self.axes}
-        overrides = {}
-        for axis, entry in entries.items():
-            overrides.update(self.axes[axis][entry])
-        overrides.update({key: trial.params[key] for key in self.search.distributions})
-        return Cell(name, entries, overrides)
+        return cell_of(trial.params, self.axes, self.search, trial.user_attrs[CELL_ATTR])
 
     def _launch(self, cell: Cell) -> None:
         request = self.request.but(run_id=cell_run_id(self.sweep_id, cell.name), cell=cell, sweep_id=self.sweep_id,

@@ -8,6 +8,9 @@ those launched, its restarts their sum, its age its first cell's.
 On a database several people launch into (a team's `SPOTTRAIN_DB`) the table ends in a WHO column, and
 `--all-projects` adds a PROJECT column after the run's id.
 
+`launch sweep status SWEEP` (a sweep a search explores): its search, steps against the full grid and money, its
+best cell, and a row per cell with its judgements (`search_lines`).
+
 On a narrow terminal the tables drop columns (`DROP`, least important first) and keep the run id, state and step
 whole: restarts and age first, then the recipe (a run id starts with its recipe's name), the target, who launched
 it, and last the project `--all-projects` asked for.
@@ -19,8 +22,8 @@ from collections import Counter
 from typing import Iterable, Optional
 
 from launcher.registry import age
-from launcher.views import RunView, SweepView
-from launcher.views.tables import Header
+from launcher.views import RunView, SearchCellView, SearchSweepView, SweepView
+from launcher.views.tables import Header, dollars, render_table
 from spottrain_contract.job import RunState
 
 HEADER = ("RUN", "RECIPE", "TARGET", "STATE", "STEP", "RESTARTS", "AGE")
@@ -148,3 +151,44 @@ def _distinct(values: Iterable[Optional[str]]) -> list[str]:
 
 def _joined(values: Iterable[Optional[str]]) -> str:
     return ",".join(_distinct(values)) or "-"
+
+
+# --- a sweep a search explores --------------------------------------------------------------------------------
+
+SEARCH_HEADER = Header(("CELL", "RUN", "STATE", "STEP", "METRIC", "JUDGED", "DOLLARS"), drop=("RUN", "DOLLARS"))
+
+
+def search_lines(report: SearchSweepView) -> list[str]:
+    """`launch sweep status SWEEP`: the sweep, its search, its steps and money, its best cell, then its cells."""
+    controller = (f"controller {report.controller}" if report.controller_alive
+                  else "no controller (launch sweep resume starts one)" if report.state in ("running", "stopping")
+                  else "")
+    rungs = f", rungs at {', '.join(f'{r:g}' for r in report.rungs)}" if report.rungs else ""
+    found = [f"sweep {report.sweep_id} ({report.recipe} on {report.target}): {report.state}"
+             + (f", {controller}" if controller else ""),
+             f"search {report.method} on {report.metric} ({report.mode}), budget {report.budget}"
+             f" = {_number(report.full_budget)}{rungs}"]
+    steps = f"steps {report.steps_computed}" + (f" of {report.steps_full_grid} for the full grid"
+                                                if report.steps_full_grid else "")
+    hours = (f", {report.device_hours:.3g} {report.device_unit}-hours" if report.device_hours is not None else "")
+    money = ("" if report.dollars_spent is None else f", {dollars(report.dollars_spent)} spent"
+             + (f", {dollars(report.dollars_not_spent)} not spent by pruned cells" if report.dollars_not_spent
+                else ""))
+    found.append(steps + hours + (money or ", dollars unknown (no price)"))
+    if report.best:
+        best = next(cell for cell in report.cells if cell.cell == report.best)
+        found.append(f"best   {best.cell} ({report.metric} {_number(best.metric)})")
+    found.append(render_table(SEARCH_HEADER, [_search_row(cell) for cell in report.cells], state_column=2))
+    return found
+
+
+def _search_row(cell: SearchCellView) -> tuple:
+    step = f"{cell.step if cell.step is not None else '-'}/{cell.total_steps or '-'}" if cell.run_id else "-"
+    judged = ", ".join(f"{j.verdict} at {j.budget:g}" for j in cell.judgements) or "-"
+    spent = (dollars(cell.cost.dollars_used) if cell.cost and cell.cost.dollars_used is not None
+             else "unknown" if cell.run_id else "-")
+    return (cell.cell, cell.run_id or "-", str(cell.state or "waiting"), step, _number(cell.metric), judged, spent)
+
+
+def _number(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4g}"

@@ -79,14 +79,19 @@ def new_sampled_trial(study: "optuna.Study", axes: Axes, search: Search, name_of
     """A trial the sampler draws, and its cell: the drawn axes' entries with their overrides, then the drawn
     space values. `name_of(trial number)` names the cell."""
     trial = study.ask(distributions(axes, search))
-    entries = {axis: trial.params[axis] for axis in axes}
+    cell = cell_of(trial.params, axes, search, name_of(trial.number))
+    trial.set_user_attr(CELL_ATTR, cell.name)
+    return trial, cell
+
+
+def cell_of(params: dict[str, Any], axes: Axes, search: Search, name: str) -> Cell:
+    """The cell a trial's parameters make: each axis's drawn entry with its overrides, then the space's values."""
+    entries = {axis: params[axis] for axis in axes}
     overrides: dict[str, Any] = {}
     for axis, entry in entries.items():
         overrides.update(axes[axis][entry])
-    overrides.update({key: trial.params[key] for key in search.distributions})
-    cell = Cell(name_of(trial.number), entries, overrides)
-    trial.set_user_attr(CELL_ATTR, cell.name)
-    return trial, cell
+    overrides.update({key: params[key] for key in search.distributions})
+    return Cell(name, entries, overrides)
 
 
 def pruner_for(search: Search, steps_per_unit: float, full_steps: int) -> "optuna.pruners.BasePruner":

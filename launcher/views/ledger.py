@@ -11,7 +11,7 @@ from typing import Optional
 from launcher import pricing
 from launcher.registry import LedgerSummary, Registry, RunRecord
 from launcher.run_store import read_from_store, run_store
-from launcher.views.tables import render_table
+from launcher.views.tables import dollars, render_table
 from launcher.views import AttemptRow, CostView, LedgerView
 from spottrain_contract.job import RunState
 from spottrain_contract.ledger import KILLED, PREEMPTED, Ledger, read_ledger
@@ -80,11 +80,6 @@ def cost_line(cost: pricing.RunCost) -> str:
     """`$12.40 used, $1.10 lost to preemption (recipe resources.price_per_hour: $3.20/h a node)`."""
     return (f"{dollars(cost.dollars_used)} used, {dollars(cost.dollars_lost)} lost to preemption "
             f"({cost.price.source}: {dollars(cost.price.per_node_hour)}/h a node)")
-
-
-def dollars(value: float) -> str:
-    """`$1,234.50`; under a cent, its two significant digits (`$0.0031`), so a short run is not shown as $0.00."""
-    return f"${value:,.2f}" if value == 0 or abs(value) >= 0.01 else f"${value:.2g}"
 
 
 def ledger_text(ledger: Ledger, platform: Optional[str] = None, recoveries: Optional[int] = None,

@@ -120,3 +120,8 @@ def _width(terminal: bool) -> int:
     if os.environ.get("COLUMNS", "").isdigit():
         return int(os.environ["COLUMNS"])
     return shutil.get_terminal_size((_UNCUT, 24)).columns if terminal else _UNCUT
+
+
+def dollars(value: float) -> str:
+    """`$1,234.50`; under a cent, its two significant digits (`$0.0031`), so a short run is not shown as $0.00."""
+    return f"${value:,.2f}" if value == 0 or abs(value) >= 0.01 else f"${value:.2g}"

@@ -95,7 +95,7 @@ def test_trials_are_drawn_and_their_space_s_corners_are_planned_before_anything_
     cells = json.loads(done.stdout)["cells"]
     assert [cell["cell"] for cell in cells] == ["corner-low", "corner-high"]
     assert cells[0]["cell_overrides"] == {"train.optim.lr": 1e-5, "train.optim.weight_decay": 0.0}
-    assert cells[1]["cell_overrides"] == {"train.optim.lr": 3e-2, "train.optim.weight_decay": 0.2}
+    assert cells[1]["cell_overrides"] == {"train.optim.lr": 1e-1, "train.optim.weight_decay": 0.2}
     too_high = run_launch("recipe", "lr_asha", "--target", "local", "--dry-run",
                           "--override", "search.trials=12",
                           "--override", "search.space={train.optim.weight_decay: {uniform: [0.0, 20.0]}}",

@@ -152,7 +152,7 @@ def test_the_clearly_losing_cells_are_cancelled_at_the_first_rung_and_never_laun
     assert sorted(job for job, _ in sky.cancelled) == sorted(sky.job_of(records[c].run_id) for c in pruned)
     assert all(kw.get("graceful") is True for _, kw in sky.cancelled)  # a checkpoint first
     assert {cell for cell, r in records.items() if r.state is RunState.PRUNED} == pruned
-    assert {"lr_1e5", "lr_3e5", "lr_3e2"} <= {d.cell for d in decisions if d.verdict is Verdict.PRUNED and d.rung == 0}
+    assert {"lr_1e5", "lr_3e5", "lr_1e1"} <= {d.cell for d in decisions if d.verdict is Verdict.PRUNED and d.rung == 0}
     assert records["lr_3e3"].state is RunState.FINISHED  # the best cell trains to the end
     assert len(decisions) == len({(d.cell, d.rung) for d in decisions})  # one decision per cell and rung
     assert all(d.acted is not None for d in decisions if d.verdict is Verdict.PRUNED)
@@ -246,3 +246,35 @@ def test_the_hub_adopts_a_sweep_whose_controller_is_gone_and_leaves_it_when_it_s
     assert not thread.is_alive() and SweepBook(ws.registry).get(sweep_id).controller is None
     log = (project / "runs" / "sweeps" / sweep_id / "controller.log").read_text()
     assert "[controller] cell " in log and "(in the hub)" in log
+
+
+def test_drawn_trials_launch_what_the_sampler_drew_and_a_pruned_one_makes_room_for_the_next(project, monkeypatch):
+    """`trials: 6` over the lr axis and a weight-decay space: six cells trial-000…005, each trained with the
+    entry and value its Optuna trial holds; a pruned trial's slot goes to the next draw, up to six."""
+    import optuna
+
+    from spottrain_contract.recipe import from_shipped
+
+    sky = SkyJobs().install(monkeypatch)
+    nodes = Nodes(project)
+    ws = ops.Workspace.open(project)
+    request = ops.LaunchRequest("lr_asha", "skypilot", overrides=(
+        f"mlflow.tracking_uri=sqlite:///{project}/mlflow.db", f"train.max_steps={FULL}", "search.max_parallel=2",
+        "search.trials=6", "search.space={train.optim.weight_decay: {uniform: [0.0, 0.1]}}"))
+    planned = ops.prepare(ws, request)
+    ops.record_search(ws, planned)
+    sweep_id = planned.sweep.sweep_id
+    drive(ws, sweep_id, sky, nodes, [])
+
+    assert [name for name, _ in sky.launched] == [f"{sweep_id}-trial-{n:03d}" for n in range(6)]
+    study = optuna.load_study(study_name=sweep_id, storage=ws.registry.database_url)
+    for trial in study.get_trials():
+        (task,) = [task for name, task in sky.launched if name.endswith(trial.user_attrs["spottrain.cell"])]
+        shipped = from_shipped(task.envs["SPOTTRAIN_RECIPE"], "SPOTTRAIN_RECIPE").recipe
+        assert shipped.train.optim.weight_decay == trial.params["train.optim.weight_decay"]
+        assert 0.0 <= shipped.train.optim.weight_decay <= 0.1
+        assert shipped.train.optim.lr == {"lr_1e5": 1e-5, "lr_3e5": 3e-5, "lr_1e4": 1e-4, "lr_3e4": 3e-4,
+                                          "lr_1e3": 1e-3, "lr_3e3": 3e-3, "lr_1e2": 1e-2,
+                                          "lr_1e1": 1e-1}[trial.params["lr"]]
+    states = {trial.state.name for trial in study.get_trials()}
+    assert states <= {"COMPLETE", "PRUNED"} and len(study.get_trials()) == 6
