@@ -61,6 +61,17 @@ def first_points(client, mlflow_run_id: str, key: str) -> list[tuple[int, float,
     return [first[step] for step in sorted(first)]
 
 
+EPOCH_METRIC = "train/epoch"  # logged with the step by the trainer (and by Hugging Face Trainer's integration)
+
+
+def steps_per_epoch(client, mlflow_run_id: str) -> Optional[float]:
+    """A run's optimizer steps per epoch, from its latest `train/epoch` point (None before it logs one)."""
+    for step, epoch, _ in reversed(first_points(client, mlflow_run_id, EPOCH_METRIC)):
+        if step and epoch:
+            return step / epoch
+    return None
+
+
 def run_histories(record: RunRecord) -> dict[str, list[list[float]]]:
     client, run = mlflow_run(record)
     return {} if run is None else histories(client, run)

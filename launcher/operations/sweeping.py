@@ -16,7 +16,7 @@ from typing import Optional
 
 from launcher import runner
 from launcher.errors import LaunchError
-from launcher.mlflow_runs import first_points, mlflow_run
+from launcher.mlflow_runs import first_points, mlflow_run, steps_per_epoch
 from launcher.operations.launching import PlannedSweep, resume
 from launcher.operations.workspace import Workspace
 from launcher.run_store import run_store
@@ -227,8 +227,11 @@ def _cell_view(ws: Workspace, record, search, decisions) -> SearchCellView:
     shipped = from_shipped(record.recipe_document, f"run {record.run_id}") if record.recipe_document else None
     status = runner.refresh(ws.registry, record)
     full = budget_value(shipped.resolved, search.budget) if shipped is not None else None
-    total = status.total or (int(full) if full is not None and search.budget.endswith("max_steps") else None)
-    steps_per_unit = total / full if total and full else 1.0
+    client, run = mlflow_run(record)
+    steps_per_unit = 1.0
+    if search.budget.endswith("epochs") and run is not None:
+        steps_per_unit = steps_per_epoch(client, run.info.run_id) or 1.0
+    total = status.total or (round(full * steps_per_unit) if full is not None else None)
     ledger = _ledger(record)
     attempts = ledger is not None and bool(ledger.attempts)
     cost = cost_model(record, ledger) if attempts else None
@@ -236,7 +239,9 @@ def _cell_view(ws: Workspace, record, search, decisions) -> SearchCellView:
     if (record.state is RunState.PRUNED and cost is not None and cost.dollars_per_step is not None and total
             and attempts):
         not_spent = max(0, total - ledger.useful) * cost.dollars_per_step
-    points = _points(record, search.metric, steps_per_unit)
+    points = ([[step / steps_per_unit, value] for step, value, _ in first_points(client, run.info.run_id,
+                                                                                  search.metric)]
+              if run is not None else [])
     return SearchCellView(
         cell=record.cell, run_id=record.run_id, state=status.state, step=status.step, total_steps=total,
         overrides=dict(shipped.cell.overrides) if shipped and shipped.cell else {},
@@ -258,13 +263,6 @@ def _ledger(record):
         return read_ledger(run_store(record), record.run_id)
     except Exception:  # a store out of reach: the sweep's page still shows the rest
         return None
-
-
-def _points(record, metric: str, steps_per_unit: float) -> list[list[float]]:
-    client, run = mlflow_run(record)
-    if run is None:
-        return []
-    return [[step / steps_per_unit, value] for step, value, _ in first_points(client, run.info.run_id, metric)]
 
 
 def _best(views: list[SearchCellView], mode: str) -> Optional[str]:

@@ -32,7 +32,7 @@ from typing import Callable, Optional
 
 from launcher import runner
 from launcher.errors import LaunchError, UserError
-from launcher.mlflow_runs import first_points, mlflow_run
+from launcher.mlflow_runs import first_points, mlflow_run, steps_per_epoch
 from launcher.operations.launching import plan_run, submit
 from launcher.operations.workspace import Workspace
 from launcher.registry import RunRecord
@@ -68,7 +68,7 @@ class Controller:
         self._stopper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sweep-stop")
         self._mlflow: dict[str, tuple] = {}  # run id -> (MlflowClient, MLflow run id), once found
         self._judged_once: set[int] = set()  # trials judged since this controller started
-        self._scales: dict[str, tuple[float, int]] = {}  # run id -> its (steps per budget unit, full steps)
+        self._scales: dict[str, tuple[float, int]] = {}  # run id -> its (steps per budget unit, full steps), known
         # Grid cells start in an order drawn with the search's seed, not the axes' order: asynchronous successive
         # halving promotes each early arrival that is the best so far, so an axis written in ascending order
         # (each cell better than the one before) would promote every cell until the best one arrives.
@@ -133,15 +133,17 @@ class Controller:
         if trial.state is not TrialState.RUNNING:
             return
         points = self._points(record)
-        steps_per_unit, full_steps = self._scale(record)
-        reported = max(trial.intermediate_values, default=-1)
-        new = [point for point in points if reported < point[0] < full_steps]  # the full budget is no rung
-        if new or trial.number not in self._judged_once:
-            live = not record.state.is_terminal
-            if self._judge(cell, record, trial, new, steps_per_unit, full_steps, act=live):
-                self._carry_out_pruning(cell, self.ws.registry.get(record.run_id))
-                return
-            self._judged_once.add(trial.number)
+        scale = self._scale(record)  # None: a budget in epochs, and no epoch logged yet to place a value on it
+        if scale is not None:
+            steps_per_unit, full_steps = scale
+            reported = max(trial.intermediate_values, default=-1)
+            new = [point for point in points if reported < point[0] < full_steps]  # the full budget is no rung
+            if new or trial.number not in self._judged_once:
+                live = not record.state.is_terminal
+                if self._judge(cell, record, trial, new, steps_per_unit, full_steps, act=live):
+                    self._carry_out_pruning(cell, self.ws.registry.get(record.run_id))
+                    return
+                self._judged_once.add(trial.number)
         if record.state is RunState.FINISHED:
             if points:
                 self.study.tell(trial.number, points[-1][1])
@@ -211,24 +213,24 @@ class Controller:
             return step / steps_per_unit
         return self.search.min_budget * self.search.reduction_factor ** rung
 
-    def _scale(self, record: RunRecord) -> tuple[float, int]:
+    def _scale(self, record: RunRecord) -> Optional[tuple[float, int]]:
         """(optimizer steps per budget unit, the cell's steps at the full budget): 1 and the budget itself for a
-        budget in steps; for one in epochs, from the run's progress (its total steps, once it reports one)."""
-        if record.run_id not in self._scales:
-            scale = self._read_scale(record)
-            if scale[0] != 1.0 or not self.search.budget.endswith("epochs"):
-                self._scales[record.run_id] = scale
-            return scale
-        return self._scales[record.run_id]
-
-    def _read_scale(self, record: RunRecord) -> tuple[float, int]:
+        budget in steps; for one in epochs, from the cell's own `train/epoch` metric (the trainer's, and Hugging
+        Face Trainer's through the integration) at its latest step: None until it has logged one."""
+        if record.run_id in self._scales:
+            return self._scales[record.run_id]
         document = from_shipped(record.recipe_document, f"run {record.run_id}").resolved
         full = budget_value(document, self.search.budget) or 1
-        if self.search.budget.endswith("epochs"):
-            total = runner.refresh(self.ws.registry, record).total
-            if total:
-                return total / full, int(total)
-        return 1.0, int(full)
+        if not self.search.budget.endswith("epochs"):
+            scale = (1.0, int(full))
+        else:
+            client, mlflow_run_id = self._mlflow.get(record.run_id) or (None, None)
+            per_epoch = steps_per_epoch(client, mlflow_run_id) if client is not None else None
+            if per_epoch is None:
+                return None
+            scale = (per_epoch, round(full * per_epoch))
+        self._scales[record.run_id] = scale
+        return scale
 
     def _carry_out_pruning(self, cell: str, record: RunRecord) -> None:
         """Hand the pruned cell's stop to its target (once), and mark its run pruned once it has stopped."""

@@ -82,11 +82,12 @@ def project(tmp_path, monkeypatch, mlflow_sqlite, db_url) -> Path:
 class Nodes:
     """What the cells' nodes log: each cell's MLflow run, tagged with its run id, and its metric at steps."""
 
-    def __init__(self, project: Path):
+    def __init__(self, project: Path, steps_per_epoch: int = 0):
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(f"sqlite:///{project}/mlflow.db")
         self.runs: dict[str, str] = {}
+        self.steps_per_epoch = steps_per_epoch  # also log train/epoch, as the trainer does
 
     def log(self, run_id: str, lr: float, *steps: int) -> None:
         if run_id not in self.runs:
@@ -95,6 +96,8 @@ class Nodes:
                                                        tags={MLFLOW_RUN_ID_TAG: run_id}).info.run_id
         for step in steps:
             self.client.log_metric(self.runs[run_id], "val/loss", loss_at(lr, step), step=step)
+            if self.steps_per_epoch:
+                self.client.log_metric(self.runs[run_id], "train/epoch", step / self.steps_per_epoch, step=step)
 
 
 def start(project: Path, max_parallel: int = 4) -> tuple[ops.Workspace, str, list[str]]:
@@ -114,7 +117,8 @@ def lr_of(ws, run_id: str) -> float:
     return from_shipped(ws.registry.get(run_id).recipe_document, run_id).recipe.train.optim.lr
 
 
-def drive(ws, sweep_id, sky: SkyJobs, nodes: Nodes, said: list[str], *, recovering: tuple[str, ...] = ()):
+def drive(ws, sweep_id, sky: SkyJobs, nodes: Nodes, said: list[str], *, recovering: tuple[str, ...] = (),
+          full: int = FULL):
     """Pass after pass as the nodes would train: each live cell logs its next evaluation (every 4 steps), a cell
     that reaches the full budget succeeds; `recovering` cells are RECOVERING and log nothing."""
     controller = Controller(ws, sweep_id, poll_seconds=0, say=said.append)
@@ -134,7 +138,7 @@ def drive(ws, sweep_id, sky: SkyJobs, nodes: Nodes, said: list[str], *, recoveri
             step = reached.get(record.run_id, 0) + 4
             reached[record.run_id] = step
             nodes.log(record.run_id, lr_of(ws, record.run_id), step)
-            if step >= FULL:
+            if step >= full:
                 sky.status[job] = "SUCCEEDED"
     raise AssertionError("the sweep did not finish in 200 passes:\n" + "\n".join(said))
 
@@ -278,3 +282,28 @@ def test_drawn_trials_launch_what_the_sampler_drew_and_a_pruned_one_makes_room_f
                                           "lr_1e1": 1e-1}[trial.params["lr"]]
     states = {trial.state.name for trial in study.get_trials()}
     assert states <= {"COMPLETE", "PRUNED"} and len(study.get_trials()) == 6
+
+
+def test_a_budget_in_epochs_is_judged_in_epochs_from_the_cells_own_train_epoch(project, monkeypatch):
+    """budget train.epochs = 5 at 8 steps an epoch, first rung half an epoch: the cells are judged at step 4 (half
+    an epoch by their train/epoch metric), and the decisions are in epochs."""
+    sky = SkyJobs().install(monkeypatch)
+    nodes = Nodes(project, steps_per_epoch=8)
+    ws = ops.Workspace.open(project)
+    request = ops.LaunchRequest("lr_asha", "skypilot", overrides=(
+        f"mlflow.tracking_uri=sqlite:///{project}/mlflow.db", "train.epochs=5", "search.budget=train.epochs",
+        "search.min_budget=0.5", "search.max_parallel=4"))
+    planned = ops.prepare(ws, request)
+    ops.record_search(ws, planned)
+    sweep_id = planned.sweep.sweep_id
+    drive(ws, sweep_id, sky, nodes, [], full=40)
+    decisions = SweepBook(ws.registry).decisions(sweep_id)
+    assert {d.budget for d in decisions} <= {0.5, 1.5, 4.5} and {d.rung for d in decisions if d.budget == 0.5} == {0}
+    cells = {r.cell: r for r in ws.registry.cells_of(sweep_id)}
+    for decision in decisions:
+        judged_at = int(decision.budget * 8)  # the first evaluation at the rung: every 4 steps
+        assert decision.value == loss_at(lr_of(ws, cells[decision.cell].run_id), judged_at)
+    assert "lr_1e5" in {d.cell for d in decisions if d.verdict is Verdict.PRUNED and d.budget == 0.5}
+    report = ops.search_report(ws, sweep_id)
+    best = next(cell for cell in report.cells if cell.cell == "lr_3e3")
+    assert best.points[0][0] == 0.5 and best.points[-1][0] == 5.0  # [epoch, metric]
