@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from launcher import runner
-from launcher.errors import LaunchError, UserError
+from launcher.errors import UserError
 from launcher.mlflow_runs import first_points, mlflow_run, steps_per_epoch
 from launcher.operations.launching import plan_run, submit
 from launcher.operations.workspace import Workspace
@@ -234,7 +234,7 @@ class Controller:
 
     def _carry_out_pruning(self, cell: str, record: RunRecord) -> None:
         """Hand the pruned cell's stop to its target (once), and mark its run pruned once it has stopped."""
-        if record.state is RunState.PRUNED:
+        if record.state in (RunState.PRUNED, RunState.FINISHED):  # finished before its stop landed: it stays so
             return
         if record.state.is_terminal:
             self.ws.registry.update(record.run_id, state=RunState.PRUNED)
@@ -247,8 +247,8 @@ class Controller:
     def _stop_cell(self, record: RunRecord, decision: Optional[Decision]) -> None:
         try:
             runner.stop(self.ws.registry, record)
-        except LaunchError as exc:  # said; the next pass asks again
-            self.say(f"[controller] cell {record.cell}: stop failed ({exc}); asking again")
+        except Exception as exc:  # said (a pruned cell left training would go unseen); the next pass asks again
+            self.say(f"[controller] cell {record.cell}: stop failed ({type(exc).__name__}: {exc}); asking again")
             self._stops.pop(record.run_id, None)
             return
         if decision is not None:
