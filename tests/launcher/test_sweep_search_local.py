@@ -26,12 +26,14 @@ from launch_helpers import copy_real_recipes, launch_env, launch_executable
 pytestmark = pytest.mark.slow
 
 RECIPE = Path(__file__).with_name("recipes") / "lr_asha.yaml"
-FULL = 45  # train.max_steps; evaluations every 3 steps, rungs at 3, 9, 27
+FULL = 60  # train.max_steps; evaluations every 3 steps, rungs at 3, 9, 27
 OPTIONS = ("--target", "local", "--gpus", "1", "--override", f"train.max_steps={FULL}", "--override",
            "train.epochs=20", "--override", "train.eval.every_steps=3", "--override",
            "train.checkpoint.every_steps=3", "--override", "search.min_budget=3")
 CHAOS = "kills=1,signals=KILL+TERM,every=0.3:1.5,seed=3"
-CLEARLY_LOSING = {"lr_1e5", "lr_3e5", "lr_1e4", "lr_1e1"}
+# lr_1e1 loses clearly too, but it starts beside the first cell (the recipe's seed) and may reach the first rung
+# before it, when there is nothing to prune it for: the others start once a rung has values.
+CLEARLY_LOSING = {"lr_1e5", "lr_3e5", "lr_1e4"}
 SWEEP_MINUTES = 12
 UNDISTURBED: dict[str, dict[int, float]] = {}  # the SQLite sweep's cells' val/loss by step: the chaos sweep's twins
 
