@@ -234,7 +234,7 @@ def _sweep(ws, sweep, *, dry_run: bool, detach: bool, yes: bool, as_json: bool) 
     if search is not None and search.trials:
         click.echo(f"sweep      {plan.sweep_id}: {search.trials} trials drawn by {search.sampler} from "
                    + ", ".join([*(f"{axis} ({len(entries)} entries)" for axis, entries in plan.axes.items()),
-                                *(f"{key} {d.kind} {list(d.values)}" for key, d in search.distributions.items())])
+                                *(f"{key} {d.kind} {list(d.values)}" for key, d in search.space.items())])
                    + f" ({plan.loaded.relpath}) on {plan.target}, {sweep.pace}; its corner cells:")
     else:
         click.echo(f"sweep      {plan.sweep_id}: {len(sweep.cells)} cells of {' × '.join(plan.axes)} "

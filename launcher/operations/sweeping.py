@@ -19,10 +19,10 @@ from launcher.errors import LaunchError
 from launcher.mlflow_runs import first_points, mlflow_run, steps_per_epoch
 from launcher.operations.launching import PlannedSweep, resume
 from launcher.operations.workspace import Workspace
-from launcher.run_store import run_store
+from launcher.run_store import read_from_store
 from launcher.sweeps.book import CONTROLLER_LOG, SweepBook, SweepRecord, SweepState, Verdict, request_of, sweep_dir
 from launcher.sweeps.parent import open_parent_run
-from launcher.views.ledger import cost_model, device_unit
+from launcher.views.ledger import cost_model, device_unit, remembered
 from launcher.views import JudgementView, SearchCellView, SearchSweepView
 from spottrain_contract.job import RunState
 from spottrain_contract.ledger import read_ledger
@@ -232,7 +232,7 @@ def _cell_view(ws: Workspace, record, search, decisions) -> SearchCellView:
     if search.budget.endswith("epochs") and run is not None:
         steps_per_unit = steps_per_epoch(client, run.info.run_id) or 1.0
     total = status.total or (round(full * steps_per_unit) if full is not None else None)
-    ledger = _ledger(record)
+    ledger = _ledger(ws, record)
     attempts = ledger is not None and bool(ledger.attempts)
     cost = cost_model(record, ledger) if attempts else None
     not_spent = None
@@ -258,10 +258,13 @@ def _judgement(decision) -> JudgementView:
                          verdict=str(decision.verdict), decided=decision.decided, latency_seconds=latency)
 
 
-def _ledger(record):
+def _ledger(ws: Workspace, record):
+    """The cell's ledger (its summary cached for the run lists), None where its store is out of reach: the sweep's
+    page still shows the rest."""
     try:
-        return read_ledger(run_store(record), record.run_id)
-    except Exception:  # a store out of reach: the sweep's page still shows the rest
+        return remembered(ws.registry, record, read_from_store(record, "ledger",
+                                                               lambda store: read_ledger(store, record.run_id)))
+    except LaunchError:
         return None
 
 

@@ -26,7 +26,7 @@ from launcher.requests import LaunchRequest
 from launcher.sweeps.parent import close_parent_run, open_parent_run
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import LoadedRecipe
-from spottrain_contract.search import Search
+from spottrain_contract.search import Search, cell_from
 from spottrain_contract.sweep import Cell, cells, check_name
 
 
@@ -69,15 +69,9 @@ def cell_requests(sweep: SweepPlan, request: LaunchRequest) -> list[LaunchReques
 
 def corner_cells(axes: dict, search: Search) -> list[Cell]:
     """The lowest and the highest cell a search's trials can draw (choices: the first and the last)."""
-    corners = []
-    for name, pick in (("corner-low", 0), ("corner-high", -1)):
-        entries = {axis: list(entries)[pick] for axis, entries in axes.items()}
-        overrides: dict = {}
-        for axis, entry in entries.items():
-            overrides.update(axes[axis][entry])
-        overrides.update({key: d.values[pick] for key, d in search.distributions.items()})
-        corners.append(Cell(name, entries, overrides))
-    return corners
+    return [cell_from({**{axis: list(entries)[pick] for axis, entries in axes.items()},
+                       **{key: d.values[pick] for key, d in search.space.items()}}, axes, search, name)
+            for name, pick in (("corner-low", 0), ("corner-high", -1))]
 
 
 def default_sweep_id(loaded: LoadedRecipe, target: str) -> str:

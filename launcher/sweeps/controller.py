@@ -40,11 +40,10 @@ from launcher.requests import DependencyLookup
 from launcher.sweeps.book import ControllerBusy, Decision, SweepBook, SweepState, Verdict, request_of
 from launcher.sweeps.cells import cell_run_id
 from launcher.sweeps.parent import end_parent_run
-from launcher.sweeps.study import (CELL_ATTR, cell_of, completed_rungs, new_grid_trial, new_sampled_trial,
-                                   open_study, pruner_for)
+from launcher.sweeps.study import CELL_ATTR, completed_rungs, new_grid_trial, new_sampled_trial, open_study, pruner_for
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import from_shipped, load_recipe
-from spottrain_contract.search import Search, budget_value, trial_cell_name
+from spottrain_contract.search import Search, budget_value, cell_from, trial_cell_name
 from spottrain_contract.sweep import Cell, cells
 
 POLL_SECONDS = 5.0  # between passes over the live cells (a pass reads each one's new metric values)
@@ -107,8 +106,8 @@ class Controller:
                 self._follow(cell, record, trial)
         trials = {t.user_attrs.get(CELL_ATTR): t for t in self.study.get_trials(deepcopy=False)}
         runs = {record.cell: record for record in self.ws.registry.cells_of(self.sweep_id)}
-        self._launch_what_fits(runs, trials)
-        runs = {record.cell: record for record in self.ws.registry.cells_of(self.sweep_id)}
+        if self._launch_what_fits(runs, trials):
+            return SweepState.RUNNING  # a cell just launched: the sweep goes on
         if self._done(runs, trials):
             self._finish(runs)
             return SweepState.FINISHED
@@ -256,13 +255,15 @@ class Controller:
 
     # --- launching ----------------------------------------------------------------------------------------------
 
-    def _launch_what_fits(self, runs: dict[str, RunRecord], trials: dict) -> None:
+    def _launch_what_fits(self, runs: dict[str, RunRecord], trials: dict) -> int:
+        """Launch what `max_parallel` has room for; how many were launched."""
         live = [r for r in runs.values() if not r.state.is_terminal]
-        room = self._max_parallel() - len(live)
-        for cell, trial in self._next_cells(runs, trials, room):
+        chosen = self._next_cells(runs, trials, self._max_parallel() - len(live))
+        for cell, trial in chosen:
             if trial is None:
                 new_grid_trial(self.study, self.axes, self.search, cell)
             self._launch(cell)
+        return len(chosen)
 
     def _next_cells(self, runs: dict[str, RunRecord], trials: dict, room: int):
         """Up to `room` (cell, its trial or None) to launch: a cell whose trial exists but whose run was never
@@ -288,7 +289,7 @@ class Controller:
         return chosen
 
     def _cell_of(self, trial) -> Cell:
-        return cell_of(trial.params, self.axes, self.search, trial.user_attrs[CELL_ATTR])
+        return cell_from(trial.params, self.axes, self.search, trial.user_attrs[CELL_ATTR])
 
     def _launch(self, cell: Cell) -> None:
         request = self.request.but(run_id=cell_run_id(self.sweep_id, cell.name), cell=cell, sweep_id=self.sweep_id,

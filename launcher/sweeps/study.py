@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from launcher.rundb.engine import BUSY_TIMEOUT_MS, database_url, sqlite_file
-from spottrain_contract.search import Distribution, Search
+from spottrain_contract.search import Distribution, Search, cell_from
 from spottrain_contract.sweep import Axes, Cell
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def distributions(axes: Axes, search: Search) -> dict[str, "optuna.distributions
     from optuna.distributions import CategoricalDistribution
 
     found = {axis: CategoricalDistribution(list(entries)) for axis, entries in axes.items()}
-    found.update({key: _optuna_distribution(d) for key, d in search.distributions.items()})
+    found.update({key: _optuna_distribution(d) for key, d in search.space.items()})
     return found
 
 
@@ -79,19 +79,9 @@ def new_sampled_trial(study: "optuna.Study", axes: Axes, search: Search, name_of
     """A trial the sampler draws, and its cell: the drawn axes' entries with their overrides, then the drawn
     space values. `name_of(trial number)` names the cell."""
     trial = study.ask(distributions(axes, search))
-    cell = cell_of(trial.params, axes, search, name_of(trial.number))
+    cell = cell_from(trial.params, axes, search, name_of(trial.number))
     trial.set_user_attr(CELL_ATTR, cell.name)
     return trial, cell
-
-
-def cell_of(params: dict[str, Any], axes: Axes, search: Search, name: str) -> Cell:
-    """The cell a trial's parameters make: each axis's drawn entry with its overrides, then the space's values."""
-    entries = {axis: params[axis] for axis in axes}
-    overrides: dict[str, Any] = {}
-    for axis, entry in entries.items():
-        overrides.update(axes[axis][entry])
-    overrides.update({key: params[key] for key in search.distributions})
-    return Cell(name, entries, overrides)
 
 
 def pruner_for(search: Search, steps_per_unit: float, full_steps: int) -> "optuna.pruners.BasePruner":

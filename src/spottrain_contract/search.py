@@ -27,6 +27,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from spottrain_contract.sweep import Axes, Cell
+
 METHODS = ("grid", "asha", "hyperband", "median")
 PRUNING = ("asha", "hyperband", "median")
 _KINDS = {
@@ -132,10 +134,6 @@ class Search(BaseModel):
     def prunes(self) -> bool:
         return self.method in PRUNING
 
-    @property
-    def distributions(self) -> dict[str, Distribution]:
-        return dict(self.space)
-
     def rungs(self, max_budget: float) -> list[float]:
         """Where cells are judged, in the budget's unit (asha, hyperband): min_budget × reduction_factor^k below
         the full budget. None for grid; median judges at every evaluation from min_budget on."""
@@ -158,9 +156,16 @@ def budget_value(document: dict, key: str) -> Optional[Union[int, float]]:
     return node if isinstance(node, (int, float)) and not isinstance(node, bool) and math.isfinite(node) else None
 
 
-def is_trial(cell_name: str) -> bool:
-    return cell_name.startswith(TRIAL_PREFIX)
-
-
 def trial_cell_name(number: int) -> str:
     return f"{TRIAL_PREFIX}{number:03d}"
+
+
+def cell_from(choice: dict[str, Any], axes: Axes, search: Search, name: str) -> Cell:
+    """The cell one choice makes (an entry of every axis, a value of every space key: a drawn trial, or a corner of
+    the space): the entries' overrides, then the space's values."""
+    entries = {axis: choice[axis] for axis in axes}
+    overrides: dict[str, Any] = {}
+    for axis, entry in entries.items():
+        overrides.update(axes[axis][entry])
+    overrides.update({key: choice[key] for key in search.space})
+    return Cell(name, entries, overrides)

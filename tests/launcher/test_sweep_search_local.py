@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -35,7 +36,6 @@ CHAOS = "kills=1,signals=KILL+TERM,every=0.3:1.5,seed=3"
 # before it, when there is nothing to prune it for: the others start once a rung has values.
 CLEARLY_LOSING = {"lr_1e5", "lr_3e5", "lr_1e4"}
 SWEEP_MINUTES = 12
-UNDISTURBED: dict[str, dict[int, float]] = {}  # the SQLite sweep's cells' val/loss by step: the chaos sweep's twins
 
 
 class Sweep:
@@ -85,43 +85,58 @@ def metric_points(project: Path, record) -> dict[int, float]:
     return {step: value for step, value, _ in first_points(client, run.info.run_id, "val/loss")}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def swept(request, tmp_path_factory):
-    """The sweep on each database; on PostgreSQL with chaos on every cell and its controller killed once."""
-    project = copy_real_recipes(tmp_path_factory.mktemp(f"asha-{request.param}"), names=("baseline",))
+def sweep_on(project: Path, db_url: Optional[str], *, disturbed: bool) -> Sweep:
+    """`launch recipe lr_asha` in `project` (its run database `db_url`, else the project's SQLite file) until the
+    sweep ends; `disturbed`: chaos on every cell, and the controller SIGKILLed after its first decision and
+    resumed with `launch sweep resume`."""
     shutil.copy(RECIPE, project / "recipes")
     # two one-rank cells at once on two cores: one thread each (torchrun sets this only for several ranks; two
     # processes spinning two OpenMP threads each on two cores train ten times slower)
     env = {**launch_env(project), "MLFLOW_DISABLE_TELEMETRY": "true", "SPOTTRAIN_SWEEP_POLL_SECONDS": "1",
            "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    if request.param == "postgresql":
-        from postgres import fresh_database
-
-        env["SPOTTRAIN_DB"] = fresh_database(request.getfixturevalue("postgres_admin_url"))
+    if db_url:
+        env["SPOTTRAIN_DB"] = db_url
     sweep = Sweep(project, env)
-    chaos = ("--chaos", CHAOS) if request.param == "postgresql" else ()
+    sweep.disturbed = disturbed
     started = time.monotonic()
-    done = sweep.launch("recipe", "lr_asha", *OPTIONS, *chaos)
+    done = sweep.launch("recipe", "lr_asha", *OPTIONS, *(("--chaos", CHAOS) if disturbed else ()))
     assert done.returncode == 0, done.stdout + done.stderr
     sweep.returned_after = time.monotonic() - started
     sweep.launched = done.stdout
     sweep.sweep_id = next(line.split()[1].rstrip(":") for line in done.stdout.splitlines()
                           if line.startswith("sweep "))
-    sweep.killed_controller = None
-    if request.param == "postgresql":
+    if disturbed:
         sweep.wait(lambda: sweep.book().decisions(sweep.sweep_id), "a first decision")
         holder = sweep.record().controller
         os.kill(int(holder.rsplit(":", 1)[1]), signal.SIGKILL)
-        sweep.killed_controller = holder
         sweep.status_after_kill = sweep.wait(lambda: (lambda s: s if "no controller" in s else None)(
             sweep.launch("sweep", "status", sweep.sweep_id).stdout), "the dead controller seen", minutes=1)
         resumed = sweep.launch("sweep", "resume", sweep.sweep_id)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     sweep.wait(sweep.finished, "the sweep's end")
-    if request.param == "sqlite":
-        UNDISTURBED.update({cell: metric_points(project, r) for cell, r in sweep.cells().items()})
-    yield sweep
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory) -> Sweep:
+    """The sweep on the project's SQLite run database, nothing in its way."""
+    return sweep_on(copy_real_recipes(tmp_path_factory.mktemp("asha-sqlite"), names=("baseline",)), None,
+                    disturbed=False)
+
+
+@pytest.fixture(scope="module")
+def disturbed(tmp_path_factory, postgres_admin_url) -> Sweep:
+    """The sweep on PostgreSQL, every cell killed once by chaos and its controller killed and resumed."""
+    from postgres import fresh_database
+
+    return sweep_on(copy_real_recipes(tmp_path_factory.mktemp("asha-postgresql"), names=("baseline",)),
+                    fresh_database(postgres_admin_url), disturbed=True)
+
+
+@pytest.fixture(params=["undisturbed", "disturbed"])
+def swept(request) -> Sweep:
+    return request.getfixturevalue(request.param)
 
 
 def test_the_launch_returns_at_once_leaving_a_detached_controller(swept):
@@ -158,15 +173,14 @@ def test_the_sweep_computes_under_half_the_full_grid_and_keeps_the_pruned_cells_
             assert ledgers[cell].device_hours > 0
             # a chaos restart the stop reached in its start-up dies of the SIGTERM before the trainer's handler is
             # in place: that attempt computed nothing and its end is never written (the ledger leaves it open)
-            assert last.cause == "stopped" or (swept.killed_controller and last.attempt.computed == 0), last
+            assert last.cause == "stopped" or (swept.disturbed and last.attempt.computed == 0), last
     status = swept.launch("sweep", "status", swept.sweep_id, "--json")
     report = json.loads(status.stdout)
     assert report["steps_computed"] == computed and report["steps_full_grid"] == 8 * FULL
 
 
-def test_the_controller_killed_mid_sweep_is_resumed_without_a_second_decision(swept):
-    if swept.killed_controller is None:
-        pytest.skip("the controller is killed in the PostgreSQL sweep")
+def test_the_controller_killed_mid_sweep_is_resumed_without_a_second_decision(disturbed):
+    swept = disturbed
     assert "no controller (launch sweep resume starts one)" in swept.status_after_kill
     import optuna
 
@@ -180,27 +194,24 @@ def test_the_controller_killed_mid_sweep_is_resumed_without_a_second_decision(sw
     assert decided <= recorded
 
 
-def test_a_cell_killed_by_chaos_was_judged_with_the_values_its_undisturbed_twin_logged(swept):
+def test_a_cell_killed_by_chaos_was_judged_with_the_values_its_undisturbed_twin_logged(disturbed, undisturbed):
     """Every cell of the chaos sweep was killed once mid-training; each judgement used the first value logged at
     its step, the value the undisturbed SQLite sweep's same cell logged there (bitwise resume): no kill decided
     anything, and no value logged again by a resumed attempt counted twice."""
-    if swept.killed_controller is None:
-        pytest.skip("the chaos sweep is the PostgreSQL one")
-    if not UNDISTURBED:
-        pytest.skip("needs the SQLite sweep of this module to have run first")
+    swept = disturbed
+    twins = {cell: metric_points(undisturbed.project, r) for cell, r in undisturbed.cells().items()}
     logs = "".join((swept.project / "runs" / "logs" / f"{r.run_id}.log").read_text() for r in swept.cells().values())
     assert logs.count("[supervisor] chaos: ") >= 4  # the cells that trained long enough to be killed were
     for decision in swept.book().decisions(swept.sweep_id):
         points = metric_points(swept.project, swept.cells()[decision.cell])
         judged_at = min(step for step in points if step >= decision.budget)
-        assert points[judged_at] == decision.value == UNDISTURBED[decision.cell][judged_at]
+        assert points[judged_at] == decision.value == twins[decision.cell][judged_at]
 
 
-def test_the_pruned_cells_resumed_from_their_checkpoints_make_the_full_grid_whose_best_is_the_sweeps(swept):
+def test_the_pruned_cells_resumed_from_their_checkpoints_make_the_full_grid_whose_best_is_the_sweeps(undisturbed):
     """`launch recipe lr_asha --run-id RUN` takes a pruned cell on from the checkpoint its stop kept; with every
     cell at the full budget, the best final val/loss is the cell the sweep named best."""
-    if swept.killed_controller is not None:
-        pytest.skip("the grid is completed from the SQLite sweep")
+    swept = undisturbed
     from launcher.run_store import run_store
     from spottrain_contract.job import RunState
     from spottrain_contract.ledger import read_ledger
