@@ -13,11 +13,10 @@ from typing import Optional
 
 from launcher.mlflow_runs import mlflow_run
 from launcher.registry import RunRecord
-from launcher.views.ledger import device_unit
+from launcher.views.ledger import device_unit, record_ledger
 from spottrain_contract import layout
 from spottrain_contract.errors import UserError
 from spottrain_contract.layout import FileEntry
-from spottrain_contract.ledger import read_ledger
 from spottrain_contract.lookup import StoredRun
 from spottrain_contract.recipe import from_shipped
 from spottrain_contract.store import CheckpointStore
@@ -135,7 +134,7 @@ def lineage_of(record: RunRecord, store: CheckpointStore, checkpoint: str) -> Li
                if key.startswith(EVALUATION_PREFIXES)}
     if checkpoint != "final":
         metrics.update(StoredRun(store, record.run_id).manifest(weights.step).metrics)
-    ledger = read_ledger(store, record.run_id)
+    ledger = record_ledger(store, record)
     return Lineage(run_id=record.run_id, checkpoint=checkpoint, weights=weights, recipe_document=document,
                    commit=(run.data.tags.get("git_commit") if run else None) or "unknown",
                    mlflow_run_id=run.info.run_id if run else None,

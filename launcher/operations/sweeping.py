@@ -22,10 +22,9 @@ from launcher.operations.workspace import Workspace
 from launcher.run_store import read_from_store
 from launcher.sweeps.book import CONTROLLER_LOG, SweepBook, SweepRecord, SweepState, Verdict, request_of, sweep_dir
 from launcher.sweeps.parent import open_parent_run
-from launcher.views.ledger import cost_model, device_unit, remembered
+from launcher.views.ledger import cost_model, device_unit, record_ledger, remembered
 from launcher.views import JudgementView, SearchCellView, SearchSweepView
 from spottrain_contract.job import RunState
-from spottrain_contract.ledger import read_ledger
 from spottrain_contract.recipe import from_shipped, load_recipe
 from spottrain_contract.search import budget_value
 from spottrain_contract.sweep import cells
@@ -263,7 +262,7 @@ def _ledger(ws: Workspace, record):
     page still shows the rest."""
     try:
         return remembered(ws.registry, record, read_from_store(record, "ledger",
-                                                               lambda store: read_ledger(store, record.run_id)))
+                                                               lambda store: record_ledger(store, record)))
     except LaunchError:
         return None
 

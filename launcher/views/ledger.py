@@ -15,6 +15,7 @@ from launcher.views.tables import dollars, render_table
 from launcher.views import AttemptRow, CostView, LedgerView
 from spottrain_contract.job import RunState
 from spottrain_contract.ledger import KILLED, PREEMPTED, Ledger, read_ledger
+from spottrain_contract.store import CheckpointStore
 
 HEADER = ("ATTEMPT", "STARTED", "WALL", "ENDED AS", "RANKS", "DEVICE", "STEPS", "COMPUTED", "RECOMPUTED",
           "START-UP")
@@ -22,7 +23,13 @@ HEADER = ("ATTEMPT", "STARTED", "WALL", "ENDED AS", "RANKS", "DEVICE", "STEPS", 
 
 def run_ledger(registry: Registry, record: RunRecord) -> Ledger:
     """The run's ledger from its store, its summary kept in the run's row."""
-    return remembered(registry, record, read_ledger(run_store(record), record.run_id))
+    return remembered(registry, record, record_ledger(run_store(record), record))
+
+
+def record_ledger(store: CheckpointStore, record: RunRecord) -> Ledger:
+    """The ledger of the run `record` in `store`: once the run has ended, an attempt it left open was killed (the
+    stop came between a kill and the restart), not running."""
+    return read_ledger(store, record.run_id, run_ended=record.state.is_terminal)
 
 
 def remembered(registry: Registry, record: RunRecord, ledger: Ledger) -> Ledger:
@@ -60,7 +67,7 @@ def run_ledger_view(registry: Registry, record: RunRecord) -> LedgerView:
     """The hub's: the run's ledger as data (a draft has none), a store out of reach one line of error."""
     if record.state is RunState.DRAFT:
         return ledger_model(Ledger())
-    ledger = read_from_store(record, "ledger", lambda store: read_ledger(store, record.run_id))
+    ledger = read_from_store(record, "ledger", lambda store: record_ledger(store, record))
     return ledger_model(remembered(registry, record, ledger), cost_model(record, ledger))
 
 

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         elif os.environ.get(RECIPE_ENV):
             loaded = from_shipped(os.environ[RECIPE_ENV], f"${RECIPE_ENV}")
         else:
-            raise UserError(f"no recipe: launch it with `launch recipe NAME`, or pass --recipe recipes/NAME.yaml")
+            raise UserError("no recipe: launch it with `launch recipe NAME`, or pass --recipe recipes/NAME.yaml")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         report_exit_code(DO_NOT_RESTART_EXIT_CODE)  # a recipe that does not validate never will

@@ -4,8 +4,9 @@ checkpoints (`<run id>/ledger/attempt-NNNN.json`, one file per attempt, written 
 An attempt records when it started, the step it resumed from, the ranks and device it had, its start-up time, and,
 as it trains, the last step it finished (a heartbeat at every logged step and every save). It ends `finished`,
 `preempted` (checkpointed on a notice), `stopped` (checkpointed because a person stopped the run: no preemption)
-or `failed`; an attempt that ended without a word and was followed by another was `killed` (the spot VM
-vanished). From these:
+or `failed`; an attempt that ended without a word and was followed by another, or was the last of a run that has
+ended, was `killed` (the spot VM vanished; a stop or cancel that came before any restart ended the run). From
+these:
 
     computed    steps an attempt trained                      last_step − start_step
     recomputed  steps the next attempt had to train again     last_step − next.start_step (if positive)
@@ -124,11 +125,13 @@ def read_attempts(store: CheckpointStore, run_id: str) -> list[Attempt]:
     return sorted(attempts, key=lambda a: a.number)
 
 
-def ledger_of(attempts: list[Attempt]) -> Ledger:
+def ledger_of(attempts: list[Attempt], *, run_ended: bool = False) -> Ledger:
+    """The ledger of these attempts; `run_ended`: the run is over (as its launcher knows), so an attempt that said
+    nothing, even the last, is not running."""
     views = []
     for attempt, following in zip(attempts, [*attempts[1:], None]):
         cause = attempt.cause
-        if cause == RUNNING and following is not None:
+        if cause == RUNNING and (following is not None or run_ended):
             cause = KILLED
         recomputed = max(0, attempt.last_step - following.start_step) if following is not None else 0
         startup = attempt.startup_seconds or 0.0
@@ -140,5 +143,5 @@ def ledger_of(attempts: list[Attempt]) -> Ledger:
     return Ledger(views)
 
 
-def read_ledger(store: CheckpointStore, run_id: str) -> Ledger:
-    return ledger_of(read_attempts(store, run_id))
+def read_ledger(store: CheckpointStore, run_id: str, *, run_ended: bool = False) -> Ledger:
+    return ledger_of(read_attempts(store, run_id), run_ended=run_ended)

@@ -24,7 +24,7 @@ def describe_validation_errors(exc: ValidationError, model: type[BaseModel]) -> 
 
 def _describe(error: dict, model: type[BaseModel]) -> tuple[str, str]:
     loc = [str(part) for part in error["loc"]]
-    kind, got = error["type"], error.get("input")
+    kind = error["type"]
     if "[key]" in loc:
         at = loc.index("[key]")
         return ".".join(loc[:at]), _reason(error)

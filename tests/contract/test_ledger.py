@@ -49,6 +49,15 @@ def test_the_last_attempt_still_training_is_running_not_killed():
     assert ledger_of([]).goodput == 1.0
 
 
+def test_the_last_attempt_left_open_in_a_run_that_ended_was_killed():
+    """A kill, then a stop before the restart: the run is over and its last attempt never said how it ended."""
+    ledger = ledger_of([ATTEMPTS[0]], run_ended=True)
+    assert [v.cause for v in ledger.attempts] == [KILLED] and ledger.recomputed == 0
+    assert ledger.totals()["preemptions"] == 1 and ledger.useful == 40
+    ended = ledger_of(ATTEMPTS, run_ended=True)  # an attempt that said how it ended keeps its word
+    assert [v.cause for v in ended.attempts] == [KILLED, PREEMPTED, FAILED, FINISHED]
+
+
 def test_entries_round_trip_through_the_store_in_attempt_order(tmp_path):
     store = open_store(str(tmp_path))
     for entry in reversed(ATTEMPTS):

@@ -83,7 +83,7 @@ def test_the_first_launch_ran_the_first_cell_and_stopped_in_the_second(swept):
     project, sweep_id, interrupted, _, _ = swept
     assert f"run {sweep_id}-lr_1e3__s1 finished at step {STEPS}/{STEPS}" in interrupted
     assert f"stopping {sweep_id}-{STOPPED}: the job checkpoints first" in interrupted
-    assert f"cell lr_3e3__s1" not in interrupted
+    assert "cell lr_3e3__s1" not in interrupted
 
 
 def test_a_relaunch_skips_the_finished_cell_resumes_the_stopped_one_and_runs_the_rest(swept):
