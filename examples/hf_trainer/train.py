@@ -81,3 +81,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    if torch.distributed.is_initialized():  # Trainer leaves torchrun's group open; a Gloo group's worker threads
+        torch.distributed.destroy_process_group()  # torn down with the interpreter may abort the rank (SIGABRT)
