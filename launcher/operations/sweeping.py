@@ -19,10 +19,9 @@ from launcher.errors import LaunchError
 from launcher.mlflow_runs import first_points, mlflow_run, steps_per_epoch
 from launcher.operations.launching import PlannedSweep, resume
 from launcher.operations.workspace import Workspace
-from launcher.run_store import read_from_store
 from launcher.sweeps.book import CONTROLLER_LOG, SweepBook, SweepRecord, SweepState, Verdict, request_of, sweep_dir
 from launcher.sweeps.parent import open_parent_run
-from launcher.views.ledger import cost_model, device_unit, record_ledger, remembered
+from launcher.views.ledger import cost_model, device_unit, stored_ledger
 from launcher.views import JudgementView, SearchCellView, SearchSweepView
 from spottrain_contract.job import RunState
 from spottrain_contract.recipe import from_shipped, load_recipe
@@ -261,8 +260,7 @@ def _ledger(ws: Workspace, record):
     """The cell's ledger (its summary cached for the run lists), None where its store is out of reach: the sweep's
     page still shows the rest."""
     try:
-        return remembered(ws.registry, record, read_from_store(record, "ledger",
-                                                               lambda store: record_ledger(store, record)))
+        return stored_ledger(ws.registry, record)
     except LaunchError:
         return None
 

@@ -32,6 +32,12 @@ def record_ledger(store: CheckpointStore, record: RunRecord) -> Ledger:
     return read_ledger(store, record.run_id, run_ended=record.state.is_terminal)
 
 
+def stored_ledger(registry: Registry, record: RunRecord) -> Ledger:
+    """The run's ledger, its summary kept in the run's row; a store out of reach is one line of error
+    (`LaunchError`), as the hub's pages show it."""
+    return remembered(registry, record, read_from_store(record, "ledger", lambda store: record_ledger(store, record)))
+
+
 def remembered(registry: Registry, record: RunRecord, ledger: Ledger) -> Ledger:
     """`ledger`, its summary cached in the run's row first (a run with no attempt yet: the row left as it was)."""
     if ledger.attempts:
@@ -67,8 +73,8 @@ def run_ledger_view(registry: Registry, record: RunRecord) -> LedgerView:
     """The hub's: the run's ledger as data (a draft has none), a store out of reach one line of error."""
     if record.state is RunState.DRAFT:
         return ledger_model(Ledger())
-    ledger = read_from_store(record, "ledger", lambda store: record_ledger(store, record))
-    return ledger_model(remembered(registry, record, ledger), cost_model(record, ledger))
+    ledger = stored_ledger(registry, record)
+    return ledger_model(ledger, cost_model(record, ledger))
 
 
 def cost_model(record: RunRecord, ledger: Ledger) -> Optional[CostView]:
