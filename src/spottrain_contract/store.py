@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -173,20 +174,29 @@ class LocalDirStore:
         os.replace(partial, local)
 
     def get_bytes(self, key: str) -> Optional[bytes]:
-        path = self._path(key)
-        return path.read_bytes() if path.is_file() else None
+        """None for a missing key, and for one deleted between a listing and this read (retention in another
+        process), as S3 answers: checking first and then reading would raise for that one."""
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
 
     def size(self, key: str) -> Optional[int]:
-        path = self._path(key)
-        return path.stat().st_size if path.is_file() else None
+        try:
+            status = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return status.st_size if stat.S_ISREG(status.st_mode) else None
 
     def list(self, prefix: str) -> list[str]:
+        """os.walk, not Path.rglob: a directory that retention removes while it is walked is skipped (as S3 would
+        not list it), where rglob raised FileNotFoundError into a reader listing a live run."""
         directory = prefix.rpartition("/")[0]  # the deepest directory every match lies under
         base = self._path(directory) if directory else self.root
-        if not base.is_dir():
-            return []
-        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*")
-                if p.is_file() and not p.name.startswith("."))
+        keys = []
+        for folder, _, files in os.walk(base):
+            relative = Path(folder).relative_to(self.root)
+            keys.extend((relative / name).as_posix() for name in files if not name.startswith("."))
         return sorted(key for key in keys if key.startswith(prefix))
 
     def delete(self, keys: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,34 @@ def test_a_local_store_keeps_a_runs_directory_when_its_last_file_goes(tmp_dirs):
     store.put_bytes(b"probe", "run/.probe-rank-00001")
     store.delete(["run/.probe-rank-00001"])
     assert (root / "run").is_dir()
+
+
+def test_a_local_store_read_while_retention_deletes_steps_sees_each_key_whole_or_not_at_all(tmp_dirs):
+    """The hub lists a live run's checkpoints while its trainer writes steps and deletes old ones: a step removed
+    between the listing and a read (or while the listing walks it) is absent, as on S3, never an error (it was a
+    FileNotFoundError and a 400 on the Run page in CI)."""
+    store = LocalDirStore(str(tmp_dirs("store")))
+    files = ("a.pt", "b.pt", "_parts/rank-00000.json")
+    stop = threading.Event()
+
+    def train_with_retention():
+        step = 0
+        while not stop.is_set():
+            for name in files:
+                store.put_bytes(b"w", f"run/step-{step:08d}/{name}")
+            store.delete([f"run/step-{step - 2:08d}/{name}" for name in files])
+            step += 1
+
+    trainer = threading.Thread(target=train_with_retention)
+    trainer.start()
+    try:
+        for _ in range(300):
+            for key in store.list("run/"):
+                assert store.get_bytes(key) in (None, b"w")
+                assert store.size(key) in (None, 1)
+    finally:
+        stop.set()
+        trainer.join()
 
 
 @pytest.fixture(scope="module")
